@@ -1,0 +1,88 @@
+"""RMSprop: one backend-neutral description and its NumPy step.
+
+Both epsilon placements are supported because they are the second most common reason a NumPy
+and a TensorFlow port of the same agent disagree (DESIGN.md, cause 2):
+
+- Karpathy's gist (the default): ``theta -= lr * g / (sqrt(v) + eps)``
+- Keras and TF's kernel (``epsilon_inside_sqrt=True``): ``theta -= lr * g / sqrt(v + eps)``
+
+with ``v <- decay * v + (1 - decay) * g**2`` in both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RMSprop:
+    """RMSprop hyperparameters; defaults are Karpathy's (1e-4, 0.99, 1e-5, eps outside sqrt).
+
+    Args:
+        learning_rate: step size, > 0.
+        decay: discount of the running mean of squared gradients (Keras calls it ``rho``),
+            in [0, 1).
+        epsilon: denominator guard, > 0.
+        epsilon_inside_sqrt: ``sqrt(v + eps)`` (Keras) instead of ``sqrt(v) + eps`` (Karpathy).
+    """
+
+    learning_rate: float = 1e-4
+    decay: float = 0.99
+    epsilon: float = 1e-5
+    epsilon_inside_sqrt: bool = False
+
+    def __post_init__(self):
+        for name in ("learning_rate", "decay", "epsilon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"RMSprop {name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"RMSprop {name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.learning_rate <= 0:
+            raise ValueError(f"RMSprop learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"RMSprop decay must be in [0, 1), got {self.decay}")
+        if self.epsilon <= 0:
+            raise ValueError(f"RMSprop epsilon must be > 0, got {self.epsilon}")
+        if not isinstance(self.epsilon_inside_sqrt, bool):
+            raise ValueError(
+                f"RMSprop epsilon_inside_sqrt must be true or false, got {self.epsilon_inside_sqrt!r}"
+            )
+
+    def init_state(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Zero running mean of squared gradients, one array per parameter (as the gist)."""
+        return {name: np.zeros_like(p) for name, p in params.items()}
+
+    def step(
+        self,
+        params: dict[str, np.ndarray],
+        grads: dict[str, np.ndarray],
+        cache: dict[str, np.ndarray],
+    ) -> None:
+        """One descent step on ``params`` in place, updating ``cache`` (the ``v`` arrays) in place."""
+        # Operation order mirrors Keras's RMSprop.update_step so float64 results agree bit for bit
+        # in practice: v = decay*v + (1-decay)*square(g); theta -= (lr*g) / denom.
+        for name, g in grads.items():
+            v = cache[name]
+            v *= self.decay
+            v += (1.0 - self.decay) * np.square(g)
+            if self.epsilon_inside_sqrt:
+                denom = np.sqrt(v + self.epsilon)
+            else:
+                denom = np.sqrt(v) + self.epsilon
+            params[name] -= self.learning_rate * g / denom
+
+    def to_keras(self):
+        """The same optimizer as a Keras optimizer (imports TensorFlow)."""
+        from pgrl.policies.tf_policy import KerasRMSprop
+
+        return KerasRMSprop(
+            learning_rate=self.learning_rate,
+            rho=self.decay,
+            epsilon=self.epsilon,
+            epsilon_inside_sqrt=self.epsilon_inside_sqrt,
+        )

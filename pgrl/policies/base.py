@@ -1,0 +1,278 @@
+"""What both policy backends share: shapes, seeded init, and validation of every input.
+
+A backend subclasses :class:`Policy` and implements the underscored methods, which receive
+already-validated NumPy arrays of the policy's dtype. Everything a user can get wrong is checked
+here, once, before any state changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pgrl.optim import RMSprop
+
+DTYPES = ("float32", "float64")
+REDUCTIONS = ("sum", "mean")
+
+
+def weight_shapes(
+    obs_dim: int, hidden_sizes: Sequence[int], bias: bool
+) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the parameters: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1), ``bi``."""
+    sizes = [obs_dim, *hidden_sizes, 1]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(1, len(sizes)):
+        shapes[f"W{i}"] = (sizes[i - 1], sizes[i])
+        if bias:
+            shapes[f"b{i}"] = (sizes[i],)
+    return shapes
+
+
+def init_weights(
+    obs_dim: int, hidden_sizes: Sequence[int], bias: bool, seed: int | None, dtype: str
+) -> dict[str, np.ndarray]:
+    """Karpathy's init, ``randn(fan_in, fan_out) / sqrt(fan_in)``, biases zero.
+
+    Drawn in float64 from ``numpy.random.default_rng(seed)`` and then cast, so every backend and
+    both dtypes start from the same numbers.
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in weight_shapes(obs_dim, hidden_sizes, bias).items():
+        if name.startswith("W"):
+            w = rng.standard_normal(shape) / np.sqrt(shape[0])
+        else:
+            w = np.zeros(shape)
+        weights[name] = w.astype(dtype)
+    return weights
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Policy:
+    """A binary-action policy ``p = sigmoid(MLP(obs)) = P(action = 1)`` trained by REINFORCE.
+
+    Args:
+        obs_dim: width of one observation.
+        hidden_sizes: units of each ReLU hidden layer, e.g. ``(200,)`` (Karpathy) or ``(64, 64)``.
+        optimizer: :class:`pgrl.optim.RMSprop`; Karpathy's defaults when omitted.
+        seed: seed of the NumPy generator that draws the initial weights.
+        dtype: ``"float64"`` (bit-for-bit comparable backends) or ``"float32"`` (faster).
+        reduction: ``"sum"`` over all steps of the batch (Karpathy) or ``"mean"`` (Keras losses).
+        bias: give every layer a bias (Karpathy's network has none).
+    """
+
+    backend = "base"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (200,),
+        optimizer: RMSprop | None = None,
+        seed: int | None = 0,
+        dtype: str = "float64",
+        reduction: str = "sum",
+        bias: bool = False,
+    ):
+        self.obs_dim = _check_positive_int("obs_dim", obs_dim)
+        if isinstance(hidden_sizes, int | np.integer) and not isinstance(hidden_sizes, bool):
+            hidden_sizes = (hidden_sizes,)
+        if not isinstance(hidden_sizes, Sequence) or isinstance(hidden_sizes, str):
+            raise ValueError(
+                f"hidden_sizes must be a sequence of positive integers, got {hidden_sizes!r}"
+            )
+        self.hidden_sizes = tuple(
+            _check_positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)
+        )
+        if optimizer is None:
+            optimizer = RMSprop()
+        if not isinstance(optimizer, RMSprop):
+            raise ValueError(f"optimizer must be a pgrl.optim.RMSprop, got {optimizer!r}")
+        self.optimizer = optimizer
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.dtype = np.dtype(dtype)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        if not isinstance(bias, bool | np.bool_):
+            raise ValueError(f"bias must be true or false, got {bias!r}")
+        self.bias = bool(bias)
+        self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
+            f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
+            f"optimizer={self.optimizer})"
+        )
+
+    # ----- public API: validate, convert, then call the backend -----
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters: ``{"W1": (obs_dim, H1), ..., "Wn": (H_last, 1)}``."""
+        return self._get_weights()
+
+    def set_weights(self, weights: dict) -> None:
+        """Replace all parameters; names and shapes must be exactly those of :meth:`get_weights`."""
+        self._set_weights(self._check_arrays("weights", weights))
+
+    def action_prob(self, obs) -> np.ndarray:
+        """P(action = 1) for a batch of observations.
+
+        Args:
+            obs: array of shape (N, obs_dim).
+
+        Returns:
+            array of shape (N,), in the policy's dtype.
+        """
+        return self._action_prob(self._check_obs(obs))
+
+    def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
+        """``dL/dW`` for ``L = sum_t A_t * BCE(a_t, z_t)`` (divided by N with ``reduction="mean"``).
+
+        Args:
+            obs: (N, obs_dim) observations.
+            actions: (N,) actions taken, each 0 or 1.
+            advantages: (N,) finite weights ``A_t`` (e.g. standardized discounted returns).
+
+        Returns:
+            dict with the names and shapes of :meth:`get_weights`.
+        """
+        return self._gradients(*self._check_batch(obs, actions, advantages))
+
+    def apply_gradients(self, grads: dict) -> None:
+        """One RMSprop descent step with the given gradients (names/shapes as get_weights)."""
+        self._apply_gradients(self._check_arrays("grads", grads))
+
+    def update(self, obs, actions, advantages) -> dict[str, float]:
+        """Gradients and one RMSprop step in one call.
+
+        Returns:
+            statistics computed before the step: ``loss``, ``grad_norm`` (global L2 norm),
+            ``mean_prob`` (mean P(action = 1)) and ``entropy`` (mean Bernoulli entropy, nats).
+        """
+        return self._update(*self._check_batch(obs, actions, advantages))
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """RMSprop state as plain arrays: ``v_<name>`` per parameter and ``step`` (int64 scalar)."""
+        return self._get_optimizer_state()
+
+    def set_optimizer_state(self, state: dict) -> None:
+        """Restore a state from :meth:`get_optimizer_state` (of either backend)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"optimizer state must be a dict, got {type(state).__name__}")
+        state = dict(state)
+        if "step" not in state:
+            raise ValueError("optimizer state is missing 'step'")
+        step = np.asarray(state.pop("step"))
+        if step.shape != () or not np.issubdtype(step.dtype, np.integer) or step < 0:
+            raise ValueError(f"optimizer state 'step' must be a non-negative integer, got {step!r}")
+        velocities = {}
+        for key, value in state.items():
+            if not key.startswith("v_"):
+                raise ValueError(
+                    f"optimizer state has unexpected entry {key!r}; expected 'step' and "
+                    f"{sorted('v_' + n for n in self.shapes)}"
+                )
+            velocities[key[2:]] = value
+        velocities = self._check_arrays("optimizer state", velocities, prefix="v_")
+        if any(np.any(v < 0) for v in velocities.values()):
+            raise ValueError("optimizer state has negative squared-gradient averages")
+        self._set_optimizer_state(velocities, int(step))
+
+    # ----- validation -----
+
+    def _check_arrays(self, what: str, arrays, prefix: str = "") -> dict[str, np.ndarray]:
+        """Exactly the expected names and shapes, finite values, cast to dtype (copies)."""
+        if not isinstance(arrays, dict):
+            raise ValueError(f"{what} must be a dict of arrays, got {type(arrays).__name__}")
+        missing = [prefix + n for n in self.shapes if n not in arrays]
+        extra = [prefix + n for n in arrays if n not in self.shapes]
+        if missing or extra:
+            raise ValueError(
+                f"{what} do not match the network: missing {missing}, unexpected {extra} "
+                f"(expected {[prefix + n for n in self.shapes]})"
+            )
+        out = {}
+        for name, shape in self.shapes.items():
+            try:
+                a = np.array(arrays[name], dtype=self.dtype)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{what}[{prefix + name!r}] is not a numeric array: {e}") from None
+            if a.shape != shape:
+                raise ValueError(
+                    f"{what}[{prefix + name!r}] has shape {a.shape}, expected {shape}"
+                )
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{what}[{prefix + name!r}] contains NaN or inf")
+            out[name] = a
+        return out
+
+    def _check_obs(self, obs) -> np.ndarray:
+        """(N, obs_dim) finite array of the policy's dtype."""
+        x = np.asarray(obs)
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            hint = " (use obs[None] for a single observation)" if x.shape == (self.obs_dim,) else ""
+            raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {x.shape}{hint}")
+        if x.dtype.kind not in "biuf":
+            raise ValueError(f"obs must be numeric, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            raise ValueError("obs contains NaN or inf")
+        return x.astype(self.dtype, copy=False)
+
+    def _check_batch(self, obs, actions, advantages):
+        """Validated (obs (N, D), actions (N,) of 0/1, advantages (N,)) in the policy's dtype."""
+        x = self._check_obs(obs)
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("obs is an empty batch; need at least one step")
+        a = np.asarray(actions)
+        if a.shape != (n,):
+            raise ValueError(f"actions must have shape ({n},) to match obs, got {a.shape}")
+        if a.dtype.kind not in "biuf" or not np.all((a == 0) | (a == 1)):
+            bad = a[~((a == 0) | (a == 1))][:3] if a.dtype.kind in "biuf" else a.dtype
+            raise ValueError(f"actions must be 0 or 1, got {bad}")
+        adv = np.asarray(advantages)
+        if adv.shape != (n,):
+            raise ValueError(f"advantages must have shape ({n},) to match obs, got {adv.shape}")
+        if adv.dtype.kind not in "biuf":
+            raise ValueError(f"advantages must be numeric, got dtype {adv.dtype}")
+        if not np.all(np.isfinite(adv)):
+            raise ValueError("advantages contain NaN or inf")
+        return x, a.astype(self.dtype), adv.astype(self.dtype)
+
+    # ----- backend hooks -----
+
+    def _get_weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _action_prob(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _update(self, obs, actions, advantages) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _get_optimizer_state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_optimizer_state(self, velocities: dict[str, np.ndarray], step: int) -> None:
+        raise NotImplementedError

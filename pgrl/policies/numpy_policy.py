@@ -1,0 +1,114 @@
+"""The hand-written NumPy backend: forward, backward and RMSprop with no framework."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pgrl.policies.base import Policy, init_weights
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow: ``exp`` only ever sees ``-|z|``."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softplus(z: np.ndarray) -> np.ndarray:
+    """``log(1 + exp(z))`` without overflow."""
+    return np.logaddexp(0.0, z)
+
+
+class NumpyPolicy(Policy):
+    """Karpathy's policy network in NumPy; see :class:`pgrl.policies.base.Policy` for arguments.
+
+    Hidden layers ``h_i = relu(h_{i-1} @ W_i + b_i)`` with ``h_0 = obs``; logit
+    ``z = h_L @ W_n + b_n``; ``p = sigmoid(z)``.
+    """
+
+    backend = "numpy"
+
+    def __init__(self, obs_dim, hidden_sizes=(200,), optimizer=None, seed=0, dtype="float64",
+                 reduction="sum", bias=False):
+        super().__init__(obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias)
+        self.params = init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
+        self.cache = self.optimizer.init_state(self.params)
+        self.step = 0
+
+    def _forward(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Activations ``[h_0 = x, h_1, ..., h_L]`` and logits ``z`` of shape (N,)."""
+        hs = [x]
+        n_layers = len(self.hidden_sizes) + 1
+        for i in range(1, n_layers):
+            a = hs[-1] @ self.params[f"W{i}"]
+            if self.bias:
+                a += self.params[f"b{i}"]
+            hs.append(np.maximum(a, 0, out=a))
+        z = (hs[-1] @ self.params[f"W{n_layers}"])[:, 0]
+        if self.bias:
+            z = z + self.params[f"b{n_layers}"][0]
+        return hs, z
+
+    def _backward(self, hs, z, actions, advantages) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Gradients of ``L = sum_t A_t * BCE(a_t, z_t)`` (the "PG magic"), and ``p``."""
+        p = sigmoid(z)
+        # dBCE(y, z)/dz = sigmoid(z) - y  (DESIGN.md, cause 1: the derivative is taken through the
+        # sigmoid, not of the logit itself). For y = 1 it is written -sigmoid(-z), which keeps full
+        # relative precision when p rounds to 1.
+        dz = advantages * np.where(actions == 1, -sigmoid(-z), p)
+        if self.reduction == "mean":
+            dz /= z.shape[0]
+        grads = {}
+        n_layers = len(hs)
+        dh = dz[:, None]
+        for i in range(n_layers, 0, -1):
+            grads[f"W{i}"] = hs[i - 1].T @ dh
+            if self.bias:
+                grads[f"b{i}"] = dh.sum(axis=0)
+            if i > 1:
+                dh = dh @ self.params[f"W{i}"].T
+                # h == 0 exactly where the pre-activation was <= 0 (DESIGN.md, cause 4).
+                dh[hs[i - 1] <= 0] = 0
+        return {name: grads[name] for name in self.shapes}, p
+
+    def _get_weights(self):
+        return {name: w.copy() for name, w in self.params.items()}
+
+    def _set_weights(self, weights):
+        self.params = weights
+
+    def _action_prob(self, obs):
+        return sigmoid(self._forward(obs)[1])
+
+    def _gradients(self, obs, actions, advantages):
+        hs, z = self._forward(obs)
+        return self._backward(hs, z, actions, advantages)[0]
+
+    def _apply_gradients(self, grads):
+        self.optimizer.step(self.params, grads, self.cache)
+        self.step += 1
+
+    def _update(self, obs, actions, advantages):
+        hs, z = self._forward(obs)
+        grads, p = self._backward(hs, z, actions, advantages)
+        # BCE(1, z) = softplus(-z), BCE(0, z) = softplus(z); Bernoulli entropy is their p-mixture.
+        bce = np.where(actions == 1, softplus(-z), softplus(z))
+        loss = np.sum(advantages * bce)
+        if self.reduction == "mean":
+            loss /= z.shape[0]
+        stats = {
+            "loss": float(loss),
+            "grad_norm": float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values()))),
+            "mean_prob": float(np.mean(p)),
+            "entropy": float(np.mean(p * softplus(-z) + (1 - p) * softplus(z))),
+        }
+        self._apply_gradients(grads)
+        return stats
+
+    def _get_optimizer_state(self):
+        state = {f"v_{name}": v.copy() for name, v in self.cache.items()}
+        state["step"] = np.int64(self.step)
+        return state
+
+    def _set_optimizer_state(self, velocities, step):
+        self.cache = velocities
+        self.step = step

@@ -1,0 +1,207 @@
+"""The TensorFlow/Keras backend: Keras layers, ``tf.GradientTape``, ``tf.function``.
+
+Imported only when asked for (``make_policy("tensorflow", ...)`` or
+``pgrl.policies.TensorFlowPolicy``), so the NumPy path never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pgrl.policies.base import Policy, init_weights
+
+# Keras 3 picks its backend at first import; this module needs TensorFlow's.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as e:  # pragma: no cover - exercised only without TensorFlow
+    raise ImportError(
+        f"the TensorFlow backend needs TensorFlow and Keras ({e}); install pgrl[tf]"
+    ) from None
+if keras.backend.backend() != "tensorflow":  # pragma: no cover
+    raise ImportError(
+        f"the TensorFlow backend needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}"
+    )
+
+
+class KerasRMSprop(keras.optimizers.Optimizer):
+    """RMSprop as a Keras optimizer, with either epsilon placement.
+
+    ``v <- rho * v + (1 - rho) * g**2``, then ``theta <- theta - lr * g / (sqrt(v) + eps)``
+    (Karpathy, default) or ``theta - lr * g / sqrt(v + eps)`` (``epsilon_inside_sqrt=True``,
+    identical to ``keras.optimizers.RMSprop(lr, rho=rho, epsilon=eps)``). Usable on any Keras
+    model: ``model.compile(optimizer=KerasRMSprop(1e-4), ...)``.
+
+    Unlike Keras's default, a float learning rate is kept in float64, so float64 models take
+    exactly the step a float64 NumPy implementation takes.
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-4,
+        rho: float = 0.99,
+        epsilon: float = 1e-5,
+        epsilon_inside_sqrt: bool = False,
+        name: str = "pgrl_rmsprop",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if isinstance(learning_rate, float | int) and not isinstance(learning_rate, bool):
+            # Keras stores a float rate as a floatx (float32) variable: 1e-4 becomes
+            # 9.99999975e-05, a 2.5e-9 relative error per step in float64 training.
+            old = self._learning_rate
+            self._untrack_variable(old)
+            with keras.name_scope(self.name, caller=self):
+                self._learning_rate = keras.Variable(
+                    float(learning_rate), name="learning_rate", dtype="float64", trainable=False
+                )
+            self._track_variable(self._learning_rate)
+        self.rho = float(rho)
+        self.epsilon = float(epsilon)
+        self.epsilon_inside_sqrt = bool(epsilon_inside_sqrt)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._velocities = [self.add_variable_from_reference(v, "velocity") for v in var_list]
+
+    def velocity(self, variable):
+        """The running mean of squared gradients kept for ``variable``."""
+        return self._velocities[self._get_variable_index(variable)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        v = self.velocity(variable)
+        self.assign(v, ops.add(ops.multiply(self.rho, v), ops.multiply(1 - self.rho, ops.square(g))))
+        if self.epsilon_inside_sqrt:
+            denom = ops.sqrt(ops.add(v, self.epsilon))
+        else:
+            denom = ops.add(ops.sqrt(v), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(lr, g), denom))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rho=self.rho, epsilon=self.epsilon, epsilon_inside_sqrt=self.epsilon_inside_sqrt
+        )
+        return config
+
+
+class TensorFlowPolicy(Policy):
+    """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
+
+    ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to (N, 1) logits,
+    for users who want to inspect or reuse it. Forward, gradient and update are each one
+    ``tf.function`` with a batch-size-agnostic signature, traced once.
+    """
+
+    backend = "tensorflow"
+
+    def __init__(self, obs_dim, hidden_sizes=(200,), optimizer=None, seed=0, dtype="float64",
+                 reduction="sum", bias=False):
+        super().__init__(obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias)
+        dt = self.dtype.name
+        layers = [keras.Input((self.obs_dim,), dtype=dt)]
+        for i, h in enumerate(self.hidden_sizes, start=1):
+            layers.append(keras.layers.Dense(h, activation="relu", use_bias=self.bias, dtype=dt,
+                                             name=f"hidden{i}"))
+        layers.append(keras.layers.Dense(1, use_bias=self.bias, dtype=dt, name="logit"))
+        self.model = keras.Sequential(layers, name="pgrl_policy")
+        self._vars = {}
+        for i, layer in enumerate(self.model.layers, start=1):
+            self._vars[f"W{i}"] = layer.kernel
+            if self.bias:
+                self._vars[f"b{i}"] = layer.bias
+        self._var_list = [self._vars[name] for name in self.shapes]
+        self.keras_optimizer = self.optimizer.to_keras()
+        self.keras_optimizer.build(self._var_list)
+        self._set_weights(
+            init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
+        )
+
+        obs_spec = tf.TensorSpec([None, self.obs_dim], dt)
+        vec_spec = tf.TensorSpec([None], dt)
+        grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
+        self._tf_action_prob = tf.function(self._graph_action_prob, input_signature=[obs_spec])
+        self._tf_gradients = tf.function(
+            self._graph_gradients, input_signature=[obs_spec, vec_spec, vec_spec]
+        )
+        self._tf_apply = tf.function(self._graph_apply, input_signature=[grad_specs])
+        self._tf_update = tf.function(
+            self._graph_update, input_signature=[obs_spec, vec_spec, vec_spec]
+        )
+
+    # ----- graphs -----
+
+    def _graph_action_prob(self, obs):
+        return tf.sigmoid(self.model(obs)[:, 0])
+
+    def _loss(self, obs, actions, advantages):
+        z = self.model(obs)[:, 0]
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
+        loss = tf.reduce_sum(advantages * bce)
+        if self.reduction == "mean":
+            loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
+        return loss, z
+
+    def _graph_gradients(self, obs, actions, advantages):
+        with tf.GradientTape() as tape:
+            loss, z = self._loss(obs, actions, advantages)
+        return loss, z, tape.gradient(loss, self._var_list)
+
+    def _graph_apply(self, grads):
+        self.keras_optimizer.apply(grads, self._var_list)
+
+    def _graph_update(self, obs, actions, advantages):
+        loss, z, grads = self._graph_gradients(obs, actions, advantages)
+        p = tf.sigmoid(z)
+        entropy = p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
+        stats = {
+            "loss": loss,
+            "grad_norm": tf.linalg.global_norm(grads),
+            "mean_prob": tf.reduce_mean(p),
+            "entropy": tf.reduce_mean(entropy),
+        }
+        self.keras_optimizer.apply(grads, self._var_list)
+        return stats
+
+    # ----- backend hooks -----
+
+    def _get_weights(self):
+        return {name: v.numpy() for name, v in self._vars.items()}
+
+    def _set_weights(self, weights):
+        for name, w in weights.items():
+            self._vars[name].assign(w)
+
+    def _action_prob(self, obs):
+        return self._tf_action_prob(obs).numpy()
+
+    def _gradients(self, obs, actions, advantages):
+        grads = self._tf_gradients(obs, actions, advantages)[2]
+        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
+
+    def _apply_gradients(self, grads):
+        self._tf_apply([grads[name] for name in self.shapes])
+
+    def _update(self, obs, actions, advantages):
+        return {k: float(v) for k, v in self._tf_update(obs, actions, advantages).items()}
+
+    def _get_optimizer_state(self):
+        opt = self.keras_optimizer
+        state = {f"v_{name}": opt.velocity(v).numpy() for name, v in self._vars.items()}
+        state["step"] = np.int64(opt.iterations.numpy())
+        return state
+
+    def _set_optimizer_state(self, velocities, step):
+        opt = self.keras_optimizer
+        for name, v in velocities.items():
+            opt.velocity(self._vars[name]).assign(v)
+        opt.iterations.assign(step)

@@ -1,0 +1,49 @@
+"""Discounted returns and their standardization: the math shared by every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def discount_rewards(rewards, gamma: float, reset_on_nonzero: bool = False) -> np.ndarray:
+    """Discounted returns of one episode: ``G_t = r_t + gamma * G_{t+1}``.
+
+    Args:
+        rewards: 1-D sequence of per-step rewards ``r_t`` of one episode, shape (T,).
+        gamma: discount factor in [0, 1].
+        reset_on_nonzero: restart the running sum at every nonzero reward. Karpathy's Pong
+            trick: a nonzero reward ends a point (a "game boundary"), so rewards of the next
+            point must not leak into the returns of the previous one.
+
+    Returns:
+        float64 array of shape (T,).
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"rewards must be 1-D (one episode), got shape {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("rewards must be finite, got NaN or inf")
+    gamma = float(gamma)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    returns = np.empty_like(r)
+    running = 0.0
+    for t in range(r.size - 1, -1, -1):
+        if reset_on_nonzero and r[t] != 0:
+            running = 0.0
+        running = running * gamma + r[t]
+        returns[t] = running
+    return returns
+
+
+def standardize(x) -> np.ndarray:
+    """``(x - mean) / std`` over the whole array, shape kept; all zeros when ``std == 0``.
+
+    A constant input (every return equal, e.g. a batch where nothing happened) carries no
+    signal about which actions were better, so its advantages are zero rather than NaN.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0 or np.all(x == x.flat[0]):
+        return np.zeros_like(x)
+    centered = x - x.mean()
+    return centered / centered.std()
