@@ -210,9 +210,7 @@ class Policy:
             except (TypeError, ValueError) as e:
                 raise ValueError(f"{what}[{prefix + name!r}] is not a numeric array: {e}") from None
             if a.shape != shape:
-                raise ValueError(
-                    f"{what}[{prefix + name!r}] has shape {a.shape}, expected {shape}"
-                )
+                raise ValueError(f"{what}[{prefix + name!r}] has shape {a.shape}, expected {shape}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"{what}[{prefix + name!r}] contains NaN or inf")
             out[name] = a

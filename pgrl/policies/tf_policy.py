@@ -79,7 +79,9 @@ class KerasRMSprop(keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         v = self.velocity(variable)
-        self.assign(v, ops.add(ops.multiply(self.rho, v), ops.multiply(1 - self.rho, ops.square(g))))
+        self.assign(
+            v, ops.add(ops.multiply(self.rho, v), ops.multiply(1 - self.rho, ops.square(g)))
+        )
         if self.epsilon_inside_sqrt:
             denom = ops.sqrt(ops.add(v, self.epsilon))
         else:
@@ -104,14 +106,25 @@ class TensorFlowPolicy(Policy):
 
     backend = "tensorflow"
 
-    def __init__(self, obs_dim, hidden_sizes=(200,), optimizer=None, seed=0, dtype="float64",
-                 reduction="sum", bias=False):
+    def __init__(
+        self,
+        obs_dim,
+        hidden_sizes=(200,),
+        optimizer=None,
+        seed=0,
+        dtype="float64",
+        reduction="sum",
+        bias=False,
+    ):
         super().__init__(obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias)
         dt = self.dtype.name
         layers = [keras.Input((self.obs_dim,), dtype=dt)]
         for i, h in enumerate(self.hidden_sizes, start=1):
-            layers.append(keras.layers.Dense(h, activation="relu", use_bias=self.bias, dtype=dt,
-                                             name=f"hidden{i}"))
+            layers.append(
+                keras.layers.Dense(
+                    h, activation="relu", use_bias=self.bias, dtype=dt, name=f"hidden{i}"
+                )
+            )
         layers.append(keras.layers.Dense(1, use_bias=self.bias, dtype=dt, name="logit"))
         self.model = keras.Sequential(layers, name="pgrl_policy")
         self._vars = {}

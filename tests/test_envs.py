@@ -1,0 +1,233 @@
+"""pgrl.envs: Pong wrappers against Karpathy's gist written out, spaces, seeding, bad input."""
+
+from __future__ import annotations
+
+import sys
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from pgrl.envs import (
+    SUPPORTED_ENV_IDS,
+    BinaryActionMap,
+    FrameDifference,
+    KarpathyPreprocess,
+    check_binary_env,
+    make_env,
+)
+
+gym.register_envs(ale_py)
+
+FRAME_SPACE = spaces.Box(0, 255, (210, 160, 3), np.uint8)
+
+
+def gist_prepro(frame):
+    """Karpathy's prepro, its ``I`` renamed, on a copy (the gist modifies the frame in place)."""
+    frame = frame.copy()
+    frame = frame[35:195]
+    frame = frame[::2, ::2, 0]
+    frame[frame == 144] = 0
+    frame[frame == 109] = 0
+    frame[frame != 0] = 1
+    return frame.astype(np.float64).ravel()
+
+
+def gist_inputs(frames):
+    """The gist's policy inputs x for one episode's raw frames (its main loop)."""
+    prev_x, xs = None, []
+    for observation in frames:
+        cur_x = gist_prepro(observation)
+        x = cur_x - prev_x if prev_x is not None else np.zeros(80 * 80)
+        prev_x = cur_x
+        xs.append(x)
+    return xs
+
+
+class ReplayEnv(gym.Env):
+    """Replays ``frames`` from one buffer overwritten in place, like an emulator's screen."""
+
+    def __init__(self, frames, observation_space, action_space=None):
+        self.observation_space = observation_space
+        self.action_space = action_space if action_space is not None else spaces.Discrete(2)
+        self.frames = frames
+        self.buffer = np.zeros_like(frames[0])
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.buffer[...] = self.frames[0]
+        return self.buffer, {}
+
+    def step(self, action):
+        self.t += 1
+        self.buffer[...] = self.frames[self.t]
+        return self.buffer, 0.0, False, False, {}
+
+
+# --- Pong ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_pong_reproduces_karpathy_preprocessing(seed):
+    env = make_env("ALE/Pong-v5", seed=seed)
+    raw = gym.make("ALE/Pong-v5")
+    raw.reset(seed=seed)  # what make_env does with a seed
+    actions = np.random.default_rng(seed).integers(0, 2, size=150)
+
+    nonzero = 0
+    for _episode in range(2):  # the second reset comes mid-game: FrameDifference must forget
+        obs, _ = env.reset()
+        frame, _ = raw.reset()
+        observations, frames = [obs], [frame]
+        for a in actions:
+            obs, reward, terminated, truncated, _ = env.step(a)
+            frame, raw_reward, raw_terminated, raw_truncated, _ = raw.step(2 if a == 1 else 3)
+            assert (reward, terminated, truncated) == (raw_reward, raw_terminated, raw_truncated)
+            observations.append(obs)
+            frames.append(frame)
+
+        for t, (obs, x) in enumerate(zip(observations, gist_inputs(frames), strict=True)):
+            assert obs.dtype == np.int8 and obs.shape == (6400,)
+            assert env.observation_space.contains(obs), t
+            np.testing.assert_array_equal(obs, x, err_msg=f"step {t}")
+            nonzero += bool(np.any(obs))
+        assert not np.any(observations[0])
+    # The ball and paddles move, so most differences are nonzero; all-zero would prove nothing.
+    assert nonzero > 200
+
+
+def test_pong_spaces_and_defaults():
+    env = make_env("ALE/Pong-v5")
+    assert env.action_space == spaces.Discrete(2)
+    assert env.observation_space == spaces.Box(-1, 1, (6400,), np.int8)
+    assert isinstance(env.unwrapped, ale_py.AtariEnv)
+    assert env.spec.kwargs["frameskip"] == 4
+    assert env.spec.kwargs["repeat_action_probability"] == 0.25
+
+
+def test_pong_kwargs_pass_through():
+    env = make_env("ALE/Pong-v5", frameskip=2, repeat_action_probability=0.0)
+    assert env.spec.kwargs["frameskip"] == 2
+    assert env.spec.kwargs["repeat_action_probability"] == 0.0
+
+
+def test_karpathy_preprocess_alone_on_every_pixel_value():
+    # Every value in every position, channels 1 and 2 and the cropped rows included, so the
+    # lookup table is checked where real Pong frames never go.
+    frame = np.random.default_rng(0).integers(0, 256, FRAME_SPACE.shape, dtype=np.uint8)
+    frame[::7] = 144
+    frame[1::5, :, 0] = 109
+    env = KarpathyPreprocess(ReplayEnv([frame], FRAME_SPACE))
+    obs, _ = env.reset()
+    np.testing.assert_array_equal(obs, gist_prepro(frame))
+    assert obs.dtype == np.int8 and env.observation_space.contains(obs)
+    np.testing.assert_array_equal(env.unwrapped.buffer, frame)  # input left untouched
+
+
+def test_frame_difference_alone_and_cleared_on_reset():
+    frames = np.random.default_rng(0).integers(0, 2, (4, 16), dtype=np.int8)
+    env = FrameDifference(ReplayEnv(frames, spaces.Box(0, 1, (16,), np.int8)))
+    assert env.observation_space == spaces.Box(-1, 1, (16,), np.int8)
+
+    first, _ = env.reset()
+    second = env.step(0)[0]
+    third = env.step(0)[0]
+    np.testing.assert_array_equal(first, np.zeros(16))
+    # The wrapped env overwrites one buffer; differences must use the frame's old values.
+    np.testing.assert_array_equal(second, frames[1] - frames[0])
+    np.testing.assert_array_equal(third, frames[2] - frames[1])
+
+    again, _ = env.reset()  # mid-episode
+    np.testing.assert_array_equal(again, np.zeros(16))
+    np.testing.assert_array_equal(env.step(0)[0], frames[1] - frames[0])
+    for obs in (first, second, third, again):
+        assert env.observation_space.contains(obs)
+
+
+def test_frame_difference_cleared_on_reset_in_pong():
+    env = make_env("ALE/Pong-v5", seed=0)
+    env.reset()
+    moved = [np.any(env.step(t % 2)[0]) for t in range(60)]
+    assert any(moved)
+    obs, _ = env.reset()
+    assert obs.dtype == np.int8 and not np.any(obs)
+
+
+def test_binary_action_map_alone():
+    env = BinaryActionMap(ReplayEnv([np.zeros(1)], spaces.Box(0, 1, (1,)), spaces.Discrete(6)))
+    assert env.action_space == spaces.Discrete(2)
+    assert (env.action(1), env.action(0)) == (2, 3)
+    assert (env.action(np.int64(1)), env.action(np.True_)) == (2, 2)
+    with pytest.raises(ValueError, match="got 2"):
+        env.action(2)
+
+
+# --- CartPole --------------------------------------------------------------------------------
+
+
+def test_cartpole_is_binary_and_seeded():
+    env = make_env("CartPole-v1", seed=0)
+    assert env.action_space == spaces.Discrete(2)
+    obs, _ = env.reset()
+    assert obs.shape == (4,) and env.observation_space.contains(obs)
+
+    same = make_env("CartPole-v1", seed=0)
+    np.testing.assert_array_equal(same.reset()[0], obs)
+    assert not np.array_equal(make_env("CartPole-v1", seed=1).reset()[0], obs)
+    # The action space is seeded too: random baselines repeat.
+    assert [env.action_space.sample() for _ in range(20)] == [
+        same.action_space.sample() for _ in range(20)
+    ]
+
+
+def test_cartpole_kwargs_pass_through():
+    assert make_env("CartPole-v1", render_mode="rgb_array").render_mode == "rgb_array"
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_unknown_env_id():
+    with pytest.raises(ValueError, match="'ALE/Pong-v4'") as err:
+        make_env("ALE/Pong-v4")
+    for env_id in SUPPORTED_ENV_IDS:
+        assert env_id in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_check_binary_env_rejects_other_action_spaces():
+    with pytest.raises(ValueError, match=r"MountainCar-v0 has action space Discrete\(3\)"):
+        check_binary_env(gym.make("MountainCar-v0"))
+    with pytest.raises(ValueError, match=r"Box\(-1\.0, 1\.0, \(1,\), float32\)"):
+        check_binary_env(gym.make("MountainCarContinuous-v0"))
+    cartpole = gym.make("CartPole-v1")
+    assert check_binary_env(cartpole) is cartpole
+
+
+@pytest.mark.parametrize(
+    "wrapper, env_kwargs, bad_space",
+    [
+        (KarpathyPreprocess, {}, r"Box\(\[-4\.8"),  # CartPole's observations
+        (KarpathyPreprocess, {"obs_type": "grayscale"}, r"Box\(0, 255, \(210, 160\), uint8\)"),
+        (FrameDifference, {}, r"Box\(0, 255, \(210, 160, 3\), uint8\)"),  # raw frames
+        (BinaryActionMap, {}, r"Discrete\(2\)"),  # CartPole's actions
+        (BinaryActionMap, {"full_action_space": True}, "'UP', 'RIGHT'"),
+    ],
+)
+def test_wrappers_reject_wrong_spaces(wrapper, env_kwargs, bad_space):
+    env_id = "ALE/Pong-v5" if env_kwargs or wrapper is FrameDifference else "CartPole-v1"
+    env = gym.make(env_id, **env_kwargs)
+    with pytest.raises(ValueError, match=bad_space):
+        wrapper(env)
+
+
+def test_missing_ale_py(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # makes `import ale_py` raise ImportError
+    with pytest.raises(ImportError, match=r"install pgrl\[atari\]") as err:
+        make_env("ALE/Pong-v5")
+    assert "\n" not in str(err.value)
+    make_env("CartPole-v1")  # the rest of pgrl does not need ale-py

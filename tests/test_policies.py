@@ -1,0 +1,440 @@
+"""The two backends against independent references: finite differences, each other, and TF."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pgrl.optim import RMSprop
+from pgrl.policies import NumpyPolicy, make_policy
+
+# ----- helpers -----
+
+
+def reference_loss(weights, obs, actions, advantages, reduction, n_hidden, bias):
+    """L = sum_t A_t * BCE(a_t, z_t), written out independently of the backends."""
+    h = obs
+    for i in range(1, n_hidden + 1):
+        h = h @ weights[f"W{i}"] + (weights[f"b{i}"] if bias else 0)
+        h = np.maximum(h, 0)
+    z = (h @ weights[f"W{n_hidden + 1}"])[:, 0] + (weights[f"b{n_hidden + 1}"][0] if bias else 0)
+    # -[y log s(z) + (1-y) log(1-s(z))] = log(1 + e^z) - y z
+    loss = np.sum(advantages * (np.logaddexp(0, z) - actions * z))
+    return loss / len(z) if reduction == "mean" else loss
+
+
+def finite_difference_grads(policy, obs, actions, advantages, eps=1e-6):
+    weights = policy.get_weights()
+    n_hidden = len(policy.hidden_sizes)
+
+    def loss(w):
+        return reference_loss(w, obs, actions, advantages, policy.reduction, n_hidden, policy.bias)
+
+    grads = {}
+    for name, w in weights.items():
+        g = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            plus = {k: v.copy() for k, v in weights.items()}
+            minus = {k: v.copy() for k, v in weights.items()}
+            plus[name][idx] += eps
+            minus[name][idx] -= eps
+            g[idx] = (loss(plus) - loss(minus)) / (2 * eps)
+        grads[name] = g
+    return grads
+
+
+def rel_err(a, b):
+    """Norm-wise relative error max|a - b| / max(|a|, |b|); 0 when both are exactly zero."""
+    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
+    diff = np.max(np.abs(a - b))
+    return 0.0 if diff == 0 else diff / scale
+
+
+def random_batch(rng, n, obs_dim, obs_scale=1.0):
+    obs = rng.standard_normal((n, obs_dim)) * obs_scale
+    actions = (rng.random(n) < 0.5).astype(np.float64)
+    advantages = rng.standard_normal(n)
+    return obs, actions, advantages
+
+
+_TF_CACHE = {}
+
+
+def tf_policy(obs_dim, hidden_sizes, bias, reduction, dtype):
+    """TF policies are cached per architecture: building and tracing costs ~0.3 s each."""
+    key = (obs_dim, hidden_sizes, bias, reduction, dtype)
+    if key not in _TF_CACHE:
+        _TF_CACHE[key] = make_policy(
+            "tensorflow",
+            obs_dim=obs_dim,
+            hidden_sizes=hidden_sizes,
+            bias=bias,
+            reduction=reduction,
+            dtype=dtype,
+        )
+    return _TF_CACHE[key]
+
+
+# ----- finite differences -----
+
+
+@pytest.mark.parametrize("hidden_sizes", [(1,), (4,), (16,), (3, 5), (8, 8)])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_numpy_gradients_match_finite_differences(hidden_sizes, bias, reduction):
+    rng = np.random.default_rng(hash((hidden_sizes, bias, reduction)) % 2**32)
+    policy = NumpyPolicy(
+        5, hidden_sizes, seed=int(rng.integers(1000)), bias=bias, reduction=reduction
+    )
+    if bias:  # non-zero biases, so their gradients are exercised through the ReLUs too
+        w = policy.get_weights()
+        for name in w:
+            if name.startswith("b"):
+                w[name] = 0.3 * rng.standard_normal(w[name].shape)
+        policy.set_weights(w)
+    obs, actions, advantages = random_batch(rng, 12, 5)
+    grads = policy.gradients(obs, actions, advantages)
+    fd = finite_difference_grads(policy, obs, actions, advantages)
+    assert set(grads) == set(fd) == set(policy.shapes)
+    for name in grads:
+        assert grads[name].shape == policy.shapes[name]
+        assert rel_err(grads[name], fd[name]) < 1e-6, name
+    assert any(np.abs(g).max() > 1e-3 for g in grads.values())  # not a vacuous comparison
+
+
+# ----- the question that started pgrl -----
+
+
+def test_regression_logit_vs_sigmoid_derivative():
+    x = np.array([[0.0, 1.0]])
+    label = np.array([0.0])
+    W1 = np.arange(6.0).reshape(2, 3)
+    W2 = np.arange(3.0).reshape(3, 1)
+    for backend in ("numpy", "tensorflow"):
+        policy = make_policy(backend, obs_dim=2, hidden_sizes=(3,))
+        policy.set_weights({"W1": W1, "W2": W2})
+        g = policy.gradients(x, label, np.ones(1))
+        # z = 14, sigmoid(14) - 0 = 0.99999917
+        np.testing.assert_allclose(g["W1"], [[0, 0, 0], [0, 1, 2]], atol=1e-5)
+        np.testing.assert_allclose(g["W2"], [[3], [4], [5]], atol=1e-5)
+
+    # The classic mistake: back-propagating dL/dz = z - y (the logit) instead of sigmoid(z) - y.
+    h = np.maximum(x @ W1, 0)
+    z = h @ W2
+    dz_wrong = z - label[:, None]
+    dW2_wrong = h.T @ dz_wrong
+    dh = dz_wrong @ W2.T
+    dh[h <= 0] = 0
+    dW1_wrong = x.T @ dh
+    np.testing.assert_array_equal(dW1_wrong, [[0, 0, 0], [0, 14, 28]])
+    np.testing.assert_array_equal(dW2_wrong, [[42], [56], [70]])
+
+
+# ----- NumPy vs TensorFlow -----
+
+ARCHS = [
+    (3, (4,), False, "sum"),
+    (8, (16,), True, "mean"),
+    (5, (5, 7), False, "mean"),
+    (2, (3, 6), True, "sum"),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    arch=st.sampled_from(ARCHS),
+    dtype=st.sampled_from(["float64", "float32"]),
+    n=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+    weight_scale=st.sampled_from([0.01, 1.0, 20.0]),
+    obs_scale=st.sampled_from([0.0, 1.0, 10.0]),
+    dead_fraction=st.sampled_from([0.0, 0.5]),
+)
+@example(
+    arch=ARCHS[0],
+    dtype="float64",
+    n=7,
+    seed=3,
+    weight_scale=20.0,
+    obs_scale=10.0,
+    dead_fraction=0.0,
+)
+@example(
+    arch=ARCHS[2],
+    dtype="float32",
+    n=7,
+    seed=3,
+    weight_scale=20.0,
+    obs_scale=10.0,
+    dead_fraction=0.5,
+)
+def test_backends_agree(arch, dtype, n, seed, weight_scale, obs_scale, dead_fraction):
+    obs_dim, hidden_sizes, bias, reduction = arch
+    rng = np.random.default_rng(seed)
+    np_policy = make_policy(
+        "numpy",
+        obs_dim=obs_dim,
+        hidden_sizes=hidden_sizes,
+        bias=bias,
+        reduction=reduction,
+        dtype=dtype,
+    )
+    weights = {
+        k: weight_scale * rng.standard_normal(v.shape) for k, v in np_policy.get_weights().items()
+    }
+    obs, actions, advantages = random_batch(rng, n, obs_dim, obs_scale)
+    advantages[rng.random(n) < dead_fraction] = 0.0
+    np_policy.set_weights(weights)
+    tf_pol = tf_policy(obs_dim, hidden_sizes, bias, reduction, dtype)
+    tf_pol.set_weights(weights)
+
+    rtol = 1e-10 if dtype == "float64" else 1e-5
+    tiny = np.finfo(dtype).tiny  # TF flushes float32 denormals to zero, NumPy keeps them
+    p_np, p_tf = np_policy.action_prob(obs), tf_pol.action_prob(obs)
+    assert p_np.dtype == p_tf.dtype == np.dtype(dtype)
+    assert p_np.shape == p_tf.shape == (n,)
+    np.testing.assert_allclose(p_np, p_tf, rtol=rtol, atol=tiny)
+
+    g_np = np_policy.gradients(obs, actions, advantages)
+    g_tf = tf_pol.gradients(obs, actions, advantages)
+    for name in np_policy.shapes:
+        assert np.all(np.isfinite(g_np[name])) and np.all(np.isfinite(g_tf[name]))
+        assert g_np[name].dtype == g_tf[name].dtype == np.dtype(dtype)
+        assert rel_err(g_np[name], g_tf[name]) <= rtol, name
+
+
+def test_saturated_logits_stay_finite_and_agree():
+    """|z| in the hundreds: a naive log(sigmoid(z)) is -inf, and its gradient NaN."""
+    rng = np.random.default_rng(0)
+    for dtype in ("float64", "float32"):
+        np_policy = make_policy("numpy", obs_dim=3, hidden_sizes=(4,), dtype=dtype)
+        tf_pol = tf_policy(3, (4,), False, "sum", dtype)
+        weights = {k: 50 * rng.standard_normal(v.shape) for k, v in np_policy.get_weights().items()}
+        np_policy.set_weights(weights)
+        tf_pol.set_weights(weights)
+        obs, actions, advantages = random_batch(rng, 64, 3, obs_scale=10)
+        h = np.maximum(obs @ weights["W1"], 0)
+        z = (h @ weights["W2"])[:, 0]
+        assert np.max(np.abs(z)) > 30
+        with np.errstate(all="ignore"):
+            naive = np.log(1 / (1 + np.exp(-z.astype(dtype))))
+        assert not np.all(np.isfinite(naive))  # the trap is real for this batch
+        actions = (z < 0).astype(float)  # every action the unlikely one: BCE huge but finite
+        for policy in (np_policy, tf_pol):
+            stats = policy.gradients(obs, actions, advantages)
+            assert all(np.all(np.isfinite(g)) for g in stats.values())
+        g_np = np_policy.gradients(obs, actions, advantages)
+        g_tf = tf_pol.gradients(obs, actions, advantages)
+        rtol = 1e-10 if dtype == "float64" else 1e-5
+        for name in g_np:
+            assert rel_err(g_np[name], g_tf[name]) <= rtol
+
+
+def test_same_seed_same_initial_weights_across_backends_and_dtypes():
+    kw = dict(obs_dim=6, hidden_sizes=(5, 3), seed=42, bias=True)
+    w_np = make_policy("numpy", **kw).get_weights()
+    w_tf = make_policy("tensorflow", **kw).get_weights()
+    w_32 = make_policy("numpy", dtype="float32", **kw).get_weights()
+    assert list(w_np) == list(w_tf) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    for name in w_np:
+        np.testing.assert_array_equal(w_np[name], w_tf[name])
+        np.testing.assert_array_equal(w_np[name].astype(np.float32), w_32[name])
+    # Karpathy's init: randn / sqrt(fan_in), biases zero
+    expected = np.random.default_rng(42).standard_normal((6, 5)) / np.sqrt(6)
+    np.testing.assert_array_equal(w_np["W1"], expected)
+    assert np.all(w_np["b1"] == 0)
+    other = make_policy("numpy", **{**kw, "seed": 43}).get_weights()
+    assert not np.array_equal(other["W1"], w_np["W1"])
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_update_stats_agree_and_match_reference(reduction):
+    rng = np.random.default_rng(1)
+    kw = dict(obs_dim=4, hidden_sizes=(8,), reduction=reduction, seed=5)
+    policies = [make_policy(b, **kw) for b in ("numpy", "tensorflow")]
+    obs, actions, advantages = random_batch(rng, 30, 4)
+    w = policies[0].get_weights()
+    loss = reference_loss(w, obs, actions, advantages, reduction, 1, False)
+    p = policies[0].action_prob(obs)
+    entropy = np.mean(-p * np.log(p) - (1 - p) * np.log(1 - p))
+    grads = policies[0].gradients(obs, actions, advantages)
+    grad_norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
+    for policy in policies:
+        stats = policy.update(obs, actions, advantages)
+        assert stats["loss"] == pytest.approx(loss, rel=1e-12)
+        assert stats["grad_norm"] == pytest.approx(grad_norm, rel=1e-12)
+        assert stats["mean_prob"] == pytest.approx(p.mean(), rel=1e-12)
+        assert stats["entropy"] == pytest.approx(entropy, rel=1e-10)
+    # update == gradients + apply_gradients
+    manual = make_policy("numpy", **kw)
+    manual.apply_gradients(manual.gradients(obs, actions, advantages))
+    for policy in policies:
+        for name, value in manual.get_weights().items():
+            np.testing.assert_allclose(policy.get_weights()[name], value, rtol=1e-12)
+        assert policy.get_optimizer_state()["step"] == 1
+
+
+# ----- TensorFlow stays out of the NumPy path -----
+
+
+def test_import_pgrl_and_numpy_backend_never_import_tensorflow():
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import pgrl
+        from pgrl.policies import make_policy, NumpyPolicy
+        from pgrl.optim import RMSprop
+        from pgrl.returns import discount_rewards, standardize
+        p = make_policy("numpy", obs_dim=4, hidden_sizes=(8,))
+        x = np.ones((3, 4)); a = np.array([0, 1, 1]); A = standardize(discount_rewards([0, 0, 1], 0.9))
+        p.update(x, a, A)
+        p.apply_gradients(p.gradients(x, a, A))
+        bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_missing_tensorflow_gives_install_hint():
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["tensorflow"] = None
+        sys.modules["keras"] = None
+        from pgrl.policies import make_policy
+        try:
+            make_policy("tensorflow", obs_dim=4)
+        except ImportError as e:
+            print(e)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "install pgrl[tf]" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 1
+
+
+# ----- bad input -----
+
+
+@pytest.fixture(params=["numpy", "tensorflow"])
+def policy(request):
+    return make_policy(request.param, obs_dim=3, hidden_sizes=(4,), bias=True, seed=1)
+
+
+def _snapshot(policy):
+    return policy.get_weights(), policy.get_optimizer_state()
+
+
+def _assert_unchanged(policy, snapshot):
+    weights, state = snapshot
+    for name, w in policy.get_weights().items():
+        np.testing.assert_array_equal(w, weights[name])
+    for name, v in policy.get_optimizer_state().items():
+        np.testing.assert_array_equal(v, state[name])
+
+
+def _bad_weights(policy):
+    w = policy.get_weights()
+    missing = {k: v for k, v in w.items() if k != "b2"}
+    extra = {**w, "W3": np.zeros((1, 1))}
+    misshaped = {**w, "W1": np.zeros((4, 3))}
+    nan = {**w, "W2": np.full((4, 1), np.nan)}
+    return [
+        ("missing", missing, "b2"),
+        ("unexpected", extra, "W3"),
+        ("shape", misshaped, r"\(4, 3\)"),
+        ("NaN", nan, "W2"),
+    ]
+
+
+def test_set_weights_refuses_bad_arrays_and_changes_nothing(policy):
+    policy.update(np.ones((2, 3)), [0, 1], [1.0, -1.0])  # non-trivial optimizer state
+    snap = _snapshot(policy)
+    for _, bad, pattern in _bad_weights(policy):
+        # modify a valid entry too: a refused call must not apply it halfway
+        bad = {k: (v + 1 if k == "W1" and v.shape == (3, 4) else v) for k, v in bad.items()}
+        with pytest.raises(ValueError, match=pattern):
+            policy.set_weights(bad)
+        with pytest.raises(ValueError, match=pattern):
+            policy.apply_gradients(bad)
+        _assert_unchanged(policy, snap)
+
+
+def test_batch_validation(policy):
+    snap = _snapshot(policy)
+    obs, a, adv = np.ones((2, 3)), np.array([0, 1]), np.array([1.0, 2.0])
+    cases = [
+        ((np.ones((2, 5)), a, adv), r"obs must have shape \(N, 3\), got \(2, 5\)"),
+        ((np.ones(3), a[:1], adv[:1]), r"obs\[None\]"),
+        ((obs, np.array([0, 2]), adv), "actions must be 0 or 1, got \\[2\\]"),
+        ((obs, np.array([0.5, 1]), adv), "actions must be 0 or 1"),
+        ((obs, np.array([0, 1, 1]), adv), r"actions must have shape \(2,\)"),
+        ((obs, a, np.array([1.0])), r"advantages must have shape \(2,\)"),
+        ((obs, a, np.array([np.nan, 1.0])), "advantages contain NaN"),
+        ((np.array([[np.nan, 0, 0], [0, 0, 0]]), a, adv), "obs contains NaN"),
+        ((np.ones((0, 3)), a[:0], adv[:0]), "empty batch"),
+    ]
+    for args, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            policy.gradients(*args)
+        with pytest.raises(ValueError, match=pattern):
+            policy.update(*args)
+    with pytest.raises(ValueError, match="obs must have shape"):
+        policy.action_prob(np.ones((2, 4)))
+    _assert_unchanged(policy, snap)
+
+
+def test_optimizer_state_validation(policy):
+    snap = _snapshot(policy)
+    state = policy.get_optimizer_state()
+    with pytest.raises(ValueError, match="'step'"):
+        policy.set_optimizer_state({k: v for k, v in state.items() if k != "step"})
+    with pytest.raises(ValueError, match="v_W1"):
+        policy.set_optimizer_state({**state, "v_W1": np.zeros((9, 9))})
+    with pytest.raises(ValueError, match="unexpected entry 'momentum'"):
+        policy.set_optimizer_state({**state, "momentum": np.zeros(1)})
+    with pytest.raises(ValueError, match="negative"):
+        policy.set_optimizer_state({**state, "v_b1": -np.ones(4)})
+    _assert_unchanged(policy, snap)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(backend="torch"), "backend must be one of .* got 'torch'"),
+        (dict(dtype="float16"), "dtype must be one of .* got 'float16'"),
+        (dict(reduction="avg"), "reduction must be one of .* got 'avg'"),
+        (dict(hidden_sizes=(8, 0)), r"hidden_sizes\[1\] must be a positive integer, got 0"),
+        (dict(obs_dim=-1), "obs_dim must be a positive integer, got -1"),
+        (dict(optimizer="adam"), "optimizer must be a pgrl.optim.RMSprop"),
+    ],
+)
+def test_constructor_validation(kwargs, pattern):
+    args = dict(backend="numpy", obs_dim=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        make_policy(args.pop("backend"), **args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(learning_rate=0.0), "learning_rate must be > 0"),
+        (dict(decay=1.0), r"decay must be in \[0, 1\)"),
+        (dict(epsilon=-1e-8), "epsilon must be > 0"),
+        (dict(learning_rate="fast"), "learning_rate must be a number"),
+    ],
+)
+def test_rmsprop_validation(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RMSprop(**kwargs)
