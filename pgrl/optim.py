@@ -50,7 +50,8 @@ class RMSprop:
             raise ValueError(f"RMSprop epsilon must be > 0, got {self.epsilon}")
         if not isinstance(self.epsilon_inside_sqrt, bool):
             raise ValueError(
-                f"RMSprop epsilon_inside_sqrt must be true or false, got {self.epsilon_inside_sqrt!r}"
+                "RMSprop epsilon_inside_sqrt must be true or false, "
+                f"got {self.epsilon_inside_sqrt!r}"
             )
 
     def init_state(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,7 +64,7 @@ class RMSprop:
         grads: dict[str, np.ndarray],
         cache: dict[str, np.ndarray],
     ) -> None:
-        """One descent step on ``params`` in place, updating ``cache`` (the ``v`` arrays) in place."""
+        """One descent step on ``params``, in place; ``cache`` (the ``v`` arrays) too."""
         # Operation order mirrors Keras's RMSprop.update_step so float64 results agree bit for bit
         # in practice: v = decay*v + (1-decay)*square(g); theta -= (lr*g) / denom.
         for name, g in grads.items():

@@ -12,7 +12,7 @@ SHAPES = dict(obs_dim=5, hidden_sizes=(6, 4), bias=True)
 def gradient_sequence(policy, steps, seed=0):
     """Gradients of varied magnitude, some tiny (where eps placement matters most)."""
     rng = np.random.default_rng(seed)
-    for k in range(steps):
+    for _ in range(steps):
         scale = 10.0 ** rng.uniform(-6, 1)
         yield {name: scale * rng.standard_normal(shape) for name, shape in policy.shapes.items()}
 

@@ -291,7 +291,8 @@ def test_import_pgrl_and_numpy_backend_never_import_tensorflow():
         from pgrl.optim import RMSprop
         from pgrl.returns import discount_rewards, standardize
         p = make_policy("numpy", obs_dim=4, hidden_sizes=(8,))
-        x = np.ones((3, 4)); a = np.array([0, 1, 1]); A = standardize(discount_rewards([0, 0, 1], 0.9))
+        x, a = np.ones((3, 4)), np.array([0, 1, 1])
+        A = standardize(discount_rewards([0, 0, 1], 0.9))
         p.update(x, a, A)
         p.apply_gradients(p.gradients(x, a, A))
         bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
