@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pgrl.optim import RMSprop
+from pgrl.sparse import SparseRows
 
 DTYPES = ("float32", "float64")
 REDUCTIONS = ("sum", "mean")
@@ -216,8 +217,18 @@ class Policy:
             out[name] = a
         return out
 
-    def _check_obs(self, obs) -> np.ndarray:
-        """(N, obs_dim) finite array of the policy's dtype."""
+    def _check_obs(self, obs) -> np.ndarray | SparseRows:
+        """(N, obs_dim) finite array of the policy's dtype, or SparseRows of that width.
+
+        Integer observations (Pong's int8 frame differences) are kept as they are: the backends
+        cast what they touch, and the NumPy one touches only the nonzeros.
+        """
+        if isinstance(obs, SparseRows):
+            if obs.n_cols != self.obs_dim:
+                raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {obs.shape}")
+            if obs.values.dtype.kind == "f" and not np.all(np.isfinite(obs.values)):
+                raise ValueError("obs contains NaN or inf")
+            return obs
         x = np.asarray(obs)
         if x.ndim != 2 or x.shape[1] != self.obs_dim:
             hint = " (use obs[None] for a single observation)" if x.shape == (self.obs_dim,) else ""
@@ -226,6 +237,8 @@ class Policy:
             raise ValueError(f"obs must be numeric, got dtype {x.dtype}")
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             raise ValueError("obs contains NaN or inf")
+        if x.dtype.kind in "iu":
+            return x
         return x.astype(self.dtype, copy=False)
 
     def _check_batch(self, obs, actions, advantages):

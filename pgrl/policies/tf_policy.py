@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from pgrl.policies.base import Policy, init_weights
+from pgrl.sparse import SparseRows
 
 # Keras 3 picks its backend at first import; this module needs TensorFlow's.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -139,17 +140,22 @@ class TensorFlowPolicy(Policy):
             init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
         )
 
-        obs_spec = tf.TensorSpec([None, self.obs_dim], dt)
+        # One trace per function and input kind (dense or sparse obs), whatever the batch size.
         vec_spec = tf.TensorSpec([None], dt)
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
-        self._tf_action_prob = tf.function(self._graph_action_prob, input_signature=[obs_spec])
-        self._tf_gradients = tf.function(
-            self._graph_gradients, input_signature=[obs_spec, vec_spec, vec_spec]
-        )
         self._tf_apply = tf.function(self._graph_apply, input_signature=[grad_specs])
-        self._tf_update = tf.function(
-            self._graph_update, input_signature=[obs_spec, vec_spec, vec_spec]
-        )
+        self._tf = {}
+        for sparse in (False, True):
+            spec_type = tf.SparseTensorSpec if sparse else tf.TensorSpec
+            obs_spec = spec_type([None, self.obs_dim], dt)
+            batch = [obs_spec, vec_spec, vec_spec]
+            self._tf["action_prob", sparse] = tf.function(
+                self._graph_action_prob, input_signature=[obs_spec]
+            )
+            self._tf["gradients", sparse] = tf.function(
+                self._graph_gradients, input_signature=batch
+            )
+            self._tf["update", sparse] = tf.function(self._graph_update, input_signature=batch)
 
     # ----- graphs -----
 
@@ -194,18 +200,30 @@ class TensorFlowPolicy(Policy):
         for name, w in weights.items():
             self._vars[name].assign(w)
 
+    def _to_tf(self, obs):
+        """A dense array as it is (cast to dtype), SparseRows as a tf.SparseTensor."""
+        if isinstance(obs, SparseRows):
+            indices = np.stack([obs.row_ids(), obs.indices], axis=1).astype(np.int64)
+            values = obs.values.astype(self.dtype)
+            return tf.SparseTensor(indices, values, obs.shape), True
+        return np.asarray(obs, dtype=self.dtype), False
+
     def _action_prob(self, obs):
-        return self._tf_action_prob(obs).numpy()
+        x, sparse = self._to_tf(obs)
+        return self._tf["action_prob", sparse](x).numpy()
 
     def _gradients(self, obs, actions, advantages):
-        grads = self._tf_gradients(obs, actions, advantages)[2]
+        x, sparse = self._to_tf(obs)
+        grads = self._tf["gradients", sparse](x, actions, advantages)[2]
         return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
 
     def _apply_gradients(self, grads):
         self._tf_apply([grads[name] for name in self.shapes])
 
     def _update(self, obs, actions, advantages):
-        return {k: float(v) for k, v in self._tf_update(obs, actions, advantages).items()}
+        x, sparse = self._to_tf(obs)
+        stats = self._tf["update", sparse](x, actions, advantages)
+        return {k: float(v) for k, v in stats.items()}
 
     def _get_optimizer_state(self):
         opt = self.keras_optimizer

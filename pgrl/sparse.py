@@ -1,0 +1,152 @@
+"""Mostly-zero observation rows (Pong frame differences) in compressed sparse row form.
+
+A Pong frame difference has a few dozen nonzeros out of 6400, all in {-1, 1}. Stored as CSR, a
+10,000-step episode takes a few MB instead of 64 MB (int8) or 512 MB (float64), and the first
+layer ``X @ W1`` and its gradient ``X.T @ dh`` touch only the rows of ``W1`` that a nonzero
+selects. Plain NumPy arrays inside, so it crosses every pgrl boundary like any other array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Upper bound on the (nonzeros x hidden) temporaries of one chunk, in elements (~64 MB float64).
+_CHUNK_ELEMENTS = 8_000_000
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """An (N, n_cols) matrix as CSR: row t holds ``values[indptr[t]:indptr[t+1]]`` at columns
+    ``indices[indptr[t]:indptr[t+1]]``.
+
+    Attributes:
+        indptr: (N + 1,) int64 row offsets, nondecreasing, from 0 to nnz.
+        indices: (nnz,) int32 column indices, each in [0, n_cols).
+        values: (nnz,) nonzero values (int8 for frame differences).
+        n_cols: width of a dense row.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    n_cols: int
+
+    def __post_init__(self):
+        p, i, v = self.indptr, self.indices, self.values
+        if p.ndim != 1 or p.size < 1 or p[0] != 0 or p[-1] != i.size or np.any(np.diff(p) < 0):
+            raise ValueError("SparseRows indptr must rise from 0 to the number of nonzeros")
+        if i.shape != v.shape or i.ndim != 1:
+            raise ValueError(
+                f"SparseRows indices {i.shape} and values {v.shape} must be 1-D, equal"
+            )
+        if i.size and (i.min() < 0 or i.max() >= self.n_cols):
+            raise ValueError(f"SparseRows column indices must lie in [0, {self.n_cols})")
+
+    @classmethod
+    def from_dense(cls, x: np.ndarray) -> SparseRows:
+        """(N, n_cols) dense array -> SparseRows with its nonzeros."""
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"SparseRows.from_dense needs a 2-D array, got shape {x.shape}")
+        rows, cols = np.nonzero(x)
+        indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=x.shape[0]), out=indptr[1:])
+        return cls(indptr, cols.astype(np.int32), x[rows, cols], x.shape[1])
+
+    @classmethod
+    def concatenate(cls, parts: list[SparseRows]) -> SparseRows:
+        """Stack row blocks with the same width."""
+        if not parts:
+            raise ValueError("SparseRows.concatenate needs at least one part")
+        n_cols = parts[0].n_cols
+        if any(p.n_cols != n_cols for p in parts):
+            raise ValueError("SparseRows.concatenate: parts have different widths")
+        offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+        indptr = np.concatenate(
+            [[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
+        )
+        return cls(
+            indptr.astype(np.int64),
+            np.concatenate([p.indices for p in parts]),
+            np.concatenate([p.values for p in parts]),
+            n_cols,
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.indptr.size - 1, self.n_cols)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def nbytes(self) -> int:
+        return self.indptr.nbytes + self.indices.nbytes + self.values.nbytes
+
+    def __len__(self) -> int:
+        return self.indptr.size - 1
+
+    def __getitem__(self, rows: slice) -> SparseRows:
+        """Contiguous row block ``X[start:stop]`` (a view of the same arrays where possible)."""
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("SparseRows supports only contiguous row slices, e.g. X[10:20]")
+        start, stop, _ = rows.indices(len(self))
+        stop = max(start, stop)
+        lo, hi = self.indptr[start], self.indptr[stop]
+        return SparseRows(
+            self.indptr[start : stop + 1] - lo, self.indices[lo:hi], self.values[lo:hi], self.n_cols
+        )
+
+    def row_ids(self) -> np.ndarray:
+        """(nnz,) row index of each stored nonzero."""
+        return np.repeat(np.arange(len(self)), np.diff(self.indptr))
+
+    def toarray(self, dtype=None) -> np.ndarray:
+        """Dense (N, n_cols) copy."""
+        out = np.zeros(self.shape, dtype=dtype or self.values.dtype)
+        out[self.row_ids(), self.indices] = self.values
+        return out
+
+    def matmul(self, w: np.ndarray) -> np.ndarray:
+        """``X @ w`` for w of shape (n_cols, H), touching only the rows of w that are selected."""
+        out = np.zeros((len(self), w.shape[1]), dtype=w.dtype)
+        for start, stop in self._chunks(w.shape[1]):
+            block = self[start:stop]
+            if block.nnz == 0:
+                continue
+            terms = w[block.indices]
+            terms *= block.values[:, None]
+            counts = np.diff(block.indptr)
+            nonempty = np.flatnonzero(counts)
+            out[start + nonempty] = np.add.reduceat(terms, block.indptr[nonempty], axis=0)
+        return out
+
+    def rmatmul(self, dh: np.ndarray) -> np.ndarray:
+        """``X.T @ dh`` for dh of shape (N, H): the first-layer weight gradient, (n_cols, H)."""
+        out = np.zeros((self.n_cols, dh.shape[1]), dtype=dh.dtype)
+        for start, stop in self._chunks(dh.shape[1]):
+            block = self[start:stop]
+            if block.nnz == 0:
+                continue
+            terms = dh[start + block.row_ids()]
+            terms *= block.values[:, None]
+            order = np.argsort(block.indices, kind="stable")
+            cols = block.indices[order]
+            first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+            out[cols[first]] += np.add.reduceat(terms[order], first, axis=0)
+        return out
+
+    def _chunks(self, width: int):
+        """Row ranges whose nonzeros times ``width`` stay under the temporary-memory bound."""
+        n = len(self)
+        per_chunk = max(1, _CHUNK_ELEMENTS // max(1, width))
+        start = 0
+        while start < n:
+            # largest stop with indptr[stop] - indptr[start] <= per_chunk (at least one row)
+            stop = int(np.searchsorted(self.indptr, self.indptr[start] + per_chunk, side="right"))
+            stop = min(n, max(start + 1, stop - 1))
+            yield start, stop
+            start = stop

@@ -1,0 +1,88 @@
+"""SparseRows (Pong's frame differences) against dense NumPy, and the policies' sparse paths."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pgrl.sparse
+from pgrl.policies import make_policy
+from pgrl.sparse import SparseRows
+
+
+def frame_differences(rng, n, width, nnz_per_row):
+    x = np.zeros((n, width), np.int8)
+    for t in range(n):
+        k = int(rng.integers(0, nnz_per_row + 1))
+        x[t, rng.choice(width, k, replace=False)] = rng.choice([-1, 1], k)
+    return x
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.integers(0, 60),
+    width=st.integers(1, 40),
+    nnz=st.integers(0, 5),
+    seed=st.integers(0, 2**32 - 1),
+    chunk=st.sampled_from([1, 7, 100, 8_000_000]),
+)
+def test_sparse_matches_dense(n, width, nnz, seed, chunk):
+    rng = np.random.default_rng(seed)
+    x = frame_differences(rng, n, width, min(nnz, width))
+    w = rng.standard_normal((width, 3))
+    dh = rng.standard_normal((n, 3))
+    s = SparseRows.from_dense(x)
+    old, pgrl.sparse._CHUNK_ELEMENTS = pgrl.sparse._CHUNK_ELEMENTS, chunk  # exercise chunking
+    try:
+        np.testing.assert_allclose(s.matmul(w), x @ w, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s.rmatmul(dh), x.T @ dh, rtol=1e-12, atol=1e-12)
+    finally:
+        pgrl.sparse._CHUNK_ELEMENTS = old
+    np.testing.assert_array_equal(s.toarray(), x)
+    assert s.shape == x.shape and s.nnz == np.count_nonzero(x)
+    if n >= 3:
+        np.testing.assert_array_equal(s[1 : n - 1].toarray(), x[1 : n - 1])
+        both = SparseRows.concatenate([s[:2], s[2:]])
+        np.testing.assert_array_equal(both.toarray(), x)
+
+
+def test_sparse_validation():
+    with pytest.raises(ValueError, match="indptr"):
+        SparseRows(np.array([0, 2]), np.array([0], np.int32), np.array([1], np.int8), 4)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        SparseRows(np.array([0, 1]), np.array([4], np.int32), np.array([1], np.int8), 4)
+    with pytest.raises(TypeError, match="contiguous"):
+        SparseRows.from_dense(np.eye(3))[::2]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_policy_sparse_int8_and_dense_paths_agree(backend):
+    rng = np.random.default_rng(0)
+    x = frame_differences(rng, 200, 256, 6)
+    actions = (rng.random(200) < 0.5).astype(float)
+    advantages = rng.standard_normal(200)
+    policy = make_policy(backend, obs_dim=256, hidden_sizes=(32,), bias=True, seed=1)
+    dense = x.astype(np.float64)
+    g_dense = policy.gradients(dense, actions, advantages)
+    p_dense = policy.action_prob(dense)
+    for obs in (x, SparseRows.from_dense(x)):  # int8 and CSR
+        np.testing.assert_allclose(policy.action_prob(obs), p_dense, rtol=1e-12)
+        for name, g in policy.gradients(obs, actions, advantages).items():
+            np.testing.assert_allclose(g, g_dense[name], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(N, 256\)"):
+        policy.action_prob(SparseRows.from_dense(x[:, :100]))
+
+
+def test_sparse_parity_between_backends():
+    rng = np.random.default_rng(1)
+    x = SparseRows.from_dense(frame_differences(rng, 300, 6400, 40))
+    actions = (rng.random(300) < 0.5).astype(float)
+    advantages = rng.standard_normal(300)
+    kw = dict(obs_dim=6400, hidden_sizes=(200,), seed=3)
+    np_policy, tf_policy = make_policy("numpy", **kw), make_policy("tensorflow", **kw)
+    np.testing.assert_allclose(np_policy.action_prob(x), tf_policy.action_prob(x), rtol=1e-12)
+    g_np = np_policy.gradients(x, actions, advantages)
+    g_tf = tf_policy.gradients(x, actions, advantages)
+    for name in g_np:
+        scale = np.abs(g_np[name]).max()
+        assert np.abs(g_np[name] - g_tf[name]).max() <= 1e-10 * scale
