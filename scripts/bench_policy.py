@@ -82,10 +82,13 @@ def main(argv=None) -> None:
                 times = {}
                 for b, policy in policies.items():
                     if op == "action_prob":
-                        times[b] = per_call_us(lambda p=policy: p.action_prob(obs), args.seconds)
+                        times[b] = per_call_us(
+                            lambda p=policy, x=obs: p.action_prob(x), args.seconds
+                        )
                     else:
                         times[b] = per_call_us(
-                            lambda p=policy: p.update(obs, actions, advantages), args.seconds
+                            lambda p=policy, x=obs, a=actions, adv=advantages: p.update(x, a, adv),
+                            args.seconds,
                         )
                 row = f"{net:9} {batch:>5} {op:12}" + "".join(f"{times[b]:>12.1f}" for b in times)
                 if len(times) == 2:
