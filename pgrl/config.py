@@ -255,7 +255,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a TOML config (defaults when ``path`` is None) and apply ``section.key=value`` overrides.
+    """Read a TOML config (defaults when ``path`` is None), then ``section.key=value`` overrides.
 
     Raises:
         ConfigError: with one line naming the file and the key.
