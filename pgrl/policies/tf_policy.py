@@ -97,6 +97,18 @@ class KerasRMSprop(keras.optimizers.Optimizer):
         return config
 
 
+def _lazy_concrete(fn, *specs):
+    """A callable that traces ``fn`` for ``specs`` on first use, then calls that trace."""
+    traced = []
+
+    def call(*args):
+        if not traced:
+            traced.append(tf.function(fn).get_concrete_function(*specs))
+        return traced[0](*args)
+
+    return call
+
+
 class TensorFlowPolicy(Policy):
     """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
 
@@ -140,22 +152,21 @@ class TensorFlowPolicy(Policy):
             init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
         )
 
-        # One trace per function and input kind (dense or sparse obs), whatever the batch size.
+        # One concrete function per operation and input kind (dense or sparse obs), traced once
+        # for any batch size. Calling the concrete function directly skips tf.function's
+        # argument matching: ~150 us per call instead of ~330 us, which is most of the cost of
+        # a one-observation action_prob (CartPole's whole step).
         vec_spec = tf.TensorSpec([None], dt)
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
-        self._tf_apply = tf.function(self._graph_apply, input_signature=[grad_specs])
+        self._tf_apply = _lazy_concrete(self._graph_apply, grad_specs)
         self._tf = {}
         for sparse in (False, True):
             spec_type = tf.SparseTensorSpec if sparse else tf.TensorSpec
             obs_spec = spec_type([None, self.obs_dim], dt)
-            batch = [obs_spec, vec_spec, vec_spec]
-            self._tf["action_prob", sparse] = tf.function(
-                self._graph_action_prob, input_signature=[obs_spec]
-            )
-            self._tf["gradients", sparse] = tf.function(
-                self._graph_gradients, input_signature=batch
-            )
-            self._tf["update", sparse] = tf.function(self._graph_update, input_signature=batch)
+            batch = (obs_spec, vec_spec, vec_spec)
+            self._tf["action_prob", sparse] = _lazy_concrete(self._graph_action_prob, obs_spec)
+            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
+            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
 
     # ----- graphs -----
 
@@ -206,7 +217,7 @@ class TensorFlowPolicy(Policy):
             indices = np.stack([obs.row_ids(), obs.indices], axis=1).astype(np.int64)
             values = obs.values.astype(self.dtype)
             return tf.SparseTensor(indices, values, obs.shape), True
-        return np.asarray(obs, dtype=self.dtype), False
+        return tf.constant(obs, dtype=self.dtype), False
 
     def _action_prob(self, obs):
         x, sparse = self._to_tf(obs)
@@ -214,15 +225,15 @@ class TensorFlowPolicy(Policy):
 
     def _gradients(self, obs, actions, advantages):
         x, sparse = self._to_tf(obs)
-        grads = self._tf["gradients", sparse](x, actions, advantages)[2]
+        grads = self._tf["gradients", sparse](x, tf.constant(actions), tf.constant(advantages))[2]
         return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
 
     def _apply_gradients(self, grads):
-        self._tf_apply([grads[name] for name in self.shapes])
+        self._tf_apply([tf.constant(grads[name]) for name in self.shapes])
 
     def _update(self, obs, actions, advantages):
         x, sparse = self._to_tf(obs)
-        stats = self._tf["update", sparse](x, actions, advantages)
+        stats = self._tf["update", sparse](x, tf.constant(actions), tf.constant(advantages))
         return {k: float(v) for k, v in stats.items()}
 
     def _get_optimizer_state(self):

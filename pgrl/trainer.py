@@ -1,0 +1,403 @@
+"""The REINFORCE training loop: collect a batch of episodes, compute advantages, one update.
+
+    from pgrl import load_config, train
+    summary = train(load_config("configs/cartpole.toml"), out="runs/cartpole")
+
+A run directory holds ``config.toml`` (resolved), ``metrics.csv`` (one row per episode),
+``updates.csv`` (one row per update), ``checkpoint.npz`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
+from pgrl.config import Config, ConfigError
+from pgrl.optim import RMSprop
+from pgrl.policies import make_policy
+from pgrl.returns import discount_rewards, standardize
+
+METRICS_HEADER = [
+    "episode",
+    "steps",
+    "wall_time",
+    "return",
+    "running_return",
+    "mean100",
+    "length",
+    "update",
+]
+UPDATES_HEADER = [
+    "update",
+    "episodes",
+    "steps",
+    "batch_steps",
+    "loss",
+    "grad_norm",
+    "mean_prob",
+    "entropy",
+    "rollout_seconds",
+    "update_seconds",
+]
+
+
+def compute_advantages(
+    rewards: np.ndarray, ep_bounds: np.ndarray, gamma: float, reset_on_nonzero: bool, mode: str
+) -> np.ndarray:
+    """(T,) advantages: per-episode discounted returns, standardized per episode or per batch."""
+    returns = np.empty(len(rewards), dtype=np.float64)
+    for start, stop in zip(ep_bounds[:-1], ep_bounds[1:], strict=True):
+        g = discount_rewards(rewards[start:stop], gamma, reset_on_nonzero)
+        returns[start:stop] = standardize(g) if mode == "episode" else g
+    return standardize(returns) if mode == "batch" else returns
+
+
+def build_policy(cfg: Config, obs_dim: int, backend: str | None = None):
+    """The policy a config describes, initialised from ``train.seed``."""
+    p, o = cfg.policy, cfg.optimizer
+    optimizer = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
+    return make_policy(
+        backend or p.backend,
+        obs_dim=obs_dim,
+        hidden_sizes=tuple(p.hidden_sizes),
+        optimizer=optimizer,
+        seed=cfg.train.seed,
+        dtype=p.dtype,
+        reduction=p.reduction,
+        bias=p.bias,
+    )
+
+
+def _fresh_state() -> dict:
+    return {
+        "episodes": 0,
+        "steps": 0,
+        "env_steps": 0,
+        "updates": 0,
+        "wall_time": 0.0,
+        "running_return": None,
+        "solved_episode": None,
+        "recent_returns": [],
+    }
+
+
+def _truncate_csv(path: Path, header: list[str], key: str, last: int) -> None:
+    """Keep the header and rows with ``key <= last``: rows past a checkpoint were lost work."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r[key]) <= last]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class _TensorBoard:
+    """Optional tf.summary scalars, one point per update."""
+
+    def __init__(self, logdir: Path):
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise ConfigError("log.tensorboard = true needs TensorFlow: install pgrl[tf]") from None
+        self.tf = tf
+        self.writer = tf.summary.create_file_writer(str(logdir))
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        with self.writer.as_default(step=step):
+            for name, value in scalars.items():
+                self.tf.summary.scalar(name, value)
+        self.writer.flush()
+
+
+def train(
+    cfg: Config, out: str | Path | None = None, resume: bool = False, backend: str | None = None
+) -> dict:
+    """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
+
+    Args:
+        cfg: a validated :class:`pgrl.config.Config` (see :func:`pgrl.config.load_config`).
+        out: run directory (created); ``runs/<env>-<backend>-seed<k>`` when omitted.
+        resume: continue from ``out/checkpoint.npz`` (weights, optimizer, counters, RNG).
+        backend: overrides ``cfg.policy.backend`` (a checkpoint of either backend resumes).
+
+    Raises:
+        ConfigError, CheckpointError: one-line problems with the config or the checkpoint.
+        KeyboardInterrupt: after a checkpoint of the last completed update was written.
+    """
+    from pgrl.rollout import collect_episodes, make_vector_env
+
+    if backend is not None:
+        cfg.policy.backend = backend
+    name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
+    out = Path(out) if out is not None else Path("runs") / name
+    ckpt_path = out / "checkpoint.npz"
+    metrics_path, updates_path = out / "metrics.csv", out / "updates.csv"
+    t = cfg.train
+
+    # Everything that can refuse the run is checked before a file is touched.
+    checkpoint = None
+    if resume:
+        if not ckpt_path.exists():
+            raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
+        checkpoint = load_checkpoint(ckpt_path)
+    envs = make_vector_env(cfg.env.id, cfg.env.num_envs, t.seed, **cfg.env.kwargs)
+    try:
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        policy = build_policy(cfg, obs_dim)
+        rng = np.random.default_rng(t.seed)
+        state = _fresh_state()
+        if checkpoint is not None:
+            restore_policy(policy, checkpoint, ckpt_path)
+            state = checkpoint["state"]
+            rng.bit_generator.state = checkpoint["rng_state"]
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(cfg.to_toml())
+        if checkpoint is not None:
+            _truncate_csv(metrics_path, METRICS_HEADER, "episode", state["episodes"])
+            _truncate_csv(updates_path, UPDATES_HEADER, "update", state["updates"])
+        else:
+            for path, header in ((metrics_path, METRICS_HEADER), (updates_path, UPDATES_HEADER)):
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(header)
+        return _loop(cfg, out, envs, policy, rng, state, collect_episodes)
+    finally:
+        envs.close()
+
+
+def _loop(cfg, out, envs, policy, rng, state, collect_episodes) -> dict:
+    t = cfg.train
+    recent = deque(state["recent_returns"], maxlen=100)
+    tb = _TensorBoard(out / "tensorboard") if cfg.log.tensorboard else None
+    metrics_file = open(out / "metrics.csv", "a", newline="")
+    updates_file = open(out / "updates.csv", "a", newline="")
+    metrics, updates = csv.writer(metrics_file), csv.writer(updates_file)
+    bar = None
+    if cfg.log.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=t.episodes,
+            initial=state["episodes"],
+            unit="ep",
+            dynamic_ncols=True,
+            desc=f"{cfg.env.id} {policy.backend}",
+        )
+    wall_start = time.perf_counter() - state["wall_time"]
+    stopped_by = "episodes"
+
+    def checkpoint(rng_state):
+        save_checkpoint(
+            out / "checkpoint.npz",
+            policy,
+            {**state, "recent_returns": list(recent)},
+            rng_state,
+            cfg.to_toml(),
+        )
+
+    try:
+        while True:
+            if state["episodes"] >= t.episodes:
+                break
+            if t.solved_mean100 is not None and state["solved_episode"] is not None:
+                stopped_by = "solved"
+                break
+            if t.max_steps is not None and state["env_steps"] >= t.max_steps:
+                stopped_by = "max_steps"
+                break
+            if t.max_seconds is not None and state["wall_time"] >= t.max_seconds:
+                stopped_by = "max_seconds"
+                break
+            rng_state = rng.bit_generator.state  # a batch cut short restarts from here
+            n = min(t.batch_episodes, t.episodes - state["episodes"])
+            t0 = time.perf_counter()
+            batch = collect_episodes(envs, policy, rng, n)
+            t1 = time.perf_counter()
+            advantages = compute_advantages(
+                batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
+            )
+            stats = policy.update(batch.obs, batch.actions, advantages)
+            t2 = time.perf_counter()
+
+            state["updates"] += 1
+            state["env_steps"] += batch.env_steps
+            state["wall_time"] = t2 - wall_start
+            for ep_return, length in zip(batch.ep_returns, batch.ep_lengths, strict=True):
+                ep_return = float(ep_return)
+                state["episodes"] += 1
+                state["steps"] += int(length)
+                recent.append(ep_return)
+                rr = state["running_return"]
+                # Karpathy's running reward: 0.99 * old + 0.01 * new, starting from the first
+                state["running_return"] = ep_return if rr is None else 0.99 * rr + 0.01 * ep_return
+                mean100 = float(np.mean(recent))
+                if (
+                    t.solved_mean100 is not None
+                    and state["solved_episode"] is None
+                    and len(recent) == 100
+                    and mean100 >= t.solved_mean100
+                ):
+                    state["solved_episode"] = state["episodes"]
+                metrics.writerow(
+                    [
+                        state["episodes"],
+                        state["steps"],
+                        f"{state['wall_time']:.3f}",
+                        repr(ep_return),
+                        repr(state["running_return"]),
+                        repr(mean100),
+                        int(length),
+                        state["updates"],
+                    ]
+                )
+            updates.writerow(
+                [
+                    state["updates"],
+                    state["episodes"],
+                    state["steps"],
+                    batch.steps,
+                    *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
+                    f"{t1 - t0:.4f}",
+                    f"{t2 - t1:.4f}",
+                ]
+            )
+            metrics_file.flush()
+            updates_file.flush()
+            if tb is not None:
+                tb.write(
+                    state["updates"],
+                    {
+                        **stats,
+                        "running_return": state["running_return"],
+                        "mean100": float(np.mean(recent)),
+                    },
+                )
+            if state["updates"] % t.checkpoint_every == 0:
+                checkpoint(rng.bit_generator.state)
+            if bar is not None:
+                sps = state["env_steps"] / max(state["wall_time"], 1e-9)
+                bar.update(len(batch.ep_returns))
+                bar.set_postfix(
+                    running=f"{state['running_return']:.2f}",
+                    mean100=f"{float(np.mean(recent)):.1f}",
+                    sps=f"{sps:.0f}",
+                    refresh=False,
+                )
+    except KeyboardInterrupt:
+        # Stop cleanly: the partial batch is dropped, the checkpoint is that of the last update.
+        checkpoint(rng_state)
+        _write_summary(out, policy, cfg, state, recent, "interrupted")
+        raise
+    finally:
+        metrics_file.close()
+        updates_file.close()
+        if bar is not None:
+            bar.close()
+    checkpoint(rng.bit_generator.state)
+    return _write_summary(out, policy, cfg, state, recent, stopped_by)
+
+
+def _write_summary(out, policy, cfg, state, recent, stopped_by) -> dict:
+    wall = state["wall_time"]
+    summary = {
+        "backend": policy.backend,
+        "seed": cfg.train.seed,
+        "env": cfg.env.id,
+        "episodes": state["episodes"],
+        "steps": state["steps"],
+        "env_steps": state["env_steps"],
+        "updates": state["updates"],
+        "wall_time": round(wall, 3),
+        "steps_per_second": round(state["env_steps"] / wall, 1) if wall > 0 else 0.0,
+        "solved": state["solved_episode"] is not None,
+        "solved_episode": state["solved_episode"],
+        "final_running_return": state["running_return"],
+        "mean100": float(np.mean(recent)) if recent else None,
+        "stopped_by": stopped_by,
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def evaluate(
+    checkpoint_path: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    backend: str = "numpy",
+    greedy: bool = True,
+    gif: str | Path | None = None,
+    env_kwargs: dict | None = None,
+) -> dict:
+    """Play ``episodes`` episodes with a checkpoint's (or weights file's) policy.
+
+    Returns:
+        dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, and ``gif`` (path or None).
+    """
+    from pgrl.config import from_dict
+    from pgrl.envs import make_env
+
+    ckpt = load_checkpoint(checkpoint_path)
+    import tomllib
+
+    cfg = from_dict(tomllib.loads(ckpt["config"]), f"{checkpoint_path} (embedded config)")
+    kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
+    if gif is not None:
+        kwargs["render_mode"] = "rgb_array"
+    env = make_env(cfg.env.id, **kwargs)
+    policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
+    restore_policy(policy, ckpt, checkpoint_path)
+    rng = np.random.default_rng(seed)
+    returns, lengths, frames = [], [], []
+    try:
+        for k in range(episodes):
+            obs, _ = env.reset(seed=seed + k)
+            total, length, done = 0.0, 0, False
+            while not done:
+                if gif is not None and k == 0:
+                    frames.append(env.render())
+                p = float(policy.action_prob(obs[None])[0])
+                action = int(p > 0.5) if greedy else int(rng.random() < p)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    if gif is not None:
+        _write_gif(frames, Path(gif))
+    return {
+        "returns": returns,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "lengths": lengths,
+        "gif": str(gif) if gif is not None else None,
+    }
+
+
+def _write_gif(frames, path: Path, fps: int = 30) -> None:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("--gif needs Pillow: install pgrl[plot]") from None
+    images = [Image.fromarray(f) for f in frames[::2]]  # every 2nd frame keeps files small
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=int(2000 / fps),
+        loop=0,
+        optimize=True,
+    )
