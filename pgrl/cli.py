@@ -46,6 +46,33 @@ def _eval(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from pgrl.compare import compare
+
+    rows = compare(
+        args.config,
+        backends=args.backends,
+        seeds=args.seeds,
+        out=args.out,
+        workers=args.workers,
+        overrides=args.set,
+    )
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _check(args) -> int:
+    from pgrl.check import run_check
+    from pgrl.envs import make_env
+
+    cfg = load_config(args.config, args.set)
+    env = make_env(cfg.env.id, **cfg.env.kwargs)
+    obs_dim = int(env.observation_space.shape[0])
+    env.close()
+    lines, passed = run_check(cfg, obs_dim, explain=args.explain, seed=args.seed)
+    print("\n".join(lines))
+    return 0 if passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgrl", description="REINFORCE with NumPy and TF backends"
@@ -74,6 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
     p.add_argument("--gif", help="write an animated GIF of the first episode here")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("compare", help="train every (backend, seed) pair and compare the curves")
+    p.add_argument("config")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--out", default="runs/compare", help="output directory (default %(default)s)")
+    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("check", help="backend parity and finite differences for a config")
+    p.add_argument("config")
+    p.add_argument("--explain", action="store_true", help="show what each usual mistake costs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=_check)
     return parser
 
 

@@ -15,7 +15,8 @@ from pgrl.sparse import SparseRows
 
 # Keras 3 picks its backend at first import; this module needs TensorFlow's.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF logs "failed call to cuInit" as an error on every machine without a GPU.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 try:
     import keras
     import tensorflow as tf

@@ -1,0 +1,336 @@
+"""Compare backends: every (backend, seed) run of one config, in parallel, then a table and a plot.
+
+    pgrl compare configs/cartpole.toml --seeds 0 1 2 --out runs/compare
+
+Writes ``DIR/<backend>-seed<k>/`` (a normal run directory each), ``DIR/comparison.csv``,
+``DIR/comparison.md`` (also printed) and ``DIR/curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import traceback
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from pgrl.config import load_config
+
+RUN_COLUMNS = [
+    "backend",
+    "seed",
+    "status",
+    "episodes",
+    "solved",
+    "solved_episode",
+    "seconds_to_solve",
+    "wall_time",
+    "final_running_return",
+    "mean100",
+    "steps_per_second",
+    "first_diff_episode",
+    "max_weight_diff",
+    "error",
+]
+
+
+def _run_one(
+    config_path: str, overrides: list[str], backend: str, seed: int, out: str, single_thread: bool
+) -> dict:
+    """One training run in a worker process; never raises (errors come back as data)."""
+    try:
+        if single_thread and backend == "tensorflow":
+            import tensorflow as tf  # one core per run: runs are the parallelism
+
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        from pgrl.trainer import train
+
+        cfg = load_config(config_path, [*overrides, f"train.seed={seed}", "log.progress=false"])
+        summary = train(cfg, out=out, backend=backend)
+        return {"status": "ok", **summary}
+    except BaseException as e:  # noqa: BLE001 - a failed run is reported, the others go on
+        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
+        return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
+
+
+def _episodes_done(run_dir: Path) -> int:
+    try:
+        with open(run_dir / "metrics.csv") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
+def compare(
+    config_path: str,
+    backends=("numpy", "tensorflow"),
+    seeds=(0, 1, 2),
+    out: str | Path = "runs/compare",
+    workers: int | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train every (backend, seed) pair in parallel; write and return the per-run table.
+
+    Args:
+        config_path: TOML config shared by all runs (validated before anything starts).
+        backends, seeds: the grid; each run goes to ``out/<backend>-seed<k>``.
+        workers: parallel processes (default: one per core).
+        overrides: ``section.key=value`` strings applied to every run.
+
+    Returns:
+        one dict per run with the columns of ``comparison.csv``.
+    """
+    overrides = list(overrides or [])
+    cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    jobs = [(b, s) for s in seeds for b in backends]
+    budget = cfg.train.episodes * len(jobs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=budget, unit="ep", desc=f"compare {len(jobs)} runs", dynamic_ncols=True)
+    results = {}
+    # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {
+            pool.submit(
+                _run_one, str(config_path), overrides, b, s, str(out / f"{b}-seed{s}"), workers > 1
+            ): (b, s)
+            for b, s in jobs
+        }
+        pending = set(futures)
+        while pending:
+            done = {f for f in pending if f.done()}
+            for f in done:
+                results[futures[f]] = f.result()
+            pending -= done
+            if bar is not None:
+                # a finished run counts as its whole budget (it may have stopped when solved)
+                finished = cfg.train.episodes * len(results)
+                running = sum(
+                    _episodes_done(out / f"{b}-seed{s}")
+                    for f, (b, s) in futures.items()
+                    if f in pending
+                )
+                n = min(budget, finished + running)
+                if n != bar.n:
+                    bar.update(n - bar.n)
+            if pending:
+                time.sleep(0.25)
+    if bar is not None:
+        bar.close()
+    rows = [_run_row(out, b, s, results[b, s]) for b, s in jobs]
+    _add_divergence(out, rows, backends, seeds)
+    write_reports(out, rows, cfg, config_path, backends, seeds)
+    return rows
+
+
+def _read_curve(run_dir: Path) -> dict[str, np.ndarray]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        k: np.array([float(r[k]) for r in rows])
+        for k in ("episode", "wall_time", "return", "running_return", "mean100")
+    }
+
+
+def _run_row(out: Path, backend: str, seed: int, result: dict) -> dict:
+    row = dict.fromkeys(RUN_COLUMNS, "")
+    row.update(backend=backend, seed=seed, status=result["status"])
+    if result["status"] != "ok":
+        row["error"] = result["error"]
+        return row
+    curve = _read_curve(out / f"{backend}-seed{seed}")
+    solved = result["solved_episode"]
+    row.update(
+        episodes=result["episodes"],
+        solved=result["solved"],
+        solved_episode=solved if solved is not None else "",
+        seconds_to_solve=round(float(curve["wall_time"][solved - 1]), 2) if solved else "",
+        wall_time=result["wall_time"],
+        final_running_return=round(result["final_running_return"], 2),
+        mean100=round(result["mean100"], 2),
+        steps_per_second=result["steps_per_second"],
+    )
+    return row
+
+
+def _add_divergence(out: Path, rows: list[dict], backends, seeds) -> None:
+    """Per seed: first episode whose return differs across backends, and the final weight gap."""
+    from pgrl.checkpoint import load_checkpoint
+
+    if len(backends) < 2:
+        return
+    by_key = {(r["backend"], r["seed"]): r for r in rows}
+    for seed in seeds:
+        ok = [b for b in backends if by_key[b, seed]["status"] == "ok"]
+        if len(ok) < 2:
+            continue
+        curves = {b: _read_curve(out / f"{b}-seed{seed}")["return"] for b in ok}
+        ref = curves[ok[0]]
+        first = None
+        for b in ok[1:]:
+            n = min(len(ref), len(curves[b]))
+            diff = np.flatnonzero(ref[:n] != curves[b][:n])
+            if diff.size:
+                first = int(diff[0]) + 1 if first is None else min(first, int(diff[0]) + 1)
+            elif len(ref) != len(curves[b]) and first is None:
+                first = n + 1
+        weights = {
+            b: load_checkpoint(out / f"{b}-seed{seed}" / "checkpoint.npz")["weights"] for b in ok
+        }
+        gap = max(
+            float(np.max(np.abs(weights[b][k] - weights[ok[0]][k])))
+            for b in ok[1:]
+            for k in weights[ok[0]]
+        )
+        for b in ok:
+            by_key[b, seed]["first_diff_episode"] = (
+                "identical throughout" if first is None else first
+            )
+            by_key[b, seed]["max_weight_diff"] = f"{gap:.3g}"
+
+
+def summarize(rows: list[dict], backends) -> list[dict]:
+    """Per backend: runs, solved, median episodes and seconds to solve, means of the rest."""
+    table = []
+    for b in backends:
+        ok = [r for r in rows if r["backend"] == b and r["status"] == "ok"]
+        solved = [r for r in ok if r["solved"]]
+        table.append(
+            {
+                "backend": b,
+                "runs": sum(r["backend"] == b for r in rows),
+                "failed": sum(r["backend"] == b and r["status"] != "ok" for r in rows),
+                "solved": len(solved),
+                "median_episodes_to_solve": _median([r["solved_episode"] for r in solved]),
+                "median_seconds_to_solve": _median([r["seconds_to_solve"] for r in solved]),
+                "mean_final_running_return": _mean([r["final_running_return"] for r in ok]),
+                "mean_mean100": _mean([r["mean100"] for r in ok]),
+                "mean_steps_per_second": _mean([r["steps_per_second"] for r in ok], 0),
+            }
+        )
+    return table
+
+
+def _median(xs):
+    return round(float(np.median(xs)), 2) if xs else ""
+
+
+def _mean(xs, digits=2):
+    return round(float(np.mean(xs)), digits) if xs else ""
+
+
+def _markdown(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_reports(out: Path, rows, cfg, config_path, backends, seeds) -> None:
+    with open(out / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows, backends)
+    md = [
+        f"# Backend comparison: `{config_path}`",
+        "",
+        f"{cfg.env.id}, seeds {', '.join(map(str, seeds))}, episode budget "
+        f"{cfg.train.episodes}, solved at mean100 >= {cfg.train.solved_mean100}.",
+        "",
+        "## Per backend",
+        "",
+        _markdown(summary, list(summary[0])),
+        "",
+        "## Per run",
+        "",
+        _markdown(rows, [c for c in RUN_COLUMNS if c != "error"]),
+        "",
+    ]
+    errors = [r for r in rows if r["status"] != "ok"]
+    if errors:
+        md += (
+            ["## Failed runs", ""]
+            + [f"- {r['backend']} seed {r['seed']}: {r['error']}" for r in errors]
+            + [""]
+        )
+    text = "\n".join(md)
+    (out / "comparison.md").write_text(text)
+    print(text)
+    ok = [(r["backend"], r["seed"]) for r in rows if r["status"] == "ok"]
+    if ok:
+        plot_curves(out, ok, backends, cfg.train.solved_mean100, f"{cfg.env.id}: {config_path}")
+    (out / "comparison.json").write_text(
+        json.dumps({"runs": rows, "backends": summary}, indent=2, default=str)
+    )
+
+
+def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
+    """curves.png: running return vs episodes and vs seconds, mean over seeds, min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"numpy": "tab:blue", "tensorflow": "tab:orange"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for b in backends:
+        curves = [_read_curve(out / f"{bb}-seed{s}") for bb, s in runs if bb == b]
+        if not curves:
+            continue
+        color = colors.get(b)
+        n = max(len(c["running_return"]) for c in curves)
+        # a run that stopped (solved) is held at its last value
+        ys = np.array(
+            [np.pad(c["running_return"], (0, n - len(c["running_return"])), "edge") for c in curves]
+        )
+        x = np.arange(1, n + 1)
+        label = f"{b} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        axes[0].plot(x, ys.mean(0), color=color, label=label)
+        axes[0].fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.2)
+        t_end = max(c["wall_time"][-1] for c in curves)
+        grid = np.linspace(0, t_end, 400)
+        yt = np.array(
+            [
+                np.interp(
+                    grid,
+                    c["wall_time"],
+                    c["running_return"],
+                    left=np.nan,
+                    right=c["running_return"][-1],
+                )
+                for c in curves
+            ]
+        )
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # before a seed's first episode
+            axes[1].plot(grid, np.nanmean(yt, 0), color=color, label=label)
+            axes[1].fill_between(grid, np.nanmin(yt, 0), np.nanmax(yt, 0), color=color, alpha=0.2)
+    for ax, xlabel in zip(axes, ("episode", "wall-clock seconds"), strict=True):
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"solved ({threshold:g})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("running return (0.99 old + 0.01 new)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0].set_title("per episode")
+    axes[1].set_title("per second of training")
+    fig.suptitle(f"{title} — mean over seeds, band = min..max")
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
