@@ -114,7 +114,10 @@ def compare(
         while pending:
             done = {f for f in pending if f.done()}
             for f in done:
-                results[futures[f]] = f.result()
+                try:
+                    results[futures[f]] = f.result()
+                except Exception as e:  # the worker itself died (killed, out of memory, ...)
+                    results[futures[f]] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
             pending -= done
             if bar is not None:
                 # a finished run counts as its whole budget (it may have stopped when solved)
@@ -287,6 +290,7 @@ def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     colors = {"numpy": "tab:blue", "tensorflow": "tab:orange"}
+    styles = {"numpy": "-", "tensorflow": "--"}  # identical curves stay visible on top
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for b in backends:
         curves = [_read_curve(out / f"{bb}-seed{s}") for bb, s in runs if bb == b]
@@ -300,7 +304,7 @@ def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
         )
         x = np.arange(1, n + 1)
         label = f"{b} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
-        axes[0].plot(x, ys.mean(0), color=color, label=label)
+        axes[0].plot(x, ys.mean(0), color=color, ls=styles.get(b, "-"), label=label)
         axes[0].fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.2)
         t_end = max(c["wall_time"][-1] for c in curves)
         grid = np.linspace(0, t_end, 400)
@@ -318,7 +322,7 @@ def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
         )
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # before a seed's first episode
-            axes[1].plot(grid, np.nanmean(yt, 0), color=color, label=label)
+            axes[1].plot(grid, np.nanmean(yt, 0), color=color, ls=styles.get(b, "-"), label=label)
             axes[1].fill_between(grid, np.nanmin(yt, 0), np.nanmax(yt, 0), color=color, alpha=0.2)
     for ax, xlabel in zip(axes, ("episode", "wall-clock seconds"), strict=True):
         if threshold is not None:
