@@ -22,6 +22,7 @@ from pgrl.policies.base import DTYPES, REDUCTIONS
 
 ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
 STANDARDIZE = ("episode", "batch", "none")
+VECTORIZATIONS = ("auto", "sync", "async")
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,9 @@ class EnvConfig:
 
     id: str = "CartPole-v1"
     num_envs: int = 1
+    # "sync": all copies in this process (cheap envs); "async": a process each (Atari);
+    # "auto": sync for CartPole, async for Pong
+    vectorization: str = "auto"
     # passed to gymnasium.make, e.g. {frameskip = 4, repeat_action_probability = 0.25}
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -189,6 +193,8 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("env.id", e.id, f"one of {', '.join(ENV_IDS)}")
     if e.num_envs < 1:
         bad("env.num_envs", e.num_envs, ">= 1")
+    if e.vectorization not in VECTORIZATIONS:
+        bad("env.vectorization", e.vectorization, f"one of {', '.join(VECTORIZATIONS)}")
     if p.backend not in BACKENDS:
         bad("policy.backend", p.backend, f"one of {', '.join(BACKENDS)}")
     if any(h < 1 for h in p.hidden_sizes):

@@ -65,6 +65,9 @@ __all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed ~1.5 ms at a time.
 CHUNK_ROWS = 1024
+VECTORIZATIONS = ("auto", "sync", "async")
+# Envs whose step costs less than a process round trip: vectorized in-process by "auto".
+CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
 
@@ -74,6 +77,7 @@ def make_vector_env(
     num_envs: int = 1,
     seed: int | None = None,
     *,
+    vectorization: str = "auto",
     context: str | None = None,
     **env_kwargs: Any,
 ) -> VectorEnv:
@@ -81,8 +85,12 @@ def make_vector_env(
 
     Args:
         env_id: ``"CartPole-v1"`` or ``"ALE/Pong-v5"`` (see :func:`pgrl.envs.make_env`).
-        num_envs: 1 gives a ``SyncVectorEnv`` (the env runs in this process, no IPC); more give
-            an ``AsyncVectorEnv``, one worker process per env.
+        num_envs: copies of the env.
+        vectorization: ``"sync"`` steps every copy in this process (``SyncVectorEnv``, no IPC:
+            right for cheap envs like CartPole, where batching the policy call across copies is
+            the gain); ``"async"`` gives each copy a worker process (``AsyncVectorEnv``: right
+            for Atari, where the emulator is the cost); ``"auto"`` is sync for 1 env and for
+            CartPole, async otherwise.
         seed: sub-env ``i`` is built with ``make_env(env_id, seed=seed + i)``, which seeds its
             first reset and its action space (``None``: from the OS). :func:`collect_episodes`
             reseeds every env from its generator at the start of each batch, so its batches
@@ -100,13 +108,17 @@ def make_vector_env(
         ValueError: ``num_envs`` or ``seed`` is not a valid integer, or ``env_id`` is unknown.
     """
     num_envs = _check_positive_int("num_envs", num_envs)
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
+    if vectorization == "auto":
+        vectorization = "sync" if num_envs == 1 or env_id in CHEAP_ENV_IDS else "async"
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     env_fns = [
         partial(make_env, env_id, seed=None if seed is None else int(seed) + i, **env_kwargs)
         for i in range(num_envs)
     ]
-    if num_envs == 1:
+    if vectorization == "sync":
         return SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.DISABLED)
     return AsyncVectorEnv(
         env_fns, copy=False, context=context, autoreset_mode=AutoresetMode.DISABLED

@@ -148,7 +148,9 @@ def train(
         if not ckpt_path.exists():
             raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
         checkpoint = load_checkpoint(ckpt_path)
-    envs = make_vector_env(cfg.env.id, cfg.env.num_envs, t.seed, **cfg.env.kwargs)
+    envs = make_vector_env(
+        cfg.env.id, cfg.env.num_envs, t.seed, vectorization=cfg.env.vectorization, **cfg.env.kwargs
+    )
     try:
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         policy = build_policy(cfg, obs_dim)

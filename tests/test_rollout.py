@@ -140,18 +140,23 @@ def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
 # ----- vector env construction -----
 
 
-def test_make_vector_env_sync_for_one_async_for_more():
+def test_make_vector_env_sync_or_async():
     one = make_vector_env("CartPole-v1", 1, seed=0)
-    two = make_vector_env("CartPole-v1", 2, seed=0)
+    two = make_vector_env("CartPole-v1", 2, seed=0, vectorization="async")
+    cheap = make_vector_env("CartPole-v1", 3, seed=0)  # "auto": CartPole stays in-process
     try:
         assert isinstance(one, SyncVectorEnv) and isinstance(two, AsyncVectorEnv)
-        for envs in (one, two):
+        assert isinstance(cheap, SyncVectorEnv) and cheap.num_envs == 3
+        for envs in (one, two, cheap):
             assert envs.metadata["autoreset_mode"] == DISABLED
             assert envs.single_action_space == spaces.Discrete(2)
             assert envs.single_observation_space.shape == (4,)
     finally:
         one.close()
         two.close()
+        cheap.close()
+    with pytest.raises(ValueError, match="vectorization must be one of"):
+        make_vector_env("CartPole-v1", 2, vectorization="threads")
 
 
 # ----- episode boundaries -----
