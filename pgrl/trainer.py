@@ -15,6 +15,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
@@ -355,7 +356,10 @@ def evaluate(
     kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
     if gif is not None:
         kwargs["render_mode"] = "rgb_array"
-    env = make_env(cfg.env.id, **kwargs)
+    try:
+        env = make_env(cfg.env.id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"cannot render {cfg.env.id}: {e}") from None
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
     restore_policy(policy, ckpt, checkpoint_path)
     rng = np.random.default_rng(seed)
