@@ -2,6 +2,7 @@
 
 python scripts/bench.py policy    # us per action_prob / update, NumPy vs TensorFlow
 python scripts/bench.py rollout   # env steps/s of rollouts against the raw env
+python scripts/bench.py train     # env steps/s of whole training runs (updates included)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = {"policy": "bench_policy", "rollout": "bench_rollout"}
+SUITES = {"policy": "bench_policy", "rollout": "bench_rollout", "train": "bench_train"}
 
 
 def main() -> None:
