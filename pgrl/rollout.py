@@ -4,15 +4,19 @@ One batch, ``collect_episodes(envs, policy, rng, n_episodes)``, is the gist's in
 ``num_envs`` envs at once:
 
 1. Reset sub-env ``i`` with seed ``s[i]``, where ``s = rng.integers(2**31, size=num_envs)``.
-2. Every vector step: ``p = policy.action_prob(obs)`` for all envs in one call,
-   ``u = rng.random(num_envs)``, ``a = u < p``; step every env; record ``(obs, a, r)`` for the envs
-   that are playing an episode of this batch.
-3. An env whose episode ended is reset before the next step. It starts another episode while
-   fewer than ``n_episodes`` have been started; otherwise it idles (keeps stepping, unrecorded).
+2. Every vector step: ``u = rng.random(num_envs)``; ``p = policy.action_prob(obs[playing])``,
+   one call for the envs playing an episode of this batch; ``a = u[playing] < p``; step those
+   envs and record ``(obs, a, r)``.
+3. An env whose episode ended is reset before its next step. It starts another episode while
+   fewer than ``n_episodes`` have been started; otherwise it idles. In process
+   (``SyncVectorEnv``) an idle env simply waits; worker processes (``AsyncVectorEnv``) step every
+   env together, so there an idle env keeps playing, with action 0, unrecorded.
 4. Return as soon as ``n_episodes`` episodes have ended.
 
 Autoreset: the vector envs are built with ``autoreset_mode=DISABLED`` and finished envs are reset
-here, through ``envs.reset(options={"reset_mask": done})``. With gymnasium's default (NEXT_STEP)
+here: ``envs.reset(options={"reset_mask": done})`` for workers; in process the sub-envs
+``envs.envs[i]`` are reset and stepped directly (``SyncVectorEnv.step`` would cost as much as
+CartPole's physics, and would step idle envs). With gymnasium's default (NEXT_STEP)
 the step after an episode ends is a reset step whose obs, reward and action would have to be
 skipped, and a finished env would silently start an episode that must be thrown away; with
 DISABLED no reset step exists, so nothing can be recorded by mistake.
@@ -22,11 +26,13 @@ has during the call. Only ``n_episodes`` episodes are started, every started epi
 and the next batch resets every env, so no episode straddles a weight update.
 
 Determinism: a batch is a function of the generator's state, the policy's weights, ``num_envs``
-and the env id and kwargs only (step 1 reseeds every env from ``rng``; worker timing cannot
-matter, as every vector step waits for all envs). So a run resumed from a checkpoint of the
-weights and ``rng.bit_generator.state`` continues exactly, and sync and async vector envs with the
-same ``num_envs`` give identical batches. Different ``num_envs`` give different (equally
-distributed) batches. With ``num_envs == 1`` a batch is exactly the hand-written loop::
+and the env id and kwargs only (step 1 reseeds every env from ``rng``, so nothing an env did in
+earlier batches, idling included, carries over; worker timing cannot matter, as every vector step
+waits for all envs). So a run resumed from a checkpoint of the weights and
+``rng.bit_generator.state`` continues exactly, and sync and async vector envs with the same
+``num_envs`` give identical episodes (only ``env_steps`` differs: idle envs step only in workers).
+Different ``num_envs`` give different (equally distributed) batches. With ``num_envs == 1`` a
+batch is exactly the hand-written loop::
 
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     for k in range(n_episodes):
@@ -139,7 +145,8 @@ class EpisodeBatch:
         ep_lengths: (E,) int64 steps of each episode.
         ep_env: (E,) int64 index of the sub-env that played each episode.
         steps: T, the recorded steps.
-        env_steps: all env steps taken, including those of idle envs (for throughput).
+        env_steps: all env steps taken, including unrecorded ones of idle envs in worker
+            processes (for throughput).
     """
 
     obs: np.ndarray | SparseRows
@@ -225,6 +232,8 @@ def collect_episodes(
         env_steps = _play_one_env(
             envs.envs[0], policy, rng, n_episodes, seeds[0], writers[0], batch
         )
+    elif isinstance(envs, SyncVectorEnv):
+        env_steps = _play_in_process(envs.envs, policy, rng, n_episodes, seeds, writers, batch)
     else:
         env_steps = _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch)
     return batch.build(env_steps)
@@ -232,7 +241,7 @@ def collect_episodes(
 
 def _play_one_env(env, policy, rng, n_episodes, seed, writer, batch) -> int:
     """The loop for a single in-process env, stepped directly (SyncVectorEnv's per-step batching
-    costs as much as CartPole's physics); same calls and draws as :func:`_play_vector`."""
+    costs as much as CartPole's physics); same calls and draws as :func:`_play_in_process`."""
     action_prob = policy.action_prob
     random = rng.random
     step = env.step
@@ -264,23 +273,70 @@ def _play_one_env(env, policy, rng, n_episodes, seed, writer, batch) -> int:
     return env_steps
 
 
+def _play_in_process(sub_envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
+    """The loop for several in-process envs, stepped directly: only the envs playing an episode
+    of the batch step; idle ones wait. Same calls and draws as :func:`_play_vector`."""
+    num_envs = len(sub_envs)
+    action_prob = policy.action_prob
+    random = rng.random
+    steps = [env.step for env in sub_envs]
+    playing = list(range(min(n_episodes, num_envs)))  # envs recording an episode, ascending
+    started = len(playing)
+    obs = np.zeros((num_envs, writers[0].obs.shape[1]), dtype=writers[0].obs.dtype)
+    for i in playing:
+        obs[i] = sub_envs[i].reset(seed=seeds[i])[0]
+    env_steps = 0
+    while True:
+        u = random(num_envs)
+        a = u[playing] < action_prob(obs[playing])
+        ended = []
+        for k, i in enumerate(playing):
+            w = writers[i]
+            j = w.j
+            w.obs[j] = obs[i]
+            w.actions[j] = a_k = a[k]
+            obs[i], w.rewards[j], terminated, truncated, _ = steps[i](1 if a_k else 0)
+            w.j = j + 1
+            if terminated or truncated:
+                ended.append(i)
+            elif w.j == CHUNK_ROWS:
+                w.flush(w.j)
+        env_steps += len(playing)
+        for i in ended:
+            w = writers[i]
+            w.flush(w.j)
+            batch.add(w.take(), i)
+            if batch.n_episodes == n_episodes:
+                return env_steps
+            if started < n_episodes:
+                started += 1
+                obs[i] = sub_envs[i].reset()[0]
+            else:
+                playing.remove(i)
+
+
 def _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
-    """The general loop: one ``envs.step`` per vector step, finished envs reset by mask."""
+    """The loop for worker processes: one ``envs.step`` per vector step (every env steps; idle
+    ones with action 0), finished envs reset by mask."""
     num_envs = envs.num_envs
     action_prob = policy.action_prob
     random = rng.random
     env_steps = 0
+    actions = np.zeros(num_envs, dtype=np.int8)
     obs, _ = envs.reset(seed=seeds)
     playing = list(range(min(n_episodes, num_envs)))  # envs recording an episode, ascending
     started = len(playing)
     while True:
-        a = random(num_envs) < action_prob(obs)
+        u = random(num_envs)
+        a = u[playing] < action_prob(obs if len(playing) == num_envs else obs[playing])
+        actions[:] = 0
+        actions[playing] = a
         for i in playing:
             w = writers[i]
             w.obs[w.j] = obs[i]
-            w.actions[w.j] = a[i]
+            w.actions[w.j] = actions[i]
         # Python ints: pickling NumPy scalars to the workers costs ~15 us each
-        obs, rewards, terminated, truncated, _ = envs.step(a.view(np.int8).tolist())
+        obs, rewards, terminated, truncated, _ = envs.step(actions.tolist())
         env_steps += num_envs
         done = terminated | truncated
         for i in playing:
@@ -298,11 +354,11 @@ def _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
                 batch.add(w.take(), i)
                 if batch.n_episodes == n_episodes:
                     return env_steps
-                playing.remove(i)
-            if started < n_episodes:
-                playing.append(i)
-                started += 1
-        playing.sort()
+                if started < n_episodes:
+                    started += 1
+                else:
+                    playing.remove(i)
+        # DISABLED autoreset: a finished env, idle or not, must be reset before its next step.
         obs, _ = envs.reset(options={"reset_mask": done})
 
 

@@ -1,14 +1,20 @@
 """Rollout throughput: env steps per second of pgrl.rollout against the raw env, same run.
 
-    python scripts/bench.py rollout [--env cartpole|pong|all] [--seconds S] [--episodes N]
+    python scripts/bench.py rollout [--env cartpole|pong|all] [--seconds S] [--rounds R]
     python scripts/bench_rollout.py [same arguments]
 
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
-process) and 2 envs (worker processes), and prints steps per second and the ratios. ``steps/s``
-counts recorded steps (the data a batch yields), ``env steps/s`` also the unrecorded steps of envs
-that idle while the last episodes of a batch finish. A last check plays 10 episodes of 10,000
-Pong-like steps (synthetic sparse frames) in a fresh process and reports its peak RSS.
+process) and 2 envs (``async``: a worker process each; for CartPole also ``sync``: both in
+process), and prints steps per second and the ratios. ``steps/s`` counts recorded steps (the data
+a batch yields), ``env steps/s`` also the unrecorded steps of envs that idle, in worker processes,
+while the last episodes of a batch finish. The row "AsyncVectorEnv of 2 make_env" steps
+gymnasium's worker processes with random actions and no policy: what 2 async envs allow at best.
+
+Every row is measured ``--rounds`` times, round-robin over the rows, and its best round is kept:
+other processes on the machine slow some rounds down, never speed one up. A last check plays 10
+episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh process and reports its
+peak RSS.
 """
 
 from __future__ import annotations
@@ -25,9 +31,19 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ENVS = {
-    # name: (env id, policy kwargs, policy dtypes to measure)
-    "cartpole": ("CartPole-v1", {"hidden_sizes": (32,), "bias": True}, ("float64",)),
-    "pong": ("ALE/Pong-v5", {"hidden_sizes": (200,)}, ("float64", "float32")),
+    # name: (env id, policy kwargs, policy dtypes, (num_envs, vectorization) settings)
+    "cartpole": (
+        "CartPole-v1",
+        {"hidden_sizes": (32,), "bias": True},
+        ("float64",),
+        ((1, "sync"), (2, "async"), (2, "sync")),
+    ),
+    "pong": (
+        "ALE/Pong-v5",
+        {"hidden_sizes": (200,)},
+        ("float64", "float32"),
+        ((1, "sync"), (2, "async")),
+    ),
 }
 BACKENDS = ("numpy", "tensorflow")
 
@@ -36,42 +52,72 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="bench.py rollout", description=__doc__.split("\n")[0])
     parser.add_argument("--env", choices=[*ENVS, "all"], default="all")
     parser.add_argument(
-        "--seconds", type=float, default=4.0, help="measuring time per row (whole batches)"
+        "--seconds", type=float, default=2.0, help="measuring time per row and round"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per row; the best is kept")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per batch")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS check")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.episodes < 1 or args.rounds < 1 or args.seconds <= 0:
+        parser.error("--episodes, --rounds and --seconds must be positive")
+    return args
 
 
-def raw_rate(env, seconds: float) -> float:
-    """Steps per second of ``env`` with random actions: the ceiling a rollout can approach."""
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    sample, step = env.action_space.sample, env.step
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(100):
-            _, _, terminated, truncated, _ = step(sample())
-            if terminated or truncated:
-                env.reset()
-        steps += 100
-    return steps / (time.perf_counter() - start)
+def raw_row(env):
+    """A measure(seconds) of ``env`` stepped with random actions: the ceiling."""
+
+    def measure(seconds):
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        sample, step = env.action_space.sample, env.step
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                _, _, terminated, truncated, _ = step(sample())
+                if terminated or truncated:
+                    env.reset()
+            steps += 100
+        return steps / (time.perf_counter() - start), None
+
+    return measure, env.close
 
 
-def rollout_rate(env_id, num_envs, backend, dtype, policy_kwargs, episodes, seconds):
-    """(recorded steps/s, all env steps/s) of whole batches of ``episodes``, after a warm-up."""
+def async_row(env_id, num_envs):
+    """A measure(seconds) of gymnasium's AsyncVectorEnv stepped with random actions and no
+    policy: the ceiling of any rollout on worker processes."""
+    from pgrl.rollout import make_vector_env
+
+    envs = make_vector_env(env_id, num_envs, seed=0, vectorization="async")
+    rng = np.random.default_rng(0)
+
+    def measure(seconds):
+        envs.reset(seed=list(range(num_envs)))
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            _, _, terminated, truncated, _ = envs.step(rng.integers(2, size=num_envs).tolist())
+            steps += num_envs
+            done = terminated | truncated
+            if done.any():
+                envs.reset(options={"reset_mask": done})
+        return steps / (time.perf_counter() - start), None
+
+    return measure, envs.close
+
+
+def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, episodes):
+    """A measure(seconds) of whole batches of ``collect_episodes``, after a warm-up batch."""
     from pgrl.policies import make_policy
     from pgrl.rollout import collect_episodes, make_vector_env
 
-    envs = make_vector_env(env_id, num_envs, seed=0)
-    try:
-        obs_dim = envs.single_observation_space.shape[0]
-        policy = make_policy(backend, obs_dim, dtype=dtype, seed=0, **policy_kwargs)
-        rng = np.random.default_rng(0)
-        collect_episodes(envs, policy, rng, 1)  # traces TF, loads the ROM, fills the caches
+    envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
+    obs_dim = envs.single_observation_space.shape[0]
+    policy = make_policy(backend, obs_dim, dtype=dtype, seed=0, **policy_kwargs)
+    rng = np.random.default_rng(0)
+    collect_episodes(envs, policy, rng, 1)  # traces TF, loads the ROM, fills the caches
+
+    def measure(seconds):
         steps = env_steps = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -79,52 +125,82 @@ def rollout_rate(env_id, num_envs, backend, dtype, policy_kwargs, episodes, seco
             steps += batch.steps
             env_steps += batch.env_steps
         elapsed = time.perf_counter() - start
-    finally:
-        envs.close()
-    return steps / elapsed, env_steps / elapsed
+        return steps / elapsed, env_steps / elapsed
+
+    return measure, envs.close
 
 
-def bench_env(name, args, out):
+def bench_env(name, args):
+    """[(label, steps/s, env steps/s or None, ratio to NumPy or None)] for one env."""
     import gymnasium as gym
 
     from pgrl.envs import make_env
 
-    env_id, policy_kwargs, dtypes = ENVS[name]
+    env_id, policy_kwargs, dtypes, settings = ENVS[name]
     if env_id.startswith("ALE/"):
         import ale_py
 
         gym.register_envs(ale_py)
-    ceiling = raw_rate(gym.make(env_id), args.seconds)
-    rows = [(f"raw gym.make({env_id!r}), random actions", ceiling, None, None)]
-    wrapped = raw_rate(make_env(env_id), args.seconds)
-    rows.append(("pgrl.envs.make_env, random actions", wrapped, None, None))
-    numpy_rates = {}
+    rows = [
+        (f"raw gym.make({env_id!r}), random actions", *raw_row(gym.make(env_id))),
+        ("pgrl.envs.make_env, random actions", *raw_row(make_env(env_id))),
+        ("AsyncVectorEnv of 2 make_env, random actions", *async_row(env_id, 2)),
+    ]
+    keys = [None, None, None]
     for backend in args.backends:
         for dtype in dtypes:
-            for num_envs in args.num_envs:
-                rate, env_rate = rollout_rate(
-                    env_id, num_envs, backend, dtype, policy_kwargs, args.episodes, args.seconds
+            for num_envs, vectorization in settings:
+                label = f"rollout {backend} {dtype}, 1 env"
+                if num_envs > 1:
+                    label = f"rollout {backend} {dtype}, {num_envs} envs {vectorization}"
+                row = rollout_row(
+                    env_id, num_envs, vectorization, backend, dtype, policy_kwargs, args.episodes
                 )
-                label = f"rollout {backend} {dtype}, {num_envs} env{'s' * (num_envs > 1)}"
-                vs_numpy = None
-                if backend == "numpy":
-                    numpy_rates[dtype, num_envs] = rate
-                elif (dtype, num_envs) in numpy_rates:
-                    vs_numpy = rate / numpy_rates[dtype, num_envs]
-                rows.append((label, rate, env_rate, vs_numpy))
-                print(f"  {label}: {rate:,.0f} steps/s", file=sys.stderr, flush=True)
-    out.append((name, ceiling, rows))
+                rows.append((label, *row))
+                keys.append((backend, dtype, num_envs, vectorization))
+    best = [(0.0, None)] * len(rows)
+    try:
+        for r in range(args.rounds):
+            for k, (label, measure, _) in enumerate(rows):
+                rate, env_rate = measure(args.seconds)
+                if rate > best[k][0]:
+                    best[k] = (rate, env_rate)
+                print(f"  round {r + 1}: {label}: {rate:,.0f} steps/s", file=sys.stderr, flush=True)
+    finally:
+        for _, _, close in rows:
+            close()
+    numpy_rates = {
+        key[1:]: b[0] for key, b in zip(keys, best, strict=True) if key and key[0] == "numpy"
+    }
+    out = []
+    for (label, _, _), key, (rate, env_rate) in zip(rows, keys, best, strict=True):
+        vs_numpy = None
+        if key and key[0] != "numpy" and key[1:] in numpy_rates:
+            vs_numpy = rate / numpy_rates[key[1:]]
+        out.append((label, rate, env_rate, vs_numpy))
+    return out
 
 
-def print_table(results):
-    header = f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x numpy':>8}"
-    for name, ceiling, rows in results:
-        print(f"\n{name} (ceiling: raw env, one process, random actions)")
-        print(header)
-        for label, rate, env_rate, vs_numpy in rows:
-            env_col = f"{env_rate:12,.0f}" if env_rate is not None else f"{'':12}"
-            np_col = f"{vs_numpy:8.2f}" if vs_numpy is not None else f"{'':8}"
-            print(f"{label:52} {rate:9,.0f} {env_col} {rate / ceiling:7.2f} {np_col}")
+def print_table(name, rows):
+    ceiling = rows[0][1]
+    print(f"\n{name} (x raw: against the first row, the raw env in one process)")
+    print(f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x numpy':>8}")
+    for label, rate, env_rate, vs_numpy in rows:
+        env_col = f"{env_rate:12,.0f}" if env_rate is not None else f"{'':12}"
+        np_col = f"{vs_numpy:8.2f}" if vs_numpy is not None else f"{'':8}"
+        print(f"{label:52} {rate:9,.0f} {env_col} {rate / ceiling:7.2f} {np_col}")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory: VmHWM (reset at exec, unlike ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_child(episodes=10, length=10_000, nonzeros=50):
@@ -160,9 +236,9 @@ def memory_child(episodes=10, length=10_000, nonzeros=50):
 
     envs = SyncVectorEnv([SparseFrames], copy=False, autoreset_mode=AutoresetMode.DISABLED)
     policy = make_policy("numpy", 6400, hidden_sizes=(200,))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     batch = collect_episodes(envs, policy, np.random.default_rng(0), episodes)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(
         f"{batch.n_episodes} episodes x {length:,} steps ({nonzeros} nonzeros per frame): "
         f"batch {batch.nbytes / 2**20:.1f} MiB ({batch.nbytes / batch.steps:.0f} B/step), "
@@ -170,29 +246,25 @@ def memory_child(episodes=10, length=10_000, nonzeros=50):
     )
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.memory_child:
         memory_child()
-        return 0
-    if args.episodes < 1 or args.seconds <= 0 or any(n < 1 for n in args.num_envs):
-        print(
-            "bench rollout: --episodes, --seconds and --num-envs must be positive", file=sys.stderr
-        )
-        return 2
+        return
     names = list(ENVS) if args.env == "all" else [args.env]
-    print(f"{os.cpu_count()} CPUs; {args.episodes} episodes per batch; {args.seconds:g} s per row")
-    results = []
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
+        f"{args.episodes} episodes per batch; best of {args.rounds} x {args.seconds:g} s per row"
+    )
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        bench_env(name, args, results)
-    print_table(results)
-    if not args.no_memory:
-        print("\nmemory (fresh process):")
+        print_table(name, bench_env(name, args))
         sys.stdout.flush()
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+    if not args.no_memory:
+        print("\nmemory (fresh process):", flush=True)
         subprocess.run([sys.executable, __file__, "--memory-child"], check=True)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -108,11 +108,14 @@ def assert_consistent(batch: EpisodeBatch, n_episodes: int):
     np.testing.assert_allclose(batch.ep_returns, sums, rtol=1e-12)
 
 
-def assert_same(a: EpisodeBatch, b: EpisodeBatch):
+def assert_same(a: EpisodeBatch, b: EpisodeBatch, env_steps: bool = True):
+    """Identical episodes; ``env_steps`` too unless one batch idled in process, the other not."""
     np.testing.assert_array_equal(dense(a.obs), dense(b.obs))
     for name in ("actions", "rewards", "ep_bounds", "ep_returns", "ep_lengths", "ep_env"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
-    assert (a.steps, a.env_steps) == (b.steps, b.env_steps)
+    assert a.steps == b.steps
+    if env_steps:
+        assert a.env_steps == b.env_steps
 
 
 def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
@@ -162,9 +165,12 @@ def test_make_vector_env_sync_or_async():
 # ----- episode boundaries -----
 
 
-@pytest.mark.parametrize("num_envs", [1, 4])
-def test_cartpole_episodes_complete_and_match_record_episode_statistics(num_envs):
-    envs = vector_env("CartPole-v1", num_envs, asynchronous=num_envs > 1, stats=True)
+SETTINGS = [(1, False), (4, False), (4, True)]  # (num_envs, asynchronous)
+
+
+@pytest.mark.parametrize(("num_envs", "asynchronous"), SETTINGS)
+def test_cartpole_episodes_complete_and_match_record_episode_statistics(num_envs, asynchronous):
+    envs = vector_env("CartPole-v1", num_envs, asynchronous, stats=True)
     try:
         policy = make_policy("numpy", 4, hidden_sizes=(8,), seed=1)
         batch = collect_episodes(envs, policy, np.random.default_rng(7), 9)
@@ -177,19 +183,18 @@ def test_cartpole_episodes_complete_and_match_record_episode_statistics(num_envs
             mine = np.flatnonzero(batch.ep_env == i)
             assert list(lengths[i])[: mine.size] == batch.ep_lengths[mine].tolist()
             assert list(returns[i])[: mine.size] == batch.ep_returns[mine].tolist()
-        if num_envs == 1:
-            assert batch.env_steps == batch.steps
-        else:
-            assert set(batch.ep_env.tolist()) == set(range(num_envs))
+        # in process, envs without an episode to play wait; worker processes step them all
+        assert batch.env_steps == batch.steps if not asynchronous else batch.env_steps > 0
+        assert set(batch.ep_env.tolist()) == set(range(num_envs))
     finally:
         envs.close()
     replay(batch, "CartPole-v1", num_envs, 7)
 
 
-@pytest.mark.parametrize("num_envs", [1, 2])
-def test_pong_episodes_complete_sparse_and_start_at_reset(num_envs):
+@pytest.mark.parametrize(("num_envs", "asynchronous"), [(1, False), (2, False), (2, True)])
+def test_pong_episodes_complete_sparse_and_start_at_reset(num_envs, asynchronous):
     kwargs = {"max_episode_steps": 40}
-    envs = vector_env("ALE/Pong-v5", num_envs, asynchronous=num_envs > 1, stats=True, **kwargs)
+    envs = vector_env("ALE/Pong-v5", num_envs, asynchronous, stats=True, **kwargs)
     try:
         policy = make_policy("numpy", 6400, seed=0)
         batch = collect_episodes(envs, policy, np.random.default_rng(3), 3)
@@ -209,9 +214,9 @@ def test_pong_episodes_complete_sparse_and_start_at_reset(num_envs):
     replay(batch, "ALE/Pong-v5", num_envs, 3, **kwargs)
 
 
-@pytest.mark.parametrize("num_envs", [1, 3])
-def test_long_episodes_cross_chunks_in_order(num_envs):
-    cls = AsyncVectorEnv if num_envs > 1 else SyncVectorEnv
+@pytest.mark.parametrize(("num_envs", "asynchronous"), [(1, False), (3, False), (3, True)])
+def test_long_episodes_cross_chunks_in_order(num_envs, asynchronous):
+    cls = AsyncVectorEnv if asynchronous else SyncVectorEnv
     envs = cls([CountingEnv] * num_envs, copy=False, autoreset_mode=DISABLED)
     try:
         batch = collect_episodes(envs, ConstantPolicy(3, 0.5), np.random.default_rng(0), 7)
@@ -237,14 +242,17 @@ def test_long_episodes_cross_chunks_in_order(num_envs):
     assert end_step == sorted(end_step)
 
 
-def test_fewer_episodes_than_envs_starts_only_those_needed():
-    envs = vector_env("CartPole-v1", 4, asynchronous=True)
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_fewer_episodes_than_envs_starts_only_those_needed(asynchronous):
+    envs = vector_env("CartPole-v1", 4, asynchronous)
     try:
         batch = collect_episodes(envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), 2)
     finally:
         envs.close()
     assert_consistent(batch, 2)
     assert sorted(batch.ep_env.tolist()) == [0, 1]
+    if not asynchronous:
+        assert batch.env_steps == batch.steps
 
 
 # ----- determinism -----
@@ -258,15 +266,18 @@ def two_batches(envs, backend="numpy"):
 
 def test_same_seed_same_batches_and_sync_equals_async():
     runs = []
-    for asynchronous in (True, True, False):
+    for asynchronous in (True, True, False, False):
         envs = vector_env("CartPole-v1", 3, asynchronous=asynchronous)
         try:
             runs.append(two_batches(envs))
         finally:
             envs.close()
-    for run in runs[1:]:
+    for k, run in enumerate(runs[1:], start=1):
         for a, b in zip(runs[0], run, strict=True):
-            assert_same(a, b)
+            # worker processes step idle envs too, in process they wait: only env_steps differs
+            assert_same(a, b, env_steps=k == 1)
+    for a, b in zip(runs[2], runs[3], strict=True):
+        assert_same(a, b)
 
 
 def test_one_env_fast_path_equals_vector_path_and_the_documented_loop():
@@ -318,10 +329,10 @@ def test_tensorflow_policy_draws_the_same_episodes_as_numpy():
 # ----- actions: a = u < p from the one generator -----
 
 
-@pytest.mark.parametrize("num_envs", [1, 2])
+@pytest.mark.parametrize(("num_envs", "asynchronous"), SETTINGS)
 @pytest.mark.parametrize("p", [0.0, 1.0])
-def test_certain_policies_give_constant_actions(num_envs, p):
-    envs = vector_env("CartPole-v1", num_envs, asynchronous=num_envs > 1)
+def test_certain_policies_give_constant_actions(num_envs, asynchronous, p):
+    envs = vector_env("CartPole-v1", num_envs, asynchronous)
     try:
         batch = collect_episodes(envs, ConstantPolicy(4, p), np.random.default_rng(0), 3)
     finally:
