@@ -235,7 +235,7 @@ class Policy:
             raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {x.shape}{hint}")
         if x.dtype.kind not in "biuf":
             raise ValueError(f"obs must be numeric, got dtype {x.dtype}")
-        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ValueError("obs contains NaN or inf")
         if x.dtype.kind in "iu":
             return x

@@ -9,12 +9,16 @@ from pgrl.sparse import SparseRows
 
 # Integer observations with at most this fraction of nonzeros take the sparse first layer.
 SPARSE_DENSITY = 0.1
+# Up to this many integer rows (one per env during a rollout) are multiplied row by row,
+# gathering the rows of W1 that each one's nonzeros select: no CSR is built.
+FEW_ROWS = 8
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """Logistic function without overflow: ``exp`` only ever sees ``-|z|``."""
     e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    d = 1.0 + e
+    return np.where(z >= 0, 1.0 / d, e / d)
 
 
 def softplus(z: np.ndarray) -> np.ndarray:
@@ -23,7 +27,16 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def _matmul(h, w: np.ndarray) -> np.ndarray:
-    return h.matmul(w) if isinstance(h, SparseRows) else h @ w
+    """``h @ w`` for dense float, SparseRows, or a few integer rows (Pong's rollout steps)."""
+    if isinstance(h, SparseRows):
+        return h.matmul(w)
+    if h.dtype.kind in "iu":
+        out = np.empty((h.shape[0], w.shape[1]), dtype=w.dtype)
+        for i, row in enumerate(h):
+            nz = np.flatnonzero(row != 0)  # ~5x faster than on int8 directly (numpy 2.4)
+            out[i] = row[nz].astype(w.dtype) @ w[nz]
+        return out
+    return h @ w
 
 
 class NumpyPolicy(Policy):
@@ -57,6 +70,8 @@ class NumpyPolicy(Policy):
         if isinstance(x, SparseRows):
             return x
         if x.dtype.kind in "iu":
+            if x.shape[0] <= FEW_ROWS:
+                return x
             if np.count_nonzero(x) <= SPARSE_DENSITY * x.size:
                 return SparseRows.from_dense(x)
             return x.astype(self.dtype)
@@ -94,7 +109,10 @@ class NumpyPolicy(Policy):
         dh = dz[:, None]
         for i in range(n_layers, 0, -1):
             h = hs[i - 1]
-            grads[f"W{i}"] = h.rmatmul(dh) if isinstance(h, SparseRows) else h.T @ dh
+            if isinstance(h, SparseRows):
+                grads[f"W{i}"] = h.rmatmul(dh)
+            else:
+                grads[f"W{i}"] = h.T.astype(dh.dtype) @ dh if h.dtype.kind in "iu" else h.T @ dh
             if self.bias:
                 grads[f"b{i}"] = dh.sum(axis=0)
             if i > 1:

@@ -13,6 +13,8 @@ import numpy as np
 from pgrl.policies.base import Policy, init_weights
 from pgrl.sparse import SparseRows
 
+SPARSE_DENSITY = 0.1  # as the NumPy backend's threshold
+
 # Keras 3 picks its backend at first import; this module needs TensorFlow's.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TF logs "failed call to cuInit" as an error on every machine without a GPU.
@@ -161,9 +163,15 @@ class TensorFlowPolicy(Policy):
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
         self._tf_apply = _lazy_concrete(self._graph_apply, grad_specs)
         self._tf = {}
+        # sparse obs: (row of each nonzero, its column, its value, number of rows)
+        sparse_spec = (
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], dt),
+            tf.TensorSpec([], tf.int32),
+        )
         for sparse in (False, True):
-            spec_type = tf.SparseTensorSpec if sparse else tf.TensorSpec
-            obs_spec = spec_type([None, self.obs_dim], dt)
+            obs_spec = sparse_spec if sparse else tf.TensorSpec([None, self.obs_dim], dt)
             batch = (obs_spec, vec_spec, vec_spec)
             self._tf["action_prob", sparse] = _lazy_concrete(self._graph_action_prob, obs_spec)
             self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
@@ -171,11 +179,28 @@ class TensorFlowPolicy(Policy):
 
     # ----- graphs -----
 
+    def _logits(self, obs):
+        """(N,) logits; a sparse batch enters the first Dense layer by gathering rows of its
+        kernel (what a 6400-wide frame difference with ~25 nonzeros needs), then the model's
+        remaining layers run as usual."""
+        if not isinstance(obs, tuple):
+            return self.model(obs)[:, 0]
+        rows, cols, values, n_rows = obs
+        first = self.model.layers[0]
+        terms = tf.gather(first.kernel, cols) * values[:, None]
+        h = tf.math.unsorted_segment_sum(terms, rows, n_rows)
+        if self.bias:
+            h = h + first.bias
+        h = first.activation(h)
+        for layer in self.model.layers[1:]:
+            h = layer(h)
+        return h[:, 0]
+
     def _graph_action_prob(self, obs):
-        return tf.sigmoid(self.model(obs)[:, 0])
+        return tf.sigmoid(self._logits(obs))
 
     def _loss(self, obs, actions, advantages):
-        z = self.model(obs)[:, 0]
+        z = self._logits(obs)
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
         loss = tf.reduce_sum(advantages * bce)
         if self.reduction == "mean":
@@ -185,7 +210,9 @@ class TensorFlowPolicy(Policy):
     def _graph_gradients(self, obs, actions, advantages):
         with tf.GradientTape() as tape:
             loss, z = self._loss(obs, actions, advantages)
-        return loss, z, tape.gradient(loss, self._var_list)
+        grads = tape.gradient(loss, self._var_list)
+        # the sparse path's kernel gradient arrives as IndexedSlices: densify, as Keras would
+        return loss, z, [tf.convert_to_tensor(g) for g in grads]
 
     def _graph_apply(self, grads):
         self.keras_optimizer.apply(grads, self._var_list)
@@ -213,11 +240,22 @@ class TensorFlowPolicy(Policy):
             self._vars[name].assign(w)
 
     def _to_tf(self, obs):
-        """A dense array as it is (cast to dtype), SparseRows as a tf.SparseTensor."""
+        """Dense floats as a tensor; SparseRows, and integer rows that are mostly zero (Pong's
+        frame differences), as (rows, cols, values, n) tensors for the gathering first layer."""
+        if (
+            not isinstance(obs, SparseRows)
+            and obs.dtype.kind in "iu"
+            and np.count_nonzero(obs) <= SPARSE_DENSITY * obs.size
+        ):
+            obs = SparseRows.from_dense(obs)
         if isinstance(obs, SparseRows):
-            indices = np.stack([obs.row_ids(), obs.indices], axis=1).astype(np.int64)
-            values = obs.values.astype(self.dtype)
-            return tf.SparseTensor(indices, values, obs.shape), True
+            parts = (
+                obs.row_ids().astype(np.int32),
+                obs.indices.astype(np.int32),
+                obs.values.astype(self.dtype),
+                np.int32(len(obs)),
+            )
+            return tuple(tf.constant(a) for a in parts), True
         return tf.constant(obs, dtype=self.dtype), False
 
     def _action_prob(self, obs):
