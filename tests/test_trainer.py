@@ -334,3 +334,24 @@ def test_scripts_train_uses_the_same_code(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["episodes"] == 5
     assert Path(tmp_path / "checkpoint.npz").is_file()
+
+
+def test_budgets_stop_the_run(tmp_path):
+    by_steps = train(small("train.max_steps=2000", episodes=100000), out=tmp_path / "steps")
+    assert by_steps["stopped_by"] == "max_steps" and 2000 <= by_steps["env_steps"] < 2000 + 20 * 500
+    by_time = train(small("train.max_seconds=0.5", episodes=100000), out=tmp_path / "time")
+    assert by_time["stopped_by"] == "max_seconds" and by_time["wall_time"] < 5
+
+
+def test_tensorboard_scalars(tmp_path):
+    train(small("log.tensorboard=true", episodes=40), out=tmp_path)
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_python_api(tmp_path):
+    import pgrl
+
+    cfg = pgrl.load_config(CARTPOLE, ["train.episodes=10", *QUIET])
+    summary = pgrl.train(cfg, out=tmp_path)
+    assert summary["episodes"] == 10 and summary["backend"] == "numpy"
