@@ -326,7 +326,8 @@ def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
             axes[1].fill_between(grid, np.nanmin(yt, 0), np.nanmax(yt, 0), color=color, alpha=0.2)
     for ax, xlabel in zip(axes, ("episode", "wall-clock seconds"), strict=True):
         if threshold is not None:
-            ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"solved: mean100 >= {threshold:g}")
+            label = f"solved: mean100 >= {threshold:g}"
+            ax.axhline(threshold, color="gray", ls="--", lw=1, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("running return (0.99 old + 0.01 new)")
         ax.grid(alpha=0.3)

@@ -105,9 +105,12 @@ class _TensorBoard:
 
     def __init__(self, logdir: Path):
         try:
+            import tensorboard  # noqa: F401 - TF 2.20+ no longer brings it along
             import tensorflow as tf
         except ImportError:
-            raise ConfigError("log.tensorboard = true needs TensorFlow: install pgrl[tf]") from None
+            raise ConfigError(
+                "log.tensorboard = true needs TensorFlow and TensorBoard: install pgrl[tf]"
+            ) from None
         self.tf = tf
         self.writer = tf.summary.create_file_writer(str(logdir))
 
