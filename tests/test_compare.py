@@ -136,3 +136,28 @@ def test_plot_curves_handles_runs_of_different_length(tmp_path):
     )
     assert path.is_file()
     assert np.asarray(Image.open(path)).std() > 0
+
+
+def test_scripts_compare_uses_the_same_code(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/compare.py",
+            CARTPOLE,
+            "--backends",
+            "numpy",
+            "--seeds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "train.episodes=5",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "comparison.csv").is_file() and "| numpy |" in result.stdout
