@@ -89,17 +89,23 @@ def load_checkpoint(path: str | Path) -> dict:
         rng_state = json.loads(str(data["rng_state"]))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt RNG state") from None
-    running = float(data["running_return"])
-    solved = int(data["solved_episode"])
+    try:
+        running = float(data["running_return"])
+        solved = int(data["solved_episode"])
+        counters = {k: int(data[k]) for k in COUNTERS}
+        wall_time = float(data["wall_time"])
+        recent = [float(x) for x in np.asarray(data["recent_returns"], dtype=np.float64).ravel()]
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt counters ({e})") from None
     return {
         "weights": {k[2:]: v for k, v in data.items() if k.startswith("w_")},
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
         "state": {
-            **{k: int(data[k]) for k in COUNTERS},
-            "wall_time": float(data["wall_time"]),
+            **counters,
+            "wall_time": wall_time,
             "running_return": None if np.isnan(running) else running,
             "solved_episode": None if solved < 0 else solved,
-            "recent_returns": [float(x) for x in data["recent_returns"]],
+            "recent_returns": recent,
         },
         "rng_state": rng_state,
         "config": str(data["config"]),

@@ -23,7 +23,9 @@ def _train(args) -> int:
         overrides.append(f"train.seed={args.seed}")
     cfg = load_config(args.config, overrides)
     try:
-        summary = train(cfg, out=args.out, resume=args.resume, backend=args.backend)
+        summary = train(
+            cfg, out=args.out, resume=args.resume, backend=args.backend, overwrite=args.force
+        )
     except KeyboardInterrupt:
         print("pgrl: interrupted; checkpoint of the last update written", file=sys.stderr)
         return 130
@@ -34,6 +36,8 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from pgrl.trainer import evaluate
 
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     result = evaluate(
         args.checkpoint,
         episodes=args.episodes,
@@ -49,6 +53,13 @@ def _eval(args) -> int:
 def _compare(args) -> int:
     from pgrl.compare import compare
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    for name, values in (("--seeds", args.seeds), ("--backends", args.backends)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{name} lists a value twice: {' '.join(map(str, values))}")
+    if any(s < 0 for s in args.seeds):
+        raise ConfigError(f"--seeds must be >= 0, got {' '.join(map(str, args.seeds))}")
     rows = compare(
         args.config,
         backends=args.backends,
@@ -65,7 +76,10 @@ def _check(args) -> int:
     from pgrl.envs import make_env
 
     cfg = load_config(args.config, args.set)
-    env = make_env(cfg.env.id, **cfg.env.kwargs)
+    try:
+        env = make_env(cfg.env.id, **cfg.env.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"env {cfg.env.id} with env.kwargs {cfg.env.kwargs}: {e}") from None
     obs_dim = int(env.observation_space.shape[0])
     env.close()
     lines, passed = run_check(cfg, obs_dim, explain=args.explain, seed=args.seed)
@@ -91,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.episodes=500 (repeatable)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--force", action="store_true", help="start afresh in an OUT that holds a run")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="play episodes with a trained policy")

@@ -53,7 +53,7 @@ def _run_one(
         from pgrl.trainer import train
 
         cfg = load_config(config_path, [*overrides, f"train.seed={seed}", "log.progress=false"])
-        summary = train(cfg, out=out, backend=backend)
+        summary = train(cfg, out=out, backend=backend, overwrite=True)  # compare owns DIR
         return {"status": "ok", **summary}
     except BaseException as e:  # noqa: BLE001 - a failed run is reported, the others go on
         last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []

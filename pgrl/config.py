@@ -116,6 +116,8 @@ def _toml_value(value) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
         return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, int):
         return str(value)
@@ -221,7 +223,9 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("train.standardize", t.standardize, f"one of {', '.join(STANDARDIZE)}")
     if t.max_steps is not None and t.max_steps < 1:
         bad("train.max_steps", t.max_steps, ">= 1")
-    if t.max_seconds is not None and not t.max_seconds > 0:
+    if t.solved_mean100 is not None and not math.isfinite(t.solved_mean100):
+        bad("train.solved_mean100", t.solved_mean100, "a finite number")
+    if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
         bad("train.max_seconds", t.max_seconds, "> 0")
     if t.checkpoint_every < 1:
         bad("train.checkpoint_every", t.checkpoint_every, ">= 1")

@@ -9,8 +9,12 @@ A run directory holds ``config.toml`` (resolved), ``metrics.csv`` (one row per e
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import os
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -88,20 +92,49 @@ def _fresh_state() -> dict:
     }
 
 
-def _truncate_csv(path: Path, header: list[str], key: str, last: int) -> None:
-    """Keep the header and rows with ``key <= last``: rows past a checkpoint were lost work."""
+def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]:
+    """Rows of a run's CSV with ``key <= last`` (rows past a checkpoint were lost work), read
+    before anything is written; a torn or garbled row (a crash mid-write) is dropped."""
     if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r[key]) <= last]
-    with open(path, "w", newline="") as f:
+        return []
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CheckpointError(f"{path}: cannot read it to resume ({e})") from None
+    kept = []
+    for row in rows:
+        if any(row.get(col) in (None, "") for col in header):
+            continue
+        try:
+            if int(row[key]) <= last:
+                kept.append({col: row[col] for col in header})
+        except ValueError:
+            continue
+    return kept
+
+
+def _write_csv_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, header)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 class _TensorBoard:
     """Optional tf.summary scalars, one point per update."""
+
+    @staticmethod
+    def check_installed() -> None:
+        try:
+            import tensorboard  # noqa: F401
+            import tensorflow  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "log.tensorboard = true needs TensorFlow and TensorBoard: install pgrl[tf]"
+            ) from None
 
     def __init__(self, logdir: Path):
         try:
@@ -122,7 +155,11 @@ class _TensorBoard:
 
 
 def train(
-    cfg: Config, out: str | Path | None = None, resume: bool = False, backend: str | None = None
+    cfg: Config,
+    out: str | Path | None = None,
+    resume: bool = False,
+    backend: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
 
@@ -131,6 +168,8 @@ def train(
         out: run directory (created); ``runs/<env>-<backend>-seed<k>`` when omitted.
         resume: continue from ``out/checkpoint.npz`` (weights, optimizer, counters, RNG).
         backend: overrides ``cfg.policy.backend`` (a checkpoint of either backend resumes).
+        overwrite: start afresh in a directory that already holds a run (otherwise refused,
+            so that a forgotten ``--resume`` cannot wipe a run).
 
     Raises:
         ConfigError, CheckpointError: one-line problems with the config or the checkpoint.
@@ -138,6 +177,7 @@ def train(
     """
     from pgrl.rollout import collect_episodes, make_vector_env
 
+    cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
     if backend is not None:
         cfg.policy.backend = backend
     name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
@@ -147,14 +187,33 @@ def train(
     t = cfg.train
 
     # Everything that can refuse the run is checked before a file is touched.
-    checkpoint = None
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    if not resume and not overwrite and (ckpt_path.exists() or metrics_path.exists()):
+        raise ConfigError(
+            f"--out {out}: already holds a run; add --resume to continue it, or choose another"
+        )
+    checkpoint, kept = None, ([], [])
     if resume:
         if not ckpt_path.exists():
             raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {out})")
         checkpoint = load_checkpoint(ckpt_path)
-    envs = make_vector_env(
-        cfg.env.id, cfg.env.num_envs, t.seed, vectorization=cfg.env.vectorization, **cfg.env.kwargs
-    )
+        kept = (
+            _kept_rows(metrics_path, METRICS_HEADER, "episode", checkpoint["state"]["episodes"]),
+            _kept_rows(updates_path, UPDATES_HEADER, "update", checkpoint["state"]["updates"]),
+        )
+    if cfg.log.tensorboard:
+        _TensorBoard.check_installed()
+    try:
+        envs = make_vector_env(
+            cfg.env.id,
+            cfg.env.num_envs,
+            t.seed,
+            vectorization=cfg.env.vectorization,
+            **cfg.env.kwargs,
+        )
+    except (TypeError, ValueError, gym.error.Error) as e:
+        raise ConfigError(f"env {cfg.env.id} with env.kwargs {cfg.env.kwargs}: {e}") from None
     try:
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         policy = build_policy(cfg, obs_dim)
@@ -163,17 +222,18 @@ def train(
         if checkpoint is not None:
             restore_policy(policy, checkpoint, ckpt_path)
             state = checkpoint["state"]
-            rng.bit_generator.state = checkpoint["rng_state"]
+            try:
+                rng.bit_generator.state = checkpoint["rng_state"]
+            except (TypeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{ckpt_path}: unusable RNG state ({e})") from None
 
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(cfg.to_toml())
-        if checkpoint is not None:
-            _truncate_csv(metrics_path, METRICS_HEADER, "episode", state["episodes"])
-            _truncate_csv(updates_path, UPDATES_HEADER, "update", state["updates"])
-        else:
-            for path, header in ((metrics_path, METRICS_HEADER), (updates_path, UPDATES_HEADER)):
-                with open(path, "w", newline="") as f:
-                    csv.writer(f).writerow(header)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.toml").write_text(cfg.to_toml())
+            _write_csv_atomic(metrics_path, METRICS_HEADER, kept[0])
+            _write_csv_atomic(updates_path, UPDATES_HEADER, kept[1])
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot write the run there ({e})") from None
         return _loop(cfg, out, envs, policy, rng, state, collect_episodes)
     finally:
         envs.close()
@@ -209,7 +269,10 @@ def _loop(cfg, out, envs, policy, rng, state, collect_episodes) -> dict:
             cfg.to_toml(),
         )
 
+    committed_rng = rng.bit_generator.state  # a batch cut short restarts from here
+    hold = _HoldInterrupts()
     try:
+        hold.install()
         while True:
             if state["episodes"] >= t.episodes:
                 break
@@ -222,93 +285,134 @@ def _loop(cfg, out, envs, policy, rng, state, collect_episodes) -> dict:
             if t.max_seconds is not None and state["wall_time"] >= t.max_seconds:
                 stopped_by = "max_seconds"
                 break
-            rng_state = rng.bit_generator.state  # a batch cut short restarts from here
             n = min(t.batch_episodes, t.episodes - state["episodes"])
             t0 = time.perf_counter()
             batch = collect_episodes(envs, policy, rng, n)
             t1 = time.perf_counter()
-            advantages = compute_advantages(
-                batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
-            )
-            stats = policy.update(batch.obs, batch.actions, advantages)
-            t2 = time.perf_counter()
+            # Ctrl-C during the update and its bookkeeping is held until they are done, so a
+            # checkpoint always pairs weights, counters and RNG state of one and the same update.
+            with hold:
+                advantages = compute_advantages(
+                    batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
+                )
+                stats = policy.update(batch.obs, batch.actions, advantages)
+                t2 = time.perf_counter()
 
-            state["updates"] += 1
-            state["env_steps"] += batch.env_steps
-            state["wall_time"] = t2 - wall_start
-            for ep_return, length in zip(batch.ep_returns, batch.ep_lengths, strict=True):
-                ep_return = float(ep_return)
-                state["episodes"] += 1
-                state["steps"] += int(length)
-                recent.append(ep_return)
-                rr = state["running_return"]
-                # Karpathy's running reward: 0.99 * old + 0.01 * new, starting from the first
-                state["running_return"] = ep_return if rr is None else 0.99 * rr + 0.01 * ep_return
-                mean100 = float(np.mean(recent))
-                if (
-                    t.solved_mean100 is not None
-                    and state["solved_episode"] is None
-                    and len(recent) == 100
-                    and mean100 >= t.solved_mean100
-                ):
-                    state["solved_episode"] = state["episodes"]
-                metrics.writerow(
+                state["updates"] += 1
+                state["env_steps"] += batch.env_steps
+                state["wall_time"] = t2 - wall_start
+                for ep_return, length in zip(batch.ep_returns, batch.ep_lengths, strict=True):
+                    ep_return = float(ep_return)
+                    state["episodes"] += 1
+                    state["steps"] += int(length)
+                    recent.append(ep_return)
+                    rr = state["running_return"]
+                    # Karpathy's running reward: 0.99 * old + 0.01 * new, starting from the first
+                    state["running_return"] = (
+                        ep_return if rr is None else 0.99 * rr + 0.01 * ep_return
+                    )
+                    mean100 = float(np.mean(recent))
+                    if (
+                        t.solved_mean100 is not None
+                        and state["solved_episode"] is None
+                        and len(recent) == 100
+                        and mean100 >= t.solved_mean100
+                    ):
+                        state["solved_episode"] = state["episodes"]
+                    metrics.writerow(
+                        [
+                            state["episodes"],
+                            state["steps"],
+                            f"{state['wall_time']:.3f}",
+                            repr(ep_return),
+                            repr(state["running_return"]),
+                            repr(mean100),
+                            int(length),
+                            state["updates"],
+                        ]
+                    )
+                updates.writerow(
                     [
+                        state["updates"],
                         state["episodes"],
                         state["steps"],
-                        f"{state['wall_time']:.3f}",
-                        repr(ep_return),
-                        repr(state["running_return"]),
-                        repr(mean100),
-                        int(length),
-                        state["updates"],
+                        batch.steps,
+                        *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
+                        f"{t1 - t0:.4f}",
+                        f"{t2 - t1:.4f}",
                     ]
                 )
-            updates.writerow(
-                [
-                    state["updates"],
-                    state["episodes"],
-                    state["steps"],
-                    batch.steps,
-                    *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
-                    f"{t1 - t0:.4f}",
-                    f"{t2 - t1:.4f}",
-                ]
-            )
-            metrics_file.flush()
-            updates_file.flush()
-            if tb is not None:
-                tb.write(
-                    state["updates"],
-                    {
-                        **stats,
-                        "running_return": state["running_return"],
-                        "mean100": float(np.mean(recent)),
-                    },
-                )
-            if state["updates"] % t.checkpoint_every == 0:
-                checkpoint(rng.bit_generator.state)
-            if bar is not None:
-                sps = state["env_steps"] / max(state["wall_time"], 1e-9)
-                bar.update(len(batch.ep_returns))
-                bar.set_postfix(
-                    running=f"{state['running_return']:.2f}",
-                    mean100=f"{float(np.mean(recent)):.1f}",
-                    sps=f"{sps:.0f}",
-                    refresh=False,
-                )
+                metrics_file.flush()
+                updates_file.flush()
+                if tb is not None:
+                    tb.write(
+                        state["updates"],
+                        {
+                            **stats,
+                            "running_return": state["running_return"],
+                            "mean100": float(np.mean(recent)),
+                        },
+                    )
+                if state["updates"] % t.checkpoint_every == 0:
+                    checkpoint(rng.bit_generator.state)
+                if bar is not None:
+                    sps = state["env_steps"] / max(state["wall_time"], 1e-9)
+                    bar.update(len(batch.ep_returns))
+                    bar.set_postfix(
+                        running=f"{state['running_return']:.2f}",
+                        mean100=f"{float(np.mean(recent)):.1f}",
+                        sps=f"{sps:.0f}",
+                        refresh=False,
+                    )
+                committed_rng = rng.bit_generator.state
     except KeyboardInterrupt:
         # Stop cleanly: the partial batch is dropped, the checkpoint is that of the last update.
-        checkpoint(rng_state)
+        checkpoint(committed_rng)
         _write_summary(out, policy, cfg, state, recent, "interrupted")
         raise
     finally:
+        hold.uninstall()
         metrics_file.close()
         updates_file.close()
         if bar is not None:
             bar.close()
     checkpoint(rng.bit_generator.state)
     return _write_summary(out, policy, cfg, state, recent, stopped_by)
+
+
+class _HoldInterrupts:
+    """Inside ``with hold:``, SIGINT is held and raised as KeyboardInterrupt when the block ends;
+    outside, it raises at once (the default). Only the main thread can own signal handlers."""
+
+    def __init__(self):
+        self.inside = False
+        self.pending = False
+        self.previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.inside:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.inside = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.inside = False
+        if self.pending and exc_type is None:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def _write_summary(out, policy, cfg, state, recent, stopped_by) -> dict:
@@ -363,6 +467,8 @@ def evaluate(
         env = make_env(cfg.env.id, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise ConfigError(f"cannot render {cfg.env.id}: {e}") from None
+    except (TypeError, ValueError, gym.error.Error) as e:
+        raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
     restore_policy(policy, ckpt, checkpoint_path)
     rng = np.random.default_rng(seed)

@@ -161,3 +161,18 @@ def test_scripts_compare_uses_the_same_code(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "comparison.csv").is_file() and "| numpy |" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--seeds", "0", "0"], "--seeds lists a value twice"),
+        (["--backends", "numpy", "numpy"], "--backends lists a value twice"),
+        (["--seeds", "-1"], "--seeds must be >= 0"),
+    ],
+)
+def test_compare_argument_mistakes_exit_2(tmp_path, capsys, args, message):
+    assert cli_main(["compare", CARTPOLE, "--out", str(tmp_path / "c"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -450,6 +450,17 @@ def test_batch_validation(policy):
     _assert_unchanged(policy, snap)
 
 
+def test_float32_refuses_values_that_overflow():
+    policy = make_policy("numpy", obs_dim=2, hidden_sizes=(3,), dtype="float32")
+    before = policy.get_weights()
+    with pytest.raises(ValueError, match=r"advantages contain NaN or inf \(in float32\)"):
+        policy.update(np.ones((2, 2)), [0, 1], [1e300, 1.0])
+    with pytest.raises(ValueError, match=r"obs contains NaN or inf \(in float32\)"):
+        policy.action_prob(np.full((1, 2), 1e300))
+    for name, w in policy.get_weights().items():
+        np.testing.assert_array_equal(w, before[name])
+
+
 def test_optimizer_state_validation(policy):
     snap = _snapshot(policy)
     state = policy.get_optimizer_state()

@@ -355,3 +355,44 @@ def test_python_api(tmp_path):
     cfg = pgrl.load_config(CARTPOLE, ["train.episodes=10", *QUIET])
     summary = pgrl.train(cfg, out=tmp_path)
     assert summary["episodes"] == 10 and summary["backend"] == "numpy"
+
+
+def test_cli_protects_an_existing_run_and_other_mistakes(tmp_path):
+    run = tmp_path / "run"
+    base = ["--set", "train.episodes=20", "--set", "log.progress=false"]
+    assert cli_main(["train", CARTPOLE, "--out", str(run), *base]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    # a forgotten --resume must not wipe the run
+    assert_one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(run), *base), "already holds a run", "--resume"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert cli_main(["train", CARTPOLE, "--out", str(run), "--force", *base]) == 0
+    # bad env kwargs, an --out that is a file, eval with no episodes
+    assert_one_line_error(
+        run_cli(
+            "train", CARTPOLE, "--out", str(tmp_path / "k"), "--set", "env.kwargs={foo = 1}", *base
+        ),
+        "env.kwargs",
+        "foo",
+    )
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert_one_line_error(run_cli("train", CARTPOLE, "--out", str(afile), *base), "not a directory")
+    assert_one_line_error(
+        run_cli("eval", str(run / "checkpoint.npz"), "--episodes", "0"), "--episodes must be >= 1"
+    )
+    assert_one_line_error(
+        run_cli("train", CARTPOLE, "--set", "train.solved_mean100=nan"),
+        "'train.solved_mean100' must be a finite number",
+    )
+
+
+def test_resume_drops_a_torn_metrics_row(tmp_path):
+    train(small(episodes=40), out=tmp_path)
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("41,99")  # a crash in the middle of writing a row
+    train(small(episodes=60), out=tmp_path, resume=True)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [int(r["episode"]) for r in rows] == list(range(1, 61))
+    assert all(r["return"] for r in rows)

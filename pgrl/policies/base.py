@@ -235,11 +235,13 @@ class Policy:
             raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {x.shape}{hint}")
         if x.dtype.kind not in "biuf":
             raise ValueError(f"obs must be numeric, got dtype {x.dtype}")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ValueError("obs contains NaN or inf")
         if x.dtype.kind in "iu":
             return x
-        return x.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):
+            x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():  # after the cast: 1e300 is inf in float32
+            raise ValueError(f"obs contains NaN or inf (in {self.dtype.name})")
+        return x
 
     def _check_batch(self, obs, actions, advantages):
         """Validated (obs (N, D), actions (N,) of 0/1, advantages (N,)) in the policy's dtype."""
@@ -258,9 +260,11 @@ class Policy:
             raise ValueError(f"advantages must have shape ({n},) to match obs, got {adv.shape}")
         if adv.dtype.kind not in "biuf":
             raise ValueError(f"advantages must be numeric, got dtype {adv.dtype}")
-        if not np.all(np.isfinite(adv)):
-            raise ValueError("advantages contain NaN or inf")
-        return x, a.astype(self.dtype), adv.astype(self.dtype)
+        with np.errstate(over="ignore"):  # an overflow is reported below, as one error
+            adv = adv.astype(self.dtype)
+        if not np.all(np.isfinite(adv)):  # after the cast: 1e300 is inf in float32
+            raise ValueError(f"advantages contain NaN or inf (in {self.dtype.name})")
+        return x, a.astype(self.dtype), adv
 
     # ----- backend hooks -----
 
