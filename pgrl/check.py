@@ -13,7 +13,6 @@ import copy
 import numpy as np
 
 from pgrl.config import Config
-from pgrl.optim import RMSprop
 from pgrl.trainer import build_policy
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
@@ -136,14 +135,15 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
     """How much each classic mistake would change this config's first update."""
     obs, actions, advantages = batch
     o = cfg.optimizer
-    base_opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
+    other_reduction = "mean" if cfg.policy.reduction == "sum" else "sum"
 
-    def first_step(opt=base_opt, grads=None, reduction=None):
-        policy = build_policy(cfg, obs_dim, "numpy")
+    def first_step(grads=None, flip_eps=False, reduction=None):
+        """The first update's weight change, for this config with one knob changed."""
+        variant = copy.deepcopy(cfg)
+        variant.optimizer.epsilon_inside_sqrt ^= flip_eps
+        variant.policy.reduction = reduction or cfg.policy.reduction
+        policy = build_policy(variant, obs_dim, "numpy")
         policy.set_weights(weights)
-        policy.optimizer = opt
-        if reduction is not None:
-            policy.reduction = reduction
         g = grads if grads is not None else policy.gradients(obs, actions, advantages)
         policy.apply_gradients(g)
         after = policy.get_weights()
@@ -164,16 +164,14 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
         actions == 1, -np.exp(-np.logaddexp(0, z)), np.exp(-np.logaddexp(0, -z))
     )
     wrong, _ = policy._backward(hs, z, actions, advantages * (z - actions) / sigmoid_minus_y)
-    flipped_eps = RMSprop(o.learning_rate, o.decay, o.epsilon, not o.epsilon_inside_sqrt)
-    other_reduction = "mean" if cfg.policy.reduction == "sum" else "sum"
     g = policy.gradients(obs, actions, advantages)
     tiny = {k: v * 1e-6 for k, v in g.items()}
-    tiny_ref, tiny_flip = first_step(grads=tiny), first_step(opt=flipped_eps, grads=tiny)
+    tiny_ref, tiny_flip = first_step(grads=tiny), first_step(grads=tiny, flip_eps=True)
     rows = [
         ("1 logit instead of sigmoid(logit) - y", change(first_step(grads=wrong))),
         (
             f"2 epsilon {'outside' if o.epsilon_inside_sqrt else 'inside'} the sqrt",
-            change(first_step(opt=flipped_eps)),
+            change(first_step(flip_eps=True)),
         ),
         (
             "2 ... with gradients 1e-6 as large",

@@ -12,6 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Integer observations with at most this fraction of nonzeros go through the sparse first layer,
+# in both backends.
+SPARSE_DENSITY = 0.1
+
+
+def is_mostly_zero(x: np.ndarray) -> bool:
+    """Integer rows that are worth treating as sparse (Pong's frame differences)."""
+    return x.dtype.kind in "iu" and np.count_nonzero(x) <= SPARSE_DENSITY * x.size
+
 
 @dataclass(frozen=True)
 class SparseRows:

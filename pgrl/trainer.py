@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+import tomllib
 from collections import deque
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
-from pgrl.config import Config, ConfigError
+from pgrl.config import Config, ConfigError, from_dict
 from pgrl.optim import RMSprop
 from pgrl.policies import make_policy
 from pgrl.returns import discount_rewards, standardize
@@ -129,7 +130,7 @@ class _TensorBoard:
     @staticmethod
     def check_installed() -> None:
         try:
-            import tensorboard  # noqa: F401
+            import tensorboard  # noqa: F401 - TF 2.20+ no longer brings it along
             import tensorflow  # noqa: F401
         except ImportError:
             raise ConfigError(
@@ -137,13 +138,9 @@ class _TensorBoard:
             ) from None
 
     def __init__(self, logdir: Path):
-        try:
-            import tensorboard  # noqa: F401 - TF 2.20+ no longer brings it along
-            import tensorflow as tf
-        except ImportError:
-            raise ConfigError(
-                "log.tensorboard = true needs TensorFlow and TensorBoard: install pgrl[tf]"
-            ) from None
+        self.check_installed()
+        import tensorflow as tf
+
         self.tf = tf
         self.writer = tf.summary.create_file_writer(str(logdir))
 
@@ -453,12 +450,9 @@ def evaluate(
     Returns:
         dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, and ``gif`` (path or None).
     """
-    from pgrl.config import from_dict
     from pgrl.envs import make_env
 
     ckpt = load_checkpoint(checkpoint_path)
-    import tomllib
-
     cfg = from_dict(tomllib.loads(ckpt["config"]), f"{checkpoint_path} (embedded config)")
     kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
     if gif is not None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pgrl.policies.base import Policy, init_weights
-from pgrl.sparse import SparseRows
+from pgrl.sparse import SparseRows, is_mostly_zero
 
-# Integer observations with at most this fraction of nonzeros take the sparse first layer.
-SPARSE_DENSITY = 0.1
 # Up to this many integer rows (one per env during a rollout) are multiplied row by row,
 # gathering the rows of W1 that each one's nonzeros select: no CSR is built.
 FEW_ROWS = 8
@@ -72,7 +70,7 @@ class NumpyPolicy(Policy):
         if x.dtype.kind in "iu":
             if x.shape[0] <= FEW_ROWS:
                 return x
-            if np.count_nonzero(x) <= SPARSE_DENSITY * x.size:
+            if is_mostly_zero(x):
                 return SparseRows.from_dense(x)
             return x.astype(self.dtype)
         return x

@@ -11,9 +11,7 @@ import os
 import numpy as np
 
 from pgrl.policies.base import Policy, init_weights
-from pgrl.sparse import SparseRows
-
-SPARSE_DENSITY = 0.1  # as the NumPy backend's threshold
+from pgrl.sparse import SparseRows, is_mostly_zero
 
 # Keras 3 picks its backend at first import; this module needs TensorFlow's.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -242,11 +240,7 @@ class TensorFlowPolicy(Policy):
     def _to_tf(self, obs):
         """Dense floats as a tensor; SparseRows, and integer rows that are mostly zero (Pong's
         frame differences), as (rows, cols, values, n) tensors for the gathering first layer."""
-        if (
-            not isinstance(obs, SparseRows)
-            and obs.dtype.kind in "iu"
-            and np.count_nonzero(obs) <= SPARSE_DENSITY * obs.size
-        ):
+        if not isinstance(obs, SparseRows) and is_mostly_zero(obs):
             obs = SparseRows.from_dense(obs)
         if isinstance(obs, SparseRows):
             parts = (
