@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "discount_rewards",
     "load_config",
+    "load_policy",
     "make_policy",
     "standardize",
     "train",
@@ -28,3 +29,10 @@ def train(config, out=None, resume: bool = False, backend: str | None = None) ->
     if not hasattr(config, "train"):
         config = load_config(config)
     return _train(config, out=out, resume=resume, backend=backend)
+
+
+def load_policy(source, backend: str | None = None):
+    """A trained policy from a checkpoint, a weights file or a shipped name (``"pong"``)."""
+    from pgrl.trainer import load_policy as _load_policy
+
+    return _load_policy(source, backend=backend)

@@ -1,8 +1,12 @@
-"""Checkpoints: one ``.npz`` of plain arrays (no pickle), written atomically.
+"""Checkpoints and weights files: ``.npz`` files of plain arrays (no pickle), written atomically.
 
-Contents: ``w_<name>`` weights, ``opt_v_<name>`` and ``opt_step`` RMSprop state, run counters,
-the action RNG's state (JSON text), the last 100 episode returns, and the resolved config (TOML
-text). A checkpoint written by one backend loads into the other.
+A checkpoint (``checkpoint.npz`` of a run) holds ``w_<name>`` weights, ``opt_v_<name>`` and
+``opt_step`` RMSprop state, run counters, the action RNG's state (JSON text), the last 100
+episode returns, and the resolved config (TOML text): everything ``--resume`` needs.
+
+A weights file (``pgrl export``, e.g. the shipped ``pgrl/pretrained/pong.npz``) holds only the
+``w_<name>`` weights, the config they were trained with, and a few facts about the run (JSON):
+everything ``pgrl eval`` and :func:`pgrl.load_policy` need. Both kinds load into either backend.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 COUNTERS = ("episodes", "steps", "env_steps", "updates")
+WEIGHTS_KIND = "pgrl-weights"
 
 
 class CheckpointError(ValueError):
@@ -40,16 +45,82 @@ def save_checkpoint(path: str | Path, policy, state: dict, rng_state: dict, conf
     arrays["rng_state"] = np.array(json.dumps(rng_state))
     arrays["config"] = np.array(config_toml)
     arrays["backend"] = np.array(policy.backend)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz.tmp", dir=path.parent)
+    _savez_atomic(path, arrays, compressed=False)
+
+
+def _savez_atomic(path: Path, arrays: dict, compressed: bool) -> None:
+    """``np.savez`` into a temp file in ``path``'s folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared run directories unreadable
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
+
+
+def save_weights(path: str | Path, weights: dict, config_toml: str, info: dict) -> None:
+    """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "kind": np.array(WEIGHTS_KIND),
+        "format_version": np.int64(FORMAT_VERSION),
+        "config": np.array(config_toml),
+        "info": np.array(json.dumps(info)),
+    }
+    arrays.update({f"w_{k}": np.asarray(v) for k, v in weights.items()})
+    _savez_atomic(path, arrays, compressed=True)
+
+
+def load_weights(path: str | Path) -> dict:
+    """Read a checkpoint or a weights file for playing (not resuming).
+
+    Returns:
+        dict with ``weights`` (dict of arrays), ``config`` (TOML text), ``info`` (dict: for a
+        checkpoint its counters and running return), ``optimizer_state`` (dict, empty for a
+        weights file).
+    """
+    path = Path(path)
+    data = _read_npz(path, "weights file")
+    if "kind" not in data:
+        ckpt = load_checkpoint(path)
+        return {
+            "weights": ckpt["weights"],
+            "config": ckpt["config"],
+            "info": {k: ckpt["state"][k] for k in (*COUNTERS, "running_return")},
+            "optimizer_state": ckpt["optimizer_state"],
+        }
+    if str(data["kind"]) != WEIGHTS_KIND:
+        raise CheckpointError(f"{path}: not a pgrl weights file (kind {str(data['kind'])!r})")
+    missing = [k for k in ("format_version", "config", "info") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: not a pgrl weights file (missing {', '.join(missing)})")
+    if int(data["format_version"]) != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: weights format {int(data['format_version'])}, expected {FORMAT_VERSION}"
+        )
+    try:
+        info = json.loads(str(data["info"]))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: corrupt info text") from None
+    weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
+    if not weights:
+        raise CheckpointError(f"{path}: a weights file without weights")
+    return {"weights": weights, "config": str(data["config"]), "info": info, "optimizer_state": {}}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -60,13 +131,12 @@ def load_checkpoint(path: str | Path) -> dict:
         save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({e})") from None
+    data = _read_npz(path, "checkpoint")
+    if "kind" in data:
+        raise CheckpointError(
+            f"{path}: a weights file ({str(data['kind'])}), not a checkpoint: it can be played "
+            "(pgrl eval) but not resumed"
+        )
     required = (
         "format_version",
         *COUNTERS,
@@ -114,12 +184,14 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def restore_policy(policy, checkpoint: dict, path: str | Path) -> None:
-    """Load weights and optimizer state, or raise CheckpointError (the policy is then unchanged)."""
+    """Load weights and optimizer state (if any), or raise CheckpointError (the policy is then
+    unchanged)."""
     try:
         weights_before = policy.get_weights()
         policy.set_weights(checkpoint["weights"])
         try:
-            policy.set_optimizer_state(checkpoint["optimizer_state"])
+            if checkpoint["optimizer_state"]:
+                policy.set_optimizer_state(checkpoint["optimizer_state"])
         except ValueError:
             policy.set_weights(weights_before)
             raise

@@ -45,8 +45,17 @@ def _eval(args) -> int:
         backend=args.backend,
         greedy=not args.sample,
         gif=args.gif,
+        progress=True,
     )
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _export(args) -> int:
+    from pgrl.trainer import export_weights
+
+    info = export_weights(args.checkpoint, args.out, dtype=args.dtype, note=args.note)
+    print(json.dumps({"out": args.out, **info}, indent=2))
     return 0
 
 
@@ -109,13 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="play episodes with a trained policy")
-    p.add_argument("checkpoint", help="checkpoint.npz of a run")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument(
+        "checkpoint",
+        help="a run's checkpoint.npz, a weights file (pgrl export), or a shipped policy: pong",
+    )
+    p.add_argument("--backend", choices=BACKENDS, help="default: the one it was trained with")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
     p.add_argument("--gif", help="write an animated GIF of the first episode here")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="write a run's weights alone, as a small weights file")
+    p.add_argument("checkpoint", help="checkpoint.npz of a run")
+    p.add_argument("out", help="weights file to write, e.g. pong.npz")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--note", default="", help="a line of text stored with the weights")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("compare", help="train every (backend, seed) pair and compare the curves")
     p.add_argument("config")

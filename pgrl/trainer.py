@@ -23,7 +23,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
+from pgrl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    restore_policy,
+    save_checkpoint,
+    save_weights,
+)
 from pgrl.config import Config, ConfigError, from_dict
 from pgrl.optim import RMSprop
 from pgrl.policies import make_policy
@@ -436,24 +443,99 @@ def _write_summary(out, policy, cfg, state, recent, stopped_by) -> dict:
     return summary
 
 
+def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:
+    """(path, load_weights dict, config) of a checkpoint, a weights file or a pretrained name."""
+    from pgrl.pretrained import resolve
+
+    try:
+        path = resolve(source)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    data = load_weights(path)
+    try:
+        cfg = from_dict(tomllib.loads(data["config"]), f"{path} (embedded config)")
+    except tomllib.TOMLDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt embedded config ({e})") from None
+    return path, data, cfg
+
+
+def load_policy(source: str | Path, backend: str | None = None):
+    """A trained policy, ready to act: ``load_policy("pong").action_prob(obs)``.
+
+    Args:
+        source: a run's ``checkpoint.npz``, a weights file (``pgrl export``), or the short name
+            of a shipped policy (``"pong"``).
+        backend: ``"numpy"`` or ``"tensorflow"`` (default: the backend it was trained with).
+
+    Returns:
+        The policy (obs_dim from its weights), with the dtype and layers of its config. Its
+        optimizer state is that of the checkpoint, or fresh for a weights file.
+
+    Raises:
+        CheckpointError: no such file or name, a corrupt file, weights that do not fit.
+    """
+    path, data, cfg = _read_playable(source)
+    first = data["weights"].get("W1")
+    if first is None or np.ndim(first) != 2:
+        raise CheckpointError(f"{path}: no 2-D first-layer weights W1")
+    policy = build_policy(cfg, int(first.shape[0]), backend)
+    restore_policy(policy, data, path)
+    return policy
+
+
+def export_weights(
+    checkpoint: str | Path, out: str | Path, dtype: str = "float32", note: str = ""
+) -> dict:
+    """Write a run's weights (no optimizer state, no RNG) as a compressed weights file.
+
+    The embedded config is the run's, with ``policy.dtype = dtype``. Returns the file's ``info``.
+    """
+    path = Path(checkpoint)
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(tomllib.loads(ckpt["config"]), f"{path} (embedded config)")
+    cfg.policy.dtype = dtype
+    weights = {}
+    for name, w in ckpt["weights"].items():
+        cast = np.asarray(w).astype(dtype)
+        if not np.all(np.isfinite(cast)):
+            raise CheckpointError(f"{path}: weights {name!r} do not fit in {dtype}")
+        weights[name] = cast
+    state = ckpt["state"]
+    info = {
+        "source_backend": ckpt["backend"],
+        **{k: state[k] for k in ("episodes", "steps", "updates", "wall_time", "running_return")},
+        "note": note,
+    }
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the weights file's name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(out, weights, cfg.to_toml(), info)
+    return info
+
+
 def evaluate(
     checkpoint_path: str | Path,
     episodes: int = 10,
     seed: int = 0,
-    backend: str = "numpy",
+    backend: str | None = None,
     greedy: bool = True,
     gif: str | Path | None = None,
     env_kwargs: dict | None = None,
+    progress: bool = False,
 ) -> dict:
-    """Play ``episodes`` episodes with a checkpoint's (or weights file's) policy.
+    """Play ``episodes`` episodes with a checkpoint's, weights file's or shipped policy.
+
+    Episode ``k`` starts from ``env.reset(seed=seed + k)``; actions are ``p > 0.5`` (greedy) or
+    sampled from one generator seeded with ``seed``.
 
     Returns:
-        dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, and ``gif`` (path or None).
+        dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, ``wins`` (episodes with a
+        positive return), ``gif`` (path or None) and ``source`` (the file played).
     """
     from pgrl.envs import make_env
 
-    ckpt = load_checkpoint(checkpoint_path)
-    cfg = from_dict(tomllib.loads(ckpt["config"]), f"{checkpoint_path} (embedded config)")
+    path, data, cfg = _read_playable(checkpoint_path)
     kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
     if gif is not None:
         kwargs["render_mode"] = "rgb_array"
@@ -464,9 +546,12 @@ def evaluate(
     except (TypeError, ValueError, gym.error.Error) as e:
         raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
-    restore_policy(policy, ckpt, checkpoint_path)
+    restore_policy(policy, data, path)
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng(seed)
     returns, lengths, frames = [], [], []
+    bar = tqdm(total=episodes, desc=f"eval {path.name}", unit="ep", disable=not progress)
     try:
         for k in range(episodes):
             obs, _ = env.reset(seed=seed + k)
@@ -482,7 +567,10 @@ def evaluate(
                 done = terminated or truncated
             returns.append(total)
             lengths.append(length)
+            bar.update()
+            bar.set_postfix(mean=f"{np.mean(returns):.2f}")
     finally:
+        bar.close()
         env.close()
     if gif is not None:
         _write_gif(frames, Path(gif))
@@ -491,7 +579,9 @@ def evaluate(
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
         "lengths": lengths,
+        "wins": int(sum(r > 0 for r in returns)),
         "gif": str(gif) if gif is not None else None,
+        "source": str(path),
     }
 
 

@@ -1,0 +1,32 @@
+"""Trained policies shipped with pgrl, as weights files (see :mod:`pgrl.checkpoint`).
+
+``pgrl eval pong`` and ``pgrl.load_policy("pong")`` find them by short name.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+# short name -> file in this package
+NAMES = {"pong": "pong.npz"}
+
+
+def resolve(source: str | Path) -> Path:
+    """An existing file as given, else the shipped file a short name stands for.
+
+    Raises:
+        FileNotFoundError: neither a file nor a known short name (the message lists the names).
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    name = str(source)
+    if name in NAMES:
+        shipped = Path(str(resources.files(__name__).joinpath(NAMES[name])))
+        if shipped.is_file():
+            return shipped
+        raise FileNotFoundError(f"the pretrained {name!r} policy is missing from {shipped.parent}")
+    raise FileNotFoundError(
+        f"{source}: no such file, and not a pretrained policy name ({', '.join(sorted(NAMES))})"
+    )
