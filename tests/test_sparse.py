@@ -66,6 +66,10 @@ def test_policy_sparse_int8_and_dense_paths_agree(backend):
     # a few int8 rows (one per env during a rollout) take the row-by-row gather
     few = x[:3]
     np.testing.assert_allclose(policy.action_prob(few), p_dense[:3], rtol=1e-12)
+    # one int8 row at a time (a rollout on one env), the all-zero row included
+    for row in (*x[:10], np.zeros(256, np.int8)):
+        expected = policy.action_prob(row[None].astype(np.float64))
+        np.testing.assert_allclose(policy.action_prob(row[None]), expected, rtol=1e-12)
     g_few = policy.gradients(few, actions[:3], advantages[:3])
     g_ref = policy.gradients(dense[:3], actions[:3], advantages[:3])
     for name, g in g_few.items():
@@ -82,6 +86,12 @@ def test_sparse_parity_between_backends():
     kw = dict(obs_dim=6400, hidden_sizes=(200,), seed=3)
     np_policy, tf_policy = make_policy("numpy", **kw), make_policy("tensorflow", **kw)
     np.testing.assert_allclose(np_policy.action_prob(x), tf_policy.action_prob(x), rtol=1e-12)
+    rows = x[:20].toarray()
+    for t in range(20):  # one int8 row per call, as in a one-env rollout
+        one = rows[t : t + 1]
+        np.testing.assert_allclose(
+            np_policy.action_prob(one), tf_policy.action_prob(one), rtol=1e-12
+        )
     g_np = np_policy.gradients(x, actions, advantages)
     g_tf = tf_policy.gradients(x, actions, advantages)
     for name in g_np:

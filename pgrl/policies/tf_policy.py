@@ -174,6 +174,10 @@ class TensorFlowPolicy(Policy):
             self._tf["action_prob", sparse] = _lazy_concrete(self._graph_action_prob, obs_spec)
             self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
             self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+        # one sparse row (a rollout step on one Pong env): (columns, values), two ops fewer and
+        # two inputs fewer than the general sparse graph, ~70 us of a ~280 us call
+        row_spec = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], dt))
+        self._tf_action_prob_row = _lazy_concrete(self._graph_action_prob, row_spec)
 
     # ----- graphs -----
 
@@ -183,10 +187,14 @@ class TensorFlowPolicy(Policy):
         remaining layers run as usual."""
         if not isinstance(obs, tuple):
             return self.model(obs)[:, 0]
-        rows, cols, values, n_rows = obs
         first = self.model.layers[0]
-        terms = tf.gather(first.kernel, cols) * values[:, None]
-        h = tf.math.unsorted_segment_sum(terms, rows, n_rows)
+        if len(obs) == 2:  # one row: h = values @ kernel[cols]
+            cols, values = obs
+            h = tf.linalg.matvec(tf.gather(first.kernel, cols), values, transpose_a=True)[None]
+        else:
+            rows, cols, values, n_rows = obs
+            terms = tf.gather(first.kernel, cols) * values[:, None]
+            h = tf.math.unsorted_segment_sum(terms, rows, n_rows)
         if self.bias:
             h = h + first.bias
         h = first.activation(h)
@@ -240,19 +248,28 @@ class TensorFlowPolicy(Policy):
     def _to_tf(self, obs):
         """Dense floats as a tensor; SparseRows, and integer rows that are mostly zero (Pong's
         frame differences), as (rows, cols, values, n) tensors for the gathering first layer."""
-        if not isinstance(obs, SparseRows) and is_mostly_zero(obs):
-            obs = SparseRows.from_dense(obs)
         if isinstance(obs, SparseRows):
-            parts = (
-                obs.row_ids().astype(np.int32),
-                obs.indices.astype(np.int32),
-                obs.values.astype(self.dtype),
-                np.int32(len(obs)),
-            )
-            return tuple(tf.constant(a) for a in parts), True
-        return tf.constant(obs, dtype=self.dtype), False
+            rows, cols, values = obs.row_ids(), obs.indices, obs.values
+        elif is_mostly_zero(obs):
+            rows, cols = np.nonzero(obs)  # row-major, as SparseRows.from_dense
+            values = obs[rows, cols]
+        else:
+            return tf.constant(obs, dtype=self.dtype), False
+        parts = (
+            rows.astype(np.int32),
+            cols.astype(np.int32),
+            values.astype(self.dtype),
+            np.int32(len(obs)),
+        )
+        return tuple(tf.constant(a) for a in parts), True
 
     def _action_prob(self, obs):
+        if isinstance(obs, np.ndarray) and len(obs) == 1 and is_mostly_zero(obs):
+            # the rollout's call on one env: no row ids, fewer ops
+            cols = np.flatnonzero(obs[0])
+            values = obs[0, cols].astype(self.dtype)
+            x = (tf.constant(cols.astype(np.int32)), tf.constant(values))
+            return self._tf_action_prob_row(*x).numpy()
         x, sparse = self._to_tf(obs)
         return self._tf["action_prob", sparse](x).numpy()
 
