@@ -22,7 +22,7 @@ from pgrl.policies.base import DTYPES, REDUCTIONS
 
 ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
 STANDARDIZE = ("episode", "batch", "none")
-VECTORIZATIONS = ("auto", "sync", "async")
+VECTORIZATIONS = ("auto", "sync", "workers", "async")
 
 
 class ConfigError(ValueError):
@@ -35,8 +35,9 @@ class EnvConfig:
 
     id: str = "CartPole-v1"
     num_envs: int = 1
-    # "sync": all copies in this process (cheap envs); "async": a process each (Atari);
-    # "auto": sync for CartPole, async for Pong
+    # "sync": all copies in this process (cheap envs); "workers": a process each (Atari);
+    # "async": a process each, through gymnasium's slower AsyncVectorEnv;
+    # "auto": sync for CartPole, workers for Pong
     vectorization: str = "auto"
     # passed to gymnasium.make, e.g. {frameskip = 4, repeat_action_probability = 0.25}
     kwargs: dict[str, Any] = field(default_factory=dict)

@@ -9,8 +9,9 @@ One batch, ``collect_episodes(envs, policy, rng, n_episodes)``, is the gist's in
    envs and record ``(obs, a, r)``.
 3. An env whose episode ended is reset before its next step. It starts another episode while
    fewer than ``n_episodes`` have been started; otherwise it idles. In process
-   (``SyncVectorEnv``) an idle env simply waits; worker processes (``AsyncVectorEnv``) step every
-   env together, so there an idle env keeps playing, with action 0, unrecorded.
+   (``SyncVectorEnv``) an idle env simply waits; worker processes (:class:`WorkerVectorEnv`,
+   ``AsyncVectorEnv``) step every env together, so there an idle env keeps playing, with action
+   0, unrecorded.
 4. Return as soon as ``n_episodes`` episodes have ended.
 
 Autoreset: the vector envs are built with ``autoreset_mode=DISABLED`` and finished envs are reset
@@ -29,8 +30,9 @@ Determinism: a batch is a function of the generator's state, the policy's weight
 and the env id and kwargs only (step 1 reseeds every env from ``rng``, so nothing an env did in
 earlier batches, idling included, carries over; worker timing cannot matter, as every vector step
 waits for all envs). So a run resumed from a checkpoint of the weights and
-``rng.bit_generator.state`` continues exactly, and sync and async vector envs with the same
-``num_envs`` give identical episodes (only ``env_steps`` differs: idle envs step only in workers).
+``rng.bit_generator.state`` continues exactly, and vector envs with the same ``num_envs`` give
+identical episodes whether they are sync, workers or async (only ``env_steps`` differs: idle envs
+step only in worker processes).
 Different ``num_envs`` give different (equally distributed) batches. With ``num_envs == 1`` a
 batch is exactly the hand-written loop::
 
@@ -66,12 +68,13 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 
 from pgrl.envs import make_env
 from pgrl.sparse import SparseRows
+from pgrl.vector import WorkerVectorEnv
 
 __all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed ~1.5 ms at a time.
 CHUNK_ROWS = 1024
-VECTORIZATIONS = ("auto", "sync", "async")
+VECTORIZATIONS = ("auto", "sync", "workers", "async")
 # Envs whose step costs less than a process round trip: vectorized in-process by "auto".
 CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
@@ -94,30 +97,34 @@ def make_vector_env(
         num_envs: copies of the env.
         vectorization: ``"sync"`` steps every copy in this process (``SyncVectorEnv``, no IPC:
             right for cheap envs like CartPole, where batching the policy call across copies is
-            the gain); ``"async"`` gives each copy a worker process (``AsyncVectorEnv``: right
-            for Atari, where the emulator is the cost); ``"auto"`` is sync for 1 env and for
-            CartPole, async otherwise.
+            the gain); ``"workers"`` gives each copy a worker process
+            (:class:`pgrl.vector.WorkerVectorEnv`, shared memory and 1-byte commands: right for
+            Atari, where the emulator is the cost);
+            ``"async"`` too, through gymnasium's ``AsyncVectorEnv`` (slower: it pickles every
+            step); ``"auto"`` is sync for 1 env and for CartPole, workers otherwise.
         seed: sub-env ``i`` is built with ``make_env(env_id, seed=seed + i)``, which seeds its
             first reset and its action space (``None``: from the OS). :func:`collect_episodes`
             reseeds every env from its generator at the start of each batch, so its batches
             depend on the generator, not on this seed.
-        context: ``multiprocessing`` start method for the workers (``None``: the platform's).
+        context: ``multiprocessing`` start method for the workers (``None``: the platform's);
+            ignored by ``"sync"``.
         **env_kwargs: passed to :func:`pgrl.envs.make_env`, e.g. ``frameskip``,
             ``max_episode_steps``.
 
     Returns:
         A vector env with ``autoreset_mode=DISABLED`` (:func:`collect_episodes` resets finished
-        envs itself) and ``copy=False`` (observations are copied once, into the batch). The
-        caller closes it.
+        envs itself) whose observations are not copied per step (``copy=False``; they are copied
+        once, into the batch). The caller closes it.
 
     Raises:
         ValueError: ``num_envs`` or ``seed`` is not a valid integer, or ``env_id`` is unknown.
+        RuntimeError: a ``"workers"`` process could not build its env.
     """
     num_envs = _check_positive_int("num_envs", num_envs)
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
     if vectorization == "auto":
-        vectorization = "sync" if num_envs == 1 or env_id in CHEAP_ENV_IDS else "async"
+        vectorization = "sync" if num_envs == 1 or env_id in CHEAP_ENV_IDS else "workers"
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     env_fns = [
@@ -126,6 +133,8 @@ def make_vector_env(
     ]
     if vectorization == "sync":
         return SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.DISABLED)
+    if vectorization == "workers":
+        return WorkerVectorEnv(env_fns, context=context)
     return AsyncVectorEnv(
         env_fns, copy=False, context=context, autoreset_mode=AutoresetMode.DISABLED
     )
@@ -316,8 +325,8 @@ def _play_in_process(sub_envs, policy, rng, n_episodes, seeds, writers, batch) -
 
 
 def _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
-    """The loop for worker processes: one ``envs.step`` per vector step (every env steps; idle
-    ones with action 0), finished envs reset by mask."""
+    """The loop for worker processes (WorkerVectorEnv, AsyncVectorEnv): one ``envs.step`` per
+    vector step (every env steps; idle ones with action 0), finished envs reset by mask."""
     num_envs = envs.num_envs
     action_prob = policy.action_prob
     random = rng.random

@@ -5,11 +5,13 @@
 
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
-process) and 2 envs (``async``: a worker process each; for CartPole also ``sync``: both in
-process), and prints steps per second and the ratios. ``steps/s`` counts recorded steps (the data
-a batch yields), ``env steps/s`` also the unrecorded steps of envs that idle, in worker processes,
-while the last episodes of a batch finish. The row "AsyncVectorEnv of 2 make_env" steps
-gymnasium's worker processes with random actions and no policy: what 2 async envs allow at best.
+process) and 2 envs (``workers``: a process each, pgrl's WorkerVectorEnv; ``async``: a process
+each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: both in process), and prints steps
+per second and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
+steps/s`` also the unrecorded steps of envs that idle, in worker processes, while the last
+episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerVectorEnv of 2
+make_env" step the worker processes with random actions and no policy: what 2 envs in workers
+allow at best.
 
 Every row is measured ``--rounds`` times, round-robin over the rows, and its best round is kept:
 other processes on the machine slow some rounds down, never speed one up. A last check plays 10
@@ -36,13 +38,13 @@ ENVS = {
         "CartPole-v1",
         {"hidden_sizes": (32,), "bias": True},
         ("float64",),
-        ((1, "sync"), (2, "async"), (2, "sync")),
+        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync")),
     ),
     "pong": (
         "ALE/Pong-v5",
         {"hidden_sizes": (200,)},
         ("float64", "float32"),
-        ((1, "sync"), (2, "async")),
+        ((1, "sync"), (2, "workers"), (2, "async")),
     ),
 }
 BACKENDS = ("numpy", "tensorflow")
@@ -84,12 +86,12 @@ def raw_row(env):
     return measure, env.close
 
 
-def async_row(env_id, num_envs):
-    """A measure(seconds) of gymnasium's AsyncVectorEnv stepped with random actions and no
-    policy: the ceiling of any rollout on worker processes."""
+def vector_row(env_id, num_envs, vectorization):
+    """A measure(seconds) of a worker-process vector env (``"workers"`` or ``"async"``) stepped
+    with random actions and no policy: the ceiling of any rollout on it."""
     from pgrl.rollout import make_vector_env
 
-    envs = make_vector_env(env_id, num_envs, seed=0, vectorization="async")
+    envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
     rng = np.random.default_rng(0)
 
     def measure(seconds):
@@ -144,9 +146,10 @@ def bench_env(name, args):
     rows = [
         (f"raw gym.make({env_id!r}), random actions", *raw_row(gym.make(env_id))),
         ("pgrl.envs.make_env, random actions", *raw_row(make_env(env_id))),
-        ("AsyncVectorEnv of 2 make_env, random actions", *async_row(env_id, 2)),
+        ("AsyncVectorEnv of 2 make_env, random actions", *vector_row(env_id, 2, "async")),
+        ("WorkerVectorEnv of 2 make_env, random actions", *vector_row(env_id, 2, "workers")),
     ]
-    keys = [None, None, None]
+    keys = [None] * len(rows)
     for backend in args.backends:
         for dtype in dtypes:
             for num_envs, vectorization in settings:
@@ -182,13 +185,19 @@ def bench_env(name, args):
 
 
 def print_table(name, rows):
-    ceiling = rows[0][1]
-    print(f"\n{name} (x raw: against the first row, the raw env in one process)")
-    print(f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x numpy':>8}")
+    ceiling, one_env = rows[0][1], rows[1][1]
+    print(
+        f"\n{name} (x raw: against the first row, the raw env in one process; x env: against "
+        "the second, make_env in one process)"
+    )
+    print(f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x env':>7} {'x numpy':>8}")
     for label, rate, env_rate, vs_numpy in rows:
         env_col = f"{env_rate:12,.0f}" if env_rate is not None else f"{'':12}"
         np_col = f"{vs_numpy:8.2f}" if vs_numpy is not None else f"{'':8}"
-        print(f"{label:52} {rate:9,.0f} {env_col} {rate / ceiling:7.2f} {np_col}")
+        print(
+            f"{label:52} {rate:9,.0f} {env_col} {rate / ceiling:7.2f} {rate / one_env:7.2f} "
+            f"{np_col}"
+        )
 
 
 def peak_rss_mib() -> float:
