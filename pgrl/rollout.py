@@ -57,6 +57,7 @@ episode ends, so a 10,000-step Pong episode takes ~1.5 MB instead of 64 MB (int8
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -99,7 +100,8 @@ def make_vector_env(
             right for cheap envs like CartPole, where batching the policy call across copies is
             the gain); ``"workers"`` gives each copy a worker process
             (:class:`pgrl.vector.WorkerVectorEnv`, shared memory and 1-byte commands: right for
-            Atari, where the emulator is the cost);
+            Atari, where the emulator is the cost; while ``num_envs`` is at most the CPU count,
+            copy 0 steps in this process, in parallel with the workers);
             ``"async"`` too, through gymnasium's ``AsyncVectorEnv`` (slower: it pickles every
             step); ``"auto"`` is sync for 1 env and for CartPole, workers otherwise.
         seed: sub-env ``i`` is built with ``make_env(env_id, seed=seed + i)``, which seeds its
@@ -134,7 +136,10 @@ def make_vector_env(
     if vectorization == "sync":
         return SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.DISABLED)
     if vectorization == "workers":
-        return WorkerVectorEnv(env_fns, context=context)
+        # sub-env 0 steps in this process when every process can have a CPU of its own
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        local_first = 1 < num_envs <= (cpus or 1)
+        return WorkerVectorEnv(env_fns, context=context, local_first=local_first)
     return AsyncVectorEnv(
         env_fns, copy=False, context=context, autoreset_mode=AutoresetMode.DISABLED
     )

@@ -25,6 +25,10 @@ and the parent polls for their replies the same way. Worker 0 always blocks: the
 it first, so while it sleeps its CPU runs the parent. Measured on the 2-core VM (2 Pong envs,
 random actions, no policy): 1.0x the steps/s of one env in one process with blocking reads only,
 1.4-1.5x with polling (scripts/bench_rollout.py).
+
+Env 0 in the parent (``local_first=True``): the parent steps sub-env 0 itself while the workers
+step the others, instead of sleeping until they reply. With 2 envs on 2 cores that is one
+process per core and one handoff per step instead of two.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class WorkerVectorEnv(VectorEnv):
             ``functools.partial(make_env, env_id, seed=s)``, for the ``spawn`` start method).
         context: ``multiprocessing`` start method (``"fork"``, ``"spawn"``, ``"forkserver"``;
             ``None``: the platform's default).
+        local_first: step sub-env 0 in this process, between sending the workers their
+            commands and waiting for them (see the module docstring).
 
     Raises:
         ValueError: no env_fns, an env whose spaces are not Box observations and Discrete
@@ -77,11 +83,17 @@ class WorkerVectorEnv(VectorEnv):
             error).
     """
 
-    def __init__(self, env_fns: Sequence[Callable[[], Any]], context: str | None = None):
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], Any]],
+        context: str | None = None,
+        local_first: bool = False,
+    ):
         self.closed = True  # until the workers run: close() and __del__ have nothing to do
         self._processes: list = []
         self._conns: list = []
         self._fds: list[int] = []
+        self._local = None  # sub-env 0 when local_first
         if os.name != "posix":
             raise ValueError(
                 f"WorkerVectorEnv needs a POSIX system (os.read on pipes), not {os.name}"
@@ -94,7 +106,10 @@ class WorkerVectorEnv(VectorEnv):
         self.metadata = {**dummy.metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self.render_mode = dummy.render_mode
         self.spec = dummy.spec
-        dummy.close()
+        if local_first:
+            self._local = dummy  # sub-env 0 stays here
+        else:
+            dummy.close()
         if not isinstance(obs_space, spaces.Box):
             raise ValueError(f"WorkerVectorEnv needs Box observations, got {obs_space}")
         if not isinstance(action_space, spaces.Discrete):
@@ -134,9 +149,15 @@ class WorkerVectorEnv(VectorEnv):
         self._seeds = np.frombuffer(shared["seeds"], dtype=np.int64)
         self._has_seed = np.frombuffer(shared["has_seed"], dtype=np.bool_)
 
+        self._first_worker = 1 if local_first else 0
         self.closed = False
         try:
             for i, env_fn in enumerate(env_fns):
+                if i < self._first_worker:
+                    self._processes.append(None)
+                    self._conns.append(None)
+                    self._fds.append(-1)
+                    continue
                 parent_conn, child_conn = ctx.Pipe()
                 process = ctx.Process(
                     target=_worker,
@@ -149,7 +170,7 @@ class WorkerVectorEnv(VectorEnv):
                 self._processes.append(process)
                 self._conns.append(parent_conn)
                 self._fds.append(parent_conn.fileno())
-            error = self._wait(range(n), "build its env")
+            error = self._wait(range(self._first_worker, n), "build its env")
         except BaseException:
             self.close()
             raise
@@ -238,20 +259,28 @@ class WorkerVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Ask every worker to close its env and exit; terminate those that do not in time."""
+        if self._local is not None:
+            self._local.close()
+            self._local = None
         for fd in self._fds:
+            if fd < 0:
+                continue
             try:
                 os.write(fd, _CLOSE)
             except OSError:
                 pass  # already dead
         timeout = CLOSE_TIMEOUT
         for process in self._processes:
+            if process is None:
+                continue
             process.join(timeout)
             if process.is_alive():
                 process.terminate()
                 process.join(1.0)
             timeout = 0.1
         for conn in self._conns:
-            conn.close()
+            if conn is not None:
+                conn.close()
         self._processes, self._conns, self._fds = [], [], []
 
     def __del__(self):
@@ -263,21 +292,42 @@ class WorkerVectorEnv(VectorEnv):
         if self.closed:
             raise RuntimeError(f"WorkerVectorEnv.{what} called after close()")
         write, fds, cmd_seq = os.write, self._fds, self._cmd_seq
+        local = self._local is not None and 0 in indices
+        workers = [i for i in indices if i >= self._first_worker]
         try:
             # Last to first: worker 0 sleeps (see the module docstring) and may take this CPU
             # as soon as it is woken; the others must have their command by then.
-            for i in reversed(indices):
+            for i in reversed(workers):
                 try:
                     write(fds[i], code)
                 except OSError:
                     self._died(i, what)
                 cmd_seq[i] += 1
-            error = self._wait(indices, what)
+            error = self._run_local(code) if local else None
+            worker_error = self._wait(workers, what)
+            error = error or worker_error
         except BaseException:
             self.close()  # e.g. Ctrl-C: a reply may be unread, the workers are out of step
             raise
         if error is not None:
             raise error
+
+    def _run_local(self, code: bytes) -> Exception | None:
+        """Run ``code`` on sub-env 0, in this process; an error is returned, as a worker's."""
+        env = self._local
+        try:
+            if code == _STEP:
+                obs, self._rewards[0], term, trunc, _ = env.step(int(self._actions[0]))
+                self._terminated[0], self._truncated[0] = bool(term), bool(trunc)
+            else:
+                obs, _ = env.reset(seed=int(self._seeds[0]) if self._has_seed[0] else None)
+                self._terminated[0] = self._truncated[0] = False
+            self._obs[0] = obs
+        except Exception as e:
+            error = RuntimeError(f"WorkerVectorEnv env 0 (in this process) failed: {e!r}")
+            error.__cause__ = e
+            return error
+        return None
 
     def _wait(self, indices, what: str) -> RuntimeError | None:
         """One reply from each worker in ``indices``; the first error, after all replied."""

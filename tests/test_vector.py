@@ -48,10 +48,10 @@ def failing_in_worker(parent_pid):
     return FailingEnv()
 
 
-def assert_steps_like_sync(env_fns, n_steps, seed, context=None, as_list=True):
+def assert_steps_like_sync(env_fns, n_steps, seed, context=None, as_list=True, local_first=False):
     """Same seeds and random actions on WorkerVectorEnv and SyncVectorEnv: same numbers, masked
     resets of finished envs included."""
-    workers = WorkerVectorEnv(env_fns, context=context)
+    workers = WorkerVectorEnv(env_fns, context=context, local_first=local_first)
     sync = SyncVectorEnv(env_fns, autoreset_mode=DISABLED)
     rng = np.random.default_rng(seed)
     n = len(env_fns)
@@ -91,15 +91,17 @@ def assert_steps_like_sync(env_fns, n_steps, seed, context=None, as_list=True):
 
 
 @pytest.mark.parametrize("num_envs", [2, 3])  # on 2 CPUs: workers 1.. poll, or all block
-def test_cartpole_steps_exactly_like_sync_vector_env(num_envs):
+@pytest.mark.parametrize("local_first", [False, True])
+def test_cartpole_steps_exactly_like_sync_vector_env(num_envs, local_first):
     fns = [partial(make_env, "CartPole-v1", seed=i) for i in range(num_envs)]
-    assert_steps_like_sync(fns, 300, seed=5)
+    assert_steps_like_sync(fns, 300, seed=5, local_first=local_first)
 
 
-def test_pong_steps_exactly_like_sync_vector_env():
+@pytest.mark.parametrize("local_first", [False, True])
+def test_pong_steps_exactly_like_sync_vector_env(local_first):
     # episodes of 25 and 40 steps: resets of one env while the other plays on
     fns = [partial(make_env, "ALE/Pong-v5", seed=i, max_episode_steps=25 + 15 * i) for i in (0, 1)]
-    assert_steps_like_sync(fns, 90, seed=1)
+    assert_steps_like_sync(fns, 90, seed=1, local_first=local_first)
 
 
 def test_spawn_context_and_numpy_actions():
@@ -182,6 +184,20 @@ def test_env_error_is_raised_with_the_worker_and_the_message():
     assert envs.closed
     with pytest.raises(RuntimeError, match="after close"):
         envs.step([0, 0])
+
+
+def test_local_env_error_keeps_the_workers_in_step():
+    envs = WorkerVectorEnv([FailingEnv, FailingEnv, FailingEnv], local_first=True)
+    try:
+        envs.reset()
+        with pytest.raises(RuntimeError, match="env 0 .in this process. failed.*cannot take"):
+            envs.step([1, 0, 0])
+        with pytest.raises(RuntimeError, match="worker 2 failed to step"):
+            envs.step([0, 0, 1])
+        envs.step([0, 0, 0])  # every reply was collected: still in lockstep
+    finally:
+        envs.close()
+    assert envs.closed
 
 
 def test_dead_worker_is_an_error_not_a_hang():

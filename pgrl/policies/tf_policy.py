@@ -268,8 +268,9 @@ class TensorFlowPolicy(Policy):
             # the rollout's call on one env: no row ids, fewer ops
             cols = np.flatnonzero(obs[0])
             values = obs[0, cols].astype(self.dtype)
+            # one structured argument, as traced: flat arguments cost ~400 us more per call
             x = (tf.constant(cols.astype(np.int32)), tf.constant(values))
-            return self._tf_action_prob_row(*x).numpy()
+            return self._tf_action_prob_row(x).numpy()
         x, sparse = self._to_tf(obs)
         return self._tf["action_prob", sparse](x).numpy()
 
