@@ -18,6 +18,12 @@ def test_shipped_configs_load():
     assert pong.train.reset_on_nonzero and pong.train.standardize == "episode"
     assert pong.optimizer.learning_rate == 1e-4 and pong.optimizer.decay == 0.99
     assert pong.optimizer.epsilon == 1e-5 and not pong.optimizer.epsilon_inside_sqrt
+    # pgrl's recipe: Karpathy's with a 10x learning rate, float32 (the shipped agent's dtype)
+    fast = load_config("configs/pong_fast.toml")
+    assert fast.optimizer.learning_rate == 1e-3 and fast.policy.dtype == "float32"
+    assert fast.env == pong.env and fast.policy.hidden_sizes == pong.policy.hidden_sizes
+    for key in ("batch_episodes", "gamma", "reset_on_nonzero", "standardize"):
+        assert getattr(fast.train, key) == getattr(pong.train, key), key
 
 
 def test_overrides_are_typed():
