@@ -73,6 +73,13 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
 
 
+def _format_version(data: dict, path: Path) -> int:
+    try:
+        return int(data["format_version"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: corrupt format version") from None
+
+
 def save_weights(path: str | Path, weights: dict, config_toml: str, info: dict) -> None:
     """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON)."""
     path = Path(path)
@@ -109,10 +116,9 @@ def load_weights(path: str | Path) -> dict:
     missing = [k for k in ("format_version", "config", "info") if k not in data]
     if missing:
         raise CheckpointError(f"{path}: not a pgrl weights file (missing {', '.join(missing)})")
-    if int(data["format_version"]) != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: weights format {int(data['format_version'])}, expected {FORMAT_VERSION}"
-        )
+    version = _format_version(data, path)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: weights format {version}, expected {FORMAT_VERSION}")
     try:
         info = json.loads(str(data["info"]))
     except json.JSONDecodeError:
@@ -120,6 +126,9 @@ def load_weights(path: str | Path) -> dict:
     weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
     if not weights:
         raise CheckpointError(f"{path}: a weights file without weights")
+    for name, w in weights.items():
+        if w.dtype.kind != "f":
+            raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
     return {"weights": weights, "config": str(data["config"]), "info": info, "optimizer_state": {}}
 
 
@@ -151,10 +160,9 @@ def load_checkpoint(path: str | Path) -> dict:
     missing = [k for k in required if k not in data]
     if missing:
         raise CheckpointError(f"{path}: not a pgrl checkpoint (missing {', '.join(missing)})")
-    if int(data["format_version"]) != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {int(data['format_version'])}, expected {FORMAT_VERSION}"
-        )
+    version = _format_version(data, path)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version}, expected {FORMAT_VERSION}")
     try:
         rng_state = json.loads(str(data["rng_state"]))
     except json.JSONDecodeError:
@@ -183,14 +191,14 @@ def load_checkpoint(path: str | Path) -> dict:
     }
 
 
-def restore_policy(policy, checkpoint: dict, path: str | Path) -> None:
-    """Load weights and optimizer state (if any), or raise CheckpointError (the policy is then
-    unchanged)."""
+def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool = True) -> None:
+    """Load weights and (with ``optimizer``, as a resume needs) the optimizer state, or raise
+    CheckpointError (the policy is then unchanged)."""
     try:
         weights_before = policy.get_weights()
         policy.set_weights(checkpoint["weights"])
         try:
-            if checkpoint["optimizer_state"]:
+            if optimizer:
                 policy.set_optimizer_state(checkpoint["optimizer_state"])
         except ValueError:
             policy.set_weights(weights_before)

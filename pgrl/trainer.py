@@ -452,11 +452,7 @@ def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None
     data = load_weights(path)
-    try:
-        cfg = from_dict(tomllib.loads(data["config"]), f"{path} (embedded config)")
-    except tomllib.TOMLDecodeError as e:
-        raise CheckpointError(f"{path}: corrupt embedded config ({e})") from None
-    return path, data, cfg
+    return path, data, _embedded_config(data["config"], path)
 
 
 def load_policy(source: str | Path, backend: str | None = None):
@@ -475,12 +471,24 @@ def load_policy(source: str | Path, backend: str | None = None):
         CheckpointError: no such file or name, a corrupt file, weights that do not fit.
     """
     path, data, cfg = _read_playable(source)
-    first = data["weights"].get("W1")
-    if first is None or np.ndim(first) != 2:
-        raise CheckpointError(f"{path}: no 2-D first-layer weights W1")
-    policy = build_policy(cfg, int(first.shape[0]), backend)
-    restore_policy(policy, data, path)
+    policy = build_policy(cfg, _obs_dim(data["weights"], path), backend)
+    restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     return policy
+
+
+def _obs_dim(weights: dict, path: Path) -> int:
+    """The observation width that the first-layer weights W1 (obs_dim, H) take."""
+    first = weights.get("W1")
+    if first is None or np.ndim(first) != 2 or first.shape[0] < 1:
+        raise CheckpointError(f"{path}: no first-layer weights W1 of shape (obs_dim, H)")
+    return int(first.shape[0])
+
+
+def _embedded_config(text: str, path: Path) -> Config:
+    try:
+        return from_dict(tomllib.loads(text), f"{path} (embedded config)")
+    except tomllib.TOMLDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt embedded config ({e})") from None
 
 
 def export_weights(
@@ -491,14 +499,24 @@ def export_weights(
     The embedded config is the run's, with ``policy.dtype = dtype``. Returns the file's ``info``.
     """
     path = Path(checkpoint)
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the weights file's name")
+    if out.exists() and path.exists() and os.path.samefile(out, path):
+        raise ConfigError(f"{out}: refusing to overwrite the checkpoint being exported")
+    if out.is_file() and "kind" not in _npz_names(out):
+        raise ConfigError(f"{out}: refusing to overwrite a file that is not a weights file")
     ckpt = load_checkpoint(path)
-    cfg = from_dict(tomllib.loads(ckpt["config"]), f"{path} (embedded config)")
+    cfg = _embedded_config(ckpt["config"], path)
+    # the weights must fit the network their config describes
+    restore_policy(build_policy(cfg, _obs_dim(ckpt["weights"], path), "numpy"), ckpt, path)
     cfg.policy.dtype = dtype
     weights = {}
     for name, w in ckpt["weights"].items():
-        cast = np.asarray(w).astype(dtype)
+        with np.errstate(over="ignore"):
+            cast = np.asarray(w).astype(dtype)
         if not np.all(np.isfinite(cast)):
-            raise CheckpointError(f"{path}: weights {name!r} do not fit in {dtype}")
+            raise CheckpointError(f"{path}: weights {name!r} overflow {dtype}")
         weights[name] = cast
     state = ckpt["state"]
     info = {
@@ -506,12 +524,21 @@ def export_weights(
         **{k: state[k] for k in ("episodes", "steps", "updates", "wall_time", "running_return")},
         "note": note,
     }
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; give the weights file's name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(out, weights, cfg.to_toml(), info)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(out, weights, cfg.to_toml(), info)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write ({e})") from None
     return info
+
+
+def _npz_names(path: Path) -> list[str]:
+    """The array names of an .npz file ([] if it is not one)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return list(npz.files)
+    except (OSError, ValueError, EOFError):
+        return []
 
 
 def evaluate(
@@ -546,7 +573,7 @@ def evaluate(
     except (TypeError, ValueError, gym.error.Error) as e:
         raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
-    restore_policy(policy, data, path)
+    restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)

@@ -106,14 +106,17 @@ class WorkerVectorEnv(VectorEnv):
         self.metadata = {**dummy.metadata, "autoreset_mode": AutoresetMode.DISABLED}
         self.render_mode = dummy.render_mode
         self.spec = dummy.spec
-        if local_first:
+        bad = None
+        if not isinstance(obs_space, spaces.Box):
+            bad = f"WorkerVectorEnv needs Box observations, got {obs_space}"
+        elif not isinstance(action_space, spaces.Discrete):
+            bad = f"WorkerVectorEnv needs Discrete actions, got {action_space}"
+        if local_first and bad is None:
             self._local = dummy  # sub-env 0 stays here
         else:
             dummy.close()
-        if not isinstance(obs_space, spaces.Box):
-            raise ValueError(f"WorkerVectorEnv needs Box observations, got {obs_space}")
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"WorkerVectorEnv needs Discrete actions, got {action_space}")
+        if bad is not None:
+            raise ValueError(bad)
 
         self.num_envs = n = len(env_fns)
         self.single_observation_space = obs_space
@@ -259,9 +262,14 @@ class WorkerVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Ask every worker to close its env and exit; terminate those that do not in time."""
-        if self._local is not None:
-            self._local.close()
-            self._local = None
+        local, self._local = self._local, None
+        try:
+            if local is not None:
+                local.close()
+        finally:
+            self._close_workers()
+
+    def _close_workers(self) -> None:
         for fd in self._fds:
             if fd < 0:
                 continue
@@ -347,7 +355,10 @@ class WorkerVectorEnv(VectorEnv):
             if not reply:
                 self._died(i, what)
             if reply == _ERROR:
-                remote = self._conns[i].recv_bytes().decode(errors="replace").rstrip()
+                try:
+                    remote = self._conns[i].recv_bytes().decode(errors="replace").rstrip()
+                except (EOFError, OSError):
+                    self._died(i, what)
                 if error is None:
                     last = remote.splitlines()[-1] if remote else "unknown error"
                     error = RuntimeError(f"WorkerVectorEnv worker {i} failed to {what}: {last}")

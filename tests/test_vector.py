@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from functools import partial
 
 import gymnasium as gym
@@ -200,7 +201,30 @@ def test_local_env_error_keeps_the_workers_in_step():
     assert envs.closed
 
 
-def test_dead_worker_is_an_error_not_a_hang():
+@pytest.fixture
+def alarm():
+    """Fail (SIGALRM raises in the test) instead of hanging the suite."""
+
+    def ring(signum, frame):
+        raise TimeoutError("hung for 20 s")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("local_first", [False, True])
+def test_dead_worker_is_an_error_not_a_hang(alarm, local_first):
+    envs = WorkerVectorEnv([FailingEnv, FailingEnv, FailingEnv], local_first=local_first)
+    with pytest.raises(RuntimeError, match=r"worker 2 died during step \(exit code 3\)"):
+        envs.step([0, 0, 2])
+    assert envs.closed
+    envs.close()
+
+
+def test_dead_worker_0_is_an_error_not_a_hang(alarm):
     envs = WorkerVectorEnv([FailingEnv, FailingEnv])
     with pytest.raises(RuntimeError, match=r"worker 0 died during step \(exit code 3\)"):
         envs.step([2, 0])

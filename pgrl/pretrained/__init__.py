@@ -13,7 +13,8 @@ NAMES = {"pong": "pong.npz"}
 
 
 def resolve(source: str | Path) -> Path:
-    """An existing file as given, else the shipped file a short name stands for.
+    """An existing file as given (a run directory: its checkpoint), else the shipped file a short
+    name stands for.
 
     Raises:
         FileNotFoundError: neither a file nor a known short name (the message lists the names).
@@ -21,6 +22,8 @@ def resolve(source: str | Path) -> Path:
     path = Path(source)
     if path.is_file():
         return path
+    if path.is_dir() and (path / "checkpoint.npz").is_file():  # a run directory
+        return path / "checkpoint.npz"
     name = str(source)
     if name in NAMES:
         shipped = Path(str(resources.files(__name__).joinpath(NAMES[name])))
