@@ -24,7 +24,7 @@ workers 1.. instead poll a shared command counter for up to ``SPIN_SECONDS`` bef
 and the parent polls for their replies the same way. Worker 0 always blocks: the parent waits for
 it first, so while it sleeps its CPU runs the parent. Measured on the 2-core VM (2 Pong envs,
 random actions, no policy): 1.0x the steps/s of one env in one process with blocking reads only,
-1.4-1.5x with polling (scripts/bench_rollout.py).
+1.2-1.6x with polling, depending on the minute (scripts/bench_rollout.py).
 
 Env 0 in the parent (``local_first=True``): the parent steps sub-env 0 itself while the workers
 step the others, instead of sleeping until they reply. With 2 envs on 2 cores that is one
