@@ -52,7 +52,7 @@ def _savez_atomic(path: Path, arrays: dict, compressed: bool) -> None:
     """``np.savez`` into a temp file in ``path``'s folder, fsync, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared run directories unreadable
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would; mkstemp's 0600 hides shared runs
         with os.fdopen(fd, "wb") as f:
             (np.savez_compressed if compressed else np.savez)(f, **arrays)
             f.flush()
@@ -61,6 +61,22 @@ def _savez_atomic(path: Path, arrays: dict, compressed: bool) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:

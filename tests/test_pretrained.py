@@ -1,6 +1,7 @@
 """Weights files, the shipped Pong agent, and a short Pong training with each backend."""
 
 import json
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -118,7 +119,9 @@ def test_cli_export_and_bad_weights_files(cartpole_run, tmp_path):
     out = tmp_path / "w.npz"
     result = run_cli("export", str(cartpole_run / "checkpoint.npz"), str(out))
     assert result.returncode == 0, result.stderr
-    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    umask = os.umask(0o22)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes files, not mkstemp's 0600
     assert run_cli("eval", str(out), "--episodes", "1").returncode == 0
     assert_one_line_error(run_cli("eval", "pongg"), "not a pretrained policy name", "pong")
     truncated = tmp_path / "truncated.npz"
