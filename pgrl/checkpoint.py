@@ -89,11 +89,26 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
 
 
-def _format_version(data: dict, path: Path) -> int:
+def _check_header(data: dict, path: Path, what: str, required: tuple[str, ...]) -> None:
+    """The arrays every file of this kind has, and the format version this pgrl reads."""
+    missing = [k for k in ("format_version", *required) if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: not a pgrl {what} (missing {', '.join(missing)})")
     try:
-        return int(data["format_version"])
+        version = int(data["format_version"])
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: corrupt format version") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: {what} format {version}, expected {FORMAT_VERSION}")
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is an .npz written by :func:`save_weights` (reads only its names)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "kind" in npz.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 def save_weights(path: str | Path, weights: dict, config_toml: str, info: dict) -> None:
@@ -129,12 +144,7 @@ def load_weights(path: str | Path) -> dict:
         }
     if str(data["kind"]) != WEIGHTS_KIND:
         raise CheckpointError(f"{path}: not a pgrl weights file (kind {str(data['kind'])!r})")
-    missing = [k for k in ("format_version", "config", "info") if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: not a pgrl weights file (missing {', '.join(missing)})")
-    version = _format_version(data, path)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: weights format {version}, expected {FORMAT_VERSION}")
+    _check_header(data, path, "weights file", ("config", "info"))
     try:
         info = json.loads(str(data["info"]))
     except json.JSONDecodeError:
@@ -163,7 +173,6 @@ def load_checkpoint(path: str | Path) -> dict:
             "(pgrl eval) but not resumed"
         )
     required = (
-        "format_version",
         *COUNTERS,
         "wall_time",
         "running_return",
@@ -173,12 +182,7 @@ def load_checkpoint(path: str | Path) -> dict:
         "config",
         "backend",
     )
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: not a pgrl checkpoint (missing {', '.join(missing)})")
-    version = _format_version(data, path)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {version}, expected {FORMAT_VERSION}")
+    _check_header(data, path, "checkpoint", required)
     try:
         rng_state = json.loads(str(data["rng_state"]))
     except json.JSONDecodeError:

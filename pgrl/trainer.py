@@ -25,6 +25,7 @@ import numpy as np
 
 from pgrl.checkpoint import (
     CheckpointError,
+    is_weights_file,
     load_checkpoint,
     load_weights,
     restore_policy,
@@ -504,7 +505,7 @@ def export_weights(
         raise ConfigError(f"{out} is a directory; give the weights file's name")
     if out.exists() and path.exists() and os.path.samefile(out, path):
         raise ConfigError(f"{out}: refusing to overwrite the checkpoint being exported")
-    if out.is_file() and "kind" not in _npz_names(out):
+    if out.is_file() and not is_weights_file(out):
         raise ConfigError(f"{out}: refusing to overwrite a file that is not a weights file")
     ckpt = load_checkpoint(path)
     cfg = _embedded_config(ckpt["config"], path)
@@ -530,15 +531,6 @@ def export_weights(
     except OSError as e:
         raise ConfigError(f"{out}: cannot write ({e})") from None
     return info
-
-
-def _npz_names(path: Path) -> list[str]:
-    """The array names of an .npz file ([] if it is not one)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return list(npz.files)
-    except (OSError, ValueError, EOFError):
-        return []
 
 
 def evaluate(
