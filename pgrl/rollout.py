@@ -4,9 +4,11 @@ One batch, ``collect_episodes(envs, policy, rng, n_episodes)``, is the gist's in
 ``num_envs`` envs at once:
 
 1. Reset sub-env ``i`` with seed ``s[i]``, where ``s = rng.integers(2**31, size=num_envs)``.
-2. Every vector step: ``u = rng.random(num_envs)``; ``p = policy.action_prob(obs[playing])``,
-   one call for the envs playing an episode of this batch; ``a = u[playing] < p``; step those
-   envs and record ``(obs, a, r)``.
+2. Every vector step: ``u = rng.random(num_envs)``; ``p = action_prob(obs[playing])``, one
+   call for the envs playing an episode of this batch; ``a = u[playing] < p``; step those
+   envs and record ``(obs, a, r)``. ``action_prob`` is ``policy.rollout_fn()``, taken at the
+   start of the batch: ``policy.action_prob``'s numbers without its per-call checks (the env's
+   observation space was checked against the policy once).
 3. An env whose episode ended is reset before its next step. It starts another episode while
    fewer than ``n_episodes`` have been started; otherwise it idles. In process
    (``SyncVectorEnv``) an idle env simply waits; worker processes (:class:`WorkerVectorEnv`,
@@ -241,22 +243,35 @@ def collect_episodes(
         _EpisodeWriter(obs_space.shape[0], obs_space.dtype, sparse) for _ in range(envs.num_envs)
     ]
     batch = _BatchBuilder(sparse, progress)
+    action_prob = _batch_action_prob(policy, obs_space)
     seeds = rng.integers(SEED_BOUND, size=envs.num_envs).tolist()
     if isinstance(envs, SyncVectorEnv) and envs.num_envs == 1:
         env_steps = _play_one_env(
-            envs.envs[0], policy, rng, n_episodes, seeds[0], writers[0], batch
+            envs.envs[0], action_prob, rng, n_episodes, seeds[0], writers[0], batch
         )
     elif isinstance(envs, SyncVectorEnv):
-        env_steps = _play_in_process(envs.envs, policy, rng, n_episodes, seeds, writers, batch)
+        env_steps = _play_in_process(envs.envs, action_prob, rng, n_episodes, seeds, writers, batch)
     else:
-        env_steps = _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch)
+        env_steps = _play_vector(envs, action_prob, rng, n_episodes, seeds, writers, batch)
     return batch.build(env_steps)
 
 
-def _play_one_env(env, policy, rng, n_episodes, seed, writer, batch) -> int:
+def _batch_action_prob(policy, obs_space: spaces.Box):
+    """The function the batch calls once per vector step: ``policy.rollout_fn()`` (no per-call
+    checks) when the env's observations reach it unconverted, else ``policy.action_prob``."""
+    dtype = np.dtype(obs_space.dtype)
+    policy_dtype = getattr(policy, "dtype", None)
+    rollout_fn = getattr(policy, "rollout_fn", None)
+    if rollout_fn is None or policy_dtype is None:
+        return policy.action_prob
+    if dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize <= policy_dtype.itemsize):
+        return rollout_fn()
+    return policy.action_prob
+
+
+def _play_one_env(env, action_prob, rng, n_episodes, seed, writer, batch) -> int:
     """The loop for a single in-process env, stepped directly (SyncVectorEnv's per-step batching
     costs as much as CartPole's physics); same calls and draws as :func:`_play_in_process`."""
-    action_prob = policy.action_prob
     random = rng.random
     step = env.step
     obs_rows, action_rows, reward_rows = writer.obs, writer.actions, writer.rewards
@@ -287,11 +302,10 @@ def _play_one_env(env, policy, rng, n_episodes, seed, writer, batch) -> int:
     return env_steps
 
 
-def _play_in_process(sub_envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
+def _play_in_process(sub_envs, action_prob, rng, n_episodes, seeds, writers, batch) -> int:
     """The loop for several in-process envs, stepped directly: only the envs playing an episode
     of the batch step; idle ones wait. Same calls and draws as :func:`_play_vector`."""
     num_envs = len(sub_envs)
-    action_prob = policy.action_prob
     random = rng.random
     steps = [env.step for env in sub_envs]
     playing = list(range(min(n_episodes, num_envs)))  # envs recording an episode, ascending
@@ -329,11 +343,10 @@ def _play_in_process(sub_envs, policy, rng, n_episodes, seeds, writers, batch) -
                 playing.remove(i)
 
 
-def _play_vector(envs, policy, rng, n_episodes, seeds, writers, batch) -> int:
+def _play_vector(envs, action_prob, rng, n_episodes, seeds, writers, batch) -> int:
     """The loop for worker processes (WorkerVectorEnv, AsyncVectorEnv): one ``envs.step`` per
     vector step (every env steps; idle ones with action 0), finished envs reset by mask."""
     num_envs = envs.num_envs
-    action_prob = policy.action_prob
     random = rng.random
     env_steps = 0
     actions = np.zeros(num_envs, dtype=np.int8)

@@ -97,3 +97,51 @@ def test_sparse_parity_between_backends():
     for name in g_np:
         scale = np.abs(g_np[name]).max()
         assert np.abs(g_np[name] - g_tf[name]).max() <= 1e-10 * scale
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("arch", [((200,), False), ((32, 16), True)])
+def test_rollout_fn_gives_action_prob_numbers(dtype, arch):
+    """The rollout's unchecked function (NumPy: the same code; TF: eager ops on a snapshot of
+    the weights instead of the traced graph) against the checked action_prob, on the inputs a
+    rollout step gives: 1, 2 and 5 int8 frame differences (an all-zero one included) and
+    float32 CartPole-like rows."""
+    hidden_sizes, bias = arch
+    rng = np.random.default_rng(7)
+    tol = {"float64": 1e-12, "float32": 1e-6}[dtype]
+    frames = frame_differences(rng, 8, 6400, 30)
+    frames[3] = 0
+    cases = {6400: [frames[:1], frames[2:4], frames[3:8]]}
+    cases[4] = [rng.standard_normal((n, 4)).astype(np.float32) * 3 for n in (1, 2, 5)]
+    for obs_dim, batches in cases.items():
+        kw = dict(obs_dim=obs_dim, hidden_sizes=hidden_sizes, bias=bias, dtype=dtype, seed=2)
+        np_policy, tf_policy = make_policy("numpy", **kw), make_policy("tensorflow", **kw)
+        # trained-looking weights: nonzero biases, some dead units
+        weights = {
+            k: w + 0.3 * rng.standard_normal(w.shape) for k, w in np_policy.get_weights().items()
+        }
+        np_policy.set_weights(weights)
+        tf_policy.set_weights(weights)
+        np_fn, tf_fn = np_policy.rollout_fn(), tf_policy.rollout_fn()
+        for obs in batches:
+            expected = np_policy.action_prob(obs)
+            np.testing.assert_array_equal(np_fn(obs), expected)
+            p_tf = tf_fn(obs)
+            assert p_tf.dtype == expected.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(p_tf, tf_policy.action_prob(obs), rtol=tol)
+            np.testing.assert_allclose(p_tf, expected, rtol=tol)
+
+
+def test_tf_rollout_fn_keeps_the_weights_it_was_made_with():
+    """A batch is played by the weights at its start: the TF function reads the variables once;
+    a function made after an update sees the new weights."""
+    rng = np.random.default_rng(3)
+    x = frame_differences(rng, 4, 6400, 25)
+    policy = make_policy("tensorflow", obs_dim=6400, hidden_sizes=(16,), seed=0)
+    before = policy.action_prob(x)
+    fn = policy.rollout_fn()
+    policy.update(x, np.array([1, 0, 1, 1.0]), np.array([5.0, -3.0, 2.0, 4.0]))
+    after = policy.action_prob(x)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(fn(x), before, rtol=1e-12)
+    np.testing.assert_allclose(policy.rollout_fn()(x), after, rtol=1e-12)

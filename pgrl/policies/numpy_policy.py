@@ -13,10 +13,14 @@ FEW_ROWS = 8
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow: ``exp`` only ever sees ``-|z|``."""
+    """Logistic function without overflow: ``exp`` only ever sees ``-|z|``.
+
+    ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere, with ``e = exp(-|z|)``.
+    """
     e = np.exp(-np.abs(z))
-    d = 1.0 + e
-    return np.where(z >= 0, 1.0 / d, e / d)
+    if z.shape == (1,):  # a rollout step on one env: a branch instead of where() (-3 us)
+        return 1.0 / (1.0 + e) if z[0] >= 0 else e / (1.0 + e)
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
 def softplus(z: np.ndarray) -> np.ndarray:
@@ -62,6 +66,11 @@ class NumpyPolicy(Policy):
         )
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0
+        n_layers = len(self.hidden_sizes) + 1
+        # (weight name, bias name or None) per layer, first to last
+        self._layer_names = [
+            (f"W{i}", f"b{i}" if self.bias else None) for i in range(1, n_layers + 1)
+        ]
 
     def _first_input(self, x):
         """Sparse Pong-like inputs as SparseRows, everything else as a dense float array."""
@@ -81,16 +90,19 @@ class NumpyPolicy(Policy):
         ``x`` is (N, obs_dim), dense or :class:`SparseRows`; a sparse ``x @ W1`` reads only the
         rows of W1 that its nonzeros select (a Pong frame difference has ~25 of 6400).
         """
-        hs = [self._first_input(x)]
-        n_layers = len(self.hidden_sizes) + 1
-        for i in range(1, n_layers):
-            a = _matmul(hs[-1], self.params[f"W{i}"])
-            if self.bias:
-                a += self.params[f"b{i}"]
-            hs.append(np.maximum(a, 0, out=a))
-        z = _matmul(hs[-1], self.params[f"W{n_layers}"])[:, 0]
-        if self.bias:
-            z = z + self.params[f"b{n_layers}"][0]
+        params = self.params
+        *hidden, (w_out, b_out) = self._layer_names
+        h = self._first_input(x)
+        hs = [h]
+        for w, b in hidden:
+            a = _matmul(h, params[w])
+            if b is not None:
+                a += params[b]
+            h = np.maximum(a, 0, out=a)
+            hs.append(h)
+        z = _matmul(h, params[w_out])[:, 0]
+        if b_out is not None:
+            z = z + params[b_out][0]
         return hs, z
 
     def _backward(self, hs, z, actions, advantages) -> tuple[dict[str, np.ndarray], np.ndarray]:
