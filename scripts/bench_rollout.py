@@ -6,7 +6,7 @@
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
 process) and 2 envs (``workers``: a process each, pgrl's WorkerVectorEnv; ``async``: a process
-each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: both in process), and prints steps
+each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 10 in process), and prints steps
 per second and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
 steps/s`` also the unrecorded steps of envs that idle, in worker processes, while the last
 episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerVectorEnv of 2
@@ -38,7 +38,8 @@ ENVS = {
         "CartPole-v1",
         {"hidden_sizes": (32,), "bias": True},
         ("float64",),
-        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync")),
+        # 10 envs in process: one episode per env per batch of 10, as configs/cartpole.toml (20)
+        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync"), (10, "sync")),
     ),
     "pong": (
         "ALE/Pong-v5",
