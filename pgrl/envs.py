@@ -3,10 +3,13 @@
 Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DESIGN.md,
 "Environments"; semantics of Karpathy's pg-pong gist):
 
-    gym.make("ALE/Pong-v5")   obs (210, 160, 3) uint8 frames, Discrete(6) actions
-    -> KarpathyPreprocess     obs (6400,) int8 in {0, 1}
-    -> FrameDifference        obs (6400,) int8 in {-1, 0, 1}, zeros on the first step of an episode
-    -> BinaryActionMap        Discrete(2) actions: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3)
+    gym.make("ALE/Pong-v5", obs_type="ram")   Discrete(6) actions; its obs (RAM) is ignored
+    -> KarpathyScreen    obs (6400,) int8 in {0, 1}, from ALE's screen of palette indices
+    -> FrameDifference   obs (6400,) int8 in {-1, 0, 1}, zeros on the first step of an episode
+    -> BinaryActionMap   Discrete(2) actions: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3)
+
+KarpathyPreprocess gives KarpathyScreen's observations from RGB frames (obs (210, 160, 3) uint8,
+``obs_type="rgb"``), for stacks whose inner env is not an ALE env.
 
 ale-py is optional (``pgrl[atari]``) and imported only when a Pong id is requested.
 """
@@ -24,6 +27,7 @@ __all__ = [
     "BinaryActionMap",
     "FrameDifference",
     "KarpathyPreprocess",
+    "KarpathyScreen",
     "check_binary_env",
     "make_env",
 ]
@@ -38,6 +42,9 @@ class KarpathyPreprocess(gym.ObservationWrapper):
     channel 0, erase the background (values 144 and 109) and set everything else that is nonzero
     (paddles, ball) to 1. int8 instead of the gist's float64: 8x less memory per stored step, and
     the policy casts to its own dtype anyway.
+
+    make_env does not use it: for ALE envs, KarpathyScreen gives the same observations without
+    the RGB frame, which ALE spends about 24 us per step assembling.
     """
 
     FRAME_SHAPE = (210, 160, 3)
@@ -67,6 +74,77 @@ class KarpathyPreprocess(gym.ObservationWrapper):
         # The slice is a strided view (no copy); take() allocates the only new array, C-ordered,
         # so ravel() is a view of it.
         return self._LUT.take(observation[35:195:2, ::2, 0]).ravel()
+
+
+class KarpathyScreen(gym.Wrapper):
+    """ALE env -> obs (6400,) int8 in {0, 1}: KarpathyPreprocess's output, from ALE's index screen.
+
+    KarpathyPreprocess only asks, for each pixel of ``frame[35:195:2, ::2]``, whether its red
+    value is background (0, 109 or 144). Instead of the RGB frame (``ale.getScreenRGB()``, about
+    24 us), this reads ALE's screen of palette indices (``ale.getScreen``, about 1 us, into one
+    (210, 160) uint8 buffer) and maps each index to 0/1 through a 256-entry table. The inner
+    env's observations are ignored, so build it with ``obs_type="ram"``: ale-py then never
+    assembles an RGB frame (``render()`` still does, on request).
+
+    The table is learned, not ALE's palette copied: entries start unknown, and a frame whose
+    crop shows an unknown index is fetched once in RGB to fill the entries of every index in
+    its crop, by KarpathyPreprocess's rule on their red values. In Pong that happens about 3
+    times per env (the reset screen's own colors, the first step, the first serve).
+    """
+
+    OBS_SIZE = 80 * 80
+    SCREEN_SHAPE = (210, 160)
+    _UNKNOWN = -1  # table entry not yet seen; int8 so that one min() finds it
+
+    def __init__(self, env: gym.Env):
+        ale = getattr(env.unwrapped, "ale", None)
+        if ale is None:
+            raise ValueError(
+                "KarpathyScreen needs an ale-py env (with env.unwrapped.ale), got "
+                f"{type(env.unwrapped).__name__}"
+            )
+        if tuple(ale.getScreenDims()) != self.SCREEN_SHAPE:
+            raise ValueError(
+                f"KarpathyScreen needs a {self.SCREEN_SHAPE} screen, got {ale.getScreenDims()}"
+            )
+        super().__init__(env)
+        self.observation_space = spaces.Box(0, 1, (self.OBS_SIZE,), np.int8)
+        self._ale = ale
+        self._screen = np.zeros(self.SCREEN_SHAPE, dtype=np.uint8)
+        # A strided view of the buffer that getScreen refills in place: no slicing per step.
+        self._crop = self._screen[35:195:2, ::2]
+        self._lut = np.full(256, self._UNKNOWN, dtype=np.int8)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        _, info = self.env.reset(seed=seed, options=options)
+        return self._observe(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        _, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(), reward, terminated, truncated, info
+
+    def _observe(self) -> np.ndarray:
+        """ALE's current screen -> new (6400,) int8 array in {0, 1}."""
+        self._ale.getScreen(self._screen)
+        obs = self._lut.take(self._crop).ravel()  # take() copies, C-ordered: ravel() is a view
+        if obs.min() == self._UNKNOWN:
+            obs = self._learn_colors()
+        return obs
+
+    def _learn_colors(self) -> np.ndarray:
+        """Fill the table from this frame's RGB; return its observation, (6400,) int8."""
+        obs = KarpathyPreprocess._LUT.take(self._ale.getScreenRGB()[35:195:2, ::2, 0])
+        self._lut[self._crop] = obs
+        # Exact only if each index has one color, as in ALE's palette; a repeated index whose
+        # pixels disagree kept just one of them above, so check rather than trust.
+        if not np.array_equal(self._lut.take(self._crop), obs):
+            raise RuntimeError(
+                "ALE's screen gave one palette index two colors in one frame; KarpathyScreen "
+                "cannot map indices to pixels (use KarpathyPreprocess on obs_type='rgb')"
+            )
+        return obs.ravel()
 
 
 class FrameDifference(gym.Wrapper):
@@ -182,15 +260,17 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
             actions are random); the caller's next ``env.reset()`` continues that stream, so the
             same seed gives the same run. Without a seed gymnasium seeds from the OS.
         **kwargs: passed to ``gym.make``, e.g. ``render_mode``, ``frameskip``,
-            ``repeat_action_probability``. Pong keeps the v5 defaults unless overridden:
-            ``frameskip=4``, ``repeat_action_probability=0.25``.
+            ``repeat_action_probability``, ``max_episode_steps``. Pong keeps the v5 defaults
+            unless overridden: ``frameskip=4``, ``repeat_action_probability=0.25``; it takes
+            no ``obs_type`` (see Returns).
 
     Returns:
-        The env; for Pong, ``gym.make`` wrapped in KarpathyPreprocess, FrameDifference and
-        BinaryActionMap (``env.unwrapped`` is the ALE env).
+        The env; for Pong, ``gym.make(env_id, obs_type="ram", **kwargs)`` wrapped in
+        KarpathyScreen, FrameDifference and BinaryActionMap (``env.unwrapped`` is the ALE env;
+        ``render_mode="rgb_array"`` still renders (210, 160, 3) RGB frames).
 
     Raises:
-        ValueError: ``env_id`` is not supported.
+        ValueError: ``env_id`` is not supported, or ``obs_type`` is passed for Pong.
         ImportError: ``env_id`` is an Atari game and ale-py is not installed.
     """
     if env_id not in SUPPORTED_ENV_IDS:
@@ -198,9 +278,16 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
             f"unknown env id {env_id!r}; supported: {', '.join(map(repr, SUPPORTED_ENV_IDS))}"
         )
     if env_id.startswith("ALE/"):
+        if "obs_type" in kwargs:
+            raise ValueError(
+                f"make_env builds {env_id}'s observation itself (Karpathy's 80x80 frame "
+                f"difference), so it takes no obs_type (got {kwargs['obs_type']!r})"
+            )
         _register_ale_envs(env_id)
-        env = gym.make(env_id, **kwargs)
-        env = BinaryActionMap(FrameDifference(KarpathyPreprocess(env)))
+        # RAM observations are 128 bytes that KarpathyScreen ignores; "rgb" would have ALE
+        # assemble a frame every step that KarpathyScreen does not need.
+        env = gym.make(env_id, obs_type="ram", **kwargs)
+        env = BinaryActionMap(FrameDifference(KarpathyScreen(env)))
     else:
         env = gym.make(env_id, **kwargs)
     check_binary_env(env)

@@ -15,6 +15,7 @@ from pgrl.envs import (
     BinaryActionMap,
     FrameDifference,
     KarpathyPreprocess,
+    KarpathyScreen,
     check_binary_env,
     make_env,
 )
@@ -68,6 +69,44 @@ class ReplayEnv(gym.Env):
         return self.buffer, 0.0, False, False, {}
 
 
+class FakeALE:
+    """ALE's screen calls over ``screens`` of palette indices; ``rgb_screens`` counts RGB reads."""
+
+    def __init__(self, screens, palette):
+        self.screens, self.palette = screens, palette
+        self.t = 0
+        self.rgb_screens = 0
+
+    def getScreenDims(self):
+        return (210, 160)
+
+    def getScreen(self, buffer):
+        buffer[...] = self.screens[self.t]
+
+    def getScreenRGB(self):
+        self.rgb_screens += 1
+        return self.palette[self.screens[self.t]]
+
+
+class FakeALEEnv(gym.Env):
+    """An env whose ``ale`` shows the next screen on every step; its own observation is junk."""
+
+    observation_space = spaces.Box(0, 255, (128,), np.uint8)
+    action_space = spaces.Discrete(6)
+
+    def __init__(self, screens, palette):
+        self.ale = FakeALE(screens, palette)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.ale.t = 0
+        return np.zeros(128, np.uint8), {}
+
+    def step(self, action):
+        self.ale.t += 1
+        return np.zeros(128, np.uint8), 0.0, False, False, {}
+
+
 # --- Pong ------------------------------------------------------------------------------------
 
 
@@ -105,6 +144,7 @@ def test_pong_spaces_and_defaults():
     assert env.action_space == spaces.Discrete(2)
     assert env.observation_space == spaces.Box(-1, 1, (6400,), np.int8)
     assert isinstance(env.unwrapped, ale_py.AtariEnv)
+    assert env.spec.kwargs["obs_type"] == "ram"  # KarpathyScreen reads the screen itself
     assert env.spec.kwargs["frameskip"] == 4
     assert env.spec.kwargs["repeat_action_probability"] == 0.25
 
@@ -113,6 +153,81 @@ def test_pong_kwargs_pass_through():
     env = make_env("ALE/Pong-v5", frameskip=2, repeat_action_probability=0.0)
     assert env.spec.kwargs["frameskip"] == 2
     assert env.spec.kwargs["repeat_action_probability"] == 0.0
+
+    env = make_env("ALE/Pong-v5", seed=0, max_episode_steps=3)
+    env.reset()
+    assert [env.step(1)[3] for _ in range(3)] == [False, False, True]
+
+
+def test_pong_renders_rgb_frames_of_the_observed_state():
+    env = make_env("ALE/Pong-v5", seed=0, render_mode="rgb_array")
+    env.reset()
+    prev = env.render()
+    for t in range(20):  # the ball is served around step 14
+        obs = env.step(t % 2)[0]
+        frame = env.render()
+        assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8
+        np.testing.assert_array_equal(obs, gist_prepro(frame) - gist_prepro(prev), f"step {t}")
+        prev = frame
+
+
+def test_karpathy_screen_equals_karpathy_preprocess_on_rgb_frames():
+    # Two emulators in lockstep: one renders RGB as ale-py does for obs_type="rgb", the other
+    # is read through its palette indices. Random actions over all 6 ALE actions, a game
+    # played to its end and a reset mid-game: the reset screen has its own colors (background
+    # 109 instead of 144), and the ball and opponent first appear some steps after a reset.
+    rgb = KarpathyPreprocess(gym.make("ALE/Pong-v5"))
+    screen = KarpathyScreen(gym.make("ALE/Pong-v5", obs_type="ram"))
+    rng = np.random.default_rng(0)
+    expected, _ = rgb.reset(seed=3)
+    obs, _ = screen.reset(seed=3)
+    games_over = 0
+    for t in range(2500):
+        assert obs.dtype == np.int8 and screen.observation_space.contains(obs), t
+        np.testing.assert_array_equal(obs, expected, f"step {t}")
+        action = rng.integers(6)
+        expected, *rgb_rest, _ = rgb.step(action)
+        obs, *rest, _ = screen.step(action)
+        assert rest == rgb_rest, t  # reward, terminated, truncated: the emulators agree
+        if rest[1] or rest[2] or t == 400:
+            games_over += rest[1]
+            expected, _ = rgb.reset()
+            obs, _ = screen.reset()
+    assert games_over >= 1
+
+
+def test_karpathy_screen_learns_each_index_once_from_rgb():
+    # A made-up palette over all 256 indices (some background reds), and screens whose new
+    # indices appear mid-run, outside the crop, and in the odd columns the crop skips.
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    palette[rng.choice(256, 60, replace=False), 0] = rng.choice([0, 109, 144], 60)
+    screens = np.zeros((7, 210, 160), dtype=np.uint8)
+    screens[0] = rng.integers(0, 10, (210, 160))
+    screens[1] = screens[0][::-1]  # the same indices: nothing to learn
+    screens[2] = screens[0]
+    screens[2, :35] = 200  # above the crop
+    screens[2, 35:195, 1::2] = 201  # between the crop's columns
+    screens[3] = rng.permutation(np.resize(np.arange(256), (210, 160)).ravel()).reshape(210, 160)
+    screens[4:] = rng.integers(0, 256, (3, 210, 160))  # all known by now
+    env = KarpathyScreen(FakeALEEnv(screens, palette))
+    assert env.observation_space == spaces.Box(0, 1, (6400,), np.int8)
+
+    observations = [env.reset()[0]] + [env.step(0)[0] for _ in screens[1:]]
+    for t, (obs, indices) in enumerate(zip(observations, screens, strict=True)):
+        np.testing.assert_array_equal(obs, gist_prepro(palette[indices]), f"screen {t}")
+        assert env.observation_space.contains(obs)
+    assert env.unwrapped.ale.rgb_screens == 2  # screens 0 and 3
+
+
+def test_karpathy_screen_refuses_an_index_with_two_colors():
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    env = FakeALEEnv(np.zeros((1, 210, 160), dtype=np.uint8), palette)
+    rgb = np.zeros((210, 160, 3), dtype=np.uint8)
+    rgb[101, 40, 0] = 236  # a cropped pixel; index 0 is background elsewhere in the frame
+    env.ale.getScreenRGB = lambda: rgb
+    with pytest.raises(RuntimeError, match="one palette index two colors"):
+        KarpathyScreen(env).reset()
 
 
 def test_karpathy_preprocess_alone_on_every_pixel_value():
@@ -223,6 +338,19 @@ def test_wrappers_reject_wrong_spaces(wrapper, env_kwargs, bad_space):
     env = gym.make(env_id, **env_kwargs)
     with pytest.raises(ValueError, match=bad_space):
         wrapper(env)
+
+
+def test_karpathy_screen_rejects_non_ale_envs():
+    with pytest.raises(ValueError, match=r"needs an ale-py env .* got CartPoleEnv") as err:
+        KarpathyScreen(gym.make("CartPole-v1"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("obs_type", ["rgb", "ram"])
+def test_pong_obs_type_is_make_envs_own(obs_type):
+    with pytest.raises(ValueError, match=f"takes no obs_type \\(got '{obs_type}'\\)") as err:
+        make_env("ALE/Pong-v5", obs_type=obs_type)
+    assert "\n" not in str(err.value)
 
 
 def test_missing_ale_py(monkeypatch):
