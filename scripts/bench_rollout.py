@@ -6,17 +6,18 @@
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
 process) and 2 envs (``workers``: a process each, pgrl's WorkerVectorEnv; ``async``: a process
-each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 10 in process), and prints steps
-per second and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
+each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 10 in process), and prints
+steps per second and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
 steps/s`` also the unrecorded steps of envs that idle, in worker processes, while the last
 episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerVectorEnv of 2
 make_env" step the worker processes with random actions and no policy: what 2 envs in workers
 allow at best.
 
-Every row is measured ``--rounds`` times, round-robin over the rows, and its best round is kept:
-other processes on the machine slow some rounds down, never speed one up. A last check plays 10
-episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh process and reports its
-peak RSS.
+Every row is measured ``--rounds`` times, round-robin over the rows, each time right after
+``--seconds / 2`` of the raw env: this VM's speed drifts by +-20% within minutes, so each ratio
+compares two measurements a few seconds apart, and the table shows the medians over rounds.
+A last check plays 10 episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh
+process and reports its peak RSS.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def parse_args(argv):
     parser.add_argument(
         "--seconds", type=float, default=2.0, help="measuring time per row and round"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per row; the best is kept")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per row; the table shows medians"
+    )
     parser.add_argument("--episodes", type=int, default=10, help="episodes per batch")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS check")
@@ -162,43 +165,54 @@ def bench_env(name, args):
                 )
                 rows.append((label, *row))
                 keys.append((backend, dtype, num_envs, vectorization))
-    best = [(0.0, None)] * len(rows)
+    # Each measurement of a row is paired with a measurement of the raw env just before it: the
+    # VM's speed drifts by +-20% within minutes, so a ratio is only fair within one pair.
+    raw_measure = rows[0][1]
+    rates = [[] for _ in rows]
+    env_rates = [[] for _ in rows]
+    ratios = [[] for _ in rows]
     try:
         for r in range(args.rounds):
             for k, (label, measure, _) in enumerate(rows):
+                ceiling = raw_measure(args.seconds / 2)[0]
                 rate, env_rate = measure(args.seconds)
-                if rate > best[k][0]:
-                    best[k] = (rate, env_rate)
-                print(f"  round {r + 1}: {label}: {rate:,.0f} steps/s", file=sys.stderr, flush=True)
+                rates[k].append(rate)
+                env_rates[k].append(env_rate)
+                ratios[k].append(rate / ceiling)
+                print(
+                    f"  round {r + 1}: {label}: {rate:,.0f} steps/s, {rate / ceiling:.2f}x raw",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         for _, _, close in rows:
             close()
-    numpy_rates = {
-        key[1:]: b[0] for key, b in zip(keys, best, strict=True) if key and key[0] == "numpy"
-    }
+    x_raw = [float(np.median(x)) for x in ratios]
+    numpy_x = {key[1:]: x for key, x in zip(keys, x_raw, strict=True) if key and key[0] == "numpy"}
     out = []
-    for (label, _, _), key, (rate, env_rate) in zip(rows, keys, best, strict=True):
+    for (label, _, _), key, rate, env_rate, x in zip(
+        rows, keys, rates, env_rates, x_raw, strict=True
+    ):
         vs_numpy = None
-        if key and key[0] != "numpy" and key[1:] in numpy_rates:
-            vs_numpy = rate / numpy_rates[key[1:]]
-        out.append((label, rate, env_rate, vs_numpy))
+        if key and key[0] != "numpy" and key[1:] in numpy_x:
+            vs_numpy = x / numpy_x[key[1:]]
+        env_rate = None if env_rate[0] is None else float(np.median(env_rate))
+        out.append((label, float(np.median(rate)), env_rate, x, vs_numpy))
     return out
 
 
 def print_table(name, rows):
-    ceiling, one_env = rows[0][1], rows[1][1]
+    one_env = rows[1][3]
     print(
-        f"\n{name} (x raw: against the first row, the raw env in one process; x env: against "
-        "the second, make_env in one process)"
+        f"\n{name} (medians over rounds; x raw: each measurement against the raw env in one "
+        "process measured just before it; x env: against make_env in one process; x numpy: "
+        "the TF row against the NumPy row of the same setting)"
     )
     print(f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x env':>7} {'x numpy':>8}")
-    for label, rate, env_rate, vs_numpy in rows:
+    for label, rate, env_rate, x_raw, vs_numpy in rows:
         env_col = f"{env_rate:12,.0f}" if env_rate is not None else f"{'':12}"
         np_col = f"{vs_numpy:8.2f}" if vs_numpy is not None else f"{'':8}"
-        print(
-            f"{label:52} {rate:9,.0f} {env_col} {rate / ceiling:7.2f} {rate / one_env:7.2f} "
-            f"{np_col}"
-        )
+        print(f"{label:52} {rate:9,.0f} {env_col} {x_raw:7.2f} {x_raw / one_env:7.2f} {np_col}")
 
 
 def peak_rss_mib() -> float:
@@ -264,7 +278,7 @@ def main(argv=None) -> None:
     names = list(ENVS) if args.env == "all" else [args.env]
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-        f"{args.episodes} episodes per batch; best of {args.rounds} x {args.seconds:g} s per row"
+        f"{args.episodes} episodes per batch; median of {args.rounds} x {args.seconds:g} s per row"
     )
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
