@@ -6,8 +6,9 @@
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
 process) and 2 envs (``workers``: a process each, pgrl's WorkerVectorEnv; ``async``: a process
-each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 10 in process), and prints
-steps per second and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
+each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 20 in process, the latter
+with at least 20 episodes per batch, as ``configs/cartpole.toml``), and prints steps per second
+and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
 steps/s`` also the unrecorded steps of envs that idle, in worker processes, while the last
 episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerVectorEnv of 2
 make_env" step the worker processes with random actions and no policy: what 2 envs in workers
@@ -39,8 +40,8 @@ ENVS = {
         "CartPole-v1",
         {"hidden_sizes": (32,), "bias": True},
         ("float64",),
-        # 10 envs in process: one episode per env per batch of 10, as configs/cartpole.toml (20)
-        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync"), (10, "sync")),
+        # 20 envs in process, one episode each per batch: configs/cartpole.toml's setting
+        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync"), (20, "sync")),
     ),
     "pong": (
         "ALE/Pong-v5",
@@ -160,8 +161,10 @@ def bench_env(name, args):
                 label = f"rollout {backend} {dtype}, 1 env"
                 if num_envs > 1:
                     label = f"rollout {backend} {dtype}, {num_envs} envs {vectorization}"
+                # at least one episode per env, so that every env plays
+                episodes = max(args.episodes, num_envs) if num_envs > 2 else args.episodes
                 row = rollout_row(
-                    env_id, num_envs, vectorization, backend, dtype, policy_kwargs, args.episodes
+                    env_id, num_envs, vectorization, backend, dtype, policy_kwargs, episodes
                 )
                 rows.append((label, *row))
                 keys.append((backend, dtype, num_envs, vectorization))

@@ -466,3 +466,27 @@ def test_single_env_and_non_policy_are_refused(cartpole_envs):
         collect_episodes(
             cartpole_envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), 1, progress=3
         )
+
+
+class HugeObsEnv(gym.Env):
+    """float64 observations beyond float32's range: a float32 policy must see them cast."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (4,), np.float64)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.full(4, 1e300), {}
+
+    def step(self, action):
+        return np.full(4, 1e300), 0.0, True, False, {}
+
+
+def test_observations_wider_than_the_policy_go_through_the_checked_action_prob():
+    """rollout_fn takes observations as they are; float64 ones for a float32 policy instead go
+    through action_prob, which casts them and refuses what overflows."""
+    envs = SyncVectorEnv([HugeObsEnv], copy=False, autoreset_mode=DISABLED)
+    policy = make_policy("numpy", 4, hidden_sizes=(3,), dtype="float32")
+    with pytest.raises(ValueError, match="NaN or inf \\(in float32\\)"):
+        collect_episodes(envs, policy, np.random.default_rng(0), 1)
+    envs.close()
