@@ -109,11 +109,27 @@ class KarpathyScreen(gym.Wrapper):
             )
         super().__init__(env)
         self.observation_space = spaces.Box(0, 1, (self.OBS_SIZE,), np.int8)
-        self._ale = ale
-        self._screen = np.zeros(self.SCREEN_SHAPE, dtype=np.uint8)
-        # A strided view of the buffer that getScreen refills in place: no slicing per step.
-        self._crop = self._screen[35:195:2, ::2]
         self._lut = np.full(256, self._UNKNOWN, dtype=np.int8)
+        self._bind_screen()
+
+    def _bind_screen(self) -> None:
+        """The ALE handle, the buffer getScreen refills in place, and a strided view of its crop
+        (no slicing per step)."""
+        self._ale = self.env.unwrapped.ale
+        self._screen = np.zeros(self.SCREEN_SHAPE, dtype=np.uint8)
+        self._crop = self._screen[35:195:2, ::2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ALE's handle does not pickle (ale-py rebuilds the env itself), and a copied view would
+        # no longer look at the copied buffer: both are rebuilt on unpickling.
+        state = self.__dict__.copy()
+        for name in ("_ale", "_screen", "_crop"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind_screen()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -36,7 +36,8 @@ waits for all envs). So a run resumed from a checkpoint of the weights and
 identical episodes whether they are sync, workers or async (only ``env_steps`` differs: idle envs
 step only in worker processes).
 Different ``num_envs`` give different (equally distributed) batches. With ``num_envs == 1`` a
-batch is exactly the hand-written loop::
+batch is exactly the hand-written loop (NumPy policy; TensorFlow: to rounding, see
+``TensorFlowPolicy.rollout_fn``)::
 
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     for k in range(n_episodes):

@@ -359,3 +359,23 @@ def test_missing_ale_py(monkeypatch):
         make_env("ALE/Pong-v5")
     assert "\n" not in str(err.value)
     make_env("CartPole-v1")  # the rest of pgrl does not need ale-py
+
+
+def test_pong_env_pickles_and_deep_copies():
+    """ale-py rebuilds its env on unpickling; KarpathyScreen rebinds its screen buffer to the new
+    ALE, so a copy gives the original's observations after the same seeded reset."""
+    import copy
+    import pickle
+
+    env = make_env("ALE/Pong-v5")
+    for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
+        a, _ = env.reset(seed=3)
+        b, _ = clone.reset(seed=3)
+        np.testing.assert_array_equal(a, b)
+        for t in range(60):
+            a, *_ = env.step(t % 2)
+            b, *_ = clone.step(t % 2)
+            np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+        assert np.count_nonzero(a) > 0  # the game is on screen, not a stale buffer
+        clone.close()
+    env.close()

@@ -490,3 +490,25 @@ def test_observations_wider_than_the_policy_go_through_the_checked_action_prob()
     with pytest.raises(ValueError, match="NaN or inf \\(in float32\\)"):
         collect_episodes(envs, policy, np.random.default_rng(0), 1)
     envs.close()
+
+
+def test_collect_episodes_takes_rollout_fn_once_per_batch():
+    """One rollout_fn per batch (the weights of that batch), and no checked call per step."""
+    calls = {"rollout_fn": 0, "action_prob": 0}
+
+    class Counting(type(make_policy("numpy", 4))):
+        def rollout_fn(self):
+            calls["rollout_fn"] += 1
+            return super().rollout_fn()
+
+        def action_prob(self, obs):
+            calls["action_prob"] += 1
+            return super().action_prob(obs)
+
+    envs = make_vector_env("CartPole-v1", 2, seed=0)
+    policy = Counting(4, hidden_sizes=(8,), seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        collect_episodes(envs, policy, rng, 4)
+    envs.close()
+    assert calls == {"rollout_fn": 3, "action_prob": 0}

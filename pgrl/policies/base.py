@@ -145,11 +145,13 @@ class Policy:
         observation space against ``obs_dim``, and calls the function once per vector step. It
         skips :meth:`action_prob`'s per-call checks (~3 us, a third of a CartPole step) and may
         use cheaper machinery for the few rows of a rollout step; the numbers are those of
-        :meth:`action_prob` (the TensorFlow backend: to rounding, see its ``rollout_fn``).
+        :meth:`action_prob` (NumPy: bit for bit; TensorFlow: to rounding, see its
+        ``rollout_fn``).
 
         The function takes (N, obs_dim) arrays of a numeric dtype no wider than the policy's
         (float32 CartPole rows, int8 Pong frame differences), unchecked: NaN gives NaN, then
-        action 0, and the update refuses such observations. Use it only until the weights change.
+        action 0, and the update refuses such observations. Use it only until the weights change
+        (TensorFlow's reads a snapshot of the weights, NumPy's the policy's arrays).
         """
         return self._action_prob
 
