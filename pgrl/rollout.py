@@ -74,7 +74,7 @@ from pgrl.envs import make_env
 from pgrl.sparse import SparseRows
 from pgrl.vector import WorkerVectorEnv
 
-__all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
+__all__ = ["CHUNK_ROWS", "EpisodeBatch", "batch_action_prob", "collect_episodes", "make_vector_env"]
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed ~1.5 ms at a time.
 CHUNK_ROWS = 1024
@@ -244,7 +244,7 @@ def collect_episodes(
         _EpisodeWriter(obs_space.shape[0], obs_space.dtype, sparse) for _ in range(envs.num_envs)
     ]
     batch = _BatchBuilder(sparse, progress)
-    action_prob = _batch_action_prob(policy, obs_space)
+    action_prob = batch_action_prob(policy, obs_space)
     seeds = rng.integers(SEED_BOUND, size=envs.num_envs).tolist()
     if isinstance(envs, SyncVectorEnv) and envs.num_envs == 1:
         env_steps = _play_one_env(
@@ -257,9 +257,10 @@ def collect_episodes(
     return batch.build(env_steps)
 
 
-def _batch_action_prob(policy, obs_space: spaces.Box):
-    """The function the batch calls once per vector step: ``policy.rollout_fn()`` (no per-call
-    checks) when the env's observations reach it unconverted, else ``policy.action_prob``."""
+def batch_action_prob(policy, obs_space: spaces.Box):
+    """The function to call per step while the weights stay fixed: ``policy.rollout_fn()`` (no
+    per-call checks) when observations of ``obs_space`` reach it unconverted, else
+    ``policy.action_prob`` (float observations wider than the policy's dtype)."""
     dtype = np.dtype(obs_space.dtype)
     policy_dtype = getattr(policy, "dtype", None)
     rollout_fn = getattr(policy, "rollout_fn", None)
