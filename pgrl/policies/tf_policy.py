@@ -284,6 +284,20 @@ class TensorFlowPolicy(Policy):
             for i in range(1, len(self.hidden_sizes) + 2)
         ]
         (w1, b1), rest = layers[0], layers[1:]
+        # Dense rows with biases: each bias folded into its product as one more input row, fed
+        # by a constant 1 that each hidden layer passes on (ReLU(1) = 1): 2 ops per layer
+        # instead of 3 (~60 instead of ~80 us for CartPole's net). The bias then joins the sum
+        # inside the product, so the numbers agree to rounding, as above.
+        folded = []
+        if self.bias:
+            for i, (w, b) in enumerate(layers):
+                w, b = w.numpy(), b.numpy()
+                out = w.shape[1] + (i < len(layers) - 1)
+                wb = np.zeros((w.shape[0] + 1, out), dtype=dt)
+                wb[:-1, : w.shape[1]], wb[-1, : w.shape[1]] = w, b
+                if out > w.shape[1]:
+                    wb[-1, -1] = 1.0
+                folded.append(tf.constant(wb))
 
         def action_prob(obs: np.ndarray) -> np.ndarray:
             if is_mostly_zero(obs):
@@ -298,6 +312,13 @@ class TensorFlowPolicy(Policy):
                     v = np.zeros((n, nz.size), dt)
                     v[rows, np.arange(nz.size)] = flat[nz]
                 h = raw.MatMul(a=v, b=raw.GatherV2(params=w1, indices=cols, axis=0))
+            elif folded:
+                n, d = obs.shape
+                h = np.empty((n, d + 1), dtype=dt)
+                h[:, :d], h[:, d] = obs, 1.0
+                for wb in folded[:-1]:
+                    h = raw.Relu(features=raw.MatMul(a=h, b=wb))
+                return raw.Sigmoid(x=raw.MatMul(a=h, b=folded[-1])).numpy()[:, 0]
             else:
                 h = raw.MatMul(a=obs.astype(dt, copy=False), b=w1)
             b = b1
