@@ -269,7 +269,8 @@ class TensorFlowPolicy(Policy):
         each, cost ~100-150 us. Reading the variables once per batch also keeps the step off
         the variables: gathering rows of a variable (``ResourceGather``) costs ~70 us, of a
         tensor ~25 us. Same ops as the traced graph except the sparse first layer, a
-        ``MatMul`` of the values with the gathered kernel rows instead of a segment sum:
+        ``MatMul`` of the values with the gathered kernel rows instead of a segment sum, and
+        the biases of dense rows, folded into the products (below):
         the numbers agree with :meth:`action_prob` to rounding (tests: 1e-12 in float64; with
         hundreds of nonzeros per row the two differ in the last bit). The sparse product
         builds an (N, nonzeros of all N rows) matrix: right for the few rows of a rollout step.
