@@ -161,8 +161,7 @@ def bench_env(name, args):
                 label = f"rollout {backend} {dtype}, 1 env"
                 if num_envs > 1:
                     label = f"rollout {backend} {dtype}, {num_envs} envs {vectorization}"
-                # at least one episode per env, so that every env plays
-                episodes = max(args.episodes, num_envs) if num_envs > 2 else args.episodes
+                episodes = max(args.episodes, num_envs)  # every env plays an episode
                 row = rollout_row(
                     env_id, num_envs, vectorization, backend, dtype, policy_kwargs, episodes
                 )

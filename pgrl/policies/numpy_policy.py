@@ -146,8 +146,10 @@ class NumpyPolicy(Policy):
         ``action_prob``); the same operations, so the same numbers. See
         :meth:`Policy.rollout_fn`.
 
-        The function reads the policy's own arrays: an update (RMSprop steps in place) shows in
-        it, ``set_weights`` (new arrays) does not. Take a new one after either."""
+        The dense loop repeats :meth:`_forward`'s operations in the same order (tests/test_sparse.py
+        asserts identical bits): keep the two in step. The function reads the policy's own arrays:
+        an update (RMSprop steps in place) shows in it, ``set_weights`` (new arrays) does not. Take
+        a new one after either."""
         params, forward = self.params, self._forward
         *hidden, (w_out, b_out) = [
             (params[w], None if b is None else params[b]) for w, b in self._layer_names
