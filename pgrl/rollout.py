@@ -83,6 +83,9 @@ VECTORIZATIONS = ("auto", "sync", "workers", "async")
 CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
+# The actions handed to in-process envs: NumPy ints, as action_space.sample() gives
+# (gymnasium's Discrete.contains checks a Python int's range through np.iinfo: ~0.5 us a step).
+ACTIONS = (np.int64(0), np.int64(1))
 
 
 def make_vector_env(
@@ -245,10 +248,11 @@ def collect_episodes(
     ]
     batch = _BatchBuilder(sparse, progress)
     action_prob = batch_action_prob(policy, obs_space)
+    feed_dtype = _feed_dtype(policy, obs_space)
     seeds = rng.integers(SEED_BOUND, size=envs.num_envs).tolist()
     if isinstance(envs, SyncVectorEnv) and envs.num_envs == 1:
         env_steps = _play_one_env(
-            envs.envs[0], action_prob, rng, n_episodes, seeds[0], writers[0], batch
+            envs.envs[0], action_prob, feed_dtype, rng, n_episodes, seeds[0], writers[0], batch
         )
     elif isinstance(envs, SyncVectorEnv):
         env_steps = _play_in_process(envs.envs, action_prob, rng, n_episodes, seeds, writers, batch)
@@ -271,12 +275,25 @@ def batch_action_prob(policy, obs_space: spaces.Box):
     return policy.action_prob
 
 
-def _play_one_env(env, action_prob, rng, n_episodes, seed, writer, batch) -> int:
+def _feed_dtype(policy, obs_space: spaces.Box) -> np.dtype:
+    """The dtype of the row the one-env loop hands to the policy: the policy's own for float
+    observations narrower than it (CartPole's float32 rows, a float64 policy), widened exactly
+    once per step from the batch's row (NumPy's matmul would widen them inside every call, ~1 us
+    more); the observations' dtype otherwise."""
+    dtype = np.dtype(obs_space.dtype)
+    policy_dtype = getattr(policy, "dtype", None)
+    if dtype.kind == "f" and policy_dtype is not None and dtype.itemsize < policy_dtype.itemsize:
+        return np.dtype(policy_dtype)
+    return dtype
+
+
+def _play_one_env(env, action_prob, feed_dtype, rng, n_episodes, seed, writer, batch) -> int:
     """The loop for a single in-process env, stepped directly (SyncVectorEnv's per-step batching
     costs as much as CartPole's physics); same calls and draws as :func:`_play_in_process`."""
     random = rng.random
     step = env.step
     obs_rows, action_rows, reward_rows = writer.obs, writer.actions, writer.rewards
+    x = np.zeros((1, obs_rows.shape[1]), dtype=feed_dtype)  # the policy's input row
     env_steps = 0
     obs, _ = env.reset(seed=seed)
     for k in range(n_episodes):
@@ -284,11 +301,11 @@ def _play_one_env(env, action_prob, rng, n_episodes, seed, writer, batch) -> int
             obs, _ = env.reset()
         j = 0
         while True:
-            row = obs_rows[j : j + 1]
-            row[0] = obs
+            obs_rows[j] = obs
+            x[0] = obs_rows[j]  # what the policy sees is what the batch keeps
             # u = rng.random(1)[0] draws the same number as rng.random(), without the array
-            a = random() < action_prob(row)[0]
-            obs, reward, terminated, truncated, _ = step(1 if a else 0)
+            a = 1 if random() < action_prob(x)[0] else 0
+            obs, reward, terminated, truncated, _ = step(ACTIONS[a])
             action_rows[j] = a
             reward_rows[j] = reward
             j += 1
@@ -325,7 +342,7 @@ def _play_in_process(sub_envs, action_prob, rng, n_episodes, seeds, writers, bat
             j = w.j
             w.obs[j] = obs[i]
             w.actions[j] = a_k = a[k]
-            obs[i], w.rewards[j], terminated, truncated, _ = steps[i](1 if a_k else 0)
+            obs[i], w.rewards[j], terminated, truncated, _ = steps[i](ACTIONS[1 if a_k else 0])
             w.j = j + 1
             if terminated or truncated:
                 ended.append(i)

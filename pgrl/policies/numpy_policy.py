@@ -17,8 +17,15 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
     ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere, with ``e = exp(-|z|)``.
     """
+    if isinstance(z, np.ndarray) and z.shape == (1,) and z.dtype == np.float64:
+        # A rollout step on one env: the same formula on Python floats (~0.7 us instead of
+        # ~2 us). Python's float arithmetic is IEEE float64, and np.exp of a float runs the same
+        # loop as on an array, so the bits are the array branch's (tests/test_policies.py).
+        zf = float(z[0])
+        e = float(np.exp(-abs(zf)))
+        return np.array([1.0 / (1.0 + e) if zf >= 0 else e / (1.0 + e)])
     e = np.exp(-np.abs(z))
-    if e.shape == (1,):  # a rollout step on one env: a branch instead of where() (-3 us)
+    if e.shape == (1,):  # one float32 row: a branch instead of where() (-3 us)
         return 1.0 / (1.0 + e) if z[0] >= 0 else e / (1.0 + e)
     return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
