@@ -14,9 +14,15 @@ episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerV
 make_env" step the worker processes with random actions and no policy: what 2 envs in workers
 allow at best.
 
-Every row is measured ``--rounds`` times, round-robin over the rows, each time right after
-``--seconds / 2`` of the raw env: this VM's speed drifts by +-20% within minutes, so each ratio
-compares two measurements a few seconds apart, and the table shows the medians over rounds.
+Every row is measured ``--rounds`` times, round-robin over the rows. A measurement alternates
+the row with the raw env in short slices: one batch of the rollout (or ``--slice`` seconds of
+the rows that have no batches), then the raw env for as long as that slice took, until the row
+has run ``--seconds``; its ratio is the row's rate over the raw env's rate in those interleaved
+slices. This VM's speed drifts by +-20% within seconds: two back-to-back 1-second measurements of
+the raw env differ by up to 25%, while interleaving 0.05-second slices brings the raw env's ratio
+to itself within +-3% (the first row of each table shows that check). Batches shorter than the
+drift (CartPole: ~5 ms) are paired tightly; Pong's batches of 10 episodes take ~2-3 s, so its
+ratios keep more of the drift. The table shows medians over rounds and their range.
 A last check plays 10 episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh
 process and reports its peak RSS.
 """
@@ -62,45 +68,55 @@ def parse_args(argv):
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds per row; the table shows medians"
     )
+    parser.add_argument(
+        "--slice",
+        type=float,
+        default=0.05,
+        help="seconds of a slice for rows without batches (raw env, vector envs)",
+    )
     parser.add_argument("--episodes", type=int, default=10, help="episodes per batch")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS check")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.episodes < 1 or args.rounds < 1 or args.seconds <= 0:
-        parser.error("--episodes, --rounds and --seconds must be positive")
+    if args.episodes < 1 or args.rounds < 1 or args.seconds <= 0 or args.slice <= 0:
+        parser.error("--episodes, --rounds, --seconds and --slice must be positive")
     return args
 
 
-def raw_row(env):
-    """A measure(seconds) of ``env`` stepped with random actions: the ceiling."""
+# A run(seconds) below plays one slice and returns (steps, env steps or None, elapsed seconds).
 
-    def measure(seconds):
-        env.reset(seed=0)
-        env.action_space.seed(0)
-        sample, step = env.action_space.sample, env.step
+
+def raw_row(env):
+    """A run(seconds) of ``env`` stepped with random actions: the ceiling. The env carries on
+    from slice to slice, as one long run would."""
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    sample, step = env.action_space.sample, env.step
+
+    def run(seconds):
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            for _ in range(100):
+            for _ in range(10):
                 _, _, terminated, truncated, _ = step(sample())
                 if terminated or truncated:
                     env.reset()
-            steps += 100
-        return steps / (time.perf_counter() - start), None
+            steps += 10
+        return steps, None, time.perf_counter() - start
 
-    return measure, env.close
+    return run, env.close
 
 
 def vector_row(env_id, num_envs, vectorization):
-    """A measure(seconds) of a worker-process vector env (``"workers"`` or ``"async"``) stepped
+    """A run(seconds) of a worker-process vector env (``"workers"`` or ``"async"``) stepped
     with random actions and no policy: the ceiling of any rollout on it."""
     from pgrl.rollout import make_vector_env
 
     envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
     rng = np.random.default_rng(0)
+    envs.reset(seed=list(range(num_envs)))
 
-    def measure(seconds):
-        envs.reset(seed=list(range(num_envs)))
+    def run(seconds):
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             _, _, terminated, truncated, _ = envs.step(rng.integers(2, size=num_envs).tolist())
@@ -108,13 +124,14 @@ def vector_row(env_id, num_envs, vectorization):
             done = terminated | truncated
             if done.any():
                 envs.reset(options={"reset_mask": done})
-        return steps / (time.perf_counter() - start), None
+        return steps, None, time.perf_counter() - start
 
-    return measure, envs.close
+    return run, envs.close
 
 
 def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, episodes):
-    """A measure(seconds) of whole batches of ``collect_episodes``, after a warm-up batch."""
+    """A run(seconds) of one whole batch of ``collect_episodes`` (``seconds`` is ignored), after
+    a warm-up batch."""
     from pgrl.policies import make_policy
     from pgrl.rollout import collect_episodes, make_vector_env
 
@@ -124,17 +141,29 @@ def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, 
     rng = np.random.default_rng(0)
     collect_episodes(envs, policy, rng, 1)  # traces TF, loads the ROM, fills the caches
 
-    def measure(seconds):
-        steps = env_steps = 0
+    def run(seconds):
         start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            batch = collect_episodes(envs, policy, rng, episodes)
-            steps += batch.steps
-            env_steps += batch.env_steps
-        elapsed = time.perf_counter() - start
-        return steps / elapsed, env_steps / elapsed
+        batch = collect_episodes(envs, policy, rng, episodes)
+        return batch.steps, batch.env_steps, time.perf_counter() - start
 
-    return measure, envs.close
+    return run, envs.close
+
+
+def interleaved(raw_run, run, seconds, slice_seconds):
+    """(rate, env rate or None, rate over the raw env's rate) of ``run`` for ``seconds``,
+    alternating each of its slices with the raw env for as long as the slice took."""
+    raw_steps = raw_time = steps = elapsed = 0.0
+    env_steps = None
+    last = slice_seconds
+    while elapsed < seconds:
+        s, _, t = raw_run(last)
+        raw_steps, raw_time = raw_steps + s, raw_time + t
+        s, e, t = run(slice_seconds)
+        steps, elapsed, last = steps + s, elapsed + t, t
+        if e is not None:
+            env_steps = (env_steps or 0) + e
+    rate = steps / elapsed
+    return rate, None if env_steps is None else env_steps / elapsed, rate / (raw_steps / raw_time)
 
 
 def bench_env(name, args):
@@ -167,54 +196,62 @@ def bench_env(name, args):
                 )
                 rows.append((label, *row))
                 keys.append((backend, dtype, num_envs, vectorization))
-    # Each measurement of a row is paired with a measurement of the raw env just before it: the
-    # VM's speed drifts by +-20% within minutes, so a ratio is only fair within one pair.
-    raw_measure = rows[0][1]
+    # The raw env of the first row is also every row's reference, so that row checks the
+    # method: its own ratio should be 1.00 up to noise. It needs an env of its own to compare.
+    raw_run = raw_row(gym.make(env_id))
+    rows.append(("", *raw_run))  # closed with the others; not a row of the table
+    raw_run = raw_run[0]
     rates = [[] for _ in rows]
     env_rates = [[] for _ in rows]
     ratios = [[] for _ in rows]
     try:
         for r in range(args.rounds):
-            for k, (label, measure, _) in enumerate(rows):
-                ceiling = raw_measure(args.seconds / 2)[0]
-                rate, env_rate = measure(args.seconds)
+            for k, (label, run, _) in enumerate(rows[:-1]):
+                rate, env_rate, x = interleaved(raw_run, run, args.seconds, args.slice)
                 rates[k].append(rate)
                 env_rates[k].append(env_rate)
-                ratios[k].append(rate / ceiling)
+                ratios[k].append(x)
                 print(
-                    f"  round {r + 1}: {label}: {rate:,.0f} steps/s, {rate / ceiling:.2f}x raw",
+                    f"  round {r + 1}: {label}: {rate:,.0f} steps/s, {x:.2f}x raw",
                     file=sys.stderr,
                     flush=True,
                 )
     finally:
         for _, _, close in rows:
             close()
+    rows, rates, env_rates, ratios = rows[:-1], rates[:-1], env_rates[:-1], ratios[:-1]
     x_raw = [float(np.median(x)) for x in ratios]
     numpy_x = {key[1:]: x for key, x in zip(keys, x_raw, strict=True) if key and key[0] == "numpy"}
     out = []
-    for (label, _, _), key, rate, env_rate, x in zip(
-        rows, keys, rates, env_rates, x_raw, strict=True
+    for (label, _, _), key, rate, env_rate, x, xs in zip(
+        rows, keys, rates, env_rates, x_raw, ratios, strict=True
     ):
         vs_numpy = None
         if key and key[0] != "numpy" and key[1:] in numpy_x:
             vs_numpy = x / numpy_x[key[1:]]
         env_rate = None if env_rate[0] is None else float(np.median(env_rate))
-        out.append((label, float(np.median(rate)), env_rate, x, vs_numpy))
+        out.append((label, float(np.median(rate)), env_rate, x, (min(xs), max(xs)), vs_numpy))
     return out
 
 
 def print_table(name, rows):
     one_env = rows[1][3]
     print(
-        f"\n{name} (medians over rounds; x raw: each measurement against the raw env in one "
-        "process measured just before it; x env: against make_env in one process; x numpy: "
-        "the TF row against the NumPy row of the same setting)"
+        f"\n{name} (medians over rounds; x raw: against the raw env in one process, interleaved "
+        "with it; range: of x raw over rounds; x env: against make_env in one process; "
+        "x numpy: the TF row against the NumPy row of the same setting)"
     )
-    print(f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'x env':>7} {'x numpy':>8}")
-    for label, rate, env_rate, x_raw, vs_numpy in rows:
+    print(
+        f"{'':52} {'steps/s':>9} {'env steps/s':>12} {'x raw':>7} {'range':>11} {'x env':>7} "
+        f"{'x numpy':>8}"
+    )
+    for label, rate, env_rate, x_raw, (lo, hi), vs_numpy in rows:
         env_col = f"{env_rate:12,.0f}" if env_rate is not None else f"{'':12}"
         np_col = f"{vs_numpy:8.2f}" if vs_numpy is not None else f"{'':8}"
-        print(f"{label:52} {rate:9,.0f} {env_col} {x_raw:7.2f} {x_raw / one_env:7.2f} {np_col}")
+        print(
+            f"{label:52} {rate:9,.0f} {env_col} {x_raw:7.2f} {f'{lo:.2f}-{hi:.2f}':>11} "
+            f"{x_raw / one_env:7.2f} {np_col}"
+        )
 
 
 def peak_rss_mib() -> float:
@@ -280,7 +317,8 @@ def main(argv=None) -> None:
     names = list(ENVS) if args.env == "all" else [args.env]
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-        f"{args.episodes} episodes per batch; median of {args.rounds} x {args.seconds:g} s per row"
+        f"{args.episodes} episodes per batch; median of {args.rounds} x {args.seconds:g} s per "
+        f"row, interleaved with the raw env in slices of a batch or {args.slice:g} s"
     )
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)

@@ -36,7 +36,10 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def _matmul(h, w: np.ndarray) -> np.ndarray:
-    """``h @ w`` for dense float, SparseRows, or a few integer rows (Pong's rollout steps)."""
+    """``h @ w`` for dense float, SparseRows, or a few integer rows (Pong's rollout steps).
+
+    Dense products go through ``np.dot``: the same BLAS call as ``@`` for 2-D arrays, ~0.4 us
+    less dispatch per call (a CartPole rollout step makes two)."""
     if isinstance(h, SparseRows):
         return h.matmul(w)
     if h.dtype.kind in "iu":
@@ -45,7 +48,7 @@ def _matmul(h, w: np.ndarray) -> np.ndarray:
             nz = np.flatnonzero(row != 0)  # ~5x faster than on int8 directly (numpy 2.4)
             out[i] = row[nz].astype(w.dtype) @ w[nz]
         return out
-    return h @ w
+    return np.dot(h, w)
 
 
 class NumpyPolicy(Policy):
@@ -105,7 +108,7 @@ class NumpyPolicy(Policy):
             a = _matmul(h, params[w])
             if b is not None:
                 a += params[b]
-            h = np.maximum(a, 0, out=a)
+            h = np.maximum(a, 0.0, out=a)
             hs.append(h)
         z = _matmul(h, params[w_out])[:, 0]
         if b_out is not None:
@@ -149,7 +152,7 @@ class NumpyPolicy(Policy):
 
     def rollout_fn(self):
         """:meth:`_action_prob` with the weights bound once and, for dense rows, without the
-        generic forward's dispatch (a CartPole call: ~7 us instead of ~12-16 us for the checked
+        generic forward's dispatch (a CartPole call: ~4 us instead of ~12-16 us for the checked
         ``action_prob``); the same operations, so the same numbers. See
         :meth:`Policy.rollout_fn`.
 
@@ -158,20 +161,26 @@ class NumpyPolicy(Policy):
         an update (RMSprop steps in place) shows in it, ``set_weights`` (new arrays) does not. Take
         a new one after either."""
         params, forward = self.params, self._forward
+        # Hidden biases as (1, n) views: adding one to a (1, n) row skips broadcasting (~0.5 us);
+        # the sums are the same. Views, so RMSprop's in-place steps show in them.
         *hidden, (w_out, b_out) = [
-            (params[w], None if b is None else params[b]) for w, b in self._layer_names
+            (params[w], None if b is None else params[b].reshape(1, -1))
+            for w, b in self._layer_names
         ]
+        if b_out is not None:
+            b_out = b_out[0]  # (1,), as in _forward
+        dot, maximum = np.dot, np.maximum
 
         def action_prob(obs: np.ndarray) -> np.ndarray:
             if obs.dtype.kind in "iu":  # frame differences: the first layer gathers rows of W1
                 return sigmoid(forward(obs)[1])
             h = obs
             for w, b in hidden:
-                h = h @ w
+                h = dot(h, w)
                 if b is not None:
                     h += b
-                np.maximum(h, 0, out=h)
-            z = (h @ w_out)[:, 0]
+                maximum(h, 0.0, out=h)
+            z = dot(h, w_out)[:, 0]
             if b_out is not None:
                 z = z + b_out
             return sigmoid(z)
