@@ -14,15 +14,16 @@ episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerV
 make_env" step the worker processes with random actions and no policy: what 2 envs in workers
 allow at best.
 
-Every row is measured ``--rounds`` times, round-robin over the rows. A measurement alternates
-the row with the raw env in short slices: one batch of the rollout (or ``--slice`` seconds of
-the rows that have no batches), then the raw env for as long as that slice took, until the row
-has run ``--seconds``; its ratio is the row's rate over the raw env's rate in those interleaved
-slices. This VM's speed drifts by +-20% within seconds: two back-to-back 1-second measurements of
-the raw env differ by up to 25%, while interleaving 0.05-second slices brings the raw env's ratio
-to itself within +-3% (the first row of each table shows that check). Batches shorter than the
-drift (CartPole: ~5 ms) are paired tightly; Pong's batches of 10 episodes take ~2-3 s, so its
-ratios keep more of the drift. The table shows medians over rounds and their range.
+Every row is measured ``--rounds`` times, round-robin over the rows. A measurement interleaves
+the row with the raw env: each slice of the row (one batch of the rollout, or ``--slice``
+seconds of the rows that have no batches) sits between two runs of the raw env which together
+last as long as the slice, until the row has run ``--seconds``; its ratio is the row's rate over
+the raw env's rate in those runs. This VM's speed drifts by +-20% within seconds: two
+back-to-back 1-second measurements of the raw env differ by up to 25%, while interleaving
+0.05-second slices brings the raw env's ratio to itself within +-3% (the first row of each table
+is that check). CartPole's batches (~5 ms) are paired tightly; Pong's batches of 10 episodes
+take ~2-3 s, so its ratios keep more of the drift. The table shows medians over rounds and
+their range.
 A last check plays 10 episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh
 process and reports its peak RSS.
 """
@@ -150,18 +151,25 @@ def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, 
 
 
 def interleaved(raw_run, run, seconds, slice_seconds):
-    """(rate, env rate or None, rate over the raw env's rate) of ``run`` for ``seconds``,
-    alternating each of its slices with the raw env for as long as the slice took."""
+    """(rate, env rate or None, rate over the raw env's rate) of ``run`` for ``seconds``.
+
+    Each slice of ``run`` sits between two runs of the raw env, of half the previous slice's
+    length before and the rest of its own length after: the raw env runs as long as the row,
+    centred on it, so a drift across a long slice (a Pong batch: seconds) cancels to first order.
+    """
     raw_steps = raw_time = steps = elapsed = 0.0
     env_steps = None
-    last = slice_seconds
+    before = slice_seconds / 2
     while elapsed < seconds:
-        s, _, t = raw_run(last)
-        raw_steps, raw_time = raw_steps + s, raw_time + t
+        s, _, t_before = raw_run(before)
+        raw_steps, raw_time = raw_steps + s, raw_time + t_before
         s, e, t = run(slice_seconds)
-        steps, elapsed, last = steps + s, elapsed + t, t
+        steps, elapsed = steps + s, elapsed + t
         if e is not None:
             env_steps = (env_steps or 0) + e
+        s, _, t_after = raw_run(max(t - t_before, 0.0))
+        raw_steps, raw_time = raw_steps + s, raw_time + t_after
+        before = t / 2
     rate = steps / elapsed
     return rate, None if env_steps is None else env_steps / elapsed, rate / (raw_steps / raw_time)
 
