@@ -17,13 +17,14 @@ allow at best.
 Every row is measured ``--rounds`` times, round-robin over the rows. A measurement interleaves
 the row with the raw env: each slice of the row (one batch of the rollout, or ``--slice``
 seconds of the rows that have no batches) sits between two runs of the raw env which together
-last as long as the slice, until the row has run ``--seconds``; its ratio is the row's rate over
-the raw env's rate in those runs. This VM's speed drifts by +-20% within seconds: two
-back-to-back 1-second measurements of the raw env differ by up to 25%, while interleaving
-0.05-second slices brings the raw env's ratio to itself within +-3% (the first row of each table
-is that check). CartPole's batches (~5 ms) are paired tightly; Pong's batches of 10 episodes
-take ~2-3 s, so its ratios keep more of the drift. The table shows medians over rounds and
-their range.
+last as long as the slice, the first one half as long as the row's previous slice, so that even
+a seconds-long batch is centred in its reference; this goes on until the row has run
+``--seconds``, and its ratio is the row's rate over the raw env's rate in those runs. This VM's
+speed drifts by +-20% within seconds: two back-to-back 1-second measurements of the raw env
+differ by up to 25%, while interleaving 0.05-second slices brings the raw env's ratio to itself
+within +-3% (the first row of each table is that check). CartPole's batches (~5 ms) are paired
+tightly; Pong's batches of 10 episodes take ~2-3 s, so its ratios keep more of the drift. The
+table shows medians over rounds and their range.
 A last check plays 10 episodes of 10,000 Pong-sized steps (synthetic sparse frames) in a fresh
 process and reports its peak RSS.
 """
@@ -132,7 +133,7 @@ def vector_row(env_id, num_envs, vectorization):
 
 def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, episodes):
     """A run(seconds) of one whole batch of ``collect_episodes`` (``seconds`` is ignored), after
-    a warm-up batch."""
+    two warm-up batches; ``run.last`` is the length of the latest batch."""
     from pgrl.policies import make_policy
     from pgrl.rollout import collect_episodes, make_vector_env
 
@@ -145,8 +146,10 @@ def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, 
     def run(seconds):
         start = time.perf_counter()
         batch = collect_episodes(envs, policy, rng, episodes)
-        return batch.steps, batch.env_steps, time.perf_counter() - start
+        run.last = time.perf_counter() - start
+        return batch.steps, batch.env_steps, run.last
 
+    run(0)  # one whole batch: its length centres the first raw reference (see interleaved)
     return run, envs.close
 
 
@@ -154,12 +157,13 @@ def interleaved(raw_run, run, seconds, slice_seconds):
     """(rate, env rate or None, rate over the raw env's rate) of ``run`` for ``seconds``.
 
     Each slice of ``run`` sits between two runs of the raw env, of half the previous slice's
-    length before and the rest of its own length after: the raw env runs as long as the row,
-    centred on it, so a drift across a long slice (a Pong batch: seconds) cancels to first order.
+    length before (``run.last``, for a row's first slice of a round) and the rest of its own
+    length after: the raw env runs as long as the row, centred on it, so a drift across a long
+    slice (a Pong batch: seconds) cancels to first order.
     """
     raw_steps = raw_time = steps = elapsed = 0.0
     env_steps = None
-    before = slice_seconds / 2
+    before = getattr(run, "last", slice_seconds) / 2
     while elapsed < seconds:
         s, _, t_before = raw_run(before)
         raw_steps, raw_time = raw_steps + s, raw_time + t_before
@@ -175,7 +179,8 @@ def interleaved(raw_run, run, seconds, slice_seconds):
 
 
 def bench_env(name, args):
-    """[(label, steps/s, env steps/s or None, ratio to NumPy or None)] for one env."""
+    """[(label, steps/s, env steps/s or None, x raw, (min, max) x raw, x NumPy or None)] for
+    one env: medians over rounds."""
     import gymnasium as gym
 
     from pgrl.envs import make_env
