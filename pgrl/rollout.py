@@ -51,6 +51,9 @@ batch is exactly the hand-written loop (NumPy policy; TensorFlow: to rounding, s
 
 Episode order: by the vector step at which an episode ended, ties broken by env index.
 
+Actions reach the envs as NumPy int64 in process (as ``action_space.sample()`` gives them) and as
+Python ints in worker processes (cheaper to send).
+
 Storage: observations keep the env's dtype (float32 for CartPole). Integer observations (Pong's
 int8 frame differences, ~26 nonzeros of 6400) are stored as :class:`pgrl.sparse.SparseRows`:
 each env writes its rows into a fixed (1024, obs_dim) chunk, compressed when full or when the
@@ -278,8 +281,8 @@ def batch_action_prob(policy, obs_space: spaces.Box):
 def _feed_dtype(policy, obs_space: spaces.Box) -> np.dtype:
     """The dtype of the row the one-env loop hands to the policy: the policy's own for float
     observations narrower than it (CartPole's float32 rows, a float64 policy), widened exactly
-    once per step from the batch's row (NumPy's matmul would widen them inside every call, ~1 us
-    more); the observations' dtype otherwise."""
+    once per step from the batch's row (the policy's products would widen it inside every call);
+    the observations' dtype otherwise."""
     dtype = np.dtype(obs_space.dtype)
     policy_dtype = getattr(policy, "dtype", None)
     if dtype.kind == "f" and policy_dtype is not None and dtype.itemsize < policy_dtype.itemsize:

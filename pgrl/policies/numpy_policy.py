@@ -19,8 +19,10 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     """
     if isinstance(z, np.ndarray) and z.shape == (1,) and z.dtype == np.float64:
         # A rollout step on one env: the same formula on Python floats (~0.7 us instead of
-        # ~2 us). Python's float arithmetic is IEEE float64, and np.exp of a float runs the same
-        # loop as on an array, so the bits are the array branch's (tests/test_policies.py).
+        # ~2 us). Python's float arithmetic is IEEE float64, and np.exp of a float runs the loop
+        # it runs on a one-element array, so the bits are those of the array formula on z
+        # (tests/test_policies.py). Longer arrays may take a SIMD exp with other last bits on
+        # some NumPy builds, as they would without this branch.
         zf = float(z[0])
         e = float(np.exp(-abs(zf)))
         return np.array([1.0 / (1.0 + e) if zf >= 0 else e / (1.0 + e)])
@@ -38,8 +40,8 @@ def softplus(z: np.ndarray) -> np.ndarray:
 def _matmul(h, w: np.ndarray) -> np.ndarray:
     """``h @ w`` for dense float, SparseRows, or a few integer rows (Pong's rollout steps).
 
-    Dense products go through ``np.dot``: the same BLAS call as ``@`` for 2-D arrays, ~0.4 us
-    less dispatch per call (a CartPole rollout step makes two)."""
+    Dense products go through ``np.dot``: for C-contiguous 2-D operands the same BLAS call as
+    ``@``, with less dispatch per call (a CartPole rollout step makes two)."""
     if isinstance(h, SparseRows):
         return h.matmul(w)
     if h.dtype.kind in "iu":
