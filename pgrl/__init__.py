@@ -1,14 +1,19 @@
 """pgrl: REINFORCE policy gradients with interchangeable NumPy and TensorFlow backends.
 
-``import pgrl`` loads NumPy only; TensorFlow is imported when its backend is first used.
+``import pgrl`` never loads TensorFlow: it is imported when its backend is first used.
 """
+
+from importlib import metadata as _metadata
 
 from pgrl.config import load_config
 from pgrl.optim import RMSprop
 from pgrl.policies import make_policy
 from pgrl.returns import discount_rewards, standardize
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("pgrl")  # pyproject.toml's version, as installed
+except _metadata.PackageNotFoundError:  # a source tree put on sys.path without installing it
+    __version__ = "0+unknown"
 
 __all__ = [
     "RMSprop",
@@ -24,7 +29,7 @@ __all__ = [
 
 def train(config, out=None, resume: bool = False, backend: str | None = None) -> dict:
     """Train from a :class:`pgrl.config.Config` (or a TOML path); returns the run's summary."""
-    from pgrl.trainer import train as _train
+    from pgrl.reinforce import train as _train
 
     if not hasattr(config, "train"):
         config = load_config(config)
@@ -33,6 +38,6 @@ def train(config, out=None, resume: bool = False, backend: str | None = None) ->
 
 def load_policy(source, backend: str | None = None):
     """A trained policy from a checkpoint, a weights file or a shipped name (``"pong"``)."""
-    from pgrl.trainer import load_policy as _load_policy
+    from pgrl.play import load_policy as _load_policy
 
     return _load_policy(source, backend=backend)

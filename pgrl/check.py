@@ -13,7 +13,7 @@ import copy
 import numpy as np
 
 from pgrl.config import Config
-from pgrl.trainer import build_policy
+from pgrl.reinforce import build_policy
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 
@@ -39,19 +39,13 @@ def _rel(a, b) -> tuple[float, float]:
     return diff, (diff / scale if scale > 0 else 0.0)
 
 
-def _loss(policy, obs, actions, advantages) -> float:
-    """L = sum_t A_t BCE(a_t, z_t), BCE(y, z) = log(1 + e^z) - y z, from the forward logits."""
-    z = policy._forward(obs)[1]
-    loss = float(np.sum(advantages * (np.logaddexp(0, z) - actions * z)))
-    return loss / len(z) if policy.reduction == "mean" else loss
-
-
 def finite_difference_errors(cfg: Config, obs_dim: int, weights, batch, seed: int = 0):
     """Per layer: max relative error of NumPy float64 gradients vs central differences."""
     cfg64 = copy.deepcopy(cfg)
     cfg64.policy.dtype = "float64"
     policy = build_policy(cfg64, obs_dim, "numpy")
-    policy.set_weights({k: np.asarray(v, np.float64) for k, v in weights.items()})
+    weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    policy.set_weights(weights)
     obs, actions, advantages = batch
     grads = policy.gradients(obs, actions, advantages)
     rng = np.random.default_rng(seed)
@@ -67,15 +61,15 @@ def finite_difference_errors(cfg: Config, obs_dim: int, weights, batch, seed: in
         scale = max(float(np.max(np.abs(g))), 1e-12)
         for i in flat:
             idx = np.unravel_index(i, g.shape)
-            w = policy.params[name]
-            old = w[idx]
+            old = weights[name][idx]
             eps = 1e-5 * max(1.0, abs(old))  # truncation ~eps^2, round-off ~1e-16 |L| / eps
-            w[idx] = old + eps
-            up = _loss(policy, obs, actions, advantages)
-            w[idx] = old - eps
-            down = _loss(policy, obs, actions, advantages)
-            w[idx] = old
-            fd = (up - down) / (2 * eps)
+            losses = []
+            for w_i in (old + eps, old - eps):
+                probe = {k: v.copy() for k, v in weights.items()}
+                probe[name][idx] = w_i
+                policy.set_weights(probe)
+                losses.append(policy.loss(obs, actions, advantages))
+            fd = (losses[0] - losses[1]) / (2 * eps)
             worst = max(worst, abs(fd - g[idx]) / max(abs(g[idx]), abs(fd), 1e-3 * scale))
         errors[name] = worst
     return errors
@@ -155,15 +149,16 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
     def change(step):
         return float(np.linalg.norm(step - reference)) / ref_norm
 
-    # cause 1: back-propagating the logit (z - y) instead of sigmoid(z) - y. _backward forms
-    # dz = A * (sigmoid(z) - y); rescaling A by (z - y) / (sigmoid(z) - y) gives dz = A * (z - y).
+    # cause 1: back-propagating the logit (z - y) instead of sigmoid(z) - y. The gradient's
+    # dL/dz is A * (sigmoid(z) - y); advantages rescaled by (z - y) / (sigmoid(z) - y) give
+    # dL/dz = A * (z - y), the mistake's.
     policy = build_policy(cfg, obs_dim, "numpy")
     policy.set_weights(weights)
-    hs, z = policy._forward(obs)
+    z = policy.logits(obs)
     sigmoid_minus_y = np.where(
         actions == 1, -np.exp(-np.logaddexp(0, z)), np.exp(-np.logaddexp(0, -z))
     )
-    wrong, _ = policy._backward(hs, z, actions, advantages * (z - actions) / sigmoid_minus_y)
+    wrong = policy.gradients(obs, actions, advantages * (z - actions) / sigmoid_minus_y)
     g = policy.gradients(obs, actions, advantages)
     tiny = {k: v * 1e-6 for k, v in g.items()}
     tiny_ref, tiny_flip = first_step(grads=tiny), first_step(grads=tiny, flip_eps=True)

@@ -10,13 +10,14 @@ import argparse
 import json
 import sys
 
+from pgrl import __version__
 from pgrl.checkpoint import CheckpointError
-from pgrl.config import ConfigError, load_config
+from pgrl.config import ConfigError, load_config, shipped_configs
 from pgrl.policies import BACKENDS
 
 
 def _train(args) -> int:
-    from pgrl.trainer import train
+    from pgrl.reinforce import train
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -34,7 +35,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from pgrl.trainer import evaluate
+    from pgrl.play import evaluate
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -52,7 +53,7 @@ def _eval(args) -> int:
 
 
 def _export(args) -> int:
-    from pgrl.trainer import export_weights
+    from pgrl.play import export_weights
 
     info = export_weights(args.checkpoint, args.out, dtype=args.dtype, note=args.note)
     print(json.dumps({"out": args.out, **info}, indent=2))
@@ -100,10 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgrl", description="REINFORCE with NumPy and TF backends"
     )
+    parser.add_argument("--version", action="version", version=f"pgrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    config_help = (
+        "a TOML file, e.g. configs/cartpole.toml, or the name of a shipped config: "
+        + ", ".join(shipped_configs())
+    )
 
     p = sub.add_parser("train", help="train a policy from a TOML config")
-    p.add_argument("config", help="TOML config, e.g. configs/cartpole.toml")
+    p.add_argument("config", help=config_help)
     p.add_argument("--backend", choices=BACKENDS, help="override policy.backend")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--out", help="run directory (default runs/<env>-<backend>-seed<k>)")
@@ -137,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("compare", help="train every (backend, seed) pair and compare the curves")
-    p.add_argument("config")
+    p.add_argument("config", help=config_help)
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="runs/compare", help="output directory (default %(default)s)")
@@ -146,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("check", help="backend parity and finite differences for a config")
-    p.add_argument("config")
+    p.add_argument("config", help=config_help)
     p.add_argument("--explain", action="store_true", help="show what each usual mistake costs")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")

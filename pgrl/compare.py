@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.config import load_config
+from pgrl.rundir import read_metrics
 
 RUN_COLUMNS = [
     "backend",
@@ -45,12 +46,11 @@ def _run_one(
 ) -> dict:
     """One training run in a worker process; never raises (errors come back as data)."""
     try:
-        if single_thread and backend == "tensorflow":
-            import tensorflow as tf  # one core per run: runs are the parallelism
+        if single_thread:
+            from pgrl.policies import limit_threads
 
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        from pgrl.trainer import train
+            limit_threads(1)  # one core per run: the runs are the parallelism
+        from pgrl.reinforce import train
 
         cfg = load_config(config_path, [*overrides, f"train.seed={seed}", "log.progress=false"])
         summary = train(cfg, out=out, backend=backend, overwrite=True)  # compare owns DIR
@@ -141,12 +141,7 @@ def compare(
 
 
 def _read_curve(run_dir: Path) -> dict[str, np.ndarray]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        k: np.array([float(r[k]) for r in rows])
-        for k in ("episode", "wall_time", "return", "running_return", "mean100")
-    }
+    return read_metrics(run_dir / "metrics.csv")
 
 
 def _run_row(out: Path, backend: str, seed: int, result: dict) -> dict:

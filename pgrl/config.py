@@ -1,8 +1,10 @@
 """Run configuration: typed dataclasses loaded from TOML, with ``--set section.key=value``.
 
-One source of truth for every knob of a run. Every mistake (unknown key, wrong type, value out of
-range, missing file, TOML syntax error) raises :class:`ConfigError` with one line naming the file
-and the key; the command line turns it into exit status 2.
+One source of truth for every knob of a run. A config is a TOML file or the name of one shipped
+in ``pgrl/configs`` (``"cartpole"``, ``"pong"``; see :func:`config_path`). Every mistake (unknown
+key, wrong type, value out of range, missing file, TOML syntax error) raises :class:`ConfigError`
+with one line naming the file and the key; the command line turns it into exit status 2. A
+:class:`Config` built in Python gets the same checks from :meth:`Config.validate`.
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
+import stat
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pgrl.envs import SUPPORTED_ENV_IDS
+from pgrl.optim import RMSprop
 from pgrl.policies import BACKENDS
 from pgrl.policies.base import DTYPES, REDUCTIONS
 
-ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
 STANDARDIZE = ("episode", "batch", "none")
 VECTORIZATIONS = ("auto", "sync", "workers", "async")
 
@@ -31,7 +37,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """The environment: ``id`` one of ENV_IDS, played on ``num_envs`` parallel copies."""
+    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS, on ``num_envs`` copies."""
 
     id: str = "CartPole-v1"
     num_envs: int = 1
@@ -90,11 +96,38 @@ class LogConfig:
 
 @dataclass
 class Config:
+    """A whole run: one dataclass per TOML section."""
+
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self, where: str = "config") -> Config:
+        """Check every value's type and range, as loading a TOML file does.
+
+        Values are stored as TOML would give them: NumPy ints as ints, ints for float fields as
+        floats, tuples as lists; nothing else changes.
+
+        Args:
+            where: the config's origin, named first in the message (e.g. its file).
+
+        Returns:
+            This config, checked.
+
+        Raises:
+            ConfigError: one line naming ``where`` and the first bad key.
+        """
+        for section, cls in SECTIONS.items():
+            values = getattr(self, section)
+            if not isinstance(values, cls):
+                raise ConfigError(f"{where}: '{section}' must be a {cls.__name__}, got {values!r}")
+            for name, annotation in _FIELD_TYPES[section].items():
+                value = _coerce(getattr(values, name), annotation, f"{section}.{name}", where)
+                setattr(values, name, value)
+        _check_ranges(self, where)
+        return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -129,21 +162,13 @@ def _toml_value(value) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-
-
-def _section_class(name: str):
-    return {
-        "env": EnvConfig,
-        "policy": PolicyConfig,
-        "optimizer": OptimizerConfig,
-        "train": TrainConfig,
-        "log": LogConfig,
-    }[name]
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)
+# section -> {key: annotation}, e.g. "train" -> {"seed": int, ...}
+_FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
 
 
 def _all_keys() -> list[str]:
-    return [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(_section_class(s))]
+    return [f"{section}.{key}" for section, keys in _FIELD_TYPES.items() for key in keys]
 
 
 def _unknown(key: str, where: str) -> ConfigError:
@@ -153,7 +178,11 @@ def _unknown(key: str, where: str) -> ConfigError:
 
 
 def _coerce(value, annotation, key: str, where: str):
-    """Check ``value`` against a field's type; ints are accepted where floats are expected."""
+    """``value`` as a field of type ``annotation`` holds it, or ConfigError naming ``key``.
+
+    Ints (NumPy's too) are accepted where floats are expected, and tuples where lists are, as the
+    values TOML would give for them.
+    """
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -164,20 +193,23 @@ def _coerce(value, annotation, key: str, where: str):
         if isinstance(value, bool):
             return value
     elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
     elif annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
     elif annotation is str:
         if isinstance(value, str):
             return value
     elif origin is list:
         (item,) = typing.get_args(annotation)
-        if isinstance(value, list):
-            return [_coerce(v, item, key, where) for v in value]
+        if isinstance(value, list | tuple):
+            try:
+                return [_coerce(v, item, key, where) for v in value]
+            except ConfigError:
+                pass  # reported below, with the whole list
     elif origin is dict:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
     name = getattr(annotation, "__name__", str(annotation))
     if origin is list:
@@ -187,13 +219,30 @@ def _coerce(value, annotation, key: str, where: str):
     raise ConfigError(f"{where}: '{key}' must be {name}, got {value!r}")
 
 
+def _check_optimizer(o: OptimizerConfig, where: str) -> None:
+    """RMSprop's own checks, reported under the key of the value it rejects."""
+    values = dataclasses.asdict(o)
+    # RMSprop checks each value on its own: built from one value at a time, it names the bad key.
+    for name, value in values.items():
+        try:
+            RMSprop(**{name: value})
+        except ValueError as e:
+            text, prefix = str(e), f"RMSprop {name} "
+            detail = text.removeprefix(prefix) if text.startswith(prefix) else f"is invalid: {text}"
+            raise ConfigError(f"{where}: 'optimizer.{name}' {detail}") from None
+    try:
+        RMSprop(**values)
+    except ValueError as e:
+        raise ConfigError(f"{where}: 'optimizer': {e}") from None
+
+
 def _check_ranges(cfg: Config, where: str) -> None:
     def bad(key, value, expected):
         raise ConfigError(f"{where}: '{key}' must be {expected}, got {value!r}")
 
-    e, p, o, t = cfg.env, cfg.policy, cfg.optimizer, cfg.train
-    if e.id not in ENV_IDS:
-        bad("env.id", e.id, f"one of {', '.join(ENV_IDS)}")
+    e, p, t = cfg.env, cfg.policy, cfg.train
+    if e.id not in SUPPORTED_ENV_IDS:
+        bad("env.id", e.id, f"one of {', '.join(SUPPORTED_ENV_IDS)}")
     if e.num_envs < 1:
         bad("env.num_envs", e.num_envs, ">= 1")
     if e.vectorization not in VECTORIZATIONS:
@@ -206,12 +255,7 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("policy.dtype", p.dtype, f"one of {', '.join(DTYPES)}")
     if p.reduction not in REDUCTIONS:
         bad("policy.reduction", p.reduction, f"one of {', '.join(REDUCTIONS)}")
-    if not (o.learning_rate > 0 and math.isfinite(o.learning_rate)):
-        bad("optimizer.learning_rate", o.learning_rate, "> 0")
-    if not 0 <= o.decay < 1:
-        bad("optimizer.decay", o.decay, "in [0, 1)")
-    if not (o.epsilon > 0 and math.isfinite(o.epsilon)):
-        bad("optimizer.epsilon", o.epsilon, "> 0")
+    _check_optimizer(cfg.optimizer, where)
     if t.seed < 0:
         bad("train.seed", t.seed, ">= 0")
     if t.episodes < 1:
@@ -241,15 +285,11 @@ def from_dict(data: dict, where: str = "config") -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: '{section}' must be a table [{section}], got {values!r}")
         target = getattr(cfg, section)
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        types_ = typing.get_type_hints(type(target))
         for key, value in values.items():
-            full = f"{section}.{key}"
-            if key not in fields:
-                raise _unknown(full, where)
-            setattr(target, key, _coerce(value, types_[key], full, where))
-    _check_ranges(cfg, where)
-    return cfg
+            if key not in _FIELD_TYPES[section]:
+                raise _unknown(f"{section}.{key}", where)
+            setattr(target, key, value)
+    return cfg.validate(where)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -265,8 +305,70 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def _shipped_dir():
+    return resources.files("pgrl").joinpath("configs")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with pgrl (``pgrl/configs/<name>.toml``), sorted."""
+    folder = _shipped_dir()
+    if not folder.is_dir():
+        return []
+    files = (f for f in folder.iterdir() if f.name.endswith(".toml") and f.is_file())
+    return sorted(f.name[: -len(".toml")] for f in files)
+
+
+# stat test -> what the file is, for configs that exist but are no regular file
+_FILE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def config_path(config: str | Path) -> Path:
+    """The TOML file a config argument stands for: an existing file as given, else a shipped one.
+
+    Args:
+        config: a path to a TOML file, or the name of a shipped config with or without ``.toml``
+            (``"cartpole"``, ``"pong.toml"``; see :func:`shipped_configs`). Only a bare name is
+            looked up, never a path such as ``"configs/cartpole.toml"``.
+
+    Returns:
+        The file to read; a shipped config's lies inside the installed package.
+
+    Raises:
+        ConfigError: one line: a directory, something that is not a regular file, or neither a
+            file nor a shipped name (the message lists the shipped names).
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    text = str(config)
+    names = shipped_configs()
+    name = text.removesuffix(".toml")
+    if text and path.name == text and name in names:
+        return Path(str(_shipped_dir().joinpath(f"{name}.toml")))
+    if text and path.is_dir():
+        raise ConfigError(f"{text}: is a directory, not a config file")
+    if text and path.exists():
+        mode = path.stat().st_mode
+        kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
+        raise ConfigError(f"{text}: is {kind}, not a config file")
+    close = difflib.get_close_matches(path.stem.lower(), names, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    what = "config file or shipped config name" if path.name == text else "config file"
+    raise ConfigError(f"{text}: no such {what}{hint}; shipped configs: {', '.join(names)}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a TOML config (defaults when ``path`` is None), then ``section.key=value`` overrides.
+
+    Args:
+        path: a TOML file, or the name of a shipped config (``"cartpole"``; see
+            :func:`config_path`). Messages name it as given.
+        overrides: ``"section.key=value"`` strings, applied in order (``--set``).
 
     Raises:
         ConfigError: with one line naming the file and the key.
@@ -275,15 +377,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = "config"
     if path is not None:
         where = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{where}: no such config file")
+        file = config_path(path)
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{where}: TOML syntax error: {e}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{where}: not a text (TOML) file") from None
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
     for text in overrides or []:
         section, key, value = parse_override(text)
         data.setdefault(section, {})

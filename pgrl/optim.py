@@ -76,14 +76,3 @@ class RMSprop:
             else:
                 denom = np.sqrt(v) + self.epsilon
             params[name] -= self.learning_rate * g / denom
-
-    def to_keras(self):
-        """The same optimizer as a Keras optimizer (imports TensorFlow)."""
-        from pgrl.policies.tf_policy import KerasRMSprop
-
-        return KerasRMSprop(
-            learning_rate=self.learning_rate,
-            rho=self.decay,
-            epsilon=self.epsilon,
-            epsilon_inside_sqrt=self.epsilon_inside_sqrt,
-        )

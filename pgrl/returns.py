@@ -47,3 +47,24 @@ def standardize(x) -> np.ndarray:
         return np.zeros_like(x)
     centered = x - x.mean()
     return centered / centered.std()
+
+
+def compute_advantages(
+    rewards: np.ndarray, ep_bounds: np.ndarray, gamma: float, reset_on_nonzero: bool, mode: str
+) -> np.ndarray:
+    """Each step's advantage: its discounted return, standardized per episode or per batch.
+
+    Args:
+        rewards: (T,) rewards of a batch of episodes stacked in time.
+        ep_bounds: (E + 1,) offsets: episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
+        gamma, reset_on_nonzero: as :func:`discount_rewards`.
+        mode: ``"episode"`` (Karpathy's), ``"batch"`` or ``"none"`` (raw returns).
+
+    Returns:
+        float64 array of shape (T,).
+    """
+    returns = np.empty(len(rewards), dtype=np.float64)
+    for start, stop in zip(ep_bounds[:-1], ep_bounds[1:], strict=True):
+        g = discount_rewards(rewards[start:stop], gamma, reset_on_nonzero)
+        returns[start:stop] = standardize(g) if mode == "episode" else g
+    return standardize(returns) if mode == "batch" else returns

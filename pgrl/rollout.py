@@ -74,10 +74,11 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from pgrl.envs import make_env
+from pgrl.policies.base import check_positive_int
 from pgrl.sparse import SparseRows
 from pgrl.vector import WorkerVectorEnv
 
-__all__ = ["CHUNK_ROWS", "EpisodeBatch", "batch_action_prob", "collect_episodes", "make_vector_env"]
+__all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed ~1.5 ms at a time.
 CHUNK_ROWS = 1024
@@ -86,9 +87,6 @@ VECTORIZATIONS = ("auto", "sync", "workers", "async")
 CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
-# The actions handed to in-process envs: NumPy ints, as action_space.sample() gives
-# (gymnasium's Discrete.contains checks a Python int's range through np.iinfo: ~0.5 us a step).
-ACTIONS = (np.int64(0), np.int64(1))
 
 
 def make_vector_env(
@@ -131,7 +129,7 @@ def make_vector_env(
         ValueError: ``num_envs`` or ``seed`` is not a valid integer, or ``env_id`` is unknown.
         RuntimeError: a ``"workers"`` process could not build its env.
     """
-    num_envs = _check_positive_int("num_envs", num_envs)
+    num_envs = check_positive_int("num_envs", num_envs)
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
     if vectorization == "auto":
@@ -237,7 +235,7 @@ def collect_episodes(
             not binary, with the wrong autoreset mode or an observation width that is not the
             policy's.
     """
-    n_episodes = _check_positive_int("n_episodes", n_episodes)
+    n_episodes = check_positive_int("n_episodes", n_episodes)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}"
@@ -245,204 +243,97 @@ def collect_episodes(
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be a callable or None, got {progress!r}")
     obs_space = _check_envs(envs, policy)
-    sparse = np.issubdtype(obs_space.dtype, np.integer)
-    writers = [
-        _EpisodeWriter(obs_space.shape[0], obs_space.dtype, sparse) for _ in range(envs.num_envs)
-    ]
-    batch = _BatchBuilder(sparse, progress)
-    action_prob = batch_action_prob(policy, obs_space)
-    feed_dtype = _feed_dtype(policy, obs_space)
-    seeds = rng.integers(SEED_BOUND, size=envs.num_envs).tolist()
-    if isinstance(envs, SyncVectorEnv) and envs.num_envs == 1:
-        env_steps = _play_one_env(
-            envs.envs[0], action_prob, feed_dtype, rng, n_episodes, seeds[0], writers[0], batch
-        )
-    elif isinstance(envs, SyncVectorEnv):
-        env_steps = _play_in_process(envs.envs, action_prob, rng, n_episodes, seeds, writers, batch)
-    else:
-        env_steps = _play_vector(envs, action_prob, rng, n_episodes, seeds, writers, batch)
-    return batch.build(env_steps)
-
-
-def batch_action_prob(policy, obs_space: spaces.Box):
-    """The function to call per step while the weights stay fixed: ``policy.rollout_fn()`` (no
-    per-call checks) when observations of ``obs_space`` reach it unconverted, else
-    ``policy.action_prob`` (float observations wider than the policy's dtype)."""
-    dtype = np.dtype(obs_space.dtype)
-    policy_dtype = getattr(policy, "dtype", None)
-    rollout_fn = getattr(policy, "rollout_fn", None)
-    if rollout_fn is None or policy_dtype is None:
-        return policy.action_prob
-    if dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize <= policy_dtype.itemsize):
-        return rollout_fn()
-    return policy.action_prob
-
-
-def _feed_dtype(policy, obs_space: spaces.Box) -> np.dtype:
-    """The dtype of the row the one-env loop hands to the policy: the policy's own for float
-    observations narrower than it (CartPole's float32 rows, a float64 policy), widened exactly
-    once per step from the batch's row (the policy's products would widen it inside every call);
-    the observations' dtype otherwise."""
-    dtype = np.dtype(obs_space.dtype)
-    policy_dtype = getattr(policy, "dtype", None)
-    if dtype.kind == "f" and policy_dtype is not None and dtype.itemsize < policy_dtype.itemsize:
-        return np.dtype(policy_dtype)
-    return dtype
-
-
-def _play_one_env(env, action_prob, feed_dtype, rng, n_episodes, seed, writer, batch) -> int:
-    """The loop for a single in-process env, stepped directly (SyncVectorEnv's per-step batching
-    costs as much as CartPole's physics); same calls and draws as :func:`_play_in_process`."""
-    random = rng.random
-    step = env.step
-    obs_rows, action_rows, reward_rows = writer.obs, writer.actions, writer.rewards
-    x = np.zeros((1, obs_rows.shape[1]), dtype=feed_dtype)  # the policy's input row
-    env_steps = 0
-    obs, _ = env.reset(seed=seed)
-    for k in range(n_episodes):
-        if k:
-            obs, _ = env.reset()
-        j = 0
-        while True:
-            obs_rows[j] = obs
-            x[0] = obs_rows[j]  # what the policy sees is what the batch keeps
-            # u = rng.random(1)[0] draws the same number as rng.random(), without the array
-            a = 1 if random() < action_prob(x)[0] else 0
-            obs, reward, terminated, truncated, _ = step(ACTIONS[a])
-            action_rows[j] = a
-            reward_rows[j] = reward
-            j += 1
-            if terminated or truncated:
-                break
-            if j == CHUNK_ROWS:
-                writer.flush(j)
-                env_steps += j
-                j = 0
-        writer.flush(j)
-        env_steps += j
-        batch.add(writer.take(), 0)
-    return env_steps
-
-
-def _play_in_process(sub_envs, action_prob, rng, n_episodes, seeds, writers, batch) -> int:
-    """The loop for several in-process envs, stepped directly: only the envs playing an episode
-    of the batch step; idle ones wait. Same calls and draws as :func:`_play_vector`."""
-    num_envs = len(sub_envs)
-    random = rng.random
-    steps = [env.step for env in sub_envs]
-    playing = list(range(min(n_episodes, num_envs)))  # envs recording an episode, ascending
+    num_envs = envs.num_envs
+    slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
+    episodes = _Recorder(num_envs, obs_space, progress)
+    playing = list(range(min(n_episodes, num_envs)))  # envs playing an episode of this batch
     started = len(playing)
-    obs = np.zeros((num_envs, writers[0].obs.shape[1]), dtype=writers[0].obs.dtype)
-    for i in playing:
-        obs[i] = sub_envs[i].reset(seed=seeds[i])[0]
-    env_steps = 0
+    actions = np.zeros(num_envs, dtype=np.int64)  # idle envs (lockstep only) play 0
+    obs = slots.reset(rng.integers(SEED_BOUND, size=num_envs).tolist())
     while True:
-        u = random(num_envs)
-        a = u[playing] < action_prob(obs[playing])
-        ended = []
-        for k, i in enumerate(playing):
-            w = writers[i]
-            j = w.j
-            w.obs[j] = obs[i]
-            w.actions[j] = a_k = a[k]
-            obs[i], w.rewards[j], terminated, truncated, _ = steps[i](ACTIONS[1 if a_k else 0])
-            w.j = j + 1
-            if terminated or truncated:
-                ended.append(i)
-            elif w.j == CHUNK_ROWS:
-                w.flush(w.j)
-        env_steps += len(playing)
+        u = rng.random(num_envs)
+        actions[playing] = u[playing] < policy.action_prob(obs[playing])
+        episodes.record(obs, actions, playing)
+        obs, rewards, done = slots.step(actions, playing)
+        ended = episodes.reward(rewards, done, playing)
+        if episodes.n_episodes == n_episodes:  # only needed episodes are started: all ended
+            return episodes.build(slots.env_steps)
         for i in ended:
-            w = writers[i]
-            w.flush(w.j)
-            batch.add(w.take(), i)
-            if batch.n_episodes == n_episodes:
-                return env_steps
             if started < n_episodes:
                 started += 1
-                obs[i] = sub_envs[i].reset()[0]
             else:
                 playing.remove(i)
+                actions[i] = 0
+        if done.any():
+            obs = slots.reset_done(done)
 
 
-def _play_vector(envs, action_prob, rng, n_episodes, seeds, writers, batch) -> int:
-    """The loop for worker processes (WorkerVectorEnv, AsyncVectorEnv): one ``envs.step`` per
-    vector step (every env steps; idle ones with action 0), finished envs reset by mask."""
-    num_envs = envs.num_envs
-    random = rng.random
-    env_steps = 0
-    actions = np.zeros(num_envs, dtype=np.int8)
-    obs, _ = envs.reset(seed=seeds)
-    playing = list(range(min(n_episodes, num_envs)))  # envs recording an episode, ascending
-    started = len(playing)
-    while True:
-        u = random(num_envs)
-        if len(playing) == num_envs:  # the usual case: no fancy indexing (~3 us)
-            actions[:] = u < action_prob(obs)
-        else:
-            actions[:] = 0
-            actions[playing] = u[playing] < action_prob(obs[playing])
+class _InProcess:
+    """The sub-envs of a ``SyncVectorEnv``, stepped one by one, only those playing:
+    ``SyncVectorEnv.step`` would step idle envs too, and its per-env batching of infos costs
+    about as much as CartPole's physics."""
+
+    def __init__(self, envs: SyncVectorEnv):
+        self.envs = envs.envs
+        space = envs.single_observation_space
+        self.obs = np.zeros((len(self.envs), *space.shape), dtype=space.dtype)
+        self.rewards = np.zeros(len(self.envs))
+        self.done = np.zeros(len(self.envs), dtype=bool)
+        self.env_steps = 0
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        for i, env in enumerate(self.envs):
+            self.obs[i] = env.reset(seed=seeds[i])[0]
+        return self.obs
+
+    def step(self, actions: np.ndarray, playing: list[int]):
+        self.done[:] = False
         for i in playing:
-            w = writers[i]
-            w.obs[w.j] = obs[i]
-            w.actions[w.j] = actions[i]
-        # Python ints: pickling NumPy scalars to the workers costs ~15 us each
-        obs, rewards, terminated, truncated, _ = envs.step(actions.tolist())
-        env_steps += num_envs
-        done = terminated | truncated
-        for i in playing:
-            w = writers[i]
-            w.rewards[w.j] = rewards[i]
-            w.j += 1
-            if w.j == CHUNK_ROWS and not done[i]:
-                w.flush(w.j)
-        if not done.any():
-            continue
+            self.obs[i], self.rewards[i], terminated, truncated, _ = self.envs[i].step(actions[i])
+            self.done[i] = terminated or truncated
+        self.env_steps += len(playing)
+        return self.obs, self.rewards, self.done
+
+    def reset_done(self, done: np.ndarray) -> np.ndarray:
         for i in np.flatnonzero(done).tolist():
-            if i in playing:
-                w = writers[i]
-                w.flush(w.j)
-                batch.add(w.take(), i)
-                if batch.n_episodes == n_episodes:
-                    return env_steps
-                if started < n_episodes:
-                    started += 1
-                else:
-                    playing.remove(i)
-        # DISABLED autoreset: a finished env, idle or not, must be reset before its next step.
-        obs, _ = envs.reset(options={"reset_mask": done})
+            self.obs[i] = self.envs[i].reset()[0]
+        return self.obs
 
 
-class _EpisodeWriter:
-    """One env's episode in progress: rows go into a fixed chunk, compacted into parts."""
+class _Lockstep:
+    """Any other gymnasium vector env: every env steps every time (idle ones with action 0), and
+    finished envs are reset by mask."""
 
-    def __init__(self, obs_dim: int, obs_dtype, sparse: bool):
-        self.obs = np.zeros((CHUNK_ROWS, obs_dim), dtype=obs_dtype)
-        self.actions = np.zeros(CHUNK_ROWS, dtype=np.int8)
-        self.rewards = np.zeros(CHUNK_ROWS, dtype=np.float64)
-        self.sparse = sparse
-        self.j = 0  # rows filled in the chunk (used by the vector loop)
-        self.parts: list[tuple] = []
+    def __init__(self, envs: VectorEnv):
+        self.envs = envs
+        self.env_steps = 0
 
-    def flush(self, j: int) -> None:
-        """Move rows [0, j) of the chunk into a compact part; the chunk is reused."""
-        obs = SparseRows.from_dense(self.obs[:j]) if self.sparse else self.obs[:j].copy()
-        self.parts.append((obs, self.actions[:j].copy(), self.rewards[:j].copy()))
-        self.j = 0
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        return self.envs.reset(seed=seeds)[0]
 
-    def take(self) -> list[tuple]:
-        """The finished episode's parts; the writer is empty afterwards."""
-        parts, self.parts = self.parts, []
-        return parts
+    def step(self, actions: np.ndarray, playing: list[int]):
+        obs, rewards, terminated, truncated, _ = self.envs.step(actions)
+        self.env_steps += self.envs.num_envs
+        return obs, rewards, terminated | truncated
+
+    def reset_done(self, done: np.ndarray) -> np.ndarray:
+        return self.envs.reset(options={"reset_mask": done})[0]
 
 
-class _BatchBuilder:
-    """Finished episodes in order; concatenated once, at the end."""
+class _Recorder:
+    """The episodes of one batch: each env writes its rows into a fixed chunk, compacted (and
+    for integer observations compressed to SparseRows) when full or when the episode ends;
+    finished episodes are concatenated once, at the end."""
 
-    def __init__(self, sparse: bool, progress):
-        self.sparse = sparse
+    def __init__(self, num_envs: int, obs_space: spaces.Box, progress):
+        self.sparse = np.issubdtype(obs_space.dtype, np.integer)
         self.progress = progress
-        self.parts: list[tuple] = []
+        self.obs = np.zeros((num_envs, CHUNK_ROWS, *obs_space.shape), dtype=obs_space.dtype)
+        self.actions = np.zeros((num_envs, CHUNK_ROWS), dtype=np.int8)
+        self.rewards = np.zeros((num_envs, CHUNK_ROWS), dtype=np.float64)
+        self.rows = [0] * num_envs  # rows filled in each env's chunk
+        self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far
+        self.parts: list[tuple] = []  # (obs, actions, rewards) of finished episodes, in order
         self.lengths: list[int] = []
         self.envs: list[int] = []
         self.steps = 0
@@ -451,11 +342,43 @@ class _BatchBuilder:
     def n_episodes(self) -> int:
         return len(self.lengths)
 
-    def add(self, parts: list[tuple], env_index: int) -> None:
+    def record(self, obs: np.ndarray, actions: np.ndarray, playing: list[int]) -> None:
+        """The observation each playing env acted on, and its action."""
+        for i in playing:
+            j = self.rows[i]
+            self.obs[i, j] = obs[i]
+            self.actions[i, j] = actions[i]
+
+    def reward(self, rewards: np.ndarray, done: np.ndarray, playing: list[int]) -> list[int]:
+        """Each playing env's reward for its last action; returns the envs whose episode ended,
+        ascending, once each has been added to the batch."""
+        ended = []
+        for i in playing:
+            j = self.rows[i]
+            self.rewards[i, j] = rewards[i]
+            self.rows[i] = j + 1
+            if done[i]:
+                self._flush(i)
+                self._end_episode(i)
+                ended.append(i)
+            elif j + 1 == CHUNK_ROWS:
+                self._flush(i)
+        return ended
+
+    def _flush(self, i: int) -> None:
+        """Move env i's chunk rows into a compact part; the chunk is reused."""
+        j = self.rows[i]
+        obs = self.obs[i, :j]
+        obs = SparseRows.from_dense(obs) if self.sparse else obs.copy()
+        self.open_parts[i].append((obs, self.actions[i, :j].copy(), self.rewards[i, :j].copy()))
+        self.rows[i] = 0
+
+    def _end_episode(self, i: int) -> None:
+        parts, self.open_parts[i] = self.open_parts[i], []
         length = sum(len(p[1]) for p in parts)
         self.parts.extend(parts)
         self.lengths.append(length)
-        self.envs.append(env_index)
+        self.envs.append(i)
         self.steps += length
         if self.progress is not None:
             self.progress(self.n_episodes, self.steps)
@@ -478,12 +401,6 @@ class _BatchBuilder:
             steps=self.steps,
             env_steps=int(env_steps),
         )
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_envs(envs, policy) -> spaces.Box:

@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pgrl.config import load_config
-    from pgrl.trainer import train
+    from pgrl.reinforce import train
 
     cfg = load_config(args.config, args.set)
     print(f"{cfg.env.id}; ceiling: the raw env, random actions, 1 process, before/after")

@@ -1,10 +1,28 @@
 """Config loading: defaults, overrides, and one clear line for every mistake."""
 
 import tomllib
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pgrl.config import Config, ConfigError, from_dict, load_config
+import pgrl
+from pgrl.config import (
+    Config,
+    ConfigError,
+    EnvConfig,
+    LogConfig,
+    OptimizerConfig,
+    PolicyConfig,
+    TrainConfig,
+    config_path,
+    from_dict,
+    load_config,
+    shipped_configs,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DIR = Path(pgrl.__file__).parent / "configs"
 
 
 def test_shipped_configs_load():
@@ -63,6 +81,9 @@ def test_resolved_config_round_trips_through_toml():
         ("policy.bias=1", "'policy.bias' must be bool, got 1"),
         ("optimizer.learning_rate=0", "'optimizer.learning_rate' must be > 0, got 0.0"),
         ("optimizer.learning_rate=-1e-3", "'optimizer.learning_rate' must be > 0"),
+        ("optimizer.decay=1", "'optimizer.decay' must be in [0, 1), got 1.0"),
+        ("optimizer.epsilon=inf", "'optimizer.epsilon' must be finite, got inf"),
+        ("optimizer.epsilon_inside_sqrt=0", "'optimizer.epsilon_inside_sqrt' must be bool, got 0"),
         ("train.gamma=0", "'train.gamma' must be in (0, 1], got 0.0"),
         ("train.gamma=1.01", "'train.gamma' must be in (0, 1]"),
         ("policy.hidden_sizes=[32, 0]", "'policy.hidden_sizes' must be a list of sizes >= 1"),
@@ -85,7 +106,7 @@ def test_bad_values_name_the_key_and_the_file(override, message):
 
 
 def test_missing_file_and_syntax_error(tmp_path):
-    with pytest.raises(ConfigError, match="nope.toml: no such config file"):
+    with pytest.raises(ConfigError, match="nope.toml: no such config file; shipped configs: "):
         load_config(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nseed = 1\nepisodes = = 3\n")
@@ -95,3 +116,106 @@ def test_missing_file_and_syntax_error(tmp_path):
     section.write_text("train = 3\n")
     with pytest.raises(ConfigError, match=r"'train' must be a table"):
         load_config(section)
+
+
+@pytest.mark.parametrize("file", sorted(SHIPPED_DIR.glob("*.toml")), ids=lambda f: f.name)
+def test_every_shipped_file_loads_by_path_and_by_name(file):
+    cfg = load_config(file)
+    assert cfg == load_config(file.stem) == load_config(file.name)
+    assert cfg.train.episodes >= 1 and cfg.env.id in ("CartPole-v1", "ALE/Pong-v5")
+
+
+def test_shipped_names_and_the_repository_link():
+    assert shipped_configs() == sorted(f.stem for f in SHIPPED_DIR.glob("*.toml"))
+    assert {"cartpole", "pong", "pong_fast"} <= set(shipped_configs())
+    # the documented configs/ paths are the package's files
+    assert (ROOT / "configs").resolve() == SHIPPED_DIR.resolve()
+    assert config_path("pong") == SHIPPED_DIR / "pong.toml"
+
+
+def test_names_work_from_any_directory_and_files_come_first(tmp_path, monkeypatch):
+    expected = load_config(ROOT / "configs" / "cartpole.toml", ["train.seed=4"])
+    monkeypatch.chdir(tmp_path)
+    assert load_config("cartpole", ["train.seed=4"]) == expected
+    assert load_config("cartpole.toml", ["train.seed=4"]) == expected
+    # an existing file is used as given, even where its name is a shipped one
+    (tmp_path / "cartpole.toml").write_text("[train]\nseed = 5\n")
+    assert config_path("cartpole.toml") == Path("cartpole.toml")
+    assert load_config("cartpole.toml").train.seed == 5
+    assert load_config("cartpole").train.seed == 0  # no file "cartpole": the shipped one
+
+
+def test_config_path_reasons(tmp_path, monkeypatch):
+    names = ", ".join(shipped_configs())
+    with pytest.raises(ConfigError) as err:
+        config_path("pongfast")
+    assert str(err.value) == (
+        "pongfast: no such config file or shipped config name (did you mean 'pong_fast'?); "
+        f"shipped configs: {names}"
+    )
+    with pytest.raises(ConfigError) as err:
+        config_path("zzz")
+    assert (
+        str(err.value)
+        == f"zzz: no such config file or shipped config name; shipped configs: {names}"
+    )
+    with pytest.raises(ConfigError, match=r"is a directory, not a config file$"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"^/dev/null: is a character device, not a config file$"):
+        load_config("/dev/null")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pong").mkdir()
+    assert config_path("pong") == SHIPPED_DIR / "pong.toml"  # a name, though a directory too
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (Config(train=TrainConfig(episodes=-5)), "'train.episodes' must be >= 1, got -5"),
+        (Config(train=TrainConfig(seed="3")), "'train.seed' must be int, got '3'"),
+        (Config(train=TrainConfig(gamma=float("nan"))), "'train.gamma' must be in (0, 1], got nan"),
+        (Config(train=TrainConfig(max_steps=2.5)), "'train.max_steps' must be int, got 2.5"),
+        (Config(env=EnvConfig(id="Pong")), "'env.id' must be one of CartPole-v1, ALE/Pong-v5"),
+        (Config(env=EnvConfig(kwargs=None)), "'env.kwargs' must be table, got None"),
+        (
+            Config(policy=PolicyConfig(hidden_sizes=[32, "8"])),
+            "'policy.hidden_sizes' must be list of int, got [32, '8']",
+        ),
+        (Config(policy=PolicyConfig(hidden_sizes=32)), "'policy.hidden_sizes' must be list of int"),
+        (Config(policy=PolicyConfig(dtype="float16")), "'policy.dtype' must be one of float32"),
+        (
+            Config(optimizer=OptimizerConfig(learning_rate="1e-3")),
+            "'optimizer.learning_rate' must be float, got '1e-3'",
+        ),
+        (
+            Config(optimizer=OptimizerConfig(learning_rate=0.0)),
+            "'optimizer.learning_rate' must be > 0, got 0.0",
+        ),
+        (
+            Config(optimizer=OptimizerConfig(decay=True)),
+            "'optimizer.decay' must be float, got True",
+        ),
+        (Config(log=LogConfig(progress=1)), "'log.progress' must be bool, got 1"),
+        (Config(train={"episodes": 5}), "'train' must be a TrainConfig, got {'episodes': 5}"),
+    ],
+)
+def test_validate_names_the_key(cfg, message):
+    with pytest.raises(ConfigError) as err:
+        cfg.validate("my.toml")
+    assert str(err.value).startswith("my.toml: " + message), str(err.value)
+    with pytest.raises(ConfigError, match=r"^config: '"):
+        cfg.validate()
+
+
+def test_validate_returns_the_config_with_toml_types():
+    cfg = Config(
+        policy=PolicyConfig(hidden_sizes=(16, np.int64(8))),
+        optimizer=OptimizerConfig(learning_rate=1),
+        train=TrainConfig(seed=np.int64(3), gamma=np.float32(0.5)),
+    )
+    assert cfg.validate() is cfg
+    assert cfg.policy.hidden_sizes == [16, 8] and type(cfg.policy.hidden_sizes[1]) is int
+    assert type(cfg.optimizer.learning_rate) is float and type(cfg.train.seed) is int
+    assert type(cfg.train.gamma) is float and cfg.train.gamma == 0.5
+    assert from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    assert Config().validate() == Config()

@@ -13,7 +13,8 @@ import pytest
 import pgrl
 from pgrl.checkpoint import CheckpointError, load_checkpoint
 from pgrl.config import load_config
-from pgrl.trainer import evaluate, export_weights, train
+from pgrl.play import evaluate, export_weights
+from pgrl.reinforce import train
 
 DATA = Path(__file__).parent / "data"
 SHIPPED = Path(str(resources.files("pgrl.pretrained").joinpath("pong.npz")))

@@ -483,8 +483,8 @@ class HugeObsEnv(gym.Env):
 
 
 def test_observations_wider_than_the_policy_go_through_the_checked_action_prob():
-    """rollout_fn takes observations as they are; float64 ones for a float32 policy instead go
-    through action_prob, which casts them and refuses what overflows."""
+    """float64 observations for a float32 policy are cast by action_prob, which refuses what
+    overflows."""
     envs = SyncVectorEnv([HugeObsEnv], copy=False, autoreset_mode=DISABLED)
     policy = make_policy("numpy", 4, hidden_sizes=(3,), dtype="float32")
     with pytest.raises(ValueError, match="NaN or inf \\(in float32\\)"):
@@ -492,23 +492,25 @@ def test_observations_wider_than_the_policy_go_through_the_checked_action_prob()
     envs.close()
 
 
-def test_collect_episodes_takes_rollout_fn_once_per_batch():
-    """One rollout_fn per batch (the weights of that batch), and no checked call per step."""
-    calls = {"rollout_fn": 0, "action_prob": 0}
+def test_one_policy_call_per_vector_step_for_the_playing_envs():
+    """A vector step asks the policy once, for exactly the envs playing an episode of the batch
+    (idle envs are not evaluated): rows asked for == steps recorded."""
+    calls, rows = [], []
 
     class Counting(type(make_policy("numpy", 4))):
-        def rollout_fn(self):
-            calls["rollout_fn"] += 1
-            return super().rollout_fn()
-
         def action_prob(self, obs):
-            calls["action_prob"] += 1
+            calls.append(1)
+            rows.append(len(obs))
             return super().action_prob(obs)
 
-    envs = make_vector_env("CartPole-v1", 2, seed=0)
-    policy = Counting(4, hidden_sizes=(8,), seed=0)
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        collect_episodes(envs, policy, rng, 4)
-    envs.close()
-    assert calls == {"rollout_fn": 3, "action_prob": 0}
+    for vectorization in ("sync", "async"):
+        calls.clear(), rows.clear()
+        envs = make_vector_env("CartPole-v1", 3, seed=0, vectorization=vectorization)
+        policy = Counting(4, hidden_sizes=(8,), seed=0)
+        batch = collect_episodes(envs, policy, np.random.default_rng(0), 4)
+        envs.close()
+        assert sum(rows) == batch.steps
+        # the longest-running env plays every vector step, so there are as many as it has steps
+        assert len(calls) == max(
+            sum(batch.ep_lengths[batch.ep_env == i]) for i in np.unique(batch.ep_env)
+        )

@@ -101,11 +101,10 @@ def test_sparse_parity_between_backends():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("arch", [((200,), False), ((32, 16), True), ((), True)])
-def test_rollout_fn_gives_action_prob_numbers(dtype, arch):
-    """The rollout's unchecked function (NumPy: the same code; TF: eager ops on a snapshot of
-    the weights instead of the traced graph) against the checked action_prob, on the inputs a
-    rollout step gives: 1, 2 and 5 int8 frame differences (an all-zero one included) and
-    float32 CartPole-like rows."""
+def test_action_prob_agrees_across_backends_on_rollout_inputs(dtype, arch):
+    """The inputs a rollout step gives (1, 2 and 5 int8 frame differences, an all-zero one
+    included, hundreds of nonzeros, dense int rows, float32 CartPole-like rows, bools, an empty
+    batch): TF's eager forward pass, NumPy's, and the Keras model's own call agree."""
     hidden_sizes, bias = arch
     rng = np.random.default_rng(7)
     tol = {"float64": 1e-12, "float32": 1e-5}[dtype]  # float32: the README's parity bound
@@ -131,27 +130,36 @@ def test_rollout_fn_gives_action_prob_numbers(dtype, arch):
         }
         np_policy.set_weights(weights)
         tf_policy.set_weights(weights)
-        np_fn, tf_fn = np_policy.rollout_fn(), tf_policy.rollout_fn()
         for obs in batches:
             expected = np_policy.action_prob(obs)
-            np.testing.assert_array_equal(np_fn(obs), expected)
-            p_tf = tf_fn(obs)
-            assert p_tf.dtype == expected.dtype == np.dtype(dtype)
+            p_tf = tf_policy.action_prob(obs)
+            assert p_tf.dtype == expected.dtype == np.dtype(dtype) and p_tf.shape == (len(obs),)
             # atol: TF flushes float32 denormals (a saturated p of 5e-42 becomes 0)
-            np.testing.assert_allclose(p_tf, tf_policy.action_prob(obs), rtol=tol, atol=tol / 1e3)
             np.testing.assert_allclose(p_tf, expected, rtol=tol, atol=tol / 1e3)
+            z = np_policy.logits(obs)
+            np.testing.assert_allclose(tf_policy.logits(obs), z, rtol=tol, atol=tol)
+            if len(obs):
+                keras_z = tf_policy.model(obs.astype(dtype)).numpy()[:, 0]
+                np.testing.assert_allclose(keras_z, z, rtol=tol, atol=tol)
 
 
-def test_tf_rollout_fn_keeps_the_weights_it_was_made_with():
-    """A batch is played by the weights at its start: the TF function reads the variables once;
-    a function made after an update sees the new weights."""
+@pytest.mark.parametrize("change", ["update", "apply_gradients", "set_weights"])
+def test_tf_action_prob_follows_every_weight_change(change):
+    """TF's eager forward pass reads a copy of the weights: every way of changing them must
+    show in the next action_prob, exactly as in a freshly loaded policy."""
     rng = np.random.default_rng(3)
     x = frame_differences(rng, 4, 6400, 25)
+    actions, advantages = np.array([1, 0, 1, 1.0]), np.array([5.0, -3.0, 2.0, 4.0])
     policy = make_policy("tensorflow", obs_dim=6400, hidden_sizes=(16,), seed=0)
     before = policy.action_prob(x)
-    fn = policy.rollout_fn()
-    policy.update(x, np.array([1, 0, 1, 1.0]), np.array([5.0, -3.0, 2.0, 4.0]))
+    if change == "update":
+        policy.update(x, actions, advantages)
+    elif change == "apply_gradients":
+        policy.apply_gradients(policy.gradients(x, actions, advantages))
+    else:
+        policy.set_weights({k: 2 * w for k, w in policy.get_weights().items()})
     after = policy.action_prob(x)
     assert np.abs(after - before).max() > 1e-3
-    np.testing.assert_allclose(fn(x), before, rtol=1e-12)
-    np.testing.assert_allclose(policy.rollout_fn()(x), after, rtol=1e-12)
+    fresh = make_policy("tensorflow", obs_dim=6400, hidden_sizes=(16,), seed=0)
+    fresh.set_weights(policy.get_weights())
+    np.testing.assert_array_equal(after, fresh.action_prob(x))

@@ -11,7 +11,9 @@ from pgrl.policies.numpy_policy import NumpyPolicy
 
 BACKENDS = ("numpy", "tensorflow")
 
-__all__ = ["BACKENDS", "NumpyPolicy", "Policy", "TensorFlowPolicy", "make_policy"]
+__all__ = ["BACKENDS", "NumpyPolicy", "Policy", "TensorFlowPolicy", "limit_threads", "make_policy"]
+
+_threads: int | None = None  # per-op thread pool size for TensorFlow; None: its default
 
 
 def __getattr__(name: str):
@@ -36,7 +38,21 @@ def make_policy(backend: str, obs_dim: int, **kwargs) -> Policy:
     if backend == "numpy":
         return NumpyPolicy(obs_dim, **kwargs)
     if backend == "tensorflow":
-        from pgrl.policies.tf_policy import TensorFlowPolicy
+        from pgrl.policies import tf_policy
 
-        return TensorFlowPolicy(obs_dim, **kwargs)
+        if _threads is not None:
+            tf_policy.set_threads(_threads)
+        return tf_policy.TensorFlowPolicy(obs_dim, **kwargs)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def limit_threads(n: int) -> None:
+    """Give backends with their own thread pools (TensorFlow) ``n`` threads per op.
+
+    For several training runs side by side (``pgrl compare``), where the runs are the
+    parallelism. Takes effect if called before the backend's first computation.
+    """
+    global _threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    _threads = n

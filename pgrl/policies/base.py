@@ -7,7 +7,7 @@ here, once, before any state changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +50,8 @@ def init_weights(
     return weights
 
 
-def _check_positive_int(name: str, value) -> int:
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an int, or ValueError naming ``name`` unless it is a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
@@ -81,7 +82,7 @@ class Policy:
         reduction: str = "sum",
         bias: bool = False,
     ):
-        self.obs_dim = _check_positive_int("obs_dim", obs_dim)
+        self.obs_dim = check_positive_int("obs_dim", obs_dim)
         if isinstance(hidden_sizes, int | np.integer) and not isinstance(hidden_sizes, bool):
             hidden_sizes = (hidden_sizes,)
         if not isinstance(hidden_sizes, Sequence) or isinstance(hidden_sizes, str):
@@ -89,7 +90,7 @@ class Policy:
                 f"hidden_sizes must be a sequence of positive integers, got {hidden_sizes!r}"
             )
         self.hidden_sizes = tuple(
-            _check_positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)
+            check_positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)
         )
         if optimizer is None:
             optimizer = RMSprop()
@@ -138,22 +139,23 @@ class Policy:
         """
         return self._action_prob(self._check_obs(obs))
 
-    def rollout_fn(self) -> Callable[[np.ndarray], np.ndarray]:
-        """``obs -> P(action = 1)`` with the current weights, for one batch of rollouts.
+    def logits(self, obs) -> np.ndarray:
+        """The logits ``z`` with ``P(action = 1) = sigmoid(z)``.
 
-        :func:`pgrl.rollout.collect_episodes` calls it once per batch, after checking the env's
-        observation space against ``obs_dim``, and calls the function once per vector step. It
-        skips :meth:`action_prob`'s per-call checks (~3 us, a third of a CartPole step) and may
-        use cheaper machinery for the few rows of a rollout step; the numbers are those of
-        :meth:`action_prob` (NumPy: bit for bit; TensorFlow: to rounding, see its
-        ``rollout_fn``).
+        Args:
+            obs: array of shape (N, obs_dim).
 
-        The function takes (N, obs_dim) arrays of a numeric dtype no wider than the policy's
-        (float32 CartPole rows, int8 Pong frame differences), unchecked: NaN gives NaN, then
-        action 0, and the update refuses such observations. Use it only until the weights change
-        (TensorFlow's reads a snapshot of the weights, NumPy's the policy's arrays).
+        Returns:
+            array of shape (N,), in the policy's dtype.
         """
-        return self._action_prob
+        return self._logits(self._check_obs(obs))
+
+    def loss(self, obs, actions, advantages) -> float:
+        """``L = sum_t A_t * BCE(a_t, z_t)`` (divided by N with ``reduction="mean"``).
+
+        The quantity :meth:`gradients` differentiates; arguments as there.
+        """
+        return float(self._loss(*self._check_batch(obs, actions, advantages)))
 
     def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
         """``dL/dW`` for ``L = sum_t A_t * BCE(a_t, z_t)`` (divided by N with ``reduction="mean"``).
@@ -291,7 +293,13 @@ class Policy:
     def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def _logits(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def _action_prob(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _loss(self, obs, actions, advantages) -> float:
         raise NotImplementedError
 
     def _gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:

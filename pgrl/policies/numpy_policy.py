@@ -17,18 +17,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
     ``1 / (1 + e)`` where ``z >= 0`` and ``e / (1 + e)`` elsewhere, with ``e = exp(-|z|)``.
     """
-    if isinstance(z, np.ndarray) and z.shape == (1,) and z.dtype == np.float64:
-        # A rollout step on one env: the same formula on Python floats (~0.7 us instead of
-        # ~2 us). Python's float arithmetic is IEEE float64, and np.exp of a float runs the loop
-        # it runs on a one-element array, so the bits are those of the array formula on z
-        # (tests/test_policies.py). Longer arrays may take a SIMD exp with other last bits on
-        # some NumPy builds, as they would without this branch.
-        zf = float(z[0])
-        e = float(np.exp(-abs(zf)))
-        return np.array([1.0 / (1.0 + e) if zf >= 0 else e / (1.0 + e)])
     e = np.exp(-np.abs(z))
-    if e.shape == (1,):  # one float32 row: a branch instead of where() (-3 us)
-        return 1.0 / (1.0 + e) if z[0] >= 0 else e / (1.0 + e)
     return np.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
@@ -38,10 +27,7 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def _matmul(h, w: np.ndarray) -> np.ndarray:
-    """``h @ w`` for dense float, SparseRows, or a few integer rows (Pong's rollout steps).
-
-    Dense products go through ``np.dot``: for C-contiguous 2-D operands the same BLAS call as
-    ``@``, with less dispatch per call (a CartPole rollout step makes two)."""
+    """``h @ w`` for dense floats, SparseRows, or a few integer rows (Pong's rollout steps)."""
     if isinstance(h, SparseRows):
         return h.matmul(w)
     if h.dtype.kind in "iu":
@@ -50,7 +36,7 @@ def _matmul(h, w: np.ndarray) -> np.ndarray:
             nz = np.flatnonzero(row != 0)  # ~5x faster than on int8 directly (numpy 2.4)
             out[i] = row[nz].astype(w.dtype) @ w[nz]
         return out
-    return np.dot(h, w)
+    return h @ w
 
 
 class NumpyPolicy(Policy):
@@ -78,23 +64,14 @@ class NumpyPolicy(Policy):
         )
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0
-        n_layers = len(self.hidden_sizes) + 1
-        # (weight name, bias name or None) per layer, first to last
-        self._layer_names = [
-            (f"W{i}", f"b{i}" if self.bias else None) for i in range(1, n_layers + 1)
-        ]
 
     def _first_input(self, x):
         """Sparse Pong-like inputs as SparseRows, everything else as a dense float array."""
-        if isinstance(x, SparseRows):
+        if isinstance(x, SparseRows) or x.dtype.kind not in "iu" or x.shape[0] <= FEW_ROWS:
             return x
-        if x.dtype.kind in "iu":
-            if x.shape[0] <= FEW_ROWS:
-                return x
-            if is_mostly_zero(x):
-                return SparseRows.from_dense(x)
-            return x.astype(self.dtype)
-        return x
+        if is_mostly_zero(x):
+            return SparseRows.from_dense(x)
+        return x.astype(self.dtype)
 
     def _forward(self, x) -> tuple[list, np.ndarray]:
         """Activations ``[h_0 = x, h_1, ..., h_L]`` and logits ``z`` of shape (N,).
@@ -102,20 +79,17 @@ class NumpyPolicy(Policy):
         ``x`` is (N, obs_dim), dense or :class:`SparseRows`; a sparse ``x @ W1`` reads only the
         rows of W1 that its nonzeros select (a Pong frame difference has ~25 of 6400).
         """
-        params = self.params
-        *hidden, (w_out, b_out) = self._layer_names
         h = self._first_input(x)
         hs = [h]
-        for w, b in hidden:
-            a = _matmul(h, params[w])
-            if b is not None:
-                a += params[b]
+        n_layers = len(self.hidden_sizes) + 1
+        for i in range(1, n_layers + 1):
+            a = _matmul(h, self.params[f"W{i}"])
+            if self.bias:
+                a += self.params[f"b{i}"]
+            if i == n_layers:
+                return hs, a[:, 0]
             h = np.maximum(a, 0.0, out=a)
             hs.append(h)
-        z = _matmul(h, params[w_out])[:, 0]
-        if b_out is not None:
-            z = z + params[b_out]  # (1,) broadcast: same sums as [0], one step less
-        return hs, z
 
     def _backward(self, hs, z, actions, advantages) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Gradients of ``L = sum_t A_t * BCE(a_t, z_t)`` (the "PG magic"), and ``p``."""
@@ -127,14 +101,13 @@ class NumpyPolicy(Policy):
         if self.reduction == "mean":
             dz /= z.shape[0]
         grads = {}
-        n_layers = len(hs)
         dh = dz[:, None]
-        for i in range(n_layers, 0, -1):
+        for i in range(len(hs), 0, -1):
             h = hs[i - 1]
             if isinstance(h, SparseRows):
                 grads[f"W{i}"] = h.rmatmul(dh)
             else:
-                grads[f"W{i}"] = h.T.astype(dh.dtype) @ dh if h.dtype.kind in "iu" else h.T @ dh
+                grads[f"W{i}"] = h.T.astype(dh.dtype, copy=False) @ dh
             if self.bias:
                 grads[f"b{i}"] = dh.sum(axis=0)
             if i > 1:
@@ -149,45 +122,14 @@ class NumpyPolicy(Policy):
     def _set_weights(self, weights):
         self.params = weights
 
+    def _logits(self, obs):
+        return self._forward(obs)[1]
+
     def _action_prob(self, obs):
         return sigmoid(self._forward(obs)[1])
 
-    def rollout_fn(self):
-        """:meth:`_action_prob` with the weights bound once and, for dense rows, without the
-        generic forward's dispatch (a CartPole call: ~4 us instead of ~12-16 us for the checked
-        ``action_prob``); the same operations, so the same numbers. See
-        :meth:`Policy.rollout_fn`.
-
-        The dense loop repeats :meth:`_forward`'s operations in the same order (tests/test_sparse.py
-        asserts identical bits): keep the two in step. The function reads the policy's own arrays:
-        an update (RMSprop steps in place) shows in it, ``set_weights`` (new arrays) does not. Take
-        a new one after either."""
-        params, forward = self.params, self._forward
-        # Hidden biases as (1, n) views: adding one to a (1, n) row skips broadcasting (~0.5 us);
-        # the sums are the same. Views, so RMSprop's in-place steps show in them.
-        *hidden, (w_out, b_out) = [
-            (params[w], None if b is None else params[b].reshape(1, -1))
-            for w, b in self._layer_names
-        ]
-        if b_out is not None:
-            b_out = b_out[0]  # (1,), as in _forward
-        dot, maximum = np.dot, np.maximum
-
-        def action_prob(obs: np.ndarray) -> np.ndarray:
-            if obs.dtype.kind in "iu":  # frame differences: the first layer gathers rows of W1
-                return sigmoid(forward(obs)[1])
-            h = obs
-            for w, b in hidden:
-                h = dot(h, w)
-                if b is not None:
-                    h += b
-                maximum(h, 0.0, out=h)
-            z = dot(h, w_out)[:, 0]
-            if b_out is not None:
-                z = z + b_out
-            return sigmoid(z)
-
-        return action_prob
+    def _loss(self, obs, actions, advantages):
+        return _loss(self._forward(obs)[1], actions, advantages, self.reduction)
 
     def _gradients(self, obs, actions, advantages):
         hs, z = self._forward(obs)
@@ -200,15 +142,11 @@ class NumpyPolicy(Policy):
     def _update(self, obs, actions, advantages):
         hs, z = self._forward(obs)
         grads, p = self._backward(hs, z, actions, advantages)
-        # BCE(1, z) = softplus(-z), BCE(0, z) = softplus(z); Bernoulli entropy is their p-mixture.
-        bce = np.where(actions == 1, softplus(-z), softplus(z))
-        loss = np.sum(advantages * bce)
-        if self.reduction == "mean":
-            loss /= z.shape[0]
         stats = {
-            "loss": float(loss),
+            "loss": _loss(z, actions, advantages, self.reduction),
             "grad_norm": float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values()))),
             "mean_prob": float(np.mean(p)),
+            # Bernoulli entropy: the p-mixture of BCE(1, z) = softplus(-z), BCE(0, z) = softplus(z)
             "entropy": float(np.mean(p * softplus(-z) + (1 - p) * softplus(z))),
         }
         self._apply_gradients(grads)
@@ -222,3 +160,10 @@ class NumpyPolicy(Policy):
     def _set_optimizer_state(self, velocities, step):
         self.cache = velocities
         self.step = step
+
+
+def _loss(z, actions, advantages, reduction: str) -> float:
+    """``sum_t A_t * BCE(a_t, z_t)`` (divided by N for ``"mean"``); BCE(1, z) = softplus(-z)."""
+    bce = np.where(actions == 1, softplus(-z), softplus(z))
+    loss = float(np.sum(advantages * bce))
+    return loss / z.shape[0] if reduction == "mean" else loss

@@ -1,4 +1,4 @@
-"""The TensorFlow/Keras backend: Keras layers, ``tf.GradientTape``, ``tf.function``.
+"""The TensorFlow/Keras backend: Keras layers and optimizer, ``tf.GradientTape``, ``tf.function``.
 
 Imported only when asked for (``make_policy("tensorflow", ...)`` or
 ``pgrl.policies.TensorFlowPolicy``), so the NumPy path never loads TensorFlow.
@@ -10,24 +10,53 @@ import os
 
 import numpy as np
 
+from pgrl.optim import RMSprop
 from pgrl.policies.base import Policy, init_weights
 from pgrl.sparse import SparseRows, is_mostly_zero
 
-# Keras 3 picks its backend at first import; this module needs TensorFlow's.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TF logs "failed call to cuInit" as an error on every machine without a GPU.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-try:
-    import keras
-    import tensorflow as tf
-except ImportError as e:  # pragma: no cover - exercised only without TensorFlow
-    raise ImportError(
-        f"the TensorFlow backend needs TensorFlow and Keras ({e}); install pgrl[tf]"
-    ) from None
-if keras.backend.backend() != "tensorflow":  # pragma: no cover
-    raise ImportError(
-        f"the TensorFlow backend needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}"
-    )
+
+def _import_tensorflow():
+    """``(keras, tf)``, imported with TensorFlow's start-up notices kept off the terminal.
+
+    On a machine without a GPU, TF logs "Could not find cuda drivers" and "failed call to
+    cuInit" (as an error). Some of these are written before TF's logging reads
+    ``TF_CPP_MIN_LOG_LEVEL``, so stderr (file descriptor 2) is pointed at /dev/null for the
+    import alone; Python exceptions still propagate.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Keras 3 picks its backend at first import; this module needs TensorFlow's.
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+        import tensorflow as tf
+    except ImportError as e:  # pragma: no cover - exercised only without TensorFlow
+        raise ImportError(
+            f"the TensorFlow backend needs TensorFlow and Keras ({e}); install pgrl[tf]"
+        ) from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    if keras.backend.backend() != "tensorflow":  # pragma: no cover
+        raise ImportError(
+            f"the TensorFlow backend needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}"
+        )
+    return keras, tf
+
+
+keras, tf = _import_tensorflow()
+raw = tf.raw_ops
+
+
+def set_threads(n: int) -> None:
+    """TensorFlow's intra- and inter-op thread pools get ``n`` threads each (before first use)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # the runtime is already up: its pools stay as they are
+        pass
 
 
 class KerasRMSprop(keras.optimizers.Optimizer):
@@ -66,6 +95,16 @@ class KerasRMSprop(keras.optimizers.Optimizer):
         self.epsilon = float(epsilon)
         self.epsilon_inside_sqrt = bool(epsilon_inside_sqrt)
 
+    @classmethod
+    def from_rmsprop(cls, opt: RMSprop) -> KerasRMSprop:
+        """The Keras optimizer that takes the steps of :class:`pgrl.optim.RMSprop` ``opt``."""
+        return cls(
+            learning_rate=opt.learning_rate,
+            rho=opt.decay,
+            epsilon=opt.epsilon,
+            epsilon_inside_sqrt=opt.epsilon_inside_sqrt,
+        )
+
     def build(self, var_list):
         if self.built:
             return
@@ -98,6 +137,31 @@ class KerasRMSprop(keras.optimizers.Optimizer):
         return config
 
 
+def forward(layers, x):
+    """(N, 1) logits of the MLP: ``h_i = relu(h_{i-1} @ W_i + b_i)``, no ReLU on the last layer.
+
+    ``layers`` is ``[(W1, b1 or None), ...]`` (variables or tensors); ``x`` is a dense (N, D)
+    array or, for mostly-zero rows (Pong's frame differences), the tuple ``(indices, values,
+    shape)`` of a ``tf.SparseTensor``: indices (nnz, 2) int64 in row-major order, values (nnz,),
+    shape (2,) int64. The first layer's product then reads only the rows of W1 that the
+    nonzeros select. Written with
+    ``tf.raw_ops``, which take NumPy arrays as they are: called eagerly with a few rows, the
+    public ops' Python layers would cost more than the arithmetic.
+    """
+    h = x
+    for i, (w, b) in enumerate(layers):
+        if i > 0:
+            h = raw.Relu(features=h)
+        if isinstance(h, tuple):
+            indices, values, shape = h
+            h = raw.SparseTensorDenseMatMul(a_indices=indices, a_values=values, a_shape=shape, b=w)
+        else:
+            h = raw.MatMul(a=h, b=w)
+        if b is not None:
+            h = raw.AddV2(x=h, y=b)
+    return h
+
+
 def _lazy_concrete(fn, *specs):
     """A callable that traces ``fn`` for ``specs`` on first use, then calls that trace."""
     traced = []
@@ -114,8 +178,12 @@ class TensorFlowPolicy(Policy):
     """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
 
     ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to (N, 1) logits,
-    for users who want to inspect or reuse it. Forward, gradient and update are each one
-    ``tf.function`` with a batch-size-agnostic signature, traced once.
+    for users who want to inspect or reuse it; its variables are the policy's. pgrl computes
+    with :func:`forward` on them: traced (``tf.function``, batch-size-agnostic, traced once) for
+    gradients and updates, and called eagerly, on a copy of the weights read once after each
+    change, for ``action_prob``. The rollout calls ``action_prob`` every step with 1 to
+    ``num_envs`` rows, and a call of a traced function costs more before any op runs than the
+    handful of eager ops of a small network in all; the training bench prints the difference.
     """
 
     backend = "tensorflow"
@@ -147,58 +215,38 @@ class TensorFlowPolicy(Policy):
             if self.bias:
                 self._vars[f"b{i}"] = layer.bias
         self._var_list = [self._vars[name] for name in self.shapes]
-        self.keras_optimizer = self.optimizer.to_keras()
+        self.keras_optimizer = KerasRMSprop.from_rmsprop(self.optimizer)
         self.keras_optimizer.build(self._var_list)
+        self._snapshot = None  # the weights as tensors, for eager forward passes
         self._set_weights(
             init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
         )
 
-        # One concrete function per operation and input kind (dense or sparse obs), traced once
-        # for any batch size. Calling the concrete function directly skips tf.function's
-        # argument matching: ~150 us per call instead of ~330 us, which is most of the cost of
-        # a one-observation action_prob (CartPole's whole step).
         vec_spec = tf.TensorSpec([None], dt)
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
         self._tf_apply = _lazy_concrete(self._graph_apply, grad_specs)
         self._tf = {}
-        # sparse obs: (row of each nonzero, its column, its value, number of rows)
+        # sparse obs: ((row, column) of each nonzero, its value, (rows, columns))
         sparse_spec = (
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, 2], tf.int64),
             tf.TensorSpec([None], dt),
-            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([2], tf.int64),
         )
         for sparse in (False, True):
             obs_spec = sparse_spec if sparse else tf.TensorSpec([None, self.obs_dim], dt)
             batch = (obs_spec, vec_spec, vec_spec)
-            self._tf["action_prob", sparse] = _lazy_concrete(self._graph_action_prob, obs_spec)
             self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
             self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
 
+    def _layers(self, weights: dict) -> list:
+        """``[(W1, b1 or None), ...]`` from a dict of weights (variables or tensors)."""
+        n_layers = len(self.hidden_sizes) + 1
+        return [(weights[f"W{i}"], weights.get(f"b{i}")) for i in range(1, n_layers + 1)]
+
     # ----- graphs -----
 
-    def _logits(self, obs):
-        """(N,) logits; a sparse batch enters the first Dense layer by gathering rows of its
-        kernel (what a 6400-wide frame difference with ~25 nonzeros needs), then the model's
-        remaining layers run as usual."""
-        if not isinstance(obs, tuple):
-            return self.model(obs)[:, 0]
-        first = self.model.layers[0]
-        rows, cols, values, n_rows = obs
-        terms = tf.gather(first.kernel, cols) * values[:, None]
-        h = tf.math.unsorted_segment_sum(terms, rows, n_rows)
-        if self.bias:
-            h = h + first.bias
-        h = first.activation(h)
-        for layer in self.model.layers[1:]:
-            h = layer(h)
-        return h[:, 0]
-
-    def _graph_action_prob(self, obs):
-        return tf.sigmoid(self._logits(obs))
-
-    def _loss(self, obs, actions, advantages):
-        z = self._logits(obs)
+    def _loss_graph(self, obs, actions, advantages):
+        z = forward(self._layers(self._vars), obs)[:, 0]
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
         loss = tf.reduce_sum(advantages * bce)
         if self.reduction == "mean":
@@ -207,7 +255,7 @@ class TensorFlowPolicy(Policy):
 
     def _graph_gradients(self, obs, actions, advantages):
         with tf.GradientTape() as tape:
-            loss, z = self._loss(obs, actions, advantages)
+            loss, z = self._loss_graph(obs, actions, advantages)
         grads = tape.gradient(loss, self._var_list)
         # the sparse path's kernel gradient arrives as IndexedSlices: densify, as Keras would
         return loss, z, [tf.convert_to_tensor(g) for g in grads]
@@ -236,115 +284,55 @@ class TensorFlowPolicy(Policy):
     def _set_weights(self, weights):
         for name, w in weights.items():
             self._vars[name].assign(w)
+        self._snapshot = None
 
-    def _to_tf(self, obs):
-        """Dense floats as a tensor; SparseRows, and integer rows that are mostly zero (Pong's
-        frame differences), as (rows, cols, values, n) tensors for the gathering first layer."""
+    def _inputs(self, obs):
+        """``(x, sparse)``: dense floats as they are; SparseRows, and integer rows that are mostly
+        zero (Pong's frame differences), as the ``(indices, values, shape)`` arrays of a sparse
+        tensor, for :func:`forward`'s sparse first layer."""
         if isinstance(obs, SparseRows):
             rows, cols, values = obs.row_ids(), obs.indices, obs.values
         elif is_mostly_zero(obs):
-            rows, cols = np.nonzero(obs)  # row-major, as SparseRows.from_dense
-            values = obs[rows, cols]
+            flat = np.flatnonzero(obs.ravel() != 0)  # row-major; ~5x faster than on int8
+            rows, cols = np.divmod(flat, obs.shape[1])
+            values = obs.ravel()[flat]
         else:
-            return tf.constant(obs, dtype=self.dtype), False
-        parts = (
-            rows.astype(np.int32),
-            cols.astype(np.int32),
-            values.astype(self.dtype),
-            np.int32(len(obs)),
-        )
-        return tuple(tf.constant(a) for a in parts), True
+            return obs.astype(self.dtype, copy=False), False
+        indices = np.empty((len(values), 2), dtype=np.int64)
+        indices[:, 0], indices[:, 1] = rows, cols
+        return (indices, values.astype(self.dtype), np.array(obs.shape, np.int64)), True
+
+    def _graph_call(self, name, obs, actions, advantages):
+        x, sparse = self._inputs(obs)
+        x = tuple(tf.constant(a) for a in x) if sparse else tf.constant(x)
+        return self._tf[name, sparse](x, tf.constant(actions), tf.constant(advantages))
+
+    def _eager_logits(self, obs):
+        """(N, 1) logits from eager ops on a copy of the weights (see the class docstring)."""
+        if self._snapshot is None:
+            self._snapshot = {k: tf.constant(v.numpy()) for k, v in self._vars.items()}
+        return forward(self._layers(self._snapshot), self._inputs(obs)[0])
+
+    def _logits(self, obs):
+        return self._eager_logits(obs).numpy()[:, 0]
 
     def _action_prob(self, obs):
-        x, sparse = self._to_tf(obs)
-        return self._tf["action_prob", sparse](x).numpy()
+        return raw.Sigmoid(x=self._eager_logits(obs)).numpy()[:, 0]
 
-    def rollout_fn(self):
-        """``obs -> P(action = 1)`` for one batch of rollout steps, as eager TensorFlow ops on a
-        snapshot of the weights.
-
-        A rollout step has 1 to ``num_envs`` rows. On this 2-core VM a call of a traced function
-        costs ~120 us before any op runs, and ~400 us for the policy in a Pong rollout, where the
-        emulator evicts TF's working set between calls; the same ops called one by one, ~10 us
-        each, cost ~100-150 us. Reading the variables once per batch also keeps the step off
-        the variables: gathering rows of a variable (``ResourceGather``) costs ~70 us, of a
-        tensor ~25 us. Same ops as the traced graph except the sparse first layer, a
-        ``MatMul`` of the values with the gathered kernel rows instead of a segment sum, and
-        the biases of dense rows, folded into the products (below):
-        the numbers agree with :meth:`action_prob` to rounding (tests: 1e-12 in float64; with
-        hundreds of nonzeros per row the two differ in the last bit). The sparse product
-        builds an (N, nonzeros of all N rows) matrix: right for the few rows of a rollout step.
-        """
-        raw = tf.raw_ops
-        dt = self.dtype
-        layers = [
-            (
-                self._vars[f"W{i}"].value.read_value(),
-                self._vars[f"b{i}"].value.read_value() if self.bias else None,
-            )
-            for i in range(1, len(self.hidden_sizes) + 2)
-        ]
-        (w1, b1), rest = layers[0], layers[1:]
-        # Dense rows with biases: each bias folded into its product as one more input row, fed
-        # by a constant 1 that each hidden layer passes on (ReLU(1) = 1): 2 ops per layer
-        # instead of 3 (~60 instead of ~80 us for CartPole's net). The bias then joins the sum
-        # inside the product, so the numbers agree to rounding, as above.
-        folded = []
-        if self.bias:
-            for i, (w, b) in enumerate(layers):
-                w, b = w.numpy(), b.numpy()
-                out = w.shape[1] + (i < len(layers) - 1)
-                wb = np.zeros((w.shape[0] + 1, out), dtype=dt)
-                wb[:-1, : w.shape[1]], wb[-1, : w.shape[1]] = w, b
-                if out > w.shape[1]:
-                    wb[-1, -1] = 1.0
-                folded.append(tf.constant(wb))
-
-        def action_prob(obs: np.ndarray) -> np.ndarray:
-            if is_mostly_zero(obs):
-                # h = V @ W1[cols]: V (N, nnz) holds each row's values in that row's columns
-                flat = obs.ravel()
-                nz = np.flatnonzero(flat != 0)
-                n = obs.shape[0]
-                if n == 1:
-                    cols, v = nz, flat[nz].astype(dt)[None]
-                else:
-                    rows, cols = np.divmod(nz, obs.shape[1])
-                    v = np.zeros((n, nz.size), dt)
-                    v[rows, np.arange(nz.size)] = flat[nz]
-                h = raw.MatMul(a=v, b=raw.GatherV2(params=w1, indices=cols, axis=0))
-            elif folded:
-                n, d = obs.shape
-                h = np.empty((n, d + 1), dtype=dt)
-                h[:, :d], h[:, d] = obs, 1.0
-                for wb in folded[:-1]:
-                    h = raw.Relu(features=raw.MatMul(a=h, b=wb))
-                return raw.Sigmoid(x=raw.MatMul(a=h, b=folded[-1])).numpy()[:, 0]
-            else:
-                h = raw.MatMul(a=obs.astype(dt, copy=False), b=w1)
-            b = b1
-            for w_next, b_next in rest:  # bias and ReLU of this layer, product of the next
-                if b is not None:
-                    h = raw.AddV2(x=h, y=b)
-                h = raw.MatMul(a=raw.Relu(features=h), b=w_next)
-                b = b_next
-            if b is not None:
-                h = raw.AddV2(x=h, y=b)
-            return raw.Sigmoid(x=h).numpy()[:, 0]
-
-        return action_prob
+    def _loss(self, obs, actions, advantages):
+        return float(self._graph_call("gradients", obs, actions, advantages)[0])
 
     def _gradients(self, obs, actions, advantages):
-        x, sparse = self._to_tf(obs)
-        grads = self._tf["gradients", sparse](x, tf.constant(actions), tf.constant(advantages))[2]
+        grads = self._graph_call("gradients", obs, actions, advantages)[2]
         return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
 
     def _apply_gradients(self, grads):
         self._tf_apply([tf.constant(grads[name]) for name in self.shapes])
+        self._snapshot = None
 
     def _update(self, obs, actions, advantages):
-        x, sparse = self._to_tf(obs)
-        stats = self._tf["update", sparse](x, tf.constant(actions), tf.constant(advantages))
+        stats = self._graph_call("update", obs, actions, advantages)
+        self._snapshot = None
         return {k: float(v) for k, v in stats.items()}
 
     def _get_optimizer_state(self):

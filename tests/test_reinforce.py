@@ -1,4 +1,4 @@
-"""The trainer's contracts: reproducible, resumable, backend-swappable, and it learns."""
+"""Training runs (pgrl.reinforce, pgrl.rundir): reproducible, resumable, backend-swappable, and it learns."""
 
 import csv
 import json
@@ -14,7 +14,8 @@ import pytest
 from pgrl.checkpoint import load_checkpoint
 from pgrl.cli import main as cli_main
 from pgrl.config import load_config
-from pgrl.trainer import build_policy, compute_advantages, train
+from pgrl.reinforce import build_policy, train
+from pgrl.returns import compute_advantages
 
 CARTPOLE = "configs/cartpole.toml"
 QUIET = ["log.progress=false"]

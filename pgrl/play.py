@@ -1,0 +1,202 @@
+"""Trained policies at work: load one, play it, export its weights, record a GIF.
+
+    policy = pgrl.load_policy("pong")            # a shipped agent, a checkpoint or weights file
+    result = evaluate("runs/pong/checkpoint.npz", episodes=10, gif="pong.gif")
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from pgrl.checkpoint import (
+    CheckpointError,
+    is_weights_file,
+    load_checkpoint,
+    load_weights,
+    restore_policy,
+    save_weights,
+)
+from pgrl.config import Config, ConfigError, from_dict
+from pgrl.reinforce import build_policy
+
+
+def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:
+    """(path, load_weights dict, config) of a checkpoint, a weights file or a pretrained name."""
+    from pgrl.pretrained import resolve
+
+    try:
+        path = resolve(source)
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    data = load_weights(path)
+    return path, data, _embedded_config(data["config"], path)
+
+
+def load_policy(source: str | Path, backend: str | None = None):
+    """A trained policy, ready to act: ``load_policy("pong").action_prob(obs)``.
+
+    Args:
+        source: a run's ``checkpoint.npz``, a weights file (``pgrl export``), or the short name
+            of a shipped policy (``"pong"``).
+        backend: ``"numpy"`` or ``"tensorflow"`` (default: the backend it was trained with).
+
+    Returns:
+        The policy (obs_dim from its weights), with the dtype and layers of its config. Its
+        optimizer state is that of the checkpoint, or fresh for a weights file.
+
+    Raises:
+        CheckpointError: no such file or name, a corrupt file, weights that do not fit.
+    """
+    path, data, cfg = _read_playable(source)
+    policy = build_policy(cfg, _obs_dim(data["weights"], path), backend)
+    restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
+    return policy
+
+
+def _obs_dim(weights: dict, path: Path) -> int:
+    """The observation width that the first-layer weights W1 (obs_dim, H) take."""
+    first = weights.get("W1")
+    if first is None or np.ndim(first) != 2 or first.shape[0] < 1:
+        raise CheckpointError(f"{path}: no first-layer weights W1 of shape (obs_dim, H)")
+    return int(first.shape[0])
+
+
+def _embedded_config(text: str, path: Path) -> Config:
+    try:
+        return from_dict(tomllib.loads(text), f"{path} (embedded config)")
+    except tomllib.TOMLDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt embedded config ({e})") from None
+
+
+def export_weights(
+    checkpoint: str | Path, out: str | Path, dtype: str = "float32", note: str = ""
+) -> dict:
+    """Write a run's weights (no optimizer state, no RNG) as a compressed weights file.
+
+    The embedded config is the run's, with ``policy.dtype = dtype``. Returns the file's ``info``.
+    """
+    path = Path(checkpoint)
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; give the weights file's name")
+    if out.exists() and path.exists() and os.path.samefile(out, path):
+        raise ConfigError(f"{out}: refusing to overwrite the checkpoint being exported")
+    if out.is_file() and not is_weights_file(out):
+        raise ConfigError(f"{out}: refusing to overwrite a file that is not a weights file")
+    ckpt = load_checkpoint(path)
+    cfg = _embedded_config(ckpt["config"], path)
+    # the weights must fit the network their config describes
+    restore_policy(build_policy(cfg, _obs_dim(ckpt["weights"], path), "numpy"), ckpt, path)
+    cfg.policy.dtype = dtype
+    weights = {}
+    for name, w in ckpt["weights"].items():
+        with np.errstate(over="ignore"):
+            cast = np.asarray(w).astype(dtype)
+        if not np.all(np.isfinite(cast)):
+            raise CheckpointError(f"{path}: weights {name!r} overflow {dtype}")
+        weights[name] = cast
+    state = ckpt["state"]
+    info = {
+        "source_backend": ckpt["backend"],
+        **{k: state[k] for k in ("episodes", "steps", "updates", "wall_time", "running_return")},
+        "note": note,
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(out, weights, cfg.to_toml(), info)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write ({e})") from None
+    return info
+
+
+def evaluate(
+    checkpoint_path: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    backend: str | None = None,
+    greedy: bool = True,
+    gif: str | Path | None = None,
+    env_kwargs: dict | None = None,
+    progress: bool = False,
+) -> dict:
+    """Play ``episodes`` episodes with a checkpoint's, weights file's or shipped policy.
+
+    Episode ``k`` starts from ``env.reset(seed=seed + k)``; actions are ``p > 0.5`` (greedy) or
+    sampled from one generator seeded with ``seed``.
+
+    Returns:
+        dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, ``wins`` (episodes with a
+        positive return), ``gif`` (path or None) and ``source`` (the file played).
+    """
+    from pgrl.envs import make_env
+
+    path, data, cfg = _read_playable(checkpoint_path)
+    kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
+    if gif is not None:
+        kwargs["render_mode"] = "rgb_array"
+    try:
+        env = make_env(cfg.env.id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"cannot render {cfg.env.id}: {e}") from None
+    except (TypeError, ValueError, gym.error.Error) as e:
+        raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
+    policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
+    restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    returns, lengths, frames = [], [], []
+    bar = tqdm(total=episodes, desc=f"eval {path.name}", unit="ep", disable=not progress)
+    try:
+        for k in range(episodes):
+            obs, _ = env.reset(seed=seed + k)
+            total, length, done = 0.0, 0, False
+            while not done:
+                if gif is not None and k == 0:
+                    frames.append(env.render())
+                p = float(policy.action_prob(obs[None])[0])
+                action = int(p > 0.5) if greedy else int(rng.random() < p)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+            bar.update()
+            bar.set_postfix(mean=f"{np.mean(returns):.2f}")
+    finally:
+        bar.close()
+        env.close()
+    if gif is not None:
+        _write_gif(frames, Path(gif))
+    return {
+        "returns": returns,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "lengths": lengths,
+        "wins": int(sum(r > 0 for r in returns)),
+        "gif": str(gif) if gif is not None else None,
+        "source": str(path),
+    }
+
+
+def _write_gif(frames, path: Path, fps: int = 30) -> None:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("--gif needs Pillow: install pgrl[plot]") from None
+    images = [Image.fromarray(f) for f in frames[::2]]  # every 2nd frame keeps files small
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(
+        path,
+        save_all=True,
+        append_images=images[1:],
+        duration=int(2000 / fps),
+        loop=0,
+        optimize=True,
+    )

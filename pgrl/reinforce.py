@@ -1,0 +1,146 @@
+"""REINFORCE, the whole algorithm: Karpathy's pg-pong loop for any pgrl backend.
+
+    from pgrl import load_config, train
+    summary = train(load_config("cartpole"), out="runs/cartpole")
+
+Each update plays ``train.batch_episodes`` complete episodes with the current policy (actions
+``a = u < p``), gives every step its advantage (the discounted return, standardized), takes one
+RMSprop step on ``L = sum_t A_t * BCE(a_t, z_t)`` and logs every episode and the update. The
+run directory lives in :mod:`pgrl.rundir`, the screen and TensorBoard in :mod:`pgrl.monitor`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from pgrl.config import Config, ConfigError
+from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
+from pgrl.optim import RMSprop
+from pgrl.policies import Policy, make_policy
+from pgrl.returns import compute_advantages
+from pgrl.rundir import RunDir, RunState
+
+
+def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) -> dict:
+    """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
+    from pgrl.rollout import collect_episodes
+
+    t = cfg.train
+    desc = f"{cfg.env.id} {policy.backend}"
+    bar = ProgressBar(t.episodes, state.episodes, desc, enabled=cfg.log.progress)
+    tensorboard = TensorBoard(run.path / "tensorboard") if cfg.log.tensorboard else None
+    hold = HoldInterrupts().install()
+    clock = time.perf_counter() - state.wall_time
+    committed_rng = rng.bit_generator.state  # a batch cut short by Ctrl-C restarts from here
+    try:
+        while (stopped_by := state.stop_reason(t)) is None:
+            t0 = time.perf_counter()
+            n = min(t.batch_episodes, t.episodes - state.episodes)
+            batch = collect_episodes(envs, policy, rng, n)
+            t1 = time.perf_counter()
+            with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
+                advantages = compute_advantages(
+                    batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
+                )
+                stats = policy.update(batch.obs, batch.actions, advantages)
+                t2 = time.perf_counter()
+                rows, update_row = state.add_batch(
+                    batch, stats, (t1 - t0, t2 - t1), t2 - clock, t.solved_mean100
+                )
+                run.log(rows, update_row)
+                committed_rng = rng.bit_generator.state
+                if state.updates % t.checkpoint_every == 0:
+                    run.save_checkpoint(policy, state, committed_rng, cfg)
+                sps = state.env_steps / max(state.wall_time, 1e-9)
+                bar.update(batch.n_episodes, state.running_return, state.mean100, sps)
+                if tensorboard is not None:
+                    scalars = {"running_return": state.running_return, "mean100": state.mean100}
+                    tensorboard.write(state.updates, {**stats, **scalars, "steps_per_second": sps})
+    except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
+        run.save_checkpoint(policy, state, committed_rng, cfg)
+        run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
+        raise
+    finally:
+        hold.uninstall()
+        bar.close()
+        run.close()
+        if tensorboard is not None:
+            tensorboard.close()
+    run.save_checkpoint(policy, state, committed_rng, cfg)
+    summary = state.summary(cfg, policy.backend, stopped_by)
+    run.write_summary(summary)
+    return summary
+
+
+def train(
+    cfg: Config,
+    out: str | Path | None = None,
+    resume: bool = False,
+    backend: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
+
+    Args:
+        cfg: a :class:`pgrl.config.Config` (see :func:`pgrl.config.load_config`); validated.
+        out: run directory (created); ``runs/<env>-<backend>-seed<k>`` when omitted.
+        resume: continue from ``out/checkpoint.npz`` (weights, optimizer, counters, RNG).
+        backend: overrides ``cfg.policy.backend`` (a checkpoint of either backend resumes).
+        overwrite: start afresh in a directory that already holds a run (otherwise refused,
+            so that a forgotten ``--resume`` cannot wipe a run).
+
+    Raises:
+        ConfigError, CheckpointError: one-line problems with the config or the checkpoint.
+        KeyboardInterrupt: after a checkpoint of the last completed update was written.
+    """
+    cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
+    if backend is not None:
+        cfg.policy.backend = backend
+    cfg.validate()
+    name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
+    run = RunDir(out if out is not None else Path("runs") / name)
+    checkpoint = run.prepare(resume=resume, overwrite=overwrite)  # before a file is touched
+    if cfg.log.tensorboard:
+        TensorBoard.check_installed()
+    envs = make_envs(cfg)
+    try:
+        policy = build_policy(cfg, int(envs.single_observation_space.shape[0]))
+        rng = np.random.default_rng(cfg.train.seed)
+        state = run.restore(checkpoint, policy, rng) if checkpoint is not None else RunState()
+        run.start(cfg)
+        return _loop(cfg, run, envs, policy, rng, state)
+    finally:
+        envs.close()
+
+
+def make_envs(cfg: Config):
+    """The config's vector env (``env.num_envs`` copies), seeded from ``train.seed``."""
+    from pgrl.rollout import make_vector_env
+
+    e = cfg.env
+    try:
+        return make_vector_env(
+            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.kwargs
+        )
+    except (TypeError, ValueError, gym.error.Error) as err:
+        raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
+
+
+def build_policy(cfg: Config, obs_dim: int, backend: str | None = None) -> Policy:
+    """The policy a config describes, initialised from ``train.seed``."""
+    p, o = cfg.policy, cfg.optimizer
+    return make_policy(
+        backend or p.backend,
+        obs_dim=obs_dim,
+        hidden_sizes=tuple(p.hidden_sizes),
+        optimizer=RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),
+        seed=cfg.train.seed,
+        dtype=p.dtype,
+        reduction=p.reduction,
+        bias=p.bias,
+    )

@@ -1,0 +1,127 @@
+"""The pgrl command: shipped configs by name from any directory, one-line errors, --version."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import pgrl
+from pgrl.cli import main as cli_main
+from pgrl.config import load_config, shipped_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "pgrl.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def one_line_error(capsys, argv) -> str:
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == "", captured
+    return lines[0]
+
+
+def test_train_by_name_from_another_directory(tmp_path):
+    result = run_cli(
+        "train",
+        "cartpole",
+        "--set",
+        "train.episodes=20",
+        "--set",
+        "log.progress=false",
+        "--out",
+        "run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["episode"]) for r in rows] == list(range(1, 21))
+    assert json.loads(result.stdout)["episodes"] == 20
+    # the shipped file, not defaults: its 32-unit layer with biases and 20 envs
+    written = load_config(tmp_path / "run" / "config.toml")
+    assert written == load_config("cartpole", ["train.episodes=20", "log.progress=false"])
+    assert written.policy.hidden_sizes == [32] and written.env.num_envs == 20
+
+
+def test_compare_by_name_from_another_directory(tmp_path):
+    result = run_cli(
+        "compare",
+        "cartpole",
+        "--backends",
+        "numpy",
+        "--seeds",
+        "0",
+        "--workers",
+        "1",
+        "--set",
+        "train.episodes=5",
+        "--out",
+        "cmp",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "cmp" / "comparison.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert [row[k] for k in ("backend", "seed", "status", "episodes")] == ["numpy", "0", "ok", "5"]
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "check"])
+def test_unknown_name_lists_the_shipped_configs(capsys, command):
+    line = one_line_error(capsys, [command, "cartpol"])
+    assert line == (
+        f"pgrl {command}: error: cartpol: no such config file or shipped config name "
+        "(did you mean 'cartpole'?); shipped configs: " + ", ".join(shipped_configs())
+    )
+    assert shipped_configs() == ["cartpole", "pong", "pong_fast"]
+
+
+def test_a_path_is_not_looked_up_as_a_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    line = one_line_error(capsys, ["train", "configs/cartpole.toml"])
+    assert line.startswith(
+        "pgrl train: error: configs/cartpole.toml: no such config file (did you mean 'cartpole'?)"
+    )
+
+
+def test_a_directory_is_no_config(capsys, tmp_path):
+    line = one_line_error(capsys, ["train", str(tmp_path)])
+    assert line == f"pgrl train: error: {tmp_path}: is a directory, not a config file"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_dev_null_is_no_config(capsys):
+    line = one_line_error(capsys, ["check", "/dev/null"])
+    assert line == "pgrl check: error: /dev/null: is a character device, not a config file"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_refused_without_reading_it(capsys, tmp_path):
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)  # reading it would block forever
+    line = one_line_error(capsys, ["train", str(fifo)])
+    assert line == f"pgrl train: error: {fifo}: is a named pipe, not a config file"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"pgrl {pgrl.__version__}\n"
+    # one source: pyproject.toml's version, through the installed metadata
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["project"]["version"]
+    assert pgrl.__version__ == metadata.version("pgrl") == declared, (
+        "installed metadata differs from pyproject.toml: reinstall (pip install -e .)"
+    )
