@@ -11,6 +11,13 @@ Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DE
 KarpathyPreprocess gives KarpathyScreen's observations from RGB frames (obs (210, 160, 3) uint8,
 ``obs_type="rgb"``), for stacks whose inner env is not an ALE env.
 
+Each wrapper records its constructor arguments (gymnasium's ``RecordConstructorArgs``), so
+``env.spec.additional_wrappers`` lists the stack by importable entry points
+(``"pgrl.envs:KarpathyScreen"``, ...) and ``gym.make(env.spec)`` rebuilds it, in this process or
+from ``env.spec.to_json()``. Wrappers pickle and deep-copy with their state; ale-py rebuilds its
+emulator from its constructor arguments instead (a fresh game, until ``env.reset(seed=...)`` or
+``env.unwrapped.restore_state(...)``).
+
 ale-py is optional (``pgrl[atari]``) and imported only when a Pong id is requested.
 """
 
@@ -35,7 +42,7 @@ __all__ = [
 SUPPORTED_ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
 
 
-class KarpathyPreprocess(gym.ObservationWrapper):
+class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """210x160x3 uint8 frame -> (6400,) int8 in {0, 1}: the gist's ``prepro`` (80x80, flattened).
 
     Crop rows 35:195 (drops the score and the bottom border), keep every 2nd row and column of
@@ -66,6 +73,7 @@ class KarpathyPreprocess(gym.ObservationWrapper):
                 "KarpathyPreprocess expects RGB frames Box(0, 255, (210, 160, 3), uint8) "
                 f"(ALE obs_type='rgb'), got {space}"
             )
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.observation_space = spaces.Box(0, 1, (self.OBS_SIZE,), np.int8)
 
@@ -76,7 +84,7 @@ class KarpathyPreprocess(gym.ObservationWrapper):
         return self._LUT.take(observation[35:195:2, ::2, 0]).ravel()
 
 
-class KarpathyScreen(gym.Wrapper):
+class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """ALE env -> obs (6400,) int8 in {0, 1}: KarpathyPreprocess's output, from ALE's index screen.
 
     KarpathyPreprocess only asks, for each pixel of ``frame[35:195:2, ::2]``, whether its red
@@ -107,6 +115,7 @@ class KarpathyScreen(gym.Wrapper):
             raise ValueError(
                 f"KarpathyScreen needs a {self.SCREEN_SHAPE} screen, got {ale.getScreenDims()}"
             )
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.observation_space = spaces.Box(0, 1, (self.OBS_SIZE,), np.int8)
         self._lut = np.full(256, self._UNKNOWN, dtype=np.int8)
@@ -120,15 +129,22 @@ class KarpathyScreen(gym.Wrapper):
         self._crop = self._screen[35:195:2, ::2]
 
     def __getstate__(self) -> dict[str, Any]:
-        # ALE's handle does not pickle (ale-py rebuilds the env itself), and a copied view would
-        # no longer look at the copied buffer: both are rebuilt on unpickling.
+        # ALE's handle does not pickle and a copied view would no longer look at the copied
+        # buffer: both are rebound on unpickling, to the env ale-py rebuilds. ale-py rebuilds it
+        # from constructor arguments only (EzPickle), which drops the spec gym.make set on it,
+        # and every wrapper's spec with it: carry that spec across.
         state = self.__dict__.copy()
         for name in ("_ale", "_screen", "_crop"):
             del state[name]
+        state["_unwrapped_spec"] = self.env.unwrapped.spec
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = state.copy()
+        unwrapped_spec = state.pop("_unwrapped_spec", None)
         self.__dict__.update(state)
+        if self.env.unwrapped.spec is None:
+            self.env.unwrapped.spec = unwrapped_spec
         self._bind_screen()
 
     def reset(
@@ -163,7 +179,7 @@ class KarpathyScreen(gym.Wrapper):
         return obs.ravel()
 
 
-class FrameDifference(gym.Wrapper):
+class FrameDifference(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Observation = current frame - previous frame, (n,) int8 in {-1, 0, 1}.
 
     A single frame does not show which way the ball moves; the difference does (the gist's
@@ -184,6 +200,7 @@ class FrameDifference(gym.Wrapper):
                 "FrameDifference expects flat 0/1 frames Box(0, 1, (n,), int8), as "
                 f"KarpathyPreprocess gives, got {space}"
             )
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.observation_space = spaces.Box(-1, 1, space.shape, np.int8)
         # A copy, not a reference: a wrapped env may overwrite its observation buffer in place.
@@ -203,7 +220,7 @@ class FrameDifference(gym.Wrapper):
         return diff, reward, terminated, truncated, info
 
 
-class BinaryActionMap(gym.ActionWrapper):
+class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Discrete(2) actions onto ALE's: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3).
 
     The gist samples ``action = 2 if uniform() < aprob else 3``, so the policy's
@@ -231,6 +248,7 @@ class BinaryActionMap(gym.ActionWrapper):
                     "BinaryActionMap needs actions 2 and 3 to be RIGHT and LEFT (ALE's minimal "
                     f"action set; drop full_action_space=True), got {meanings}"
                 )
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         self.action_space = spaces.Discrete(2)
 
@@ -283,7 +301,10 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     Returns:
         The env; for Pong, ``gym.make(env_id, obs_type="ram", **kwargs)`` wrapped in
         KarpathyScreen, FrameDifference and BinaryActionMap (``env.unwrapped`` is the ALE env;
-        ``render_mode="rgb_array"`` still renders (210, 160, 3) RGB frames).
+        ``render_mode="rgb_array"`` still renders (210, 160, 3) RGB frames). Either way
+        ``gym.make(env.spec)`` builds the same stack, unseeded; for Pong, ``gym.make_vec`` on
+        that spec needs ``vectorization_mode="sync"`` or ``"async"`` (ale-py's own vector env
+        cannot apply wrappers).
 
     Raises:
         ValueError: ``env_id`` is not supported, or ``obs_type`` is passed for Pong.

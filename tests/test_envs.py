@@ -1,14 +1,21 @@
-"""pgrl.envs: Pong wrappers against Karpathy's gist written out, spaces, seeding, bad input."""
+"""pgrl.envs: Pong wrappers against Karpathy's gist written out, spaces, seeding, bad input,
+and gymnasium's API (check_env, specs that rebuild the env, copies that behave like it)."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import pickle
 import sys
+import warnings
 
 import ale_py
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.utils.env_checker import check_env
 
 from pgrl.envs import (
     SUPPORTED_ENV_IDS,
@@ -34,6 +41,15 @@ def gist_prepro(frame):
     frame[frame == 109] = 0
     frame[frame != 0] = 1
     return frame.astype(np.float64).ravel()
+
+
+def random_colors(rng, shape):
+    """Random uint8 RGB colors, shape (..., 3); a third of them get a red that Karpathy's prepro
+    erases or keeps as 0 (background 144, 109, or black), the rest are mostly paddle/ball pixels."""
+    colors = rng.integers(0, 256, shape, dtype=np.uint8)
+    background = rng.random(shape[:-1]) < 1 / 3
+    colors[background, 0] = rng.choice(np.array([0, 109, 144], np.uint8), background.sum())
+    return colors
 
 
 def gist_inputs(frames):
@@ -200,8 +216,7 @@ def test_karpathy_screen_learns_each_index_once_from_rgb():
     # A made-up palette over all 256 indices (some background reds), and screens whose new
     # indices appear mid-run, outside the crop, and in the odd columns the crop skips.
     rng = np.random.default_rng(0)
-    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
-    palette[rng.choice(256, 60, replace=False), 0] = rng.choice([0, 109, 144], 60)
+    palette = random_colors(rng, (256, 3))
     screens = np.zeros((7, 210, 160), dtype=np.uint8)
     screens[0] = rng.integers(0, 10, (210, 160))
     screens[1] = screens[0][::-1]  # the same indices: nothing to learn
@@ -233,9 +248,8 @@ def test_karpathy_screen_refuses_an_index_with_two_colors():
 def test_karpathy_preprocess_alone_on_every_pixel_value():
     # Every value in every position, channels 1 and 2 and the cropped rows included, so the
     # lookup table is checked where real Pong frames never go.
-    frame = np.random.default_rng(0).integers(0, 256, FRAME_SPACE.shape, dtype=np.uint8)
-    frame[::7] = 144
-    frame[1::5, :, 0] = 109
+    frame = random_colors(np.random.default_rng(0), FRAME_SPACE.shape)
+    assert np.unique(frame[35:195:2, ::2, 0]).size == 256  # every red the crop keeps
     env = KarpathyPreprocess(ReplayEnv([frame], FRAME_SPACE))
     obs, _ = env.reset()
     np.testing.assert_array_equal(obs, gist_prepro(frame))
@@ -361,12 +375,153 @@ def test_missing_ale_py(monkeypatch):
     make_env("CartPole-v1")  # the rest of pgrl does not need ale-py
 
 
+# --- gymnasium API ---------------------------------------------------------------------------
+
+# Each pgrl wrapper alone on the ALE env it expects, and make_env's whole stack; **kwargs go to
+# gym.make.
+WRAPPED_PONG = {
+    "KarpathyPreprocess": lambda **kwargs: KarpathyPreprocess(gym.make("ALE/Pong-v5", **kwargs)),
+    "KarpathyScreen": lambda **kwargs: KarpathyScreen(
+        gym.make("ALE/Pong-v5", obs_type="ram", **kwargs)
+    ),
+    "FrameDifference": lambda **kwargs: FrameDifference(
+        KarpathyScreen(gym.make("ALE/Pong-v5", obs_type="ram", **kwargs))
+    ),
+    "BinaryActionMap": lambda **kwargs: BinaryActionMap(
+        gym.make("ALE/Pong-v5", obs_type="ram", **kwargs)
+    ),
+    "make_env": lambda **kwargs: make_env("ALE/Pong-v5", **kwargs),
+}
+
+
+def wrapper_stack(env):
+    """The env's layers, outermost first, as types."""
+    layers = [type(env)]
+    while isinstance(env, gym.Wrapper):
+        env = env.env
+        layers.append(type(env))
+    return layers
+
+
+def assert_same_steps(env, twin, actions):
+    """Step both envs (or vector envs) with ``actions``; return env's rewards, (len(actions), ...).
+
+    Asserts equal observations, rewards, terminated and truncated at every step; single envs are
+    reset together at episode ends (vector envs reset themselves)."""
+    rewards = []
+    for t, action in enumerate(actions):
+        step = env.step(action)
+        for name, value, twin_value in zip(
+            ("obs", "reward", "terminated", "truncated"), step, twin.step(action), strict=False
+        ):
+            np.testing.assert_array_equal(twin_value, value, err_msg=f"{name}, step {t}")
+        _, reward, terminated, truncated, _ = step
+        if not isinstance(env, gym.vector.VectorEnv) and (terminated or truncated):
+            np.testing.assert_array_equal(twin.reset()[0], env.reset()[0], f"reset after {t}")
+        rewards.append(reward)
+    return np.array(rewards)
+
+
+@pytest.fixture
+def headless_sdl(monkeypatch):
+    """check_env builds every render mode: ALE's "human" must open no window or sound device."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.mark.parametrize(
+    "env_id, expected_warnings",
+    [
+        # CartPole's own observation space: its velocities are unbounded.
+        ("CartPole-v1", ["different from the unwrapped", "infinity", "infinity"]),
+        ("ALE/Pong-v5", ["different from the unwrapped"]),
+    ],
+)
+def test_check_env_passes(env_id, expected_warnings, headless_sdl):
+    # check_env also rebuilds the env from env.spec (once per render mode, and to test close()),
+    # which needs every wrapper's constructor arguments.
+    env = make_env(env_id)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    # The warning every wrapped env gets is that check_env prefers env.unwrapped.
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == len(expected_warnings), messages
+    for message, expected in zip(messages, expected_warnings, strict=True):
+        assert expected in message
+
+
+def test_vector_env_sub_envs_rebuild_from_their_spec(headless_sdl):
+    # gymnasium's own vector env from a sub-env's spec builds each sub-env as the unwrapped ALE
+    # env with pgrl's wrappers re-applied: same stack, same steps, and check_env passes on it.
+    vec = gym.vector.SyncVectorEnv([functools.partial(make_env, "ALE/Pong-v5")] * 2)
+    twin = gym.make_vec(vec.envs[1].spec, num_envs=2, vectorization_mode="sync")
+    assert [wrapper_stack(env) for env in twin.envs] == [wrapper_stack(env) for env in vec.envs]
+    with pytest.warns(UserWarning, match="different from the unwrapped"):  # its only warning
+        check_env(twin.envs[1])
+
+    np.testing.assert_array_equal(twin.reset(seed=3)[0], vec.reset(seed=3)[0])
+    actions = np.random.default_rng(0).integers(0, 2, (150, 2))
+    rewards = assert_same_steps(vec, twin, actions)
+    assert np.any(rewards)  # a point was scored: rewards were compared, not just zeros
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        *WRAPPED_PONG.values(),
+        # Truncated at steps 150 and 300; the first point comes at step 128.
+        functools.partial(make_env, "ALE/Pong-v5", frameskip=2, max_episode_steps=150),
+        functools.partial(make_env, "CartPole-v1"),
+    ],
+    ids=[*WRAPPED_PONG, "make_env-kwargs", "CartPole"],
+)
+def test_spec_rebuilds_the_same_env(make):
+    env = make()
+    # Through JSON, as a spec saved next to a checkpoint would come back.
+    spec = EnvSpec.from_json(env.spec.to_json())
+    rebuilt = gym.make(spec)
+    assert wrapper_stack(rebuilt) == wrapper_stack(env)
+    assert rebuilt.spec == env.spec
+    for wrapper_spec in spec.additional_wrappers:  # entry points a fresh process can import
+        assert wrapper_spec.entry_point == f"pgrl.envs:{wrapper_spec.name}"
+
+    np.testing.assert_array_equal(rebuilt.reset(seed=3)[0], env.reset(seed=3)[0])
+    actions = np.random.default_rng(0).integers(0, env.action_space.n, 300)
+    rewards = assert_same_steps(env, rebuilt, actions)
+    assert np.any(rewards)
+
+
+@pytest.mark.parametrize("name", WRAPPED_PONG)
+def test_copies_behave_like_the_original_mid_game(name):
+    """A pickled or deep-copied env steps like the original from the same emulator state.
+
+    ale-py rebuilds its emulator from constructor arguments, so the copy's game is restored
+    through ALE; the wrappers' own state (FrameDifference's previous frame, KarpathyScreen's
+    learned table, and its buffer rebound to the copy's ALE) comes with the copy.
+    """
+    # ALE's saved state leaves out the last action, which sticky actions would repeat.
+    env = WRAPPED_PONG[name](repeat_action_probability=0.0)
+    rng = np.random.default_rng(0)
+    env.reset(seed=3)
+    for action in rng.integers(0, env.action_space.n, 40):  # the ball in play
+        env.step(action)
+
+    for copy_env in (lambda original: pickle.loads(pickle.dumps(original)), copy.deepcopy):
+        clone = copy_env(env)  # here, not before the loop: from the state env has now
+        assert wrapper_stack(clone) == wrapper_stack(env)
+        if KarpathyScreen in wrapper_stack(env):  # it keeps the spec ale-py's EzPickle drops
+            assert clone.spec == env.spec
+        clone.unwrapped.restore_state(env.unwrapped.clone_state(include_rng=True))
+        rewards = assert_same_steps(env, clone, rng.integers(0, env.action_space.n, 150))
+        assert np.any(rewards)
+        clone.close()
+    env.close()
+
+
 def test_pong_env_pickles_and_deep_copies():
     """ale-py rebuilds its env on unpickling; KarpathyScreen rebinds its screen buffer to the new
     ALE, so a copy gives the original's observations after the same seeded reset."""
-    import copy
-    import pickle
-
     env = make_env("ALE/Pong-v5")
     for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
         a, _ = env.reset(seed=3)
