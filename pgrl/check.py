@@ -179,16 +179,17 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
         "first update (|step_variant - step| / |step|, RMSprop from zero state):",
         "",
     ]
-    lines += [f"  {label:44} {value:10.3g}" for label, value in rows]
-    lines += [
-        "",
-        "  4 ReLU mask h < 0 after clamping: masks nothing; the finite-difference rows",
-        "    above catch it (pgrl masks h <= 0).",
-        "  5 dtype: float32 vs float64 differs ~1e-7 relative per operation; compare the",
-        "    tolerance line above for this config's dtype.",
-        "  6 returns: Pong's reset at each point and per-episode standardization are",
-        "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
-        "  7 Keras keeps a float learning rate in float32 (2.5e-9 relative error per step",
-        "    for 1e-4); pgrl's KerasRMSprop keeps it in float64.",
-    ]
-    return lines
+    return lines + [f"  {label:44} {value:10.3g}" for label, value in rows] + OTHER_CAUSES
+
+
+OTHER_CAUSES = [
+    "",
+    "  4 ReLU mask h < 0 after clamping: masks nothing; the finite-difference rows",
+    "    above catch it (pgrl masks h <= 0).",
+    "  5 dtype: float32 vs float64 differs ~1e-7 relative per operation; compare the",
+    "    tolerance line above for this config's dtype.",
+    "  6 returns: Pong's reset at each point and per-episode standardization are",
+    "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
+    "  7 Keras keeps a float learning rate in float32 (2.5e-9 relative error per step",
+    "    for 1e-4); pgrl's KerasRMSprop keeps it in float64.",
+]

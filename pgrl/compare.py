@@ -95,18 +95,36 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     jobs = [(b, s) for s in seeds for b in backends]
-    budget = cfg.train.episodes * len(jobs)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    results = _run_local(
+        str(config_path), overrides, jobs, out, workers, cfg.train.episodes, progress
+    )
+    rows = [_run_row(out, b, s, results[b, s]) for b, s in jobs]
+    _add_divergence(out, rows, backends, seeds)
+    write_reports(out, rows, cfg, config_path, backends, seeds)
+    return rows
 
-        bar = tqdm(total=budget, unit="ep", desc=f"compare {len(jobs)} runs", dynamic_ncols=True)
+
+def _run_local(
+    config_path: str, overrides: list[str], jobs, out: Path, workers: int, episodes: int, progress
+) -> dict:
+    """Run every ``(backend, seed)`` job in a pool of ``workers`` processes, with a tqdm bar over
+    the episodes played (read from the runs' metrics.csv); ``{job: result of _run_one}``."""
+    from tqdm.auto import tqdm
+
+    budget = episodes * len(jobs)
+    bar = tqdm(
+        total=budget,
+        unit="ep",
+        desc=f"compare {len(jobs)} runs",
+        dynamic_ncols=True,
+        disable=not progress,
+    )
     results = {}
     # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = {
             pool.submit(
-                _run_one, str(config_path), overrides, b, s, str(out / f"{b}-seed{s}"), workers > 1
+                _run_one, config_path, overrides, b, s, str(out / f"{b}-seed{s}"), workers > 1
             ): (b, s)
             for b, s in jobs
         }
@@ -119,25 +137,17 @@ def compare(
                 except Exception as e:  # the worker itself died (killed, out of memory, ...)
                     results[futures[f]] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
             pending -= done
-            if bar is not None:
-                # a finished run counts as its whole budget (it may have stopped when solved)
-                finished = cfg.train.episodes * len(results)
-                running = sum(
-                    _episodes_done(out / f"{b}-seed{s}")
-                    for f, (b, s) in futures.items()
-                    if f in pending
-                )
-                n = min(budget, finished + running)
-                if n != bar.n:
-                    bar.update(n - bar.n)
+            # a finished run counts as its whole budget (it may have stopped when solved)
+            running = sum(
+                _episodes_done(out / f"{b}-seed{s}")
+                for f, (b, s) in futures.items()
+                if f in pending
+            )
+            bar.update(min(budget, episodes * len(results) + running) - bar.n)
             if pending:
                 time.sleep(0.25)
-    if bar is not None:
-        bar.close()
-    rows = [_run_row(out, b, s, results[b, s]) for b, s in jobs]
-    _add_divergence(out, rows, backends, seeds)
-    write_reports(out, rows, cfg, config_path, backends, seeds)
-    return rows
+    bar.close()
+    return results
 
 
 def _read_curve(run_dir: Path) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Trained policies at work: load one, play it, export its weights, record a GIF.
 
-    policy = pgrl.load_policy("pong")            # a shipped agent, a checkpoint or weights file
-    result = evaluate("runs/pong/checkpoint.npz", episodes=10, gif="pong.gif")
+policy = pgrl.load_policy("pong")            # a shipped agent, a checkpoint or weights file
+result = evaluate("runs/pong/checkpoint.npz", episodes=10, gif="pong.gif")
 """
 
 from __future__ import annotations
@@ -133,18 +133,8 @@ def evaluate(
         dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, ``wins`` (episodes with a
         positive return), ``gif`` (path or None) and ``source`` (the file played).
     """
-    from pgrl.envs import make_env
-
     path, data, cfg = _read_playable(checkpoint_path)
-    kwargs = dict(cfg.env.kwargs, **(env_kwargs or {}))
-    if gif is not None:
-        kwargs["render_mode"] = "rgb_array"
-    try:
-        env = make_env(cfg.env.id, **kwargs)
-    except gym.error.DependencyNotInstalled as e:
-        raise ConfigError(f"cannot render {cfg.env.id}: {e}") from None
-    except (TypeError, ValueError, gym.error.Error) as e:
-        raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
+    env = _make_env(cfg, dict(cfg.env.kwargs, **(env_kwargs or {})), render=gif is not None)
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
     restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     from tqdm.auto import tqdm
@@ -154,17 +144,9 @@ def evaluate(
     bar = tqdm(total=episodes, desc=f"eval {path.name}", unit="ep", disable=not progress)
     try:
         for k in range(episodes):
-            obs, _ = env.reset(seed=seed + k)
-            total, length, done = 0.0, 0, False
-            while not done:
-                if gif is not None and k == 0:
-                    frames.append(env.render())
-                p = float(policy.action_prob(obs[None])[0])
-                action = int(p > 0.5) if greedy else int(rng.random() < p)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                length += 1
-                done = terminated or truncated
+            total, length = play_episode(
+                env, policy, seed + k, greedy, rng, frames if gif is not None and k == 0 else None
+            )
             returns.append(total)
             lengths.append(length)
             bar.update()
@@ -183,6 +165,37 @@ def evaluate(
         "gif": str(gif) if gif is not None else None,
         "source": str(path),
     }
+
+
+def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None = None):
+    """(return, length) of one episode from ``env.reset(seed=seed)``: actions ``p > 0.5``
+    (greedy) or ``u < p`` with ``u`` from ``rng``; rendered frames appended to ``frames``."""
+    obs, _ = env.reset(seed=seed)
+    total, length, done = 0.0, 0, False
+    while not done:
+        if frames is not None:
+            frames.append(env.render())
+        p = float(policy.action_prob(obs[None])[0])
+        action = int(p > 0.5) if greedy else int(rng.random() < p)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        length += 1
+        done = terminated or truncated
+    return total, length
+
+
+def _make_env(cfg: Config, kwargs: dict, render: bool):
+    """The config's env for playing, rendering RGB frames if asked; ConfigError if it fails."""
+    from pgrl.envs import make_env
+
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    try:
+        return make_env(cfg.env.id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"cannot render {cfg.env.id}: {e}") from None
+    except (TypeError, ValueError, gym.error.Error) as e:
+        raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
 
 
 def _write_gif(frames, path: Path, fps: int = 30) -> None:
