@@ -14,6 +14,7 @@ import numpy as np
 
 from pgrl.config import Config
 from pgrl.reinforce import build_policy
+from pgrl.sparse import random_frame_differences
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 
@@ -22,10 +23,7 @@ def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0):
     """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
-        obs = np.zeros((n, obs_dim), np.int8)
-        for t in range(n):
-            cols = rng.choice(obs_dim, 25, replace=False)
-            obs[t, cols] = rng.choice(np.array([-1, 1], np.int8), 25)
+        obs = random_frame_differences(rng, n, obs_dim)
     else:
         obs = rng.standard_normal((n, obs_dim))
     actions = (rng.random(n) < 0.5).astype(np.int8)

@@ -22,6 +22,19 @@ def is_mostly_zero(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu" and np.count_nonzero(x) <= SPARSE_DENSITY * x.size
 
 
+def random_frame_differences(
+    rng: np.random.Generator, n: int, width: int = 6400, nonzeros: int = 25
+) -> np.ndarray:
+    """(n, width) int8 rows like Pong's frame differences: ``nonzeros`` entries of +-1 per row
+    at random columns, zeros elsewhere (synthetic data for checks and benchmarks)."""
+    x = np.zeros((n, width), np.int8)
+    for t in range(n):
+        x[t, rng.choice(width, nonzeros, replace=False)] = rng.choice(
+            np.array([-1, 1], np.int8), nonzeros
+        )
+    return x
+
+
 @dataclass(frozen=True)
 class SparseRows:
     """An (N, n_cols) matrix as CSR: row t holds ``values[indptr[t]:indptr[t+1]]`` at columns

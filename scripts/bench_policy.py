@@ -38,15 +38,6 @@ def per_call_us(fn, seconds: float) -> float:
     return 1e6 * float(np.median(rounds))
 
 
-def pong_obs(rng, n: int) -> np.ndarray:
-    """(n, 6400) int8 frame differences with ~25 nonzeros each (Pong's measured mean)."""
-    x = np.zeros((n, 6400), np.int8)
-    for t in range(n):
-        cols = rng.choice(6400, 25, replace=False)
-        x[t, cols] = rng.choice(np.array([-1, 1], np.int8), 25)
-    return x
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
@@ -55,6 +46,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pgrl.policies import make_policy
+    from pgrl.sparse import random_frame_differences
 
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((6400, 200))
@@ -75,7 +67,11 @@ def main(argv=None) -> None:
             for b in args.backends
         }
         for batch in (1, 1000):
-            obs = pong_obs(rng, batch) if net == "pong" else rng.standard_normal((batch, obs_dim))
+            obs = (
+                random_frame_differences(rng, batch)
+                if net == "pong"
+                else rng.standard_normal((batch, obs_dim))
+            )
             actions = (rng.random(batch) < 0.5).astype(np.int8)
             advantages = rng.standard_normal(batch)
             for op in ("action_prob", "update"):

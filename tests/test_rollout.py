@@ -15,7 +15,7 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 from pgrl.envs import make_env
 from pgrl.policies import make_policy
 from pgrl.rollout import CHUNK_ROWS, SEED_BOUND, EpisodeBatch, collect_episodes, make_vector_env
-from pgrl.sparse import SparseRows
+from pgrl.sparse import SparseRows, random_frame_differences
 
 DISABLED = AutoresetMode.DISABLED
 
@@ -75,9 +75,7 @@ class SparseFrameEnv(gym.Env):
 
     def __init__(self, length):
         rng = np.random.default_rng(0)
-        self.frames = np.zeros((64, 6400), np.int8)
-        for f in self.frames:
-            f[rng.choice(6400, 50, replace=False)] = rng.choice([-1, 1], 50)
+        self.frames = random_frame_differences(rng, 64, 6400, nonzeros=50)
         self.length = length
 
     def reset(self, *, seed=None, options=None):

@@ -48,19 +48,10 @@ class NumpyPolicy(Policy):
 
     backend = "numpy"
 
-    def __init__(
-        self,
-        obs_dim,
-        hidden_sizes=(200,),
-        optimizer=None,
-        seed=0,
-        dtype="float64",
-        reduction="sum",
-        bias=False,
-    ):
-        super().__init__(obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.params = init_weights(
-            self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name
+            self.obs_dim, self.hidden_sizes, self.bias, self.seed, self.dtype.name
         )
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0

@@ -39,10 +39,9 @@ def _import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    if keras.backend.backend() != "tensorflow":  # pragma: no cover
-        raise ImportError(
-            f"the TensorFlow backend needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}"
-        )
+    backend = keras.backend.backend()
+    if backend != "tensorflow":  # pragma: no cover
+        raise ImportError(f"the TensorFlow backend needs KERAS_BACKEND=tensorflow, got {backend!r}")
     return keras, tf
 
 
@@ -188,17 +187,8 @@ class TensorFlowPolicy(Policy):
 
     backend = "tensorflow"
 
-    def __init__(
-        self,
-        obs_dim,
-        hidden_sizes=(200,),
-        optimizer=None,
-        seed=0,
-        dtype="float64",
-        reduction="sum",
-        bias=False,
-    ):
-        super().__init__(obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         dt = self.dtype.name
         layers = [keras.Input((self.obs_dim,), dtype=dt)]
         for i, h in enumerate(self.hidden_sizes, start=1):
@@ -219,7 +209,7 @@ class TensorFlowPolicy(Policy):
         self.keras_optimizer.build(self._var_list)
         self._snapshot = None  # the weights as tensors, for eager forward passes
         self._set_weights(
-            init_weights(self.obs_dim, self.hidden_sizes, self.bias, seed, self.dtype.name)
+            init_weights(self.obs_dim, self.hidden_sizes, self.bias, self.seed, self.dtype.name)
         )
 
         vec_spec = tf.TensorSpec([None], dt)
