@@ -18,13 +18,21 @@ class ProgressBar:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(
-            total=total, initial=initial, unit="ep", dynamic_ncols=True, desc=desc, disable=not enabled
+            total=total,
+            initial=initial,
+            unit="ep",
+            dynamic_ncols=True,
+            desc=desc,
+            disable=not enabled,
         )
 
     def update(self, episodes: int, running_return: float, mean100: float, sps: float) -> None:
         self.bar.update(episodes)
         self.bar.set_postfix(
-            running=f"{running_return:.2f}", mean100=f"{mean100:.1f}", sps=f"{sps:.0f}", refresh=False
+            running=f"{running_return:.2f}",
+            mean100=f"{mean100:.1f}",
+            sps=f"{sps:.0f}",
+            refresh=False,
         )
 
     def close(self) -> None:
@@ -40,7 +48,9 @@ class TensorBoard:
         try:
             import tensorboard.compat.proto.event_pb2  # noqa: F401
         except ImportError:
-            raise ConfigError("log.tensorboard = true needs TensorBoard: install pgrl[tensorboard]") from None
+            raise ConfigError(
+                "log.tensorboard = true needs TensorBoard: install pgrl[tensorboard]"
+            ) from None
 
     def __init__(self, logdir: Path):
         self.check_installed()
@@ -60,7 +70,9 @@ class TensorBoard:
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
-        self._write(self._event(wall_time=time.time(), step=step, summary=self._summary(value=values)))
+        self._write(
+            self._event(wall_time=time.time(), step=step, summary=self._summary(value=values))
+        )
 
     def close(self) -> None:
         self._file.close()

@@ -1,43 +1,29 @@
-"""Play complete episodes with a policy on gymnasium vector envs: the data of one REINFORCE batch.
+"""Play complete episodes with a policy on a gymnasium vector env: the data of one REINFORCE batch.
 
-One batch, ``collect_episodes(envs, policy, rng, n_episodes)``, is the gist's inner loop run on
-``num_envs`` envs at once:
+:func:`collect_episodes` is the gist's inner loop on ``num_envs`` envs at once. Every env is
+reset with its own seed from the run's generator; then, every vector step, one uniform ``u`` per
+env is drawn, the policy gives ``p = P(action = 1)`` for the envs playing an episode of this
+batch (one call for all of them), and each takes ``a = u < p``; their ``(obs, a, r)`` are
+recorded. An env whose episode ended is reset and starts another while fewer than
+``n_episodes`` have been started, and idles otherwise; the batch is complete when
+``n_episodes`` episodes have ended. Episodes are ordered by the vector step at which they ended,
+ties by env index.
 
-1. Reset sub-env ``i`` with seed ``s[i]``, where ``s = rng.integers(2**31, size=num_envs)``.
-2. Every vector step: ``u = rng.random(num_envs)``; ``p = action_prob(obs[playing])``, one
-   call for the envs playing an episode of this batch; ``a = u[playing] < p``; step those
-   envs and record ``(obs, a, r)``. ``action_prob`` is ``policy.rollout_fn()``, taken at the
-   start of the batch: ``policy.action_prob``'s numbers without its per-call checks (the env's
-   observation space was checked against the policy once).
-3. An env whose episode ended is reset before its next step. It starts another episode while
-   fewer than ``n_episodes`` have been started; otherwise it idles. In process
-   (``SyncVectorEnv``) an idle env simply waits; worker processes (:class:`WorkerVectorEnv`,
-   ``AsyncVectorEnv``) step every env together, so there an idle env keeps playing, with action
-   0, unrecorded.
-4. Return as soon as ``n_episodes`` episodes have ended.
+How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
+only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
+costs about as much as CartPole's physics); any other vector env steps all its envs together,
+idle ones with action 0, unrecorded. Vector envs run with ``autoreset_mode=DISABLED``: a
+finished env is reset here, ``envs.reset(options={"reset_mask": done})``, so no reset step can
+be recorded by mistake.
 
-Autoreset: the vector envs are built with ``autoreset_mode=DISABLED`` and finished envs are reset
-here: ``envs.reset(options={"reset_mask": done})`` for workers; in process the sub-envs
-``envs.envs[i]`` are reset and stepped directly (``SyncVectorEnv.step`` would cost as much as
-CartPole's physics, and would step idle envs). With gymnasium's default (NEXT_STEP)
-the step after an episode ends is a reset step whose obs, reward and action would have to be
-skipped, and a finished env would silently start an episode that must be thrown away; with
-DISABLED no reset step exists, so nothing can be recorded by mistake.
+On-policy: only ``n_episodes`` episodes are started, every one is finished with the weights of
+the call, and the next batch reseeds every env, so no episode straddles a weight update.
 
-On-policy: every recorded episode is played from its reset to its end by the weights the policy
-has during the call. Only ``n_episodes`` episodes are started, every started episode is finished,
-and the next batch resets every env, so no episode straddles a weight update.
-
-Determinism: a batch is a function of the generator's state, the policy's weights, ``num_envs``
-and the env id and kwargs only (step 1 reseeds every env from ``rng``, so nothing an env did in
-earlier batches, idling included, carries over; worker timing cannot matter, as every vector step
-waits for all envs). So a run resumed from a checkpoint of the weights and
-``rng.bit_generator.state`` continues exactly, and vector envs with the same ``num_envs`` give
-identical episodes whether they are sync, workers or async (only ``env_steps`` differs: idle envs
-step only in worker processes).
-Different ``num_envs`` give different (equally distributed) batches. With ``num_envs == 1`` a
-batch is exactly the hand-written loop (NumPy policy; TensorFlow: to rounding, see
-``TensorFlowPolicy.rollout_fn``)::
+Determinism: a batch is a function of the generator's state, the policy's weights,
+``num_envs`` and the env only (nothing an env did in earlier batches carries over, and every
+vector step waits for all envs). So a run resumed from its checkpoint continues exactly, and
+vector envs of the same sub-envs give the same episodes whether they step in process or in
+other processes (only ``env_steps`` differs). With ``num_envs == 1`` a batch is exactly::
 
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     for k in range(n_episodes):
@@ -49,16 +35,11 @@ batch is exactly the hand-written loop (NumPy policy; TensorFlow: to rounding, s
             next_obs, r, terminated, truncated, _ = env.step(a)  # record (obs, a, r)
             obs, done = next_obs, terminated or truncated
 
-Episode order: by the vector step at which an episode ended, ties broken by env index.
-
-Actions reach the envs as NumPy int64 in process (as ``action_space.sample()`` gives them) and as
-Python ints in worker processes (cheaper to send).
-
 Storage: observations keep the env's dtype (float32 for CartPole). Integer observations (Pong's
 int8 frame differences, ~26 nonzeros of 6400) are stored as :class:`pgrl.sparse.SparseRows`:
 each env writes its rows into a fixed (1024, obs_dim) chunk, compressed when full or when the
 episode ends, so a 10,000-step Pong episode takes ~1.5 MB instead of 64 MB (int8) or 512 MB
-(float64) and the hot loop allocates nothing per step.
+(float64).
 """
 
 from __future__ import annotations

@@ -62,8 +62,14 @@ class RunState:
         """Mean return of the last 100 episodes (fewer at the start)."""
         return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
 
-    def add_batch(self, batch, stats: dict, seconds: tuple[float, float], wall_time: float,
-                  solved_mean100: float | None) -> tuple[list[list], list]:
+    def add_batch(
+        self,
+        batch,
+        stats: dict,
+        seconds: tuple[float, float],
+        wall_time: float,
+        solved_mean100: float | None,
+    ) -> tuple[list[list], list]:
         """Count one update and its batch's episodes, in order; returns the rows they add to
         ``metrics.csv`` (one per episode) and ``updates.csv``.
 
@@ -75,7 +81,9 @@ class RunState:
         self.env_steps += batch.env_steps
         self.wall_time = wall_time
         rows = []
-        for ep_return, length in zip(batch.ep_returns.tolist(), batch.ep_lengths.tolist(), strict=True):
+        for ep_return, length in zip(
+            batch.ep_returns.tolist(), batch.ep_lengths.tolist(), strict=True
+        ):
             self.episodes += 1
             self.steps += length
             self.recent_returns.append(ep_return)

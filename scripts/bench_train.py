@@ -137,7 +137,9 @@ def main(argv=None) -> None:
             cells.append(f"{np.median(xs):8.3f} ({min(xs):.2f}-{max(xs):.2f})")
         ratio = ""
         if "baseline" in trees:
-            ratio = f"{np.median(figures[name, 'current']) / np.median(figures[name, 'baseline']):.3f}"
+            ratio = (
+                f"{np.median(figures[name, 'current']) / np.median(figures[name, 'baseline']):.3f}"
+            )
         print(f"{name:16} " + " ".join(f"{c:>20}" for c in cells) + f"  {ratio}")
 
 
