@@ -27,13 +27,16 @@ __all__ = [
 ]
 
 
-def train(config, out=None, resume: bool = False, backend: str | None = None) -> dict:
-    """Train from a :class:`pgrl.config.Config` (or a TOML path); returns the run's summary."""
+def train(
+    config, out=None, resume: bool = False, backend: str | None = None, overwrite: bool = False
+) -> dict:
+    """Train from a :class:`pgrl.config.Config`, a TOML path or a shipped config name
+    (``"cartpole"``); returns the run's summary. See :func:`pgrl.reinforce.train`."""
     from pgrl.reinforce import train as _train
 
     if not hasattr(config, "train"):
         config = load_config(config)
-    return _train(config, out=out, resume=resume, backend=backend)
+    return _train(config, out=out, resume=resume, backend=backend, overwrite=overwrite)
 
 
 def load_policy(source, backend: str | None = None):

@@ -99,7 +99,7 @@ def compare(
         str(config_path), overrides, jobs, out, workers, cfg.train.episodes, progress
     )
     rows = [_run_row(out, b, s, results[b, s]) for b, s in jobs]
-    _add_divergence(out, rows, backends, seeds)
+    add_divergence(out, rows, backends, seeds)
     write_reports(out, rows, cfg, config_path, backends, seeds)
     return rows
 
@@ -175,7 +175,7 @@ def _run_row(out: Path, backend: str, seed: int, result: dict) -> dict:
     return row
 
 
-def _add_divergence(out: Path, rows: list[dict], backends, seeds) -> None:
+def add_divergence(out: Path, rows: list[dict], backends, seeds) -> None:
     """Per seed: first episode whose return differs across backends, and the final weight gap."""
     from pgrl.checkpoint import load_checkpoint
 

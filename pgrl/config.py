@@ -91,7 +91,7 @@ class LogConfig:
     """What a run reports besides metrics.csv and updates.csv."""
 
     progress: bool = True  # tqdm bar
-    tensorboard: bool = False  # tf.summary scalars in OUT/tensorboard (needs TensorFlow)
+    tensorboard: bool = False  # scalars per update in OUT/tensorboard (pgrl[tensorboard])
 
 
 @dataclass

@@ -110,6 +110,6 @@ class HoldInterrupts:
 
     def __exit__(self, exc_type, exc, tb):
         self.inside = False
-        if self.pending and exc_type is None:
-            self.pending = False
+        pending, self.pending = self.pending, False
+        if pending and exc_type is None:  # with another exception, that one propagates
             raise KeyboardInterrupt

@@ -1,7 +1,10 @@
-"""Training runs (pgrl.reinforce, pgrl.rundir): reproducible, resumable, backend-swappable, and it learns."""
+"""Training runs (pgrl.reinforce, pgrl.rundir): reproducible, resumable, backend-swappable,
+and it learns."""
 
 import csv
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,9 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pgrl
+import pgrl.reinforce
 from pgrl.checkpoint import load_checkpoint
 from pgrl.cli import main as cli_main
-from pgrl.config import load_config
+from pgrl.config import (
+    Config,
+    ConfigError,
+    OptimizerConfig,
+    PolicyConfig,
+    TrainConfig,
+    load_config,
+)
 from pgrl.reinforce import build_policy, train
 from pgrl.returns import compute_advantages
 
@@ -338,16 +350,78 @@ def test_scripts_train_uses_the_same_code(tmp_path):
 
 
 def test_budgets_stop_the_run(tmp_path):
-    by_steps = train(small("train.max_steps=2000", episodes=100000), out=tmp_path / "steps")
-    assert by_steps["stopped_by"] == "max_steps" and 2000 <= by_steps["env_steps"] < 2000 + 20 * 500
-    by_time = train(small("train.max_seconds=0.5", episodes=100000), out=tmp_path / "time")
-    assert by_time["stopped_by"] == "max_seconds" and by_time["wall_time"] < 5
+    """Each budget stops the run and is named in summary["stopped_by"]; no timing is asserted."""
+    by_episodes = train(small(episodes=30), out=tmp_path / "episodes")
+    assert by_episodes["stopped_by"] == "episodes" and by_episodes["episodes"] == 30
+    assert by_episodes["updates"] == 2  # 20 + 10: the last batch is cut to the budget
+    by_steps = train(small("train.max_steps=2000", episodes=1000), out=tmp_path / "steps")
+    assert by_steps["stopped_by"] == "max_steps"
+    # stopped by the first update that reached 2000 env steps (an update is <= 20 x 500 steps)
+    assert 2000 <= by_steps["env_steps"] < 2000 + 20 * 500
+    # any policy's mean return on CartPole is > 8 (an episode lasts at least 8 steps), so
+    # mean100 >= 8 as soon as 100 episodes were played: episode 100 solves it
+    solved = train(small("train.solved_mean100=8", episodes=1000), out=tmp_path / "solved")
+    assert solved["stopped_by"] == "solved" and solved["solved"]
+    assert solved["solved_episode"] == 100 and solved["episodes"] == 100
+    # a budget no update fits in: the run stops after its first update, whatever the machine
+    by_time = train(small("train.max_seconds=1e-9", episodes=1000), out=tmp_path / "time")
+    assert by_time["stopped_by"] == "max_seconds"
+    assert by_time["updates"] == 1 and by_time["episodes"] == 20 < 1000
+    for name, summary in (("episodes", by_episodes), ("steps", by_steps), ("time", by_time)):
+        assert json.loads((tmp_path / name / "summary.json").read_text()) == summary
+
+
+TENSORBOARD_RUN = """
+import json, sys
+from pgrl.config import load_config
+from pgrl.reinforce import train
+
+overrides = ["log.progress=false", "log.tensorboard=true", "policy.backend=numpy",
+             "train.episodes=50", "train.batch_episodes=10"]
+summary = train(load_config(sys.argv[1], overrides), out=sys.argv[2])
+print(json.dumps({"summary": summary, "tensorflow": "tensorflow" in sys.modules}))
+"""
 
 
 def test_tensorboard_scalars(tmp_path):
-    train(small("log.tensorboard=true", episodes=40), out=tmp_path)
-    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+    """One point per update at steps 1..U, equal to updates.csv and metrics.csv, written by a
+    NumPy run that never imports TensorFlow."""
+    result = subprocess.run(
+        [sys.executable, "-c", TENSORBOARD_RUN, CARTPOLE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["tensorflow"] is False  # the event file needs only the tensorboard package
+    summary = out["summary"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    stats = ["loss", "grad_norm", "mean_prob", "entropy"]
+    curves = ["running_return", "mean100"]
+    assert set(scalars) == {*stats, *curves, "steps_per_second"}
+    updates = read_metrics(tmp_path / "updates.csv")
+    n = len(updates)
+    assert n == summary["updates"] == 5
+    for tag, points in scalars.items():
+        assert [p.step for p in points] == list(range(1, n + 1)), tag
+
+    def float32(text):  # TensorBoard stores simple_value as float32
+        return float(np.float32(float(text)))
+
+    for tag in stats:
+        assert [p.value for p in scalars[tag]] == [float32(u[tag]) for u in updates], tag
+    last_episode = {int(r["update"]): r for r in read_metrics(tmp_path / "metrics.csv")}
+    assert sorted(last_episode) == list(range(1, n + 1))
+    for tag in curves:
+        expected = [float32(last_episode[k][tag]) for k in range(1, n + 1)]
+        assert [p.value for p in scalars[tag]] == expected, tag
+    sps = [p.value for p in scalars["steps_per_second"]]
+    assert all(np.isfinite(sps)) and min(sps) > 0
+    assert sps[-1] == pytest.approx(summary["steps_per_second"], rel=1e-6, abs=0.051)
 
 
 def test_python_api(tmp_path):
@@ -397,3 +471,82 @@ def test_resume_drops_a_torn_metrics_row(tmp_path):
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [int(r["episode"]) for r in rows] == list(range(1, 61))
     assert all(r["return"] for r in rows)
+
+
+def test_ctrl_c_during_an_update_finishes_it_and_resumes_exactly(tmp_path, monkeypatch):
+    """SIGINT inside the 3rd update is held until the update and its bookkeeping are done."""
+    cfg = small("env.num_envs=5", "train.batch_episodes=5", episodes=30)  # 6 updates of 5
+    train(cfg, out=tmp_path / "full")
+    real_build_policy = pgrl.reinforce.build_policy
+    calls = []
+
+    def build_interrupted_policy(*args, **kwargs):
+        policy = real_build_policy(*args, **kwargs)
+        real_update = policy.update
+
+        def update(obs, actions, advantages):
+            calls.append(len(actions))
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the 3rd update runs
+            return real_update(obs, actions, advantages)
+
+        policy.update = update
+        return policy
+
+    monkeypatch.setattr(pgrl.reinforce, "build_policy", build_interrupted_policy)
+    handler = signal.getsignal(signal.SIGINT)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=run)
+    assert len(calls) == 3
+    assert signal.getsignal(signal.SIGINT) is handler  # the holder is uninstalled
+    ckpt = load_checkpoint(run / "checkpoint.npz")
+    assert ckpt["state"]["updates"] == 3 and ckpt["state"]["episodes"] == 15
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by"] == "interrupted" and summary["updates"] == 3
+    full_metrics = without_wall_time(read_metrics(tmp_path / "full" / "metrics.csv"))
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["update"]) for r in rows] == [1] * 5 + [2] * 5 + [3] * 5
+    assert without_wall_time(rows) == full_metrics[:15]
+    assert len(read_metrics(run / "updates.csv")) == 3
+
+    monkeypatch.undo()
+    resumed = train(cfg, out=run, resume=True)
+    assert resumed["stopped_by"] == "episodes" and resumed["updates"] == 6
+    assert without_wall_time(read_metrics(run / "metrics.csv")) == full_metrics
+    timing = ("rollout_seconds", "update_seconds")
+
+    def without_timing(rows):
+        return [{k: v for k, v in r.items() if k not in timing} for r in rows]
+
+    assert without_timing(read_metrics(run / "updates.csv")) == without_timing(
+        read_metrics(tmp_path / "full" / "updates.csv")
+    )
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    b = load_checkpoint(run / "checkpoint.npz")
+    for name, w in a["weights"].items():
+        np.testing.assert_array_equal(b["weights"][name], w)
+    for name, v in a["optimizer_state"].items():
+        np.testing.assert_array_equal(b["optimizer_state"][name], v)
+    assert a["rng_state"] == b["rng_state"]
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (Config(train=TrainConfig(episodes=-5)), "'train.episodes' must be >= 1, got -5"),
+        (
+            Config(policy=PolicyConfig(hidden_sizes=["a"])),
+            "'policy.hidden_sizes' must be list of int",
+        ),
+        (Config(train=TrainConfig(gamma="0.9")), "'train.gamma' must be float, got '0.9'"),
+        (Config(optimizer=OptimizerConfig(epsilon=0.0)), "'optimizer.epsilon' must be > 0"),
+    ],
+)
+def test_a_config_built_in_python_is_validated(tmp_path, monkeypatch, cfg, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pgrl.train(cfg, out=tmp_path / "run")
+    monkeypatch.chdir(tmp_path)  # without out, the run would go to ./runs/<name>
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pgrl.train(cfg)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the directory
