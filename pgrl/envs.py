@@ -51,14 +51,14 @@ class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
     the policy casts to its own dtype anyway.
 
     make_env does not use it: for ALE envs, KarpathyScreen gives the same observations without
-    the RGB frame, which ALE spends about 24 us per step assembling.
+    the RGB frame, which ALE spends a good part of a step assembling.
     """
 
     FRAME_SHAPE = (210, 160, 3)
     OBS_SIZE = 80 * 80
 
     # Channel-0 value -> output. One gather through this table replaces the gist's four masked
-    # assignments and reads each pixel once (about 7 us per frame against 24 us for the gist).
+    # assignments and reads each pixel once (about 3x faster than the gist's).
     _LUT = np.ones(256, dtype=np.int8)
     _LUT[[0, 109, 144]] = 0
 
@@ -88,8 +88,8 @@ class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """ALE env -> obs (6400,) int8 in {0, 1}: KarpathyPreprocess's output, from ALE's index screen.
 
     KarpathyPreprocess only asks, for each pixel of ``frame[35:195:2, ::2]``, whether its red
-    value is background (0, 109 or 144). Instead of the RGB frame (``ale.getScreenRGB()``, about
-    24 us), this reads ALE's screen of palette indices (``ale.getScreen``, about 1 us, into one
+    value is background (0, 109 or 144). Instead of the RGB frame (``ale.getScreenRGB()``), this
+    reads ALE's screen of palette indices (``ale.getScreen``, ~20x cheaper, into one
     (210, 160) uint8 buffer) and maps each index to 0/1 through a 256-entry table. The inner
     env's observations are ignored, so build it with ``obs_type="ram"``: ale-py then never
     assembles an RGB frame (``render()`` still does, on request).

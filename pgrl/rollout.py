@@ -61,7 +61,7 @@ from pgrl.vector import WorkerVectorEnv
 
 __all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
 
-# Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed ~1.5 ms at a time.
+# Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed a chunk at a time.
 CHUNK_ROWS = 1024
 VECTORIZATIONS = ("auto", "sync", "workers", "async")
 # Envs whose step costs less than a process round trip: vectorized in-process by "auto".

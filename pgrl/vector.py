@@ -1,10 +1,11 @@
 """A lean worker-process vector env: one process per sub-env, shared memory, 1-byte messages.
 
-gymnasium's ``AsyncVectorEnv`` pickles every action, observation and info dict through its pipes;
-on a 2-core VM 2 Pong envs in its workers step slower than one env in one process.
-:class:`WorkerVectorEnv` keeps the data in shared memory (each worker writes only its own row)
+gymnasium's ``AsyncVectorEnv`` keeps observations in shared memory but sends each step's actions,
+rewards, flags and infos pickled through its pipes; with the policy in the loop, 2 Pong envs in
+it step slower than 1 env in one process (``python scripts/bench.py rollout``).
+:class:`WorkerVectorEnv` keeps all data in shared memory (each worker writes only its own row)
 and sends one byte per command each way, with plain ``os.write``/``os.read`` on the pipe
-(``Connection.send_bytes``/``recv_bytes`` add ~3 us of Python framing per call; the framed
+(``Connection.send_bytes``/``recv_bytes`` add Python framing to every call; the framed
 calls carry only an error's traceback):
 
     parent                                 worker i
@@ -17,18 +18,12 @@ Lockstep: a step goes to every worker before the parent waits for any, so the en
 parallel, and every vector step waits for all of them. Infos are not forwarded. Autoreset is
 disabled: a finished env is reset by the caller, ``reset(options={"reset_mask": done})``.
 
-Waiting: this VM's kernel halts an idle vCPU at once (``haltpoll.guest_halt_poll_ns=0``), so a
-worker sleeping in a blocking read while the parent computes the next actions has to be woken
-through the hypervisor. When every worker can have a CPU of its own (``1 < num_envs <= CPUs``),
-workers 1.. instead poll a shared command counter for up to ``SPIN_SECONDS`` before they block,
-and the parent polls for their replies the same way. Worker 0 always blocks: the parent waits for
-it first, so while it sleeps its CPU runs the parent. Measured on the 2-core VM (2 Pong envs,
-random actions, no policy): 1.0x the steps/s of one env in one process with blocking reads only,
-1.2-1.6x with polling, depending on the minute (scripts/bench_rollout.py).
+Waiting: a process that waits blocks in ``os.read`` (no polling); its CPU is free meanwhile.
 
 Env 0 in the parent (``local_first=True``): the parent steps sub-env 0 itself while the workers
 step the others, instead of sleeping until they reply. With 2 envs on 2 cores that is one
-process per core and one handoff per step instead of two.
+process per core and one handoff per step instead of two; a woken worker's start-up delay then
+overlaps with the parent's own env step.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,10 +47,6 @@ _STEP, _RESET, _CLOSE = b"s", b"r", b"c"
 _OK, _ERROR = b"k", b"e"
 # Seconds close() waits for the workers, together, before terminating the stragglers.
 CLOSE_TIMEOUT = 5.0
-# Seconds an idle process polls before it blocks: longer than the parent's NumPy policy step
-# (~50-100 us with 2 Pong envs), short enough that a slow policy or an update is not slowed down
-# by spinning workers.
-SPIN_SECONDS = 300e-6
 
 
 class WorkerVectorEnv(VectorEnv):
@@ -135,15 +125,7 @@ class WorkerVectorEnv(VectorEnv):
             "actions": ctx.RawArray("q", n),
             "seeds": ctx.RawArray("q", n),
             "has_seed": ctx.RawArray("B", n),
-            # commands sent to / replies sent by each worker: a spinning reader polls these
-            "cmd_seq": ctx.RawArray("q", n),
-            "reply_seq": ctx.RawArray("q", n),
         }
-        self._cmd_seq, self._reply_seq = shared["cmd_seq"], shared["reply_seq"]
-        self._sent = [0] * n  # replies awaited from each worker so far; reply_seq: given
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        spin = SPIN_SECONDS if 1 < n <= (cpus or 1) else 0.0
-        self._spin = [spin if i > 0 else 0.0 for i in range(n)]
         self._obs = np.frombuffer(shared["obs"], dtype=obs_dtype).reshape(n, *obs_space.shape)
         self._rewards = np.frombuffer(shared["rewards"], dtype=np.float64)
         self._terminated = np.frombuffer(shared["terminated"], dtype=np.bool_)
@@ -165,7 +147,7 @@ class WorkerVectorEnv(VectorEnv):
                 process = ctx.Process(
                     target=_worker,
                     name=f"WorkerVectorEnv-{i}",
-                    args=(i, env_fn, child_conn, parent_conn, obs_space, self._spin[i], shared),
+                    args=(i, env_fn, child_conn, parent_conn, obs_space, shared),
                     daemon=True,
                 )
                 process.start()
@@ -299,18 +281,17 @@ class WorkerVectorEnv(VectorEnv):
         """Send ``code`` to the workers ``indices`` all at once, then wait for each in order."""
         if self.closed:
             raise RuntimeError(f"WorkerVectorEnv.{what} called after close()")
-        write, fds, cmd_seq = os.write, self._fds, self._cmd_seq
+        write, fds = os.write, self._fds
         local = self._local is not None and 0 in indices
         workers = [i for i in indices if i >= self._first_worker]
         try:
-            # Last to first: worker 0 sleeps (see the module docstring) and may take this CPU
-            # as soon as it is woken; the others must have their command by then.
+            # Last to first: the parent waits for worker 0 first, so the others get their
+            # command before a woken worker 0 can take this CPU.
             for i in reversed(workers):
                 try:
                     write(fds[i], code)
                 except OSError:
                     self._died(i, what)
-                cmd_seq[i] += 1
             error = self._run_local(code) if local else None
             worker_error = self._wait(workers, what)
             error = error or worker_error
@@ -340,14 +321,8 @@ class WorkerVectorEnv(VectorEnv):
     def _wait(self, indices, what: str) -> RuntimeError | None:
         """One reply from each worker in ``indices``; the first error, after all replied."""
         error = None
-        read, fds, reply_seq, sent = os.read, self._fds, self._reply_seq, self._sent
+        read, fds = os.read, self._fds
         for i in indices:
-            target = sent[i] = sent[i] + 1
-            spin = self._spin[i]
-            if spin and reply_seq[i] < target:
-                end = time.perf_counter() + spin
-                while reply_seq[i] < target and time.perf_counter() < end:
-                    pass
             try:
                 reply = read(fds[i], 1)
             except OSError:
@@ -376,13 +351,12 @@ class WorkerVectorEnv(VectorEnv):
         )
 
 
-def _worker(i, env_fn, conn, parent_conn, obs_space, spin, shared) -> None:
+def _worker(i, env_fn, conn, parent_conn, obs_space, shared) -> None:
     """Worker ``i``: build the env, then serve 1-byte commands until close or EOF."""
     # Ctrl-C goes to the whole process group: the parent decides, and closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_conn.close()
-    fd, read, write, perf_counter = conn.fileno(), os.read, os.write, time.perf_counter
-    cmd_seq, reply_seq = shared["cmd_seq"], shared["reply_seq"]
+    fd, read, write = conn.fileno(), os.read, os.write
     try:
         env = env_fn()
         space = env.observation_space
@@ -392,7 +366,6 @@ def _worker(i, env_fn, conn, parent_conn, obs_space, spin, shared) -> None:
     except BaseException:
         write(fd, _ERROR)
         conn.send_bytes(traceback.format_exc().encode())
-        reply_seq[i] += 1
         return
     obs_row = np.frombuffer(shared["obs"], obs_space.dtype).reshape(-1, *obs_space.shape)[i]
     # ctypes arrays: indexing them is cheaper than NumPy scalars, and gives Python numbers.
@@ -400,18 +373,11 @@ def _worker(i, env_fn, conn, parent_conn, obs_space, spin, shared) -> None:
     actions, seeds, has_seed = shared["actions"], shared["seeds"], shared["has_seed"]
     step, reset = env.step, env.reset
     write(fd, _OK)
-    reply_seq[i] += 1
-    received = 0
     try:
         while True:
-            if spin and cmd_seq[i] <= received:
-                end = perf_counter() + spin
-                while cmd_seq[i] <= received and perf_counter() < end:
-                    pass
             code = read(fd, 1)
             if not code:
                 break  # the parent is gone
-            received += 1
             try:
                 if code == _STEP:
                     obs_row[:], rewards[i], term, trunc, _ = step(actions[i])
@@ -428,7 +394,6 @@ def _worker(i, env_fn, conn, parent_conn, obs_space, spin, shared) -> None:
                 conn.send_bytes(traceback.format_exc().encode())
             else:
                 write(fd, _OK)
-            reply_seq[i] += 1
     except OSError:
         pass  # the parent is gone
     finally:

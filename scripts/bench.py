@@ -3,6 +3,7 @@
 python scripts/bench.py policy    # us per action_prob / update, NumPy vs TensorFlow
 python scripts/bench.py rollout   # env steps/s of rollouts against the raw env
 python scripts/bench.py train     # env steps/s of whole training runs (updates included)
+python scripts/bench.py vector    # Pong's vector env candidates, with the policy in the loop
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = {"policy": "bench_policy", "rollout": "bench_rollout", "train": "bench_train"}
+SUITES = {
+    "policy": "bench_policy",
+    "rollout": "bench_rollout",
+    "train": "bench_train",
+    "vector": "bench_vector",
+}
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Settings (``--only`` picks some):
 - ``pong-numpy-1``, ``pong-numpy-2``, ``pong-tf-1``, ``pong-tf-2``: ``configs/pong.toml``
   (Karpathy's hyperparameters, float64) for ``--seconds`` of wall clock with 1 or 2 envs.
   Figure: env steps/s over the raw ``gym.make("ALE/Pong-v5")`` stepped with random actions in
-  one process, measured for ``--raw-seconds`` just before and just after the run (this VM's
+  one process, measured for ``--raw-seconds`` just before and just after the run (this machine's
   speed drifts by +-20% within minutes; the ratio uses the mean of the two).
 - ``cartpole-numpy``: ``configs/cartpole.toml`` until solved. Figure: seconds to solve.
 
