@@ -26,9 +26,9 @@ from pgrl.envs import SUPPORTED_ENV_IDS
 from pgrl.optim import RMSprop
 from pgrl.policies import BACKENDS
 from pgrl.policies.base import DTYPES, REDUCTIONS
+from pgrl.rollout import VECTORIZATIONS
 
 STANDARDIZE = ("episode", "batch", "none")
-VECTORIZATIONS = ("auto", "sync", "workers", "async")
 
 
 class ConfigError(ValueError):

@@ -227,7 +227,7 @@ def collect_episodes(
     num_envs = envs.num_envs
     slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
     episodes = _Recorder(num_envs, obs_space, progress)
-    playing = list(range(min(n_episodes, num_envs)))  # envs playing an episode of this batch
+    playing = np.arange(min(n_episodes, num_envs))  # envs playing an episode of this batch
     started = len(playing)
     actions = np.zeros(num_envs, dtype=np.int64)  # idle envs (lockstep only) play 0
     obs = slots.reset(rng.integers(SEED_BOUND, size=num_envs).tolist())
@@ -243,7 +243,7 @@ def collect_episodes(
             if started < n_episodes:
                 started += 1
             else:
-                playing.remove(i)
+                playing = playing[playing != i]
                 actions[i] = 0
         if done.any():
             obs = slots.reset_done(done)
@@ -267,9 +267,9 @@ class _InProcess:
             self.obs[i] = env.reset(seed=seeds[i])[0]
         return self.obs
 
-    def step(self, actions: np.ndarray, playing: list[int]):
+    def step(self, actions: np.ndarray, playing: np.ndarray):
         self.done[:] = False
-        for i in playing:
+        for i in playing.tolist():
             self.obs[i], self.rewards[i], terminated, truncated, _ = self.envs[i].step(actions[i])
             self.done[i] = terminated or truncated
         self.env_steps += len(playing)
@@ -292,7 +292,7 @@ class _Lockstep:
     def reset(self, seeds: list[int]) -> np.ndarray:
         return self.envs.reset(seed=seeds)[0]
 
-    def step(self, actions: np.ndarray, playing: list[int]):
+    def step(self, actions: np.ndarray, playing: np.ndarray):
         obs, rewards, terminated, truncated, _ = self.envs.step(actions)
         self.env_steps += self.envs.num_envs
         return obs, rewards, terminated | truncated
@@ -323,18 +323,18 @@ class _Recorder:
     def n_episodes(self) -> int:
         return len(self.lengths)
 
-    def record(self, obs: np.ndarray, actions: np.ndarray, playing: list[int]) -> None:
+    def record(self, obs: np.ndarray, actions: np.ndarray, playing: np.ndarray) -> None:
         """The observation each playing env acted on, and its action."""
-        for i in playing:
+        for i in playing.tolist():
             j = self.rows[i]
             self.obs[i, j] = obs[i]
             self.actions[i, j] = actions[i]
 
-    def reward(self, rewards: np.ndarray, done: np.ndarray, playing: list[int]) -> list[int]:
+    def reward(self, rewards: np.ndarray, done: np.ndarray, playing: np.ndarray) -> list[int]:
         """Each playing env's reward for its last action; returns the envs whose episode ended,
         ascending, once each has been added to the batch."""
         ended = []
-        for i in playing:
+        for i in playing.tolist():
             j = self.rows[i]
             self.rewards[i, j] = rewards[i]
             self.rows[i] = j + 1

@@ -20,28 +20,12 @@ import numpy as np
 from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
 from pgrl.config import Config, ConfigError
 
-METRICS_HEADER = [
-    "episode",
-    "steps",
-    "wall_time",
-    "return",
-    "running_return",
-    "mean100",
-    "length",
-    "update",
-]
-UPDATES_HEADER = [
-    "update",
-    "episodes",
-    "steps",
-    "batch_steps",
-    "loss",
-    "grad_norm",
-    "mean_prob",
-    "entropy",
-    "rollout_seconds",
-    "update_seconds",
-]
+# The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
+METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
+UPDATES_HEADER = (
+    "update episodes steps batch_steps loss grad_norm mean_prob entropy "
+    "rollout_seconds update_seconds"
+).split()
 
 
 @dataclass

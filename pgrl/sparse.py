@@ -69,12 +69,11 @@ class SparseRows:
         x = np.asarray(x)
         if x.ndim != 2:
             raise ValueError(f"SparseRows.from_dense needs a 2-D array, got shape {x.shape}")
-        # flatnonzero on a bool mask is ~10x faster than a 2-D np.nonzero (numpy 2.4)
-        flat = np.flatnonzero(x != 0)
+        values = x.ravel()
+        flat = np.flatnonzero(values != 0)  # on a bool mask: several times faster than on int8
         rows, cols = np.divmod(flat, x.shape[1])
-        indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=x.shape[0]), out=indptr[1:])
-        return cls._trusted(indptr, cols.astype(np.int32), x.ravel()[flat], x.shape[1])
+        indptr = np.searchsorted(rows, np.arange(x.shape[0] + 1))  # rows are ascending
+        return cls._trusted(indptr, cols.astype(np.int32), values[flat], x.shape[1])
 
     @classmethod
     def _trusted(cls, indptr, indices, values, n_cols) -> SparseRows:

@@ -1,9 +1,10 @@
 """Policy micro-benchmark: microseconds per action_prob and per update, NumPy vs TensorFlow.
 
-    python scripts/bench.py policy [--repeat-seconds 1.0]
+    python scripts/bench.py policy [--seconds 1.0]
 
 Shapes: Pong (obs 6400, H 200, int8 frame differences with ~25 nonzeros, as the env produces)
-and CartPole (obs 4, H 32), at batch 1 and 1000. The baseline measured in the same run is one
+and CartPole (obs 4, H 32), at batch 1 and 1000; for TensorFlow also action_prob as one traced
+call ("TF traced") instead of its eager ops. The baseline measured in the same run is one
 dense 6400x200 float64 matrix-vector product: the NumPy Pong action_prob at batch 1 should cost
 no more than that.
 """
@@ -92,6 +93,32 @@ def main(argv=None) -> None:
                 if "numpy" in times:
                     row += f"{times['numpy'] / baseline:>14.2f}"
                 print(row, flush=True)
+            if "tensorflow" in policies:
+                traced = per_call_us(_traced_action_prob(policies["tensorflow"], obs), args.seconds)
+                print(f"{net:9} {batch:>5} {'  TF traced':12}{traced:>24.1f}")
+
+
+def _traced_action_prob(policy, obs):
+    """For comparison: TF's action_prob as one traced call of the same forward pass on the
+    policy's variables (what TensorFlowPolicy does for updates), instead of eager ops."""
+    import tensorflow as tf
+
+    from pgrl.policies.tf_policy import forward
+
+    x, sparse = policy._inputs(policy._check_obs(obs))
+    spec = (
+        (
+            tf.TensorSpec([None, 2], tf.int64),
+            tf.TensorSpec([None], policy.dtype),
+            tf.TensorSpec([2], tf.int64),
+        )
+        if sparse
+        else tf.TensorSpec([None, policy.obs_dim], policy.dtype)
+    )
+    fn = tf.function(lambda x: tf.sigmoid(forward(policy._layers(policy._vars), x))[:, 0])
+    call = fn.get_concrete_function(spec)
+    x = tuple(tf.constant(a) for a in x) if sparse else tf.constant(x)
+    return lambda: call(x).numpy()
 
 
 if __name__ == "__main__":

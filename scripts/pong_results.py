@@ -15,10 +15,11 @@ machine, both cores busy) are drawn as markers.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from pgrl.rundir import read_metrics
 
 THRESHOLDS = (-20.0, -19.0, -15.0, -10.0, 0.0)
 AFTER_EPISODE = 100
@@ -36,12 +37,10 @@ GIST = {
 
 
 def read_run(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+    run = read_metrics(path)
+    if not run["episode"].size:
         raise SystemExit(f"{path}: no episodes")
-    cols = ("episode", "steps", "wall_time", "return", "running_return")
-    return {c: np.array([float(r[c]) for r in rows]) for c in cols}
+    return run
 
 
 def first_crossing(run: dict, threshold: float) -> int | None:

@@ -182,7 +182,8 @@ class TensorFlowPolicy(Policy):
     gradients and updates, and called eagerly, on a copy of the weights read once after each
     change, for ``action_prob``. The rollout calls ``action_prob`` every step with 1 to
     ``num_envs`` rows, and a call of a traced function costs more before any op runs than the
-    handful of eager ops of a small network in all; the training bench prints the difference.
+    handful of eager ops of a small network in all (``python scripts/bench.py policy`` prints
+    both, per call).
     """
 
     backend = "tensorflow"
