@@ -43,6 +43,10 @@ class NumpyPolicy(Policy):
         )
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0
+        # (weight name, bias name or None) of each layer, first to last
+        self._layer_names = [
+            (f"W{i}", f"b{i}" if self.bias else None) for i in range(1, len(self.hidden_sizes) + 2)
+        ]
 
     def _first_input(self, x):
         """Mostly-zero integer rows (Pong's frame differences) as SparseRows, other integer
@@ -58,17 +62,17 @@ class NumpyPolicy(Policy):
         ``x`` is (N, obs_dim), dense or :class:`SparseRows`; a sparse ``x @ W1`` reads only the
         rows of W1 that its nonzeros select (a Pong frame difference has ~25 of 6400).
         """
+        params, (*hidden, (w_out, b_out)) = self.params, self._layer_names
         h = self._first_input(x)
         hs = [h]
-        n_layers = len(self.hidden_sizes) + 1
-        for i in range(1, n_layers + 1):
-            a = _matmul(h, self.params[f"W{i}"])
-            if self.bias:
-                a += self.params[f"b{i}"]
-            if i == n_layers:
-                return hs, a[:, 0]
+        for w, b in hidden:
+            a = _matmul(h, params[w])
+            if b is not None:
+                a += params[b]
             h = np.maximum(a, 0.0, out=a)
             hs.append(h)
+        z = _matmul(h, params[w_out])[:, 0]
+        return hs, z if b_out is None else z + params[b_out]
 
     def _backward(self, hs, z, actions, advantages) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Gradients of ``L = sum_t A_t * BCE(a_t, z_t)`` (the "PG magic"), and ``p``."""
