@@ -115,8 +115,24 @@ class WorkerVectorEnv(VectorEnv):
         self.action_space = batch_space(action_space, n)
 
         ctx = mp.get_context(context)
-        obs_dtype = np.dtype(obs_space.dtype)
-        # Raw bytes, viewed with NumPy here and in the workers: no locks, each worker owns a row.
+        self._share(ctx, obs_space)
+        self._first_worker = 1 if local_first else 0
+        self.closed = False
+        try:
+            for i, env_fn in enumerate(env_fns):
+                self._start_worker(ctx, i, env_fn, obs_space)
+            error = self._wait(range(self._first_worker, n), "build its env")
+        except BaseException:
+            self.close()
+            raise
+        if error is not None:
+            self.close()
+            raise error
+
+    def _share(self, ctx, obs_space: spaces.Box) -> None:
+        """The shared memory: raw bytes, viewed with NumPy here and in the workers; no locks,
+        each worker owns a row."""
+        n, obs_dtype = self.num_envs, np.dtype(obs_space.dtype)
         self._shared = shared = {
             "obs": ctx.RawArray("B", n * obs_dtype.itemsize * int(np.prod(obs_space.shape))),
             "rewards": ctx.RawArray("d", n),
@@ -134,34 +150,25 @@ class WorkerVectorEnv(VectorEnv):
         self._seeds = np.frombuffer(shared["seeds"], dtype=np.int64)
         self._has_seed = np.frombuffer(shared["has_seed"], dtype=np.bool_)
 
-        self._first_worker = 1 if local_first else 0
-        self.closed = False
-        try:
-            for i, env_fn in enumerate(env_fns):
-                if i < self._first_worker:
-                    self._processes.append(None)
-                    self._conns.append(None)
-                    self._fds.append(-1)
-                    continue
-                parent_conn, child_conn = ctx.Pipe()
-                process = ctx.Process(
-                    target=_worker,
-                    name=f"WorkerVectorEnv-{i}",
-                    args=(i, env_fn, child_conn, parent_conn, obs_space, shared),
-                    daemon=True,
-                )
-                process.start()
-                child_conn.close()  # the worker holds the only copy: its death means EOF here
-                self._processes.append(process)
-                self._conns.append(parent_conn)
-                self._fds.append(parent_conn.fileno())
-            error = self._wait(range(self._first_worker, n), "build its env")
-        except BaseException:
-            self.close()
-            raise
-        if error is not None:
-            self.close()
-            raise error
+    def _start_worker(self, ctx, i: int, env_fn, obs_space: spaces.Box) -> None:
+        """Start worker ``i`` (nothing for sub-env 0 when it steps in this process)."""
+        if i < self._first_worker:
+            self._processes.append(None)
+            self._conns.append(None)
+            self._fds.append(-1)
+            return
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(
+            target=_worker,
+            name=f"WorkerVectorEnv-{i}",
+            args=(i, env_fn, child_conn, parent_conn, obs_space, self._shared),
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()  # the worker holds the only copy: its death means EOF here
+        self._processes.append(process)
+        self._conns.append(parent_conn)
+        self._fds.append(parent_conn.fileno())
 
     def step(
         self, actions: Sequence[int] | np.ndarray
