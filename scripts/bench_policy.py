@@ -12,7 +12,6 @@ no more than that.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -45,7 +44,6 @@ def main(argv=None) -> None:
     parser.add_argument("--backends", nargs="+", default=["numpy", "tensorflow"])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pgrl.policies import make_policy
     from pgrl.sparse import random_frame_differences
 

@@ -40,8 +40,6 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 ENVS = {
     # name: (env id, policy kwargs, policy dtypes, (num_envs, vectorization) settings)
     "cartpole": (
