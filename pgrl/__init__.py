@@ -28,7 +28,12 @@ __all__ = [
 
 
 def train(
-    config, out=None, resume: bool = False, backend: str | None = None, overwrite: bool = False
+    config,
+    out=None,
+    resume: bool = False,
+    backend: str | None = None,
+    overwrite: bool = False,
+    allow_changes: bool = False,
 ) -> dict:
     """Train from a :class:`pgrl.config.Config`, a TOML path or a shipped config name
     (``"cartpole"``); returns the run's summary. See :func:`pgrl.reinforce.train`."""
@@ -36,7 +41,14 @@ def train(
 
     if not hasattr(config, "train"):
         config = load_config(config)
-    return _train(config, out=out, resume=resume, backend=backend, overwrite=overwrite)
+    return _train(
+        config,
+        out=out,
+        resume=resume,
+        backend=backend,
+        overwrite=overwrite,
+        allow_changes=allow_changes,
+    )
 
 
 def load_policy(source, backend: str | None = None):

@@ -25,7 +25,12 @@ def _train(args) -> int:
     cfg = load_config(args.config, overrides)
     try:
         summary = train(
-            cfg, out=args.out, resume=args.resume, backend=args.backend, overwrite=args.force
+            cfg,
+            out=args.out,
+            resume=args.resume,
+            backend=args.backend,
+            overwrite=args.force,
+            allow_changes=args.allow_changes,
         )
     except KeyboardInterrupt:
         print("pgrl: interrupted; checkpoint of the last update written", file=sys.stderr)
@@ -121,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--force", action="store_true", help="start afresh in an OUT that holds a run")
+    p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: accept a config that differs from the run's (recorded in the run)",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="play episodes with a trained policy")

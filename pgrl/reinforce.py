@@ -37,7 +37,11 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) 
     hold = HoldInterrupts().install()
     clock = time.perf_counter() - state.wall_time
     committed_rng = rng.bit_generator.state  # a batch cut short by Ctrl-C restarts from here
+    # NaN and inf are caught by _check_finite after every update, with one clear error, instead
+    # of NumPy's warnings on the way there
+    errors = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     try:
+        errors.__enter__()
         while (stopped_by := state.stop_reason(t)) is None:
             t0 = time.perf_counter()
             n = min(t.batch_episodes, t.episodes - state.episodes)
@@ -48,6 +52,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) 
                     batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
                 )
                 stats = policy.update(batch.obs, batch.actions, advantages)
+                _check_finite(policy, stats, state.updates + 1, cfg)
                 t2 = time.perf_counter()
                 rows, update_row = state.add_batch(
                     batch, stats, (t1 - t0, t2 - t1), t2 - clock, t.solved_mean100
@@ -66,6 +71,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) 
         run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
         raise
     finally:
+        errors.__exit__(None, None, None)
         hold.uninstall()
         bar.close()
         run.close()
@@ -83,6 +89,7 @@ def train(
     resume: bool = False,
     backend: str | None = None,
     overwrite: bool = False,
+    allow_changes: bool = False,
 ) -> dict:
     """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
 
@@ -91,11 +98,18 @@ def train(
         out: run directory (created); ``runs/<env>-<backend>-seed<k>`` when omitted.
         resume: continue from ``out/checkpoint.npz`` (weights, optimizer, counters, RNG).
         backend: overrides ``cfg.policy.backend`` (a checkpoint of either backend resumes).
-        overwrite: start afresh in a directory that already holds a run (otherwise refused,
-            so that a forgotten ``--resume`` cannot wipe a run).
+        overwrite: start afresh in a directory that already holds a run, removing the old
+            run's files first (otherwise refused, so that a forgotten ``--resume`` cannot wipe
+            a run).
+        allow_changes: resume even where the config differs from the run's in more than
+            budgets, logging, checkpoint interval and backend (see
+            :data:`pgrl.rundir.RESUMABLE_CHANGES`); changes are recorded in ``resumes.log``.
 
     Raises:
-        ConfigError, CheckpointError: one-line problems with the config or the checkpoint.
+        ConfigError, CheckpointError: one-line problems with the config, the run directory or
+            the checkpoint.
+        DivergedError: the loss, gradients or weights became NaN or inf; the last checkpoint
+            (all finite) is kept.
         KeyboardInterrupt: after a checkpoint of the last completed update was written.
     """
     cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
@@ -103,19 +117,42 @@ def train(
         cfg.policy.backend = backend
     cfg.validate()
     name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
-    run = RunDir(out if out is not None else Path("runs") / name)
-    checkpoint = run.prepare(resume=resume, overwrite=overwrite)  # before a file is touched
+    if out is not None and str(out).strip() == "":
+        raise ConfigError("--out: empty path; give a directory for the run")
     if cfg.log.tensorboard:
         TensorBoard.check_installed()
-    envs = make_envs(cfg)
+    run = RunDir(out if out is not None else Path("runs") / name)
+    checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
+    envs = None
     try:
+        envs = make_envs(cfg)
         policy = build_policy(cfg, int(envs.single_observation_space.shape[0]))
         rng = np.random.default_rng(cfg.train.seed)
         state = run.restore(checkpoint, policy, rng) if checkpoint is not None else RunState()
         run.start(cfg)
+        if checkpoint is None:  # a run killed before its first update can still be resumed
+            run.save_checkpoint(policy, state, rng.bit_generator.state, cfg)
         return _loop(cfg, run, envs, policy, rng, state)
     finally:
-        envs.close()
+        run.close()
+        if envs is not None:
+            envs.close()
+
+
+class DivergedError(ConfigError):
+    """Training produced NaN or inf; reported as one line."""
+
+
+def _check_finite(policy: Policy, stats: dict, update: int, cfg: Config) -> None:
+    """Stop at the first update whose loss, gradient norm or new weights are not finite."""
+    bad = [k for k in ("loss", "grad_norm") if not np.isfinite(stats[k])]
+    if not bad and all(np.isfinite(w).all() for w in policy.get_weights().values()):
+        return
+    what = ", ".join(bad) or "weights"
+    raise DivergedError(
+        f"update {update}: {what} became NaN or inf (optimizer.learning_rate = "
+        f"{cfg.optimizer.learning_rate:g} too large?); the run stopped, its last checkpoint is kept"
+    )
 
 
 def make_envs(cfg: Config):

@@ -9,8 +9,12 @@ checkpoint (lost work) and torn rows (a crash mid-write) are dropped before anyt
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import shutil
+import time
+import tomllib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
-from pgrl.config import Config, ConfigError
+from pgrl.config import Config, ConfigError, from_dict
 
 # The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
@@ -145,12 +149,33 @@ class RunState:
         return cls(**{**state, "recent_returns": deque(state["recent_returns"], maxlen=100)})
 
 
-class RunDir:
-    """The run directory ``path``: :meth:`prepare` checks it, :meth:`start` opens it.
+# Config keys a resumed run may change and stay the same run: budgets and the goal that stop it,
+# logging, checkpoints, and the backend (both compute the same mathematics). Any other change
+# needs allow_changes.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "policy.backend",
+        "train.episodes",
+        "train.max_steps",
+        "train.max_seconds",
+        "train.solved_mean100",
+        "train.checkpoint_every",
+        "log.progress",
+        "log.tensorboard",
+    }
+)
+# What a run writes into its directory: what --force removes before a new run starts.
+RUN_FILES = ("checkpoint.npz", "metrics.csv", "updates.csv", "summary.json", "config.toml")
 
-    Everything that can refuse a run (a file in the way, a forgotten ``--resume``, a missing or
-    corrupt checkpoint, unreadable CSVs) is checked by :meth:`prepare`, before a file is
-    touched.
+
+class RunDir:
+    """The run directory ``path``: :meth:`prepare` checks and locks it, :meth:`start` opens it.
+
+    Everything that can refuse a run (a file in the way, another pgrl process writing there, a
+    forgotten ``--resume``, a missing or corrupt checkpoint, a changed config, unreadable CSVs)
+    is checked by :meth:`prepare` before any of the run's files is touched. The lock is an
+    ``flock`` on ``.lock``, held until :meth:`close` (the kernel drops it when a process dies,
+    so a killed run never blocks the next one).
     """
 
     def __init__(self, path: str | Path):
@@ -160,34 +185,95 @@ class RunDir:
         self.updates_path = self.path / "updates.csv"
         self._kept: tuple[list, list] = ([], [])
         self._files: list = []
+        self._lock_fd: int | None = None
+        self._changes: list[str] = []
 
-    def prepare(self, resume: bool, overwrite: bool) -> dict | None:
-        """Check the directory; returns the checkpoint to resume from (``resume``) or None.
+    def prepare(
+        self, cfg: Config, resume: bool, overwrite: bool, allow_changes: bool = False
+    ) -> dict | None:
+        """Lock and check the directory; returns the checkpoint to resume from, or None.
 
         Raises:
-            ConfigError: the path is a file, or it holds a run and neither ``resume`` nor
-                ``overwrite`` was given.
+            ConfigError: the path is a file, another process holds the directory, it holds a
+                run and neither ``resume`` nor ``overwrite`` was given, or the config differs
+                from the run's in keys that ``allow_changes`` must allow.
             CheckpointError: ``resume`` without a usable checkpoint or readable CSVs.
         """
         out = self.path
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: exists and is not a directory")
-        holds_run = self.checkpoint_path.exists() or self.metrics_path.exists()
-        if not resume and not overwrite and holds_run:
+        created = not out.exists()
+        try:
+            self._lock()
+            checkpoint = self._check(cfg, resume, overwrite, allow_changes)
+            # who holds the run, for a second writer's message; written once the run is accepted
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            self.close()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        return checkpoint
+
+    def _lock(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ConfigError(f"--out {self.path}: cannot use it ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise ConfigError(
-                f"--out {out}: already holds a run; add --resume to continue it, or choose another"
+                f"--out {self.path}: another pgrl process (pid {holder}) is writing this run; "
+                "wait for it to end or choose another directory"
+            ) from None
+        self._lock_fd = fd
+
+    def _check(self, cfg: Config, resume: bool, overwrite: bool, allow_changes: bool):
+        out = self.path
+        for stale in out.glob(".*.tmp"):  # left by a save that was killed
+            stale.unlink(missing_ok=True)
+        holds_run = self.checkpoint_path.exists() or self.metrics_path.exists()
+        if not resume and holds_run and not overwrite:
+            raise ConfigError(
+                f"--out {out}: already holds a run; add --resume to continue it, --force to "
+                "replace it, or choose another directory"
             )
         if not resume:
+            if overwrite:
+                self._remove_run()
             return None
         if not self.checkpoint_path.exists():
-            raise CheckpointError(f"{self.checkpoint_path}: nothing to resume (no checkpoint)")
+            hint = " (add --force to start afresh there)" if holds_run else ""
+            raise CheckpointError(
+                f"{self.checkpoint_path}: nothing to resume (no checkpoint){hint}"
+            )
         checkpoint = load_checkpoint(self.checkpoint_path)
+        self._changes = _config_changes(checkpoint["config"], cfg, self.checkpoint_path)
+        forbidden = [
+            c.split(":")[0] for c in self._changes if c.split(":")[0] not in RESUMABLE_CHANGES
+        ]
+        if forbidden and not allow_changes:
+            raise ConfigError(
+                f"--resume {out}: the config differs from the run's in {', '.join(forbidden)}; "
+                "resume with the run's config, or add --allow-changes to continue anyway"
+            )
         state = checkpoint["state"]
         self._kept = (
             _kept_rows(self.metrics_path, METRICS_HEADER, "episode", state["episodes"]),
             _kept_rows(self.updates_path, UPDATES_HEADER, "update", state["updates"]),
         )
         return checkpoint
+
+    def _remove_run(self) -> None:
+        """--force: the directory must hold only the new run, so the old one's files go first."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
     def restore(self, checkpoint: dict, policy, rng: np.random.Generator) -> RunState:
         """Load a checkpoint from :meth:`prepare` into ``policy`` and ``rng``; its counters."""
@@ -205,6 +291,10 @@ class RunDir:
             (self.path / "config.toml").write_text(cfg.to_toml())
             _write_csv_atomic(self.metrics_path, METRICS_HEADER, self._kept[0])
             _write_csv_atomic(self.updates_path, UPDATES_HEADER, self._kept[1])
+            if self._changes:
+                with open(self.path / "resumes.log", "a") as f:
+                    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed with: ")
+                    f.write("; ".join(self._changes) + "\n")
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot write the run there ({e})") from None
         self._files = [open(p, "a", newline="") for p in (self.metrics_path, self.updates_path)]
@@ -226,9 +316,27 @@ class RunDir:
         tmp.replace(self.path / "summary.json")
 
     def close(self) -> None:
+        """Close the CSVs and release the lock."""
         for f in self._files:
             f.close()
         self._files = []
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+
+def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
+    """``"key: old -> new"`` for every config key whose value differs from the stored run's."""
+    try:
+        stored = from_dict(tomllib.loads(stored_toml), f"{path} (embedded config)").to_dict()
+    except (tomllib.TOMLDecodeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: unusable embedded config ({e})") from None
+    changes = []
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            if stored[section][key] != value:
+                changes.append(f"{section}.{key}: {stored[section][key]!r} -> {value!r}")
+    return changes
 
 
 def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]:

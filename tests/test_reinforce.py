@@ -233,8 +233,8 @@ def test_cli_refuses_bad_checkpoints_and_leaves_the_run_alone(tmp_path):
     ckpt = run / "checkpoint.npz"
     good = ckpt.read_bytes()
 
-    def snapshot():
-        return {p.name: p.read_bytes() for p in run.iterdir()}
+    def snapshot():  # .lock names the last process that held the run: not the run's data
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
 
     # a network of another shape
     before = snapshot()
@@ -248,6 +248,20 @@ def test_cli_refuses_bad_checkpoints_and_leaves_the_run_alone(tmp_path):
         "policy.hidden_sizes=[16]",
         "--set",
         "train.episodes=20",
+    )
+    assert_one_line_error(
+        result, "differs from the run's in policy.hidden_sizes", "--allow-changes"
+    )
+    assert snapshot() == before
+    result = run_cli(
+        "train",
+        CARTPOLE,
+        "--out",
+        str(run),
+        "--resume",
+        "--allow-changes",
+        "--set",
+        "policy.hidden_sizes=[16]",
     )
     assert_one_line_error(result, "does not fit this network", "W1")
     assert snapshot() == before
