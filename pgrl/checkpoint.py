@@ -82,6 +82,12 @@ def _umask() -> int:
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such {what}")
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # .npz files are zip archives
+    if not is_zip:  # np.load would try it as a .npy array or a pickle
+        raise CheckpointError(
+            f"{path}: not a pgrl checkpoint or weights file (not an .npz archive)"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -191,12 +197,18 @@ def load_checkpoint(path: str | Path) -> dict:
         running = float(data["running_return"])
         solved = int(data["solved_episode"])
         counters = {k: int(data[k]) for k in COUNTERS}
+        if min(counters.values()) < 0:
+            raise ValueError(f"negative counters {counters}")
         wall_time = float(data["wall_time"])
         recent = [float(x) for x in np.asarray(data["recent_returns"], dtype=np.float64).ravel()]
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt counters ({e})") from None
+    weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
+    for name, w in weights.items():
+        if w.dtype.kind != "f":
+            raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
     return {
-        "weights": {k[2:]: v for k, v in data.items() if k.startswith("w_")},
+        "weights": weights,
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
         "state": {
             **counters,

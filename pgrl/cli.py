@@ -17,7 +17,7 @@ from pgrl.policies import BACKENDS
 
 
 def _train(args) -> int:
-    from pgrl.reinforce import train
+    from pgrl.reinforce import Interrupted, train
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -32,8 +32,8 @@ def _train(args) -> int:
             overwrite=args.force,
             allow_changes=args.allow_changes,
         )
-    except KeyboardInterrupt:
-        print("pgrl: interrupted; checkpoint of the last update written", file=sys.stderr)
+    except Interrupted as e:
+        print(f"pgrl train: interrupted; {e}; --resume continues it", file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=2))
     return 0
@@ -44,6 +44,8 @@ def _eval(args) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     result = evaluate(
         args.checkpoint,
         episodes=args.episodes,
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, ImportError) as e:
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a run started (loading TF, building envs): nothing written
+        print(f"pgrl {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

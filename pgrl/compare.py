@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgrl.config import load_config
+from pgrl.config import ConfigError, load_config
 from pgrl.rundir import read_metrics
 
 RUN_COLUMNS = [
@@ -92,7 +92,12 @@ def compare(
     overrides = list(overrides or [])
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     workers = workers or os.cpu_count() or 1
     jobs = [(b, s) for s in seeds for b in backends]
     results = _run_local(

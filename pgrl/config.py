@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pgrl.envs import SUPPORTED_ENV_IDS
+from pgrl.envs import RETURN_RANGES, SUPPORTED_ENV_IDS
 from pgrl.optim import RMSprop
 from pgrl.policies import BACKENDS
 from pgrl.policies.base import DTYPES, REDUCTIONS
@@ -122,7 +122,9 @@ class Config:
         for section, cls in SECTIONS.items():
             values = getattr(self, section)
             if not isinstance(values, cls):
-                raise ConfigError(f"{where}: '{section}' must be a {cls.__name__}, got {values!r}")
+                raise ConfigError(
+                    f"{where}: '{section}' must be a {cls.__name__}, got {_cut(values)}"
+                )
             for name, annotation in _FIELD_TYPES[section].items():
                 value = _coerce(getattr(values, name), annotation, f"{section}.{name}", where)
                 setattr(values, name, value)
@@ -142,6 +144,12 @@ class Config:
                     lines.append(f"{key} = {_toml_value(value)}")
             lines.append("")
         return "\n".join(lines)
+
+
+def _cut(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
 
 
 def _toml_value(value) -> str:
@@ -216,7 +224,7 @@ def _coerce(value, annotation, key: str, where: str):
         name = f"list of {typing.get_args(annotation)[0].__name__}"
     elif origin is dict:
         name = "table"
-    raise ConfigError(f"{where}: '{key}' must be {name}, got {value!r}")
+    raise ConfigError(f"{where}: '{key}' must be {name}, got {_cut(value)}")
 
 
 def _check_optimizer(o: OptimizerConfig, where: str) -> None:
@@ -238,7 +246,7 @@ def _check_optimizer(o: OptimizerConfig, where: str) -> None:
 
 def _check_ranges(cfg: Config, where: str) -> None:
     def bad(key, value, expected):
-        raise ConfigError(f"{where}: '{key}' must be {expected}, got {value!r}")
+        raise ConfigError(f"{where}: '{key}' must be {expected}, got {_cut(value)}")
 
     e, p, t = cfg.env, cfg.policy, cfg.train
     if e.id not in SUPPORTED_ENV_IDS:
@@ -268,8 +276,12 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("train.standardize", t.standardize, f"one of {', '.join(STANDARDIZE)}")
     if t.max_steps is not None and t.max_steps < 1:
         bad("train.max_steps", t.max_steps, ">= 1")
-    if t.solved_mean100 is not None and not math.isfinite(t.solved_mean100):
-        bad("train.solved_mean100", t.solved_mean100, "a finite number")
+    if t.solved_mean100 is not None:
+        if not math.isfinite(t.solved_mean100):
+            bad("train.solved_mean100", t.solved_mean100, "a finite number")
+        low = RETURN_RANGES.get(e.id, (-math.inf, math.inf))[0]
+        if t.solved_mean100 <= low:  # every run would be solved at once (above the highest: never)
+            bad("train.solved_mean100", t.solved_mean100, f"above {e.id}'s lowest return, {low:g}")
     if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
         bad("train.max_seconds", t.max_seconds, "> 0")
     if t.checkpoint_every < 1:
@@ -283,7 +295,9 @@ def from_dict(data: dict, where: str = "config") -> Config:
         if section not in SECTIONS:
             raise _unknown(section, where)
         if not isinstance(values, dict):
-            raise ConfigError(f"{where}: '{section}' must be a table [{section}], got {values!r}")
+            raise ConfigError(
+                f"{where}: '{section}' must be a table [{section}], got {_cut(values)}"
+            )
         target = getattr(cfg, section)
         for key, value in values.items():
             if key not in _FIELD_TYPES[section]:
@@ -295,12 +309,12 @@ def from_dict(data: dict, where: str = "config") -> Config:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """``"train.seed=3"`` -> ("train", "seed", 3); the value is read as TOML, else as a string."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.seed=3")
+        raise ConfigError(f"--set {_cut(text)}: expected section.key=value, e.g. train.seed=3")
     path, raw = text.split("=", 1)
     section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an int of 4,300+ digits
         value = raw.strip()  # bare words: backend=tensorflow
     return section, key, value
 
@@ -380,8 +394,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         file = config_path(path)
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{where}: TOML syntax error: {e}") from None
+        except ValueError as e:  # TOMLDecodeError, or an int of 4,300+ digits
+            raise ConfigError(f"{where}: TOML syntax error: {str(e)[:200]}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{where}: not a text (TOML) file") from None
         except OSError as e:
@@ -390,6 +404,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         section, key, value = parse_override(text)
         data.setdefault(section, {})
         if not isinstance(data[section], dict):
-            raise ConfigError(f"--set {text!r}: '{section}' is not a section")
+            raise ConfigError(f"--set {_cut(text)}: '{section}' is not a section")
         data[section][key] = value
     return from_dict(data, where)

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 SUPPORTED_ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
+# The lowest and highest return an episode can have (CartPole: +1 per step, at most 500 steps;
+# Pong: a game to 21, +1 or -1 per point).
+RETURN_RANGES = {"CartPole-v1": (1.0, 500.0), "ALE/Pong-v5": (-21.0, 21.0)}
 
 
 class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -314,6 +317,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         raise ValueError(
             f"unknown env id {env_id!r}; supported: {', '.join(map(repr, SUPPORTED_ENV_IDS))}"
         )
+    _check_common_kwargs(kwargs)
     if env_id.startswith("ALE/"):
         if "obs_type" in kwargs:
             raise ValueError(
@@ -332,6 +336,20 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def _check_common_kwargs(kwargs: dict) -> None:
+    """The env keyword arguments users set most, checked here: gymnasium and ale-py accept some
+    impossible values silently (a negative step limit, a probability of 2)."""
+    p = kwargs.get("repeat_action_probability")
+    if p is not None and not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+        raise ValueError(f"repeat_action_probability must be in [0, 1], got {p!r}")
+    for key in ("max_episode_steps", "frameskip"):
+        value = kwargs.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
 def _register_ale_envs(env_id: str) -> None:

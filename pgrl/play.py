@@ -7,6 +7,7 @@ result = evaluate("runs/pong/checkpoint.npz", episodes=10, gif="pong.gif")
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def evaluate(
         dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, ``wins`` (episodes with a
         positive return), ``gif`` (path or None) and ``source`` (the file played).
     """
+    if gif is not None:
+        gif = _check_gif_target(Path(gif))  # before the episodes are played, not after
     path, data, cfg = _read_playable(checkpoint_path)
     env = _make_env(cfg, dict(cfg.env.kwargs, **(env_kwargs or {})), render=gif is not None)
     policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
@@ -155,7 +158,13 @@ def evaluate(
         bar.close()
         env.close()
     if gif is not None:
-        _write_gif(frames, Path(gif))
+        try:
+            _write_gif(frames, Path(gif))
+        except ConfigError as e:  # the episodes' results are not lost with the GIF
+            raise ConfigError(
+                f"{e} (the {episodes} episodes played: returns {returns}, mean "
+                f"{np.mean(returns):.2f})"
+            ) from None
     return {
         "returns": returns,
         "mean": float(np.mean(returns)),
@@ -198,18 +207,41 @@ def _make_env(cfg: Config, kwargs: dict, render: bool):
         raise ConfigError(f"env {cfg.env.id} with env.kwargs {kwargs}: {e}") from None
 
 
-def _write_gif(frames, path: Path, fps: int = 30) -> None:
+def _check_gif_target(path: Path) -> Path:
+    """``path`` if a GIF can be written there: a .gif name in a writable directory."""
+    if path.suffix.lower() != ".gif":
+        raise ConfigError(f"--gif {path}: give a file name ending in .gif")
+    if path.is_dir():
+        raise ConfigError(f"--gif {path}: is a directory; give a file name ending in .gif")
     try:
-        from PIL import Image
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise ConfigError(f"--gif {path}: cannot write there ({e.strerror or e})") from None
+    try:
+        from PIL import Image  # noqa: F401
     except ImportError:
         raise ConfigError("--gif needs Pillow: install pgrl[plot]") from None
+    return path
+
+
+def _write_gif(frames, path: Path, fps: int = 30) -> None:
+    """Every 2nd frame as an animated GIF, written atomically (a temp file, then a rename)."""
+    from PIL import Image
+
     images = [Image.fromarray(f) for f in frames[::2]]  # every 2nd frame keeps files small
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(
-        path,
-        save_all=True,
-        append_images=images[1:],
-        duration=int(2000 / fps),
-        loop=0,
-        optimize=True,
-    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(2000 / fps),
+            loop=0,
+            optimize=True,
+        )
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"--gif {path}: cannot write it ({e.strerror or e})") from None

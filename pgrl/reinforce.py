@@ -12,6 +12,8 @@ run directory lives in :mod:`pgrl.rundir`, the screen and TensorBoard in :mod:`p
 from __future__ import annotations
 
 import copy
+import itertools
+import os
 import time
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) 
     except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
         run.save_checkpoint(policy, state, committed_rng, cfg)
         run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
-        raise
+        raise Interrupted(f"checkpoint of update {state.updates} in {run.path}") from None
     finally:
         errors.__exit__(None, None, None)
         hold.uninstall()
@@ -110,7 +112,8 @@ def train(
             the checkpoint.
         DivergedError: the loss, gradients or weights became NaN or inf; the last checkpoint
             (all finite) is kept.
-        KeyboardInterrupt: after a checkpoint of the last completed update was written.
+        Interrupted: a KeyboardInterrupt, after a checkpoint of the last completed update was
+            written.
     """
     cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
     if backend is not None:
@@ -137,6 +140,10 @@ def train(
         run.close()
         if envs is not None:
             envs.close()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after the checkpoint of the last completed update was written."""
 
 
 class DivergedError(ConfigError):
@@ -171,6 +178,12 @@ def make_envs(cfg: Config):
 def build_policy(cfg: Config, obs_dim: int, backend: str | None = None) -> Policy:
     """The policy a config describes, initialised from ``train.seed``."""
     p, o = cfg.policy, cfg.optimizer
+    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, 1]))
+    if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
+        raise ConfigError(
+            f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
+            "machine's memory holds"
+        )
     return make_policy(
         backend or p.backend,
         obs_dim=obs_dim,
@@ -181,3 +194,11 @@ def build_policy(cfg: Config, obs_dim: int, backend: str | None = None) -> Polic
         reduction=p.reduction,
         bias=p.bias,
     )
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory (a large number where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62

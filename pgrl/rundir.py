@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -187,6 +188,7 @@ class RunDir:
         self._files: list = []
         self._lock_fd: int | None = None
         self._changes: list[str] = []
+        self._created = self._started = False  # a directory made for a run that never started goes
 
     def prepare(
         self, cfg: Config, resume: bool, overwrite: bool, allow_changes: bool = False
@@ -202,7 +204,7 @@ class RunDir:
         out = self.path
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: exists and is not a directory")
-        created = not out.exists()
+        self._created = created = not out.exists()
         try:
             self._lock()
             checkpoint = self._check(cfg, resume, overwrite, allow_changes)
@@ -211,7 +213,7 @@ class RunDir:
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
             self.close()
-            if created:
+            if created:  # the lock may not have been taken
                 shutil.rmtree(out, ignore_errors=True)
             raise
         return checkpoint
@@ -267,6 +269,14 @@ class RunDir:
             _kept_rows(self.metrics_path, METRICS_HEADER, "episode", state["episodes"]),
             _kept_rows(self.updates_path, UPDATES_HEADER, "update", state["updates"]),
         )
+        for rows, path, key in zip(
+            self._kept, (self.metrics_path, self.updates_path), ("episodes", "updates"), strict=True
+        ):
+            if len(rows) != state[key]:  # numbering would restart, or skip, silently
+                raise CheckpointError(
+                    f"{path}: holds {len(rows)} rows of the checkpoint's {state[key]} {key}; "
+                    "restore the file, or start afresh with --force"
+                )
         return checkpoint
 
     def _remove_run(self) -> None:
@@ -286,6 +296,7 @@ class RunDir:
 
     def start(self, cfg: Config) -> None:
         """Write the config and the kept rows, and open the CSVs for appending."""
+        self._started = True
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "config.toml").write_text(cfg.to_toml())
@@ -297,32 +308,69 @@ class RunDir:
                     f.write("; ".join(self._changes) + "\n")
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot write the run there ({e})") from None
-        self._files = [open(p, "a", newline="") for p in (self.metrics_path, self.updates_path)]
-        self.metrics, self.updates = (csv.writer(f) for f in self._files)
+        self._files = [
+            os.open(p, os.O_WRONLY | os.O_APPEND) for p in (self.metrics_path, self.updates_path)
+        ]
 
     def log(self, episode_rows: list[list], update_row: list) -> None:
-        """Append rows to ``metrics.csv`` and ``updates.csv`` and flush both."""
-        self.metrics.writerows(episode_rows)
-        self.updates.writerow(update_row)
-        for f in self._files:
-            f.flush()
+        """Append rows to ``metrics.csv`` and ``updates.csv``, each file in one write.
+
+        Raises:
+            ConfigError: the disk is full (or another write error); a file that took part of its
+                rows is cut back to where it was, so no row is ever torn.
+        """
+        for fd, rows, path in zip(
+            self._files,
+            (episode_rows, [update_row]),
+            (self.metrics_path, self.updates_path),
+            strict=True,
+        ):
+            text = io.StringIO()
+            csv.writer(text).writerows(rows)
+            self._write(fd, text.getvalue().encode(), path)
+
+    def _write(self, fd: int, data: bytes, path: Path) -> None:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            os.ftruncate(fd, end)
+            raise self._write_error(path, e) from None
+
+    def _write_error(self, path: Path, e: OSError) -> ConfigError:
+        return ConfigError(
+            f"{path}: cannot write ({e.strerror or e}); the run stopped with its last checkpoint "
+            "intact: make room, then --resume"
+        )
 
     def save_checkpoint(self, policy, state: RunState, rng_state: dict, cfg: Config) -> None:
-        save_checkpoint(self.checkpoint_path, policy, state.to_dict(), rng_state, cfg.to_toml())
+        """Write the checkpoint atomically; on failure the previous one stays as it was."""
+        try:
+            save_checkpoint(self.checkpoint_path, policy, state.to_dict(), rng_state, cfg.to_toml())
+        except OSError as e:
+            raise self._write_error(self.checkpoint_path, e) from None
 
     def write_summary(self, summary: dict) -> None:
         tmp = self.path / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.replace(self.path / "summary.json")
+        try:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            tmp.replace(self.path / "summary.json")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(self.path / "summary.json", e) from None
 
     def close(self) -> None:
         """Close the CSVs and release the lock."""
-        for f in self._files:
-            f.close()
+        for fd in self._files:
+            os.close(fd)
         self._files = []
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+            if self._created and not self._started:
+                shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:

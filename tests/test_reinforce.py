@@ -266,19 +266,22 @@ def test_cli_refuses_bad_checkpoints_and_leaves_the_run_alone(tmp_path):
     assert_one_line_error(result, "does not fit this network", "W1")
     assert snapshot() == before
     # truncated and corrupt files
-    for damaged in (good[: len(good) // 2], b"not a zip file at all"):
+    for damaged, reason in (
+        (good[: len(good) // 2], "corrupt or truncated"),
+        (b"not a zip file at all", "not an .npz archive"),
+    ):
         ckpt.write_bytes(damaged)
         before = snapshot()
         result = run_cli(
             "train", CARTPOLE, "--out", str(run), "--resume", "--set", "train.episodes=20"
         )
-        assert_one_line_error(result, "checkpoint.npz", "corrupt or truncated")
+        assert_one_line_error(result, "checkpoint.npz", reason)
         assert snapshot() == before
     # nothing to resume
     result = run_cli("train", CARTPOLE, "--out", str(tmp_path / "empty"), "--resume")
     assert_one_line_error(result, "nothing to resume")
     # eval of a corrupt checkpoint
-    assert_one_line_error(run_cli("eval", str(ckpt)), "corrupt or truncated")
+    assert_one_line_error(run_cli("eval", str(ckpt)), "not an .npz archive")
 
 
 def test_checkpoint_has_no_pickle(tmp_path):

@@ -163,3 +163,150 @@ def test_empty_out_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="empty path"):
         train(cfg, out="")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_logging_tears_no_row_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    """A write that fills the disk half-way through an update's rows: one error line, the file
+    cut back to its last whole update, the checkpoint intact, and --resume continues exactly."""
+    import errno
+
+    import pgrl.rundir
+
+    real_write, calls = os.write, []
+
+    def full_disk(fd, data):
+        calls.append(len(data))
+        if len(calls) == 7:  # the metrics rows of the 4th update: half of them fit
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    cfg = small("train.batch_episodes=5", "train.checkpoint_every=2", "env.num_envs=5", episodes=30)
+    monkeypatch.setattr(pgrl.rundir.os, "write", full_disk)
+    with pytest.raises(ConfigError, match=r"metrics.csv: cannot write \(No space left on device\)"):
+        train(cfg, out=tmp_path)
+    monkeypatch.setattr(pgrl.rundir.os, "write", real_write)
+    logged = rows(tmp_path / "metrics.csv")
+    assert [int(r["episode"]) for r in logged] == list(range(1, 16))  # 3 whole updates
+    assert all(r["update"] for r in logged) and len(rows(tmp_path / "updates.csv")) == 3
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["state"]["updates"] == 2
+    train(cfg, out=tmp_path, resume=True)
+    fresh = tmp_path / "fresh"
+    train(cfg, out=fresh)
+    strip = [
+        {k: v for k, v in r.items() if k != "wall_time"} for r in rows(tmp_path / "metrics.csv")
+    ]
+    assert strip == [
+        {k: v for k, v in r.items() if k != "wall_time"} for r in rows(fresh / "metrics.csv")
+    ]
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import pgrl.checkpoint
+
+    real_savez, saves = np.savez, []
+
+    def full_disk(f, **arrays):
+        saves.append(1)
+        if len(saves) == 3:  # the initial checkpoint and update 2's fit; update 4's does not
+            f.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_savez(f, **arrays)
+
+    monkeypatch.setattr(pgrl.checkpoint.np, "savez", full_disk)
+    cfg = small("train.batch_episodes=5", "train.checkpoint_every=2", "env.num_envs=5", episodes=30)
+    with pytest.raises(
+        ConfigError, match=r"checkpoint.npz: cannot write \(No space left on device\)"
+    ):
+        train(cfg, out=tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["state"]["updates"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(small(), out=out)
+    return out
+
+
+def bad_inputs(run, tmp_path):
+    """(pgrl arguments, a fragment of the one-line error) for mistakes that once gave a
+    traceback or were silently accepted."""
+    ckpt = str(run / "checkpoint.npz")
+    random_bytes = tmp_path / "random.npz"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(5000))
+    base = ["train", CARTPOLE, "--out", str(tmp_path / "new")]
+    return [
+        (["eval", ckpt, "--gif", "/proc/x.gif"], "cannot write there"),
+        (["eval", ckpt, "--gif", str(tmp_path)], "ending in .gif"),
+        (["eval", ckpt, "--gif", str(tmp_path / "x.txt")], "ending in .gif"),
+        (["eval", ckpt, "--seed", "-1"], "--seed must be >= 0"),
+        (["compare", CARTPOLE, "--out", str(run / "config.toml")], "not a directory"),
+        ([*base, "--set", "policy.hidden_sizes=[10000000000]"], "more than this machine's memory"),
+        (["eval", str(run / "config.toml")], "not an .npz archive"),
+        (["eval", str(random_bytes)], "not an .npz archive"),
+        ([*base, "--set", "train.seed=" + "9" * 100_000], "chars)"),
+        ([*base, "--set", "train.solved_mean100=-1e9"], "lowest return"),
+        ([*base, "--set", "env.kwargs={repeat_action_probability=2.0}"], "must be in [0, 1]"),
+        ([*base, "--set", "env.kwargs={max_episode_steps=-1}"], "positive integer"),
+        (["train", CARTPOLE, "--out", ""], "empty path"),
+    ]
+
+
+def test_mistakes_get_one_line_and_nothing_is_written(cartpole_run, tmp_path):
+    before = {p.name: p.read_bytes() for p in cartpole_run.iterdir()}
+    for args, fragment in bad_inputs(cartpole_run, tmp_path):
+        result = run_cli(*args)
+        line = one_line_error(result, fragment)
+        assert len(line) < 400 and "allow_pickle" not in line, line
+    assert {p.name: p.read_bytes() for p in cartpole_run.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_damaged_checkpoints_and_a_deleted_metrics_file_are_refused(tmp_path):
+    from pgrl.checkpoint import save_checkpoint
+    from pgrl.policies import make_policy
+
+    train(small(), out=tmp_path / "a")
+    (tmp_path / "a" / "metrics.csv").unlink()
+    one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(tmp_path / "a"), "--resume"),
+        "holds 0 rows of the checkpoint's 20 episodes",
+        "--force",
+    )
+    policy = make_policy("numpy", 4, hidden_sizes=(32,), bias=True)
+    state = {
+        "episodes": -5,
+        "steps": 0,
+        "env_steps": 0,
+        "updates": 0,
+        "wall_time": 0.0,
+        "running_return": None,
+        "solved_episode": None,
+        "recent_returns": [],
+    }
+    cfg_toml = small().to_toml()
+    save_checkpoint(tmp_path / "neg.npz", policy, state, {}, cfg_toml)
+    one_line_error(run_cli("eval", str(tmp_path / "neg.npz")), "negative counters")
+    state["episodes"] = 0
+    save_checkpoint(tmp_path / "int.npz", policy, state, {}, cfg_toml)
+    data = dict(np.load(tmp_path / "int.npz"))
+    data["w_W1"] = data["w_W1"].astype(np.int64)
+    np.savez(tmp_path / "int.npz", **data)
+    one_line_error(run_cli("eval", str(tmp_path / "int.npz")), "'W1' are int64, not floats")
+
+
+def test_ctrl_c_before_the_run_starts_claims_nothing(tmp_path, monkeypatch, capsys):
+    from pgrl.cli import main
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pgrl.reinforce, "make_envs", interrupted)
+    assert main(["train", CARTPOLE, "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "pgrl train: interrupted"
+    assert not (tmp_path / "run").exists()  # the directory it made for the run is gone
