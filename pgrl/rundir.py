@@ -250,6 +250,9 @@ class RunDir:
                 self._remove_run()
             return None
         if not self.checkpoint_path.exists():
+            if holds_run and not _kept_rows(self.metrics_path, METRICS_HEADER, "episode", 2**62):
+                self._remove_run()  # killed while writing its first checkpoint: nothing to lose
+                return None
             hint = " (add --force to start afresh there)" if holds_run else ""
             raise CheckpointError(
                 f"{self.checkpoint_path}: nothing to resume (no checkpoint){hint}"

@@ -120,7 +120,12 @@ def assert_backends_agree(np_policy, tf_pol, obs, actions, advantages):
     for name in np_policy.shapes:
         assert np.all(np.isfinite(g_np[name])) and np.all(np.isfinite(g_tf[name]))
         assert g_np[name].dtype == g_tf[name].dtype == dtype
-        bound = 2 * (scale_true[name] + scale_cancel[name]) + tiny
+        # plus a few eps of the layer's largest entry: per entry, the magnitude bounds above
+        # can undershoot where a small entry sums terms that the weights' rounding touches more
+        # (hypothesis found one: float32, weights ~0.01, both backends within 1.3 eps of the
+        # float64 gradient's largest entry)
+        floor = 4 * eps * np.abs(g_np[name]).max()
+        bound = 2 * (scale_true[name] + scale_cancel[name]) + floor + tiny
         excess = np.abs(g_np[name] - g_tf[name]) / bound
         assert np.max(excess) <= 1, (name, float(np.max(excess)))
 

@@ -310,3 +310,67 @@ def test_ctrl_c_before_the_run_starts_claims_nothing(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err == "pgrl train: interrupted"
     assert not (tmp_path / "run").exists()  # the directory it made for the run is gone
+
+
+KILLER = """
+import os, signal, sys
+import numpy as np
+import pgrl.checkpoint, pgrl.reinforce, pgrl.rundir
+where, n = sys.argv[1], int(sys.argv[2])
+calls = []
+
+def kill_on(before=lambda *a: None):
+    calls.append(1)
+    if len(calls) == n:
+        before()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "checkpoint":  # half-way through writing a checkpoint's temp file
+    real = np.savez
+    def savez(f, **arrays):
+        kill_on(lambda: (f.write(b"PK" + b"\\0" * 5000), f.flush()))
+        return real(f, **arrays)
+    pgrl.checkpoint.np.savez = savez
+elif where == "rows":  # half-way through an update's rows
+    real_write = os.write
+    def write(fd, data):
+        kill_on(lambda: real_write(fd, bytes(data[: len(data) // 2])))
+        return real_write(fd, data)
+    pgrl.rundir.os.write = write
+else:  # during a rollout
+    import pgrl.rollout
+    real_collect = pgrl.rollout.collect_episodes
+    def collect(*args, **kwargs):
+        kill_on()
+        return real_collect(*args, **kwargs)
+    pgrl.rollout.collect_episodes = collect
+from pgrl.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def test_sigkill_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path):
+    args = [
+        "train", CARTPOLE, "--set", "train.episodes=120", "--set", "log.progress=false",
+        "--set", "train.checkpoint_every=2",
+    ]  # fmt: skip
+    reference = tmp_path / "reference"
+    assert run_cli(*args, "--out", str(reference)).returncode == 0
+    expected = [
+        {k: v for k, v in r.items() if k != "wall_time"} for r in rows(reference / "metrics.csv")
+    ]
+    expected_w = load_checkpoint(reference / "checkpoint.npz")["weights"]
+    for where, n in (("checkpoint", 3), ("rows", 5), ("rollout", 4), ("checkpoint", 1)):
+        out = tmp_path / f"{where}{n}"
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLER, where, str(n), *args, "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert killed.returncode == -9, (where, killed.stderr)
+        resumed = run_cli(*args, "--out", str(out), "--resume")
+        assert resumed.returncode == 0, (where, resumed.stderr)
+        got = [{k: v for k, v in r.items() if k != "wall_time"} for r in rows(out / "metrics.csv")]
+        assert got == expected, where
+        weights = load_checkpoint(out / "checkpoint.npz")["weights"]
+        assert all(np.array_equal(weights[k], expected_w[k]) for k in expected_w), where
+        assert not list(out.glob(".*.tmp")), where
