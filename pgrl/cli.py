@@ -70,13 +70,7 @@ def _export(args) -> int:
 def _compare(args) -> int:
     from pgrl.compare import compare
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    for name, values in (("--seeds", args.seeds), ("--backends", args.backends)):
-        if len(set(values)) != len(values):
-            raise ConfigError(f"{name} lists a value twice: {' '.join(map(str, values))}")
-    if any(s < 0 for s in args.seeds):
-        raise ConfigError(f"--seeds must be >= 0, got {' '.join(map(str, args.seeds))}")
+    _check_axes(args)
     rows = compare(
         args.config,
         backends=args.backends,
@@ -84,8 +78,58 @@ def _compare(args) -> int:
         out=args.out,
         workers=args.workers,
         overrides=args.set,
+        executor=args.executor,
+        address=args.address,
     )
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _sweep(args) -> int:
+    from pgrl.sweep import sweep
+
+    _check_axes(args)
+    if args.resume and args.force:
+        raise ConfigError("--resume and --force: choose one")
+    try:
+        rows = sweep(
+            args.config,
+            args.grid or [],
+            seeds=args.seeds,
+            backends=args.backend,
+            out=args.out,
+            overrides=args.set,
+            executor=args.executor,
+            workers=args.workers,
+            address=args.address,
+            storage=args.storage,
+            scheduler=None if args.scheduler == "none" else args.scheduler,
+            resume=args.resume,
+            force=args.force,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"pgrl sweep: interrupted; finished trials are in {args.out}, "
+            "--resume continues the others",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if all(r["status"] in ("ok", "stopped") for r in rows) else 1
+
+
+def _check_axes(args) -> None:
+    """Shared checks of compare's and sweep's --seeds, --backends, --workers and --executor."""
+    backends = getattr(args, "backends", None) or args.backend
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers is not None and args.executor != "local":
+        raise ConfigError("--workers: for --executor local (Ray places trials by their CPUs)")
+    for name, values in (("--seeds", args.seeds), ("--backends", backends)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{name} lists a value twice: {' '.join(map(str, values))}")
+    if any(s < 0 for s in args.seeds):
+        raise ConfigError(f"--seeds must be >= 0, got {' '.join(map(str, args.seeds))}")
+    if args.address is not None and args.executor != "ray":
+        raise ConfigError("--address: needs --executor ray")
 
 
 def _check(args) -> int:
@@ -102,6 +146,21 @@ def _check(args) -> int:
     lines, passed = run_check(cfg, obs_dim, explain=args.explain, seed=args.seed)
     print("\n".join(lines))
     return 0 if passed else 1
+
+
+def _executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes on this machine (default); ray: a Ray cluster",
+    )
+    p.add_argument(
+        "--address",
+        help="with --executor ray: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new "
+        "local Ray instance)",
+    )
+    p.add_argument("--workers", type=int, help="local runs at once (default: one per core)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,9 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", default="runs/compare", help="output directory (default %(default)s)")
-    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    _executor_arguments(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("sweep", help="a hyperparameter grid x seeds, locally or on Ray Tune")
+    p.add_argument("config", help=config_help)
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a config key and its values, read as --set reads them, e.g. "
+        "--grid policy.hidden_sizes=[16],[32,32] (repeatable: the grid is the product)",
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--backend", nargs="+", choices=BACKENDS, default=["numpy"])
+    p.add_argument("--out", default="runs/sweep", help="output directory (default %(default)s)")
+    _executor_arguments(p)
+    p.add_argument(
+        "--storage",
+        help="with --executor ray: a directory every node sees, or a cloud URI, for Ray Tune's "
+        "checkpoints (without it, results come back through Ray)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=("none", "asha"),
+        default="none",
+        help="asha: Ray Tune's ASHA stops trials whose running return lags (--executor ray)",
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in OUT")
+    p.add_argument("--force", action="store_true", help="start afresh in an OUT with a sweep")
+    p.set_defaults(func=_sweep)
 
     p = sub.add_parser("check", help="backend parity and finite differences for a config")
     p.add_argument("config", help=config_help)

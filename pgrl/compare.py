@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import time
-import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from pgrl.config import ConfigError, load_config
+from pgrl.executor import Trial, run_trials
 from pgrl.rundir import read_metrics
 
 RUN_COLUMNS = [
@@ -41,34 +37,6 @@ RUN_COLUMNS = [
 ]
 
 
-def _run_one(
-    config_path: str, overrides: list[str], backend: str, seed: int, out: str, single_thread: bool
-) -> dict:
-    """One training run in a worker process; never raises (errors come back as data)."""
-    try:
-        if single_thread:
-            from pgrl.policies import limit_threads
-
-            limit_threads(1)  # one core per run: the runs are the parallelism
-        from pgrl.reinforce import train
-
-        cfg = load_config(config_path, [*overrides, f"train.seed={seed}", "log.progress=false"])
-        summary = train(cfg, out=out, backend=backend, overwrite=True)  # compare owns DIR
-        return {"status": "ok", **summary}
-    except BaseException as e:  # noqa: BLE001 - a failed run is reported, the others go on
-        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
-        where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
-        return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
-
-
-def _episodes_done(run_dir: Path) -> int:
-    try:
-        with open(run_dir / "metrics.csv") as f:
-            return max(0, sum(1 for _ in f) - 1)
-    except OSError:
-        return 0
-
-
 def compare(
     config_path: str,
     backends=("numpy", "tensorflow"),
@@ -77,14 +45,18 @@ def compare(
     workers: int | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[dict]:
     """Train every (backend, seed) pair in parallel; write and return the per-run table.
 
     Args:
         config_path: TOML config shared by all runs (validated before anything starts).
         backends, seeds: the grid; each run goes to ``out/<backend>-seed<k>``.
-        workers: parallel processes (default: one per core).
+        workers: parallel processes (default: one per core) of the local executor.
         overrides: ``section.key=value`` strings applied to every run.
+        executor: "local" (processes on this machine) or "ray" (Ray Tune trials on the cluster
+            at ``address``, else ``RAY_ADDRESS``, else a new local Ray instance).
 
     Returns:
         one dict per run with the columns of ``comparison.csv``.
@@ -98,61 +70,22 @@ def compare(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e})") from None
-    workers = workers or os.cpu_count() or 1
-    jobs = [(b, s) for s in seeds for b in backends]
-    results = _run_local(
-        str(config_path), overrides, jobs, out, workers, cfg.train.episodes, progress
+    trials = [Trial(f"{b}-seed{s}", b, s, tuple(overrides)) for s in seeds for b in backends]
+    results = run_trials(
+        str(config_path),
+        trials,
+        out,
+        cfg.train.episodes,
+        executor=executor,
+        workers=workers,
+        address=address,
+        progress=progress,
+        desc=f"compare {len(trials)} runs",
     )
-    rows = [_run_row(out, b, s, results[b, s]) for b, s in jobs]
+    rows = [_run_row(out, t.backend, t.seed, results[t.name]) for t in trials]
     add_divergence(out, rows, backends, seeds)
     write_reports(out, rows, cfg, config_path, backends, seeds)
     return rows
-
-
-def _run_local(
-    config_path: str, overrides: list[str], jobs, out: Path, workers: int, episodes: int, progress
-) -> dict:
-    """Run every ``(backend, seed)`` job in a pool of ``workers`` processes, with a tqdm bar over
-    the episodes played (read from the runs' metrics.csv); ``{job: result of _run_one}``."""
-    from tqdm.auto import tqdm
-
-    budget = episodes * len(jobs)
-    bar = tqdm(
-        total=budget,
-        unit="ep",
-        desc=f"compare {len(jobs)} runs",
-        dynamic_ncols=True,
-        disable=not progress,
-    )
-    results = {}
-    # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {
-            pool.submit(
-                _run_one, config_path, overrides, b, s, str(out / f"{b}-seed{s}"), workers > 1
-            ): (b, s)
-            for b, s in jobs
-        }
-        pending = set(futures)
-        while pending:
-            done = {f for f in pending if f.done()}
-            for f in done:
-                try:
-                    results[futures[f]] = f.result()
-                except Exception as e:  # the worker itself died (killed, out of memory, ...)
-                    results[futures[f]] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-            pending -= done
-            # a finished run counts as its whole budget (it may have stopped when solved)
-            running = sum(
-                _episodes_done(out / f"{b}-seed{s}")
-                for f, (b, s) in futures.items()
-                if f in pending
-            )
-            bar.update(min(budget, episodes * len(results) + running) - bar.n)
-            if pending:
-                time.sleep(0.25)
-    bar.close()
-    return results
 
 
 def _read_curve(run_dir: Path) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from pgrl.returns import compute_advantages
 from pgrl.rundir import RunDir, RunState
 
 
-def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) -> dict:
+def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState, report) -> dict:
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
     from pgrl.rollout import collect_episodes
 
@@ -61,8 +61,11 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState) 
                 )
                 run.log(rows, update_row)
                 committed_rng = rng.bit_generator.state
-                if state.updates % t.checkpoint_every == 0:
+                checkpointed = state.updates % t.checkpoint_every == 0
+                if checkpointed:
                     run.save_checkpoint(policy, state, committed_rng, cfg)
+                if report is not None:
+                    report(state.progress(), checkpointed)
                 sps = state.env_steps / max(state.wall_time, 1e-9)
                 bar.update(batch.n_episodes, state.running_return, state.mean100, sps)
                 if tensorboard is not None:
@@ -92,6 +95,7 @@ def train(
     backend: str | None = None,
     overwrite: bool = False,
     allow_changes: bool = False,
+    report=None,
 ) -> dict:
     """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
 
@@ -106,6 +110,9 @@ def train(
         allow_changes: resume even where the config differs from the run's in more than
             budgets, logging, checkpoint interval and backend (see
             :data:`pgrl.rundir.RESUMABLE_CHANGES`); changes are recorded in ``resumes.log``.
+        report: ``report(progress, checkpointed)`` after every update: ``progress`` as
+            :meth:`pgrl.rundir.RunState.progress`, ``checkpointed`` whether ``out`` now holds
+            that update's checkpoint (sweeps report to Ray Tune this way).
 
     Raises:
         ConfigError, CheckpointError: one-line problems with the config, the run directory or
@@ -135,7 +142,7 @@ def train(
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
             run.save_checkpoint(policy, state, rng.bit_generator.state, cfg)
-        return _loop(cfg, run, envs, policy, rng, state)
+        return _loop(cfg, run, envs, policy, rng, state, report)
     finally:
         run.close()
         if envs is not None:

@@ -141,6 +141,18 @@ class RunState:
             "stopped_by": stopped_by,
         }
 
+    def progress(self) -> dict:
+        """The run so far, as reported after each update."""
+        return {
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "steps": self.env_steps,
+            "running_return": self.running_return,
+            "mean100": self.mean100 if self.recent_returns else None,
+            "seconds": round(self.wall_time, 3),
+            "solved_episode": self.solved_episode,
+        }
+
     def to_dict(self) -> dict:
         """As :func:`pgrl.checkpoint.save_checkpoint` takes it."""
         return {**self.__dict__, "recent_returns": list(self.recent_returns)}

@@ -10,11 +10,13 @@ import pytest
 from PIL import Image
 
 import pgrl.compare
+import pgrl.executor
 from pgrl.check import synthetic_batch
 from pgrl.checkpoint import save_checkpoint
 from pgrl.cli import main as cli_main
 from pgrl.compare import RUN_COLUMNS, compare
 from pgrl.config import load_config
+from pgrl.executor import Trial
 from pgrl.policies import make_policy
 from pgrl.rundir import METRICS_HEADER, RunState
 
@@ -64,18 +66,18 @@ def test_float64_cartpole_runs_are_identical_for_200_episodes(tmp_path):
     assert float(rows[0]["max_weight_diff"]) < 1e-9
 
 
-def _failing_run(config_path, overrides, backend, seed, out, single_thread):
-    if seed == 1:
+def _failing_run(config_path, trial, run_dir, report=None):
+    if trial.seed == 1:
         raise RuntimeError("simulated crash in a worker")
-    return _REAL_RUN_ONE(config_path, overrides, backend, seed, out, single_thread)
+    return _REAL_RUN_ONE(config_path, trial, run_dir)
 
 
-_REAL_RUN_ONE = pgrl.compare._run_one
+_REAL_RUN_ONE = pgrl.executor.run_trial
 
 
 def test_a_failed_run_is_reported_and_the_others_kept(tmp_path, monkeypatch):
     # the worker process unpickles _failing_run from this test module, which it imports
-    monkeypatch.setattr(pgrl.compare, "_run_one", _failing_run)
+    monkeypatch.setattr(pgrl.executor, "run_trial", _failing_run)
     rows = compare(
         CARTPOLE,
         backends=("numpy",),
@@ -139,8 +141,9 @@ def _write_run(run_dir, returns, weights):
     save_checkpoint(run_dir / "checkpoint.npz", policy, state.to_dict(), {}, "")
 
 
-def _scripted_run(config_path, overrides, backend, seed, out, single_thread):
-    """Stands for compare's _run_one: writes the scenario's run, or fails as it says."""
+def _scripted_run(config_path, trial, out, report=None):
+    """Stands for run_trial: writes the scenario's run, or fails as it says."""
+    backend, seed = trial.backend, trial.seed
     numpy_returns, tf_returns, _ = SCENARIOS[seed]
     returns = numpy_returns if backend == "numpy" else tf_returns
     if returns is None:
@@ -163,7 +166,7 @@ def test_divergence_first_differing_episode_and_weight_gap(tmp_path):
     rows = []
     for seed in SCENARIOS:
         for b in backends:
-            result = _scripted_run("", [], b, seed, str(tmp_path / f"{b}-seed{seed}"), False)
+            result = _scripted_run("", Trial("", b, seed), str(tmp_path / f"{b}-seed{seed}"))
             rows.append({**dict.fromkeys(RUN_COLUMNS, ""), "backend": b, "seed": seed, **result})
     gap = max(
         float(np.max(np.abs(_final_weights("tensorflow", 0)[k] - w)))
@@ -178,7 +181,7 @@ def test_divergence_first_differing_episode_and_weight_gap(tmp_path):
 
 def test_compare_reports_the_divergence(tmp_path, monkeypatch):
     # the worker process unpickles _scripted_run from this test module, which it imports
-    monkeypatch.setattr(pgrl.compare, "_run_one", _scripted_run)
+    monkeypatch.setattr(pgrl.executor, "run_trial", _scripted_run)
     seeds = tuple(SCENARIOS)
     compare(CARTPOLE, seeds=seeds, out=tmp_path, workers=1, progress=False)
     with open(tmp_path / "comparison.csv", newline="") as f:

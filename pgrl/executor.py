@@ -1,0 +1,185 @@
+"""Where many training runs execute: local processes (one per core) or a Ray cluster.
+
+``pgrl compare`` and ``pgrl sweep`` describe their runs as :class:`Trial` s and hand them to
+:func:`run_trials`; either way every trial's run directory ends up under ``out/<trial.name>/`` on
+this machine, and every trial comes back as a result dict (``status`` "ok", "error" or
+"stopped", plus the run's summary).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from pgrl.config import ConfigError, load_config
+from pgrl.rundir import RUN_FILES
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run: a config plus ``overrides``, with a backend and a seed.
+
+    ``name`` is its run directory under the output directory; ``resume`` continues the run
+    found there (the files of one that was stopped) instead of starting afresh.
+    """
+
+    name: str
+    backend: str
+    seed: int
+    overrides: tuple[str, ...] = ()
+    resume: bool = False
+    point: int = 0  # the grid point it belongs to (sweeps)
+    labels: dict = field(default_factory=dict, compare=False)  # {config key: value} of the point
+
+    def config(self, config_path: str | Path):
+        """The trial's config (progress bars off: the sweep has its own)."""
+        return load_config(
+            config_path,
+            [*self.overrides, f"train.seed={self.seed}", f"policy.backend={self.backend}"]
+            + ["log.progress=false"],
+        )
+
+
+def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict:
+    """Train one trial into ``run_dir``; errors of the run come back as data, never raised.
+
+    ``report(progress, checkpointed)`` is called after every update (see
+    :func:`pgrl.reinforce.train`).
+    """
+    from pgrl.reinforce import train
+
+    try:
+        summary = train(
+            trial.config(config_path),
+            out=run_dir,
+            resume=trial.resume,
+            overwrite=not trial.resume,
+            report=report,
+        )
+        return {"status": "ok", **summary}
+    except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
+        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        where = (
+            ""
+            if isinstance(e, ConfigError) or not last
+            else f" at {Path(last[0].filename).name}:{last[0].lineno}"
+        )
+        return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
+
+
+def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str, single_thread: bool) -> dict:
+    """A local worker process runs ``run`` (:func:`run_trial`); one core per run where the runs
+    are the parallelism."""
+    if single_thread:
+        from pgrl.policies import limit_threads
+
+        limit_threads(1)
+    try:
+        return {**run(config_path, trial, run_dir), "node": "local"}
+    except KeyboardInterrupt:
+        return {"status": "error", "error": "interrupted"}
+
+
+def run_trials(
+    config_path: str,
+    trials: list[Trial],
+    out: Path,
+    episodes: int,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    storage: str | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    desc: str = "trials",
+) -> dict[str, dict]:
+    """Run every trial (``episodes``: each one's budget, for the progress bar).
+
+    Returns ``{trial.name: result}``; a trial that is not resumed starts in an emptied
+    ``out/<name>/``.
+    """
+    for t in trials:
+        if not t.resume:
+            _remove_run(out / t.name)
+    if executor == "ray":
+        from pgrl.ray_executor import run_trials_ray
+
+        return run_trials_ray(
+            config_path, trials, out, episodes, address, storage, scheduler, progress, desc
+        )
+    return _run_local(config_path, trials, out, episodes, workers, progress, desc)
+
+
+def _remove_run(run_dir: Path) -> None:
+    for name in (*RUN_FILES, "resumes.log"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def _episodes_done(run_dir: Path) -> int:
+    try:
+        with open(run_dir / "metrics.csv") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
+def _run_local(config_path, trials, out: Path, episodes: int, workers, progress, desc) -> dict:
+    """A pool of ``workers`` processes (default: one per core), with a tqdm bar over the trials
+    (a running trial counts as the share of its episode budget in its metrics.csv)."""
+    from tqdm.auto import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(trials), unit="trial", desc=desc, dynamic_ncols=True, disable=not progress)
+    bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+    results = {}
+    # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {
+            pool.submit(
+                _run_in_worker, run_trial, config_path, t, str(out / t.name), workers > 1
+            ): t.name
+            for t in trials
+        }
+        pending = set(futures)
+        while pending:
+            done = {f for f in pending if f.done()}
+            for f in done:
+                try:
+                    results[futures[f]] = f.result()
+                except Exception as e:  # the worker itself died (killed, out of memory, ...)
+                    results[futures[f]] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+            pending -= done
+            running = sum(min(1.0, _episodes_done(out / futures[f]) / episodes) for f in pending)
+            bar.n = len(results) + running
+            bar.refresh()
+            if pending:
+                time.sleep(0.25)
+    bar.close()
+    return results
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A one-line error, before Ray is started, when nothing listens at ``host:port``."""
+    if address.startswith(("ray://", "auto")) or address == "local":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"--address {address}: expected HOST:PORT of a Ray head, e.g. 10.0.0.1:6379"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(
+            f"--address {address}: cannot reach a Ray head there ({e.strerror or e})"
+        ) from None
