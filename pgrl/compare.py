@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.config import ConfigError, load_config
-from pgrl.executor import Trial, run_trials
+from pgrl.executor import Trial, check_executor, run_trials
 from pgrl.rundir import read_metrics
 
 RUN_COLUMNS = [
@@ -63,6 +63,7 @@ def compare(
     """
     overrides = list(overrides or [])
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
+    check_executor(executor, address)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")

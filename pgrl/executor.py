@@ -168,6 +168,19 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
     return results
 
 
+def check_executor(executor: str, address: str | None) -> None:
+    """Before anything starts: the executor exists, Ray is installed and its head answers."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from pgrl.ray_executor import import_ray
+
+        import_ray()
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_address(address)
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """A one-line error, before Ray is started, when nothing listens at ``host:port``."""
     if address.startswith(("ray://", "auto")) or address == "local":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
-from pgrl.executor import Trial, run_trials
+from pgrl.executor import Trial, check_executor, run_trials
 from pgrl.rundir import read_metrics
 
 TRIAL_COLUMNS = [
@@ -150,6 +150,7 @@ def sweep(
     if storage is not None and executor != "ray":
         raise ConfigError("--storage: needs --executor ray (it is where Ray Tune checkpoints)")
     cfg = load_config(config, overrides)
+    check_executor(executor, address)
     parsed = parse_grid(config, grid, overrides)
     trials = make_trials(parsed, seeds, backends, overrides, config)
     spec = {

@@ -1,0 +1,171 @@
+"""pgrl sweep with the local executor: grid parsing, files, equality with pgrl train, resume,
+bad input. The Ray executor is tested on a namespaced cluster in test_ray.py."""
+
+import csv
+import json
+import tomllib
+
+import numpy as np
+import pytest
+
+from pgrl.cli import main as cli_main
+from pgrl.config import load_config
+from pgrl.reinforce import train
+from pgrl.rundir import read_metrics
+from pgrl.sweep import parse_grid, split_values, sweep
+
+CARTPOLE = "configs/cartpole.toml"
+SMALL = ["train.episodes=200", "log.progress=false"]
+
+
+def test_split_values_keeps_lists_and_quoted_commas():
+    assert split_values("1e-3, 3e-3") == ["1e-3", "3e-3"]
+    assert split_values("[16],[32,32]") == ["[16]", "[32,32]"]
+    assert split_values('"a,b",c') == ['"a,b"', "c"]
+
+
+def test_parse_grid_reads_values_as_set_does():
+    grid = parse_grid(CARTPOLE, ["policy.hidden_sizes=[16],[32, 32]", "train.gamma=0.9"], [])
+    assert grid == [("policy.hidden_sizes", ["[16]", "[32, 32]"]), ("train.gamma", ["0.9"])]
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("optimizer.learning_rate", "expected section.key=v1,v2"),
+        ("optimizer.learnin_rate=1e-3", "learnin_rate"),
+        ("optimizer.learning_rate=1e-3,-1", "--grid optimizer.learning_rate=-1"),
+        ("optimizer.learning_rate=1e-3,,1e-2", "an empty value"),
+        ("optimizer.learning_rate=1e-3,1e-3", "listed twice"),
+        ("train.seed=1,2", "use --seeds"),
+        ("policy.backend=numpy,tensorflow", "use --backend"),
+        ("policy.hidden_sizes=[16],[0]", "--grid policy.hidden_sizes=[0]"),
+    ],
+)
+def test_bad_grid_is_one_line_and_starts_nothing(tmp_path, capsys, grid, message):
+    out = tmp_path / "sweep"
+    assert cli_main(["sweep", CARTPOLE, "--grid", grid, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scheduler", "asha"], "needs --executor ray"),
+        (["--storage", "/tmp/x"], "needs --executor ray"),
+        (["--address", "10.1.2.3:6379"], "needs --executor ray"),
+        (["--seeds", "0", "0"], "lists a value twice"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray head"),
+        (["--executor", "ray", "--address", "nonsense"], "expected HOST:PORT"),
+    ],
+)
+def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "sweep"
+    argv = ["sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", "--out", str(out), *args]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_ray_executor_without_ray_installed_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from pgrl.cli import main\n"
+        f"sys.exit(main(['sweep', '{CARTPOLE}', '--executor', 'ray', '--out', '{tmp_path}/s']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == "pgrl sweep: error: --executor ray needs Ray: pip install 'pgrl[ray]'\n"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    grid = ["optimizer.learning_rate=3e-3,1e-2"]
+    rows = sweep(CARTPOLE, grid, seeds=(0, 1), out=out, overrides=SMALL, progress=False)
+    return out, rows
+
+
+def test_a_sweep_writes_every_file_and_each_trial_is_a_pgrl_train_run(finished_sweep, tmp_path):
+    out, rows = finished_sweep
+    assert [r["trial"] for r in rows] == [
+        "p0-numpy-seed0",
+        "p0-numpy-seed1",
+        "p1-numpy-seed0",
+        "p1-numpy-seed1",
+    ]
+    assert all(r["status"] == "ok" and r["episodes"] == 200 for r in rows)
+    for name in ("trials.csv", "sweep.csv", "sweep.md", "sweep.png", "best.toml", "sweep.json"):
+        assert (out / name).is_file(), name
+    with open(out / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["point"], r["optimizer.learning_rate"], r["solved"]) for r in table] == [
+        ("p0", "0.003", "0/2"),
+        ("p1", "0.01", "0/2"),
+    ]
+    final = [float(r["final_running_return"]) for r in rows]
+    means = [float(r["final_running_return_mean"]) for r in table]
+    assert means == pytest.approx([np.mean(final[:2]), np.mean(final[2:])], abs=0.01)
+    # trial p1-numpy-seed1 is exactly `pgrl train` with that learning rate and seed
+    cfg = load_config(CARTPOLE, [*SMALL, "optimizer.learning_rate=1e-2", "train.seed=1"])
+    train(cfg, out=tmp_path / "alone")
+    alone = read_metrics(tmp_path / "alone" / "metrics.csv")
+    trial = read_metrics(out / "p1-numpy-seed1" / "metrics.csv")
+    np.testing.assert_array_equal(alone["return"], trial["return"])
+
+
+def test_best_toml_is_the_best_points_config_and_trains(finished_sweep):
+    out, rows = finished_sweep
+    best = max(
+        ("p0", "p1"),
+        key=lambda p: np.mean([r["final_running_return"] for r in rows if r["point"] == p]),
+    )
+    lr = {"p0": 0.003, "p1": 0.01}[best]
+    data = tomllib.loads((out / "best.toml").read_text())
+    assert data["optimizer"]["learning_rate"] == lr
+    assert load_config(out / "best.toml").optimizer.learning_rate == lr
+
+
+def test_an_existing_sweep_is_refused_and_a_changed_one_does_not_resume(finished_sweep, capsys):
+    out, _ = finished_sweep
+    argv = ["sweep", CARTPOLE, "--out", str(out), "--seeds", "0", "1"]
+    grid = ["--grid", "optimizer.learning_rate=3e-3,1e-2", *sum((["--set", s] for s in SMALL), [])]
+    assert cli_main([*argv, *grid]) == 2
+    assert "--resume continues it, --force starts afresh" in capsys.readouterr().err
+    assert cli_main([*argv, "--grid", "optimizer.learning_rate=1e-3", "--resume"]) == 2
+    assert "other grid" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_trials_and_continues_the_others(tmp_path):
+    grid = ["optimizer.learning_rate=1e-2"]
+    full = sweep(
+        CARTPOLE, grid, seeds=(0, 1), out=tmp_path / "full", overrides=SMALL, progress=False
+    )
+    out = tmp_path / "cut"
+    sweep(CARTPOLE, grid, seeds=(0, 1), out=out, overrides=SMALL, progress=False)
+    # trial seed1 as if the sweep had been stopped at episode 100: its run ends there
+    run = out / "p0-numpy-seed1"
+    cfg = load_config(CARTPOLE, [*SMALL, "optimizer.learning_rate=1e-2", "train.seed=1"])
+    cfg.train.episodes = 100
+    train(cfg, out=run, overwrite=True)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "stopped_by": "interrupted"}))
+    kept = (out / "p0-numpy-seed0" / "checkpoint.npz").stat().st_mtime_ns
+    rows = sweep(
+        CARTPOLE, grid, seeds=(0, 1), out=out, overrides=SMALL, resume=True, progress=False
+    )
+    assert (out / "p0-numpy-seed0" / "checkpoint.npz").stat().st_mtime_ns == kept
+    assert [r["episodes"] for r in rows] == [200, 200]
+    for seed in (0, 1):
+        a = read_metrics(tmp_path / "full" / f"p0-numpy-seed{seed}" / "metrics.csv")
+        b = read_metrics(out / f"p0-numpy-seed{seed}" / "metrics.csv")
+        np.testing.assert_array_equal(a["return"], b["return"])
+    assert [r["final_running_return"] for r in rows] == [r["final_running_return"] for r in full]
