@@ -109,7 +109,10 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         # a retry after a failure, or a sweep resumed: continue the run the driver holds
         trial = dataclasses.replace(trial, resume=(run_dir / "checkpoint.npz").is_file())
 
+        last = {"running_return": float("nan"), "episodes": 0}
+
         def report(progress: dict, checkpointed: bool) -> None:
+            last.update(progress)
             metrics = {**progress, "node": node}
             if not checkpointed:
                 tune.report(metrics)
@@ -125,7 +128,7 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
 
         result = run_trial(config_path, trial, str(run_dir), report=report)
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
-        tune.report({**result, "node": node, "done": True})
+        tune.report({**last, **result, "node": node, "done": True})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
