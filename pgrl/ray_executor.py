@@ -108,6 +108,7 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
             write_run_files(run_dir, ray.get(run_files.load.remote(trial.name)))
         # a retry after a failure, or a sweep resumed: continue the run the driver holds
         trial = dataclasses.replace(trial, resume=(run_dir / "checkpoint.npz").is_file())
+        resumed_from = _episodes_logged(run_dir) if trial.resume else ""
 
         last = {"running_return": float("nan"), "episodes": 0}
 
@@ -128,9 +129,15 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
 
         result = run_trial(config_path, trial, str(run_dir), report=report)
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
-        tune.report({**last, **result, "node": node, "done": True})
+        final = {**last, **result, "node": node, "resumed_from": resumed_from}
+        tune.report({**final, "finished": True})
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _episodes_logged(run_dir: Path) -> int:
+    with open(run_dir / "metrics.csv") as f:
+        return max(0, sum(1 for _ in f) - 1)
 
 
 class _ProgressBar:
@@ -171,7 +178,8 @@ def run_trials_ray(
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             bar.update(
-                trial.trial_id, 1.0 if result.get("done") else result.get("episodes", 0) / episodes
+                trial.trial_id,
+                1.0 if result.get("finished") else result.get("episodes", 0) / episodes,
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -184,9 +192,10 @@ def run_trials_ray(
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        # a trial's time is its episodes; the first cut after an eighth of the budget
+        # a trial's time is its episodes; the first cut after an eighth of the budget. max_t
+        # lies past the budget: a trial that reaches it finishes as pgrl says, not stopped
         tune_config.scheduler = ASHAScheduler(
-            time_attr="episodes", max_t=episodes, grace_period=max(1, episodes // 8)
+            time_attr="episodes", max_t=episodes + 1, grace_period=max(1, episodes // 8)
         )
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -218,14 +227,17 @@ def run_trials_ray(
         metrics = r.metrics or {}
         if r.error is not None:
             results[name] = {"status": "error", "error": f"failed twice: {_first_line(r.error)}"}
-        elif metrics.get("done"):
+        elif metrics.get("finished"):
             results[name] = {k: v for k, v in metrics.items() if k in _RESULT_KEYS}
         else:  # stopped by the scheduler
             results[name] = {
                 "status": "stopped",
                 "error": f"stopped early by ASHA at episode {metrics.get('episodes', 0)}",
+                "episodes": metrics.get("episodes", 0),
+                "final_running_return": metrics.get("running_return", float("nan")),
             }
         results[name]["node"] = metrics.get("node", "")
+        results[name]["resumed_from"] = metrics.get("resumed_from", "")
     return results
 
 

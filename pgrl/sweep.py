@@ -33,6 +33,7 @@ TRIAL_COLUMNS = [
     "seed",
     "status",
     "node",
+    "resumed_from",
     "episodes",
     "solved",
     "solved_episode",
@@ -237,6 +238,9 @@ def _trial_row(out: Path, t: Trial, result: dict) -> dict:
     row = dict.fromkeys(TRIAL_COLUMNS, "")
     row.update(trial=t.name, point=f"p{t.point}", backend=t.backend, seed=t.seed)
     row.update(status=result["status"], node=result.get("node", ""), error=result.get("error", ""))
+    row["resumed_from"] = result.get("resumed_from", "")
+    if result["status"] == "stopped":  # by the scheduler: how far it got
+        row.update(episodes=result["episodes"], final_running_return=result["final_running_return"])
     if result["status"] != "ok":
         return row
     solved = result["solved_episode"]

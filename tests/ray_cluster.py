@@ -126,9 +126,13 @@ class RayCluster:
 
     def info(self) -> dict:
         """Where everything is: address, node IPs, namespaces, directories."""
-        keys = ("nodes", "address", "node_ips", "head_ns", "worker_ns", "private_dir")
-        d = {k: getattr(self, k) for k in keys}
-        return d | {"base_dir": str(self.base), "shared_dir": str(self.shared_dir)}
+        d = {k: getattr(self, k) for k in ("nodes", "address", "node_ips", "head_ns", "worker_ns")}
+        dirs = {
+            "private_dir": self.private_dir,
+            "base_dir": self.base,
+            "shared_dir": self.shared_dir,
+        }
+        return d | {k: str(v) for k, v in dirs.items()}
 
     def up(self) -> dict:
         """Clean stale leftovers, build namespaces, start Ray, wait until all nodes are alive."""
@@ -139,8 +143,8 @@ class RayCluster:
                     raise ValueError(f"private_dir {private} would hide {needed}")
         self.down()
         self.base = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-cluster-"))
-        self.private_dir = str(Path(self._private_arg or self.base / "private").absolute())
-        Path(self.private_dir).mkdir(parents=True, exist_ok=True)
+        self.private_dir = Path(self._private_arg or self.base / "private").absolute()
+        self.private_dir.mkdir(parents=True, exist_ok=True)
         self.shared_dir.mkdir()
         self.state_file.write_text(json.dumps(self.info()))
         try:
