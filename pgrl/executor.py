@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import time
 import traceback
@@ -83,10 +84,19 @@ def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str, single_thr
         from pgrl.policies import limit_threads
 
         limit_threads(1)
+    resumed_from = _episodes_done(Path(run_dir)) if trial.resume else ""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
-        return {**run(config_path, trial, run_dir), "node": "local"}
+        return {**run(config_path, trial, run_dir), "node": "local", "resumed_from": resumed_from}
     except KeyboardInterrupt:
         return {"status": "error", "error": "interrupted"}
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ignore_interrupts() -> None:
+    """A local worker between trials: Ctrl-C is the driver's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_trials(
@@ -143,28 +153,33 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
     bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
     results = {}
     # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {
-            pool.submit(
-                _run_in_worker, run_trial, config_path, t, str(out / t.name), workers > 1
-            ): t.name
-            for t in trials
-        }
-        pending = set(futures)
-        while pending:
-            done = {f for f in pending if f.done()}
-            for f in done:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_interrupts
+    )
+    try:
+        queue, futures = list(trials), {}
+        while queue or futures:
+            # at most one trial per worker is submitted: after Ctrl-C no queued trial starts
+            while queue and len(futures) < workers:
+                t = queue.pop(0)
+                args = (run_trial, config_path, t, str(out / t.name), workers > 1)
+                futures[pool.submit(_run_in_worker, *args)] = t.name
+            for f in [f for f in futures if f.done()]:
+                name = futures.pop(f)
                 try:
-                    results[futures[f]] = f.result()
+                    results[name] = f.result()
                 except Exception as e:  # the worker itself died (killed, out of memory, ...)
-                    results[futures[f]] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-            pending -= done
-            running = sum(min(1.0, _episodes_done(out / futures[f]) / episodes) for f in pending)
+                    results[name] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+            running = sum(min(1.0, _episodes_done(out / n) / episodes) for n in futures.values())
             bar.n = len(results) + running
             bar.refresh()
-            if pending:
+            if futures:
                 time.sleep(0.25)
-    bar.close()
+    finally:
+        bar.close()
+        # after Ctrl-C: trials not yet started never start; running ones (interrupted too, in
+        # the same process group) end with a checkpoint
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -4,6 +4,7 @@ python scripts/bench.py policy    # us per action_prob / update, NumPy vs Tensor
 python scripts/bench.py rollout   # env steps/s of rollouts against the raw env
 python scripts/bench.py train     # env steps/s of whole training runs (updates included)
 python scripts/bench.py vector    # Pong's vector env candidates, with the policy in the loop
+python scripts/bench.py sweep     # a CartPole sweep: local executor vs namespaced Ray clusters
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ SUITES = {
     "rollout": "bench_rollout",
     "train": "bench_train",
     "vector": "bench_vector",
+    "sweep": "bench_sweep",
 }
 
 

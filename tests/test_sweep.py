@@ -169,3 +169,38 @@ def test_resume_keeps_finished_trials_and_continues_the_others(tmp_path):
         b = read_metrics(out / f"p0-numpy-seed{seed}" / "metrics.csv")
         np.testing.assert_array_equal(a["return"], b["return"])
     assert [r["final_running_return"] for r in rows] == [r["final_running_return"] for r in full]
+
+
+def test_ctrl_c_stops_the_sweep_at_once_and_resume_finishes_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "pgrl.cli", "sweep", CARTPOLE, "--seeds", "0", "1", "2"]
+    args += ["--set", "train.episodes=600", "--set", "optimizer.learning_rate=3e-3", "--out"]
+    driver = subprocess.Popen(
+        [*args, str(out)], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(
+        (d / "metrics.csv").is_file() and len((d / "metrics.csv").read_text().splitlines()) > 60
+        for d in out.glob("p0-*")
+    ):
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130
+    assert "Traceback" not in err and "warn" not in err
+    assert err.splitlines()[-1] == (
+        f"pgrl sweep: interrupted; finished trials are in {out}, --resume continues the others"
+    )
+    assert not (out / "p0-numpy-seed2").exists()  # two workers: the third trial never started
+    done = subprocess.run([*args, str(out), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["episodes"] for r in rows] == ["600"] * 3
+    assert int(rows[0]["resumed_from"] or 0) > 0 and rows[2]["resumed_from"] == ""
