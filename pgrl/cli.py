@@ -31,6 +31,7 @@ def _train(args) -> int:
             backend=args.backend,
             overwrite=args.force,
             allow_changes=args.allow_changes,
+            address=args.address,
         )
     except Interrupted as e:
         print(f"pgrl train: interrupted; {e}; --resume continues it", file=sys.stderr)
@@ -187,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--force", action="store_true", help="start afresh in an OUT that holds a run")
+    p.add_argument(
+        "--address",
+        help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '
+        "new local Ray instance)",
+    )
     p.add_argument(
         "--allow-changes",
         action="store_true",

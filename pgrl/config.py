@@ -28,6 +28,8 @@ from pgrl.policies import BACKENDS
 from pgrl.policies.base import DTYPES, REDUCTIONS
 from pgrl.rollout import VECTORIZATIONS
 
+RUNNERS = ("local", "ray")
+
 STANDARDIZE = ("episode", "batch", "none")
 
 
@@ -37,10 +39,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS, on ``num_envs`` copies."""
+    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS, on ``num_envs`` copies (env
+    slots), or with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
 
     id: str = "CartPole-v1"
     num_envs: int = 1
+    # "local": the envs run here; "ray": rollout workers as Ray actors (pgrl.ray_runner)
+    runner: str = "local"
+    num_workers: int = 1  # runner = "ray": rollout workers, one CPU each
+    envs_per_worker: int = 1  # runner = "ray": env copies per worker
     # "sync": all copies in this process (cheap envs); "workers": a process each (Atari);
     # "async": a process each, through gymnasium's slower AsyncVectorEnv;
     # "auto": sync for CartPole, workers for Pong
@@ -130,6 +137,12 @@ class Config:
                 setattr(values, name, value)
         _check_ranges(self, where)
         return self
+
+    @property
+    def n_slots(self) -> int:
+        """Env slots of a run: ``env.num_envs``, or workers x envs per worker on Ray."""
+        e = self.env
+        return e.num_envs if e.runner == "local" else e.num_workers * e.envs_per_worker
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -253,6 +266,11 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("env.id", e.id, f"one of {', '.join(SUPPORTED_ENV_IDS)}")
     if e.num_envs < 1:
         bad("env.num_envs", e.num_envs, ">= 1")
+    if e.runner not in RUNNERS:
+        bad("env.runner", e.runner, f"one of {', '.join(RUNNERS)}")
+    for key in ("num_workers", "envs_per_worker"):
+        if getattr(e, key) < 1:
+            bad(f"env.{key}", getattr(e, key), ">= 1")
     if e.vectorization not in VECTORIZATIONS:
         bad("env.vectorization", e.vectorization, f"one of {', '.join(VECTORIZATIONS)}")
     if p.backend not in BACKENDS:

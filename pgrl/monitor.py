@@ -26,12 +26,25 @@ class ProgressBar:
             disable=not enabled,
         )
 
-    def update(self, episodes: int, running_return: float, mean100: float, sps: float) -> None:
+    def update(
+        self,
+        episodes: int,
+        running_return: float,
+        mean100: float,
+        sps: float,
+        timing: dict | None = None,
+    ) -> None:
+        """``timing``: seconds of the update's parts (rollout, update, broadcast, transfer),
+        shown when rollouts are remote (it has a ``broadcast``)."""
         self.bar.update(episodes)
+        shown = (
+            {k: f"{v:.2f}s" for k, v in timing.items()} if timing and "broadcast" in timing else {}
+        )
         self.bar.set_postfix(
             running=f"{running_return:.2f}",
             mean100=f"{mean100:.1f}",
             sps=f"{sps:.0f}",
+            **shown,
             refresh=False,
         )
 

@@ -25,10 +25,11 @@ from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, make_policy
 from pgrl.returns import compute_advantages
+from pgrl.rollout import slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
 
 
-def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState, report) -> dict:
+def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState, report) -> dict:
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
     from pgrl.rollout import collect_episodes
 
@@ -38,7 +39,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState, 
     tensorboard = TensorBoard(run.path / "tensorboard") if cfg.log.tensorboard else None
     hold = HoldInterrupts().install()
     clock = time.perf_counter() - state.wall_time
-    committed_rng = rng.bit_generator.state  # a batch cut short by Ctrl-C restarts from here
+    committed_rng = slot_states(rngs)  # a batch cut short by Ctrl-C restarts from here
     # NaN and inf are caught by _check_finite after every update, with one clear error, instead
     # of NumPy's warnings on the way there
     errors = np.errstate(over="ignore", invalid="ignore", divide="ignore")
@@ -47,7 +48,10 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState, 
         while (stopped_by := state.stop_reason(t)) is None:
             t0 = time.perf_counter()
             n = min(t.batch_episodes, t.episodes - state.episodes)
-            batch = collect_episodes(envs, policy, rng, n)
+            if isinstance(envs, gym.vector.VectorEnv):
+                batch = collect_episodes(envs, policy, rngs, n)
+            else:  # rollout workers elsewhere (pgrl.ray_runner)
+                batch = envs.collect(policy, rngs, n)
             t1 = time.perf_counter()
             with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
                 advantages = compute_advantages(
@@ -56,18 +60,26 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rng, state: RunState, 
                 stats = policy.update(batch.obs, batch.actions, advantages)
                 _check_finite(policy, stats, state.updates + 1, cfg)
                 t2 = time.perf_counter()
+                timing = getattr(envs, "timing", {"rollout": t1 - t0})
+                seconds = (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
                 rows, update_row = state.add_batch(
-                    batch, stats, (t1 - t0, t2 - t1), t2 - clock, t.solved_mean100
+                    batch, stats, seconds, t2 - clock, t.solved_mean100
                 )
                 run.log(rows, update_row)
-                committed_rng = rng.bit_generator.state
+                committed_rng = slot_states(rngs)
                 checkpointed = state.updates % t.checkpoint_every == 0
                 if checkpointed:
                     run.save_checkpoint(policy, state, committed_rng, cfg)
                 if report is not None:
                     report(state.progress(), checkpointed)
                 sps = state.env_steps / max(state.wall_time, 1e-9)
-                bar.update(batch.n_episodes, state.running_return, state.mean100, sps)
+                bar.update(
+                    batch.n_episodes,
+                    state.running_return,
+                    state.mean100,
+                    sps,
+                    {**timing, "update": t2 - t1},
+                )
                 if tensorboard is not None:
                     scalars = {"running_return": state.running_return, "mean100": state.mean100}
                     tensorboard.write(state.updates, {**stats, **scalars, "steps_per_second": sps})
@@ -96,6 +108,7 @@ def train(
     overwrite: bool = False,
     allow_changes: bool = False,
     report=None,
+    address: str | None = None,
 ) -> dict:
     """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
 
@@ -113,6 +126,8 @@ def train(
         report: ``report(progress, checkpointed)`` after every update: ``progress`` as
             :meth:`pgrl.rundir.RunState.progress`, ``checkpointed`` whether ``out`` now holds
             that update's checkpoint (sweeps report to Ray Tune this way).
+        address: with ``env.runner = "ray"``, the Ray head's ``HOST:PORT`` (default:
+            ``RAY_ADDRESS``, else a new local Ray instance).
 
     Raises:
         ConfigError, CheckpointError: one-line problems with the config, the run directory or
@@ -135,18 +150,21 @@ def train(
     checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
     envs = None
     try:
-        envs = make_envs(cfg)
+        envs = make_envs(cfg, address)
         policy = build_policy(cfg, int(envs.single_observation_space.shape[0]))
-        rng = np.random.default_rng(cfg.train.seed)
-        state = run.restore(checkpoint, policy, rng) if checkpoint is not None else RunState()
+        rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
+        state = run.restore(checkpoint, policy, rngs) if checkpoint is not None else RunState()
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
-            run.save_checkpoint(policy, state, rng.bit_generator.state, cfg)
-        return _loop(cfg, run, envs, policy, rng, state, report)
+            run.save_checkpoint(policy, state, slot_states(rngs), cfg)
+        return _loop(cfg, run, envs, policy, rngs, state, report)
     finally:
         run.close()
         if envs is not None:
             envs.close()
+
+
+_REMOTE = ("broadcast", "transfer")  # seconds of an update that only remote rollouts spend
 
 
 class Interrupted(KeyboardInterrupt):
@@ -169,11 +187,17 @@ def _check_finite(policy: Policy, stats: dict, update: int, cfg: Config) -> None
     )
 
 
-def make_envs(cfg: Config):
-    """The config's vector env (``env.num_envs`` copies), seeded from ``train.seed``."""
+def make_envs(cfg: Config, address: str | None = None):
+    """The config's vector env (``env.num_envs`` copies), or with ``env.runner = "ray"`` its
+    rollout workers on the Ray cluster at ``address`` (else ``RAY_ADDRESS``, else a new local
+    Ray instance)."""
     from pgrl.rollout import make_vector_env
 
     e = cfg.env
+    if e.runner == "ray":
+        from pgrl.ray_runner import RayRollouts
+
+        return RayRollouts(cfg, cfg.policy.backend, address)
     try:
         return make_vector_env(
             e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.kwargs

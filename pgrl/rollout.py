@@ -1,13 +1,18 @@
 """Play complete episodes with a policy on a gymnasium vector env: the data of one REINFORCE batch.
 
-:func:`collect_episodes` is the gist's inner loop on ``num_envs`` envs at once. Every env is
-reset with its own seed from the run's generator; then, every vector step, one uniform ``u`` per
-env is drawn, the policy gives ``p = P(action = 1)`` for the envs playing an episode of this
-batch (one call for all of them), and each takes ``a = u < p``; their ``(obs, a, r)`` are
-recorded. An env whose episode ended is reset and starts another while fewer than
-``n_episodes`` have been started, and idles otherwise; the batch is complete when
-``n_episodes`` episodes have ended. Episodes are ordered by the vector step at which they ended,
-ties by env index.
+Randomness is per env slot: slot ``j`` of ``S`` (one env copy) has its own generator (see
+:func:`slot_generators`), which draws the seed of each of its episodes and the uniform ``u`` of
+each of its actions. Episode ``i`` of a batch is played by slot ``i % S``, the slots' episodes
+in turn (slot ``j`` plays episodes ``j, j + S, j + 2S, ...``), and the batch lists episodes by
+``i``. An episode thus depends only on its slot's generator and the weights: not on which
+process or machine plays it, nor on how fast the other slots are, so ``N`` workers of ``k``
+envs (:mod:`pgrl.ray_runner`) play exactly the episodes of ``N * k`` local envs.
+
+:func:`collect_episodes` is the gist's inner loop on the ``S`` envs at once: every vector step,
+each slot playing an episode draws its ``u``, the policy gives ``p = P(action = 1)`` for all of
+them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. A slot whose
+episode ended starts its next one (reset with a seed from its generator), or idles when it has
+played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
 only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
@@ -17,18 +22,17 @@ finished env is reset here, ``envs.reset(options={"reset_mask": done})``, so no 
 be recorded by mistake.
 
 On-policy: only ``n_episodes`` episodes are started, every one is finished with the weights of
-the call, and the next batch reseeds every env, so no episode straddles a weight update.
+the call and reset with its own seed, so no episode straddles a weight update.
 
-Determinism: a batch is a function of the generator's state, the policy's weights,
-``num_envs`` and the env only (nothing an env did in earlier batches carries over, and every
-vector step waits for all envs). So a run resumed from its checkpoint continues exactly, and
-vector envs of the same sub-envs give the same episodes whether they step in process or in
-other processes (only ``env_steps`` differs). With ``num_envs == 1`` a batch is exactly::
+Determinism: a batch is a function of the slots' generator states, the policy's weights and
+the env only (nothing an env did in earlier episodes carries over). So a run resumed from its
+checkpoint (which holds every slot's generator) continues exactly, and vector envs of the same
+sub-envs give the same episodes whether they step in process, in other processes or on other
+machines (only ``env_steps`` differs). With one env a batch is exactly (``rng`` slot 0's
+generator)::
 
-    obs, _ = env.reset(seed=int(rng.integers(2**31)))
     for k in range(n_episodes):
-        if k:
-            obs, _ = env.reset()
+        obs, _ = env.reset(seed=int(rng.integers(2**31)))
         done = False
         while not done:
             a = int(rng.random() < policy.action_prob(obs[None])[0])
@@ -59,7 +63,14 @@ from pgrl.policies.base import check_positive_int
 from pgrl.sparse import SparseRows
 from pgrl.vector import WorkerVectorEnv
 
-__all__ = ["CHUNK_ROWS", "EpisodeBatch", "collect_episodes", "make_vector_env"]
+__all__ = [
+    "CHUNK_ROWS",
+    "EpisodeBatch",
+    "collect_episodes",
+    "make_vector_env",
+    "play_slots",
+    "slot_generators",
+]
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed a chunk at a time.
 CHUNK_ROWS = 1024
@@ -68,6 +79,32 @@ VECTORIZATIONS = ("auto", "sync", "workers", "async")
 CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
+
+
+def slot_generators(seed: int, n_slots: int) -> list[np.random.Generator]:
+    """The generators of env slots ``0 .. n_slots - 1`` of a run seeded with ``seed``.
+
+    ``numpy.random.SeedSequence(seed).spawn``: independent streams, and slot ``j``'s does not
+    depend on ``n_slots``.
+    """
+    n_slots = check_positive_int("n_slots", n_slots)
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_slots)]
+
+
+def slot_states(rngs: list[np.random.Generator]) -> dict:
+    """The slots' generator states, as a checkpoint stores them: ``{"slots": [state, ...]}``."""
+    return {"slots": [g.bit_generator.state for g in rngs]}
+
+
+def set_slot_states(rngs: list[np.random.Generator], states: dict) -> None:
+    """Put :func:`slot_states`' ``states`` back into ``rngs`` (ValueError if they do not fit)."""
+    slots = states.get("slots") if isinstance(states, dict) else None
+    if not isinstance(slots, list):
+        raise ValueError("it holds one generator for all envs (an older pgrl), not one per slot")
+    if len(slots) != len(rngs):
+        raise ValueError(f"it holds {len(slots)} env slots, the config gives {len(rngs)}")
+    for g, state in zip(rngs, slots, strict=True):
+        g.bit_generator.state = state
 
 
 def make_vector_env(
@@ -135,7 +172,7 @@ def make_vector_env(
 
 @dataclass(frozen=True, eq=False)
 class EpisodeBatch:
-    """Complete episodes stacked along time, in the order they ended (ties: by env index).
+    """Complete episodes stacked along time, round by round (see :func:`play_slots`).
 
     Attributes:
         obs: (T, obs_dim) observation each action was taken on: a dense array in the env's dtype
@@ -145,7 +182,7 @@ class EpisodeBatch:
         ep_bounds: (E + 1,) int64 offsets: episode k is rows ``ep_bounds[k]:ep_bounds[k + 1]``.
         ep_returns: (E,) float64 sum of each episode's rewards.
         ep_lengths: (E,) int64 steps of each episode.
-        ep_env: (E,) int64 index of the sub-env that played each episode.
+        ep_env: (E,) int64 env slot that played each episode.
         steps: T, the recorded steps.
         env_steps: all env steps taken, including unrecorded ones of idle envs in worker
             processes (for throughput).
@@ -190,63 +227,99 @@ class EpisodeBatch:
 def collect_episodes(
     envs: VectorEnv,
     policy,
-    rng: np.random.Generator,
+    rngs: list[np.random.Generator],
     n_episodes: int,
     progress: Callable[[int, int], object] | None = None,
 ) -> EpisodeBatch:
-    """Play exactly ``n_episodes`` complete episodes with the policy's current weights.
+    """Play episodes ``0 .. n_episodes - 1`` of a batch with the policy's current weights,
+    episode ``i`` on slot ``i % S`` (``S = envs.num_envs``), listed by ``i``.
 
-    See the module docstring for the loop, the autoreset and on-policy handling, and the
-    determinism contract.
+    See the module docstring for the loop, the sampling rule and the determinism contract.
 
     Args:
         envs: a vector env from :func:`make_vector_env` (or any gymnasium vector env with
             ``autoreset_mode=DISABLED``, ``Discrete(2)`` actions and flat Box observations).
         policy: a pgrl policy (``make_policy``) whose ``obs_dim`` is the observation width.
-        rng: the run's generator; draws the env seeds and the uniforms ``u`` of ``a = u < p``.
+        rngs: one generator per env (:func:`slot_generators`); slot ``j``'s draws its episodes'
+            seeds and the uniforms ``u`` of its ``a = u < p``, and is left where it stopped.
         n_episodes: episodes to play, at least 1.
         progress: called as ``progress(episodes_done, steps_done)`` each time an episode ends,
             e.g. ``lambda k, t: bar.update()`` for a tqdm bar.
 
     Returns:
-        The episodes as an :class:`EpisodeBatch`.
+        The episodes as an :class:`EpisodeBatch`; ``ep_env`` gives each one's slot.
 
     Raises:
-        ValueError: a bad ``n_episodes``, ``rng`` or ``progress``; ``envs`` not a vector env,
+        ValueError: a bad ``n_episodes``, ``rngs`` or ``progress``; ``envs`` not a vector env,
             not binary, with the wrong autoreset mode or an observation width that is not the
             policy's.
     """
     n_episodes = check_positive_int("n_episodes", n_episodes)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}"
-        )
+    n_slots = getattr(envs, "num_envs", 0)
+    counts = [len(range(j, n_episodes, n_slots)) for j in range(n_slots)]
+    return play_slots(envs, policy, rngs, counts, progress)
+
+
+def play_slots(
+    envs: VectorEnv, policy, rngs: list[np.random.Generator], counts: list[int], progress=None
+) -> EpisodeBatch:
+    """Slot ``j`` of ``envs`` plays ``counts[j]`` episodes with generator ``rngs[j]``; the batch
+    lists them round by round (every slot's first episode, then every slot's second, ...).
+
+    :func:`collect_episodes` is this with the counts of a batch; a rollout worker holding some
+    of a run's slots calls it with theirs.
+    """
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be a callable or None, got {progress!r}")
     obs_space = _check_envs(envs, policy)
-    num_envs = envs.num_envs
+    n_slots = envs.num_envs
+    if (
+        not isinstance(rngs, list | tuple)
+        or len(rngs) != n_slots
+        or not all(isinstance(g, np.random.Generator) for g in rngs)
+    ):
+        raise ValueError(
+            f"rngs must be a list of {n_slots} numpy.random.Generator, one per env "
+            f"(pgrl.rollout.slot_generators(seed, {n_slots})), got {_describe(rngs)}"
+        )
+    if len(counts) != n_slots or min(counts) < 0 or sum(counts) < 1:
+        raise ValueError(f"counts must give each of {n_slots} envs >= 0 episodes, got {counts}")
     slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
-    episodes = _Recorder(num_envs, obs_space, progress)
-    playing = np.arange(min(n_episodes, num_envs))  # envs playing an episode of this batch
-    started = len(playing)
-    actions = np.zeros(num_envs, dtype=np.int64)  # idle envs (lockstep only) play 0
-    obs = slots.reset(rng.integers(SEED_BOUND, size=num_envs).tolist())
+    episodes = _Recorder(n_slots, obs_space, progress)
+    left = list(counts)  # episodes each slot has yet to start
+    playing = np.flatnonzero(left)  # slots playing an episode of this batch
+    seeds = [_next_seed(rngs, left, j) for j in range(n_slots)]
+    actions = np.zeros(n_slots, dtype=np.int64)  # idle slots (lockstep only) play 0
+    obs = slots.reset(seeds)
     while True:
-        u = rng.random(num_envs)
-        actions[playing] = u[playing] < policy.action_prob(obs[playing])
+        u = np.array([rngs[j].random() for j in playing.tolist()])
+        actions[playing] = u < policy.action_prob(obs[playing])
         episodes.record(obs, actions, playing)
         obs, rewards, done = slots.step(actions, playing)
         ended = episodes.reward(rewards, done, playing)
-        if episodes.n_episodes == n_episodes:  # only needed episodes are started: all ended
+        if episodes.n_episodes == sum(counts):  # only needed episodes are started: all ended
             return episodes.build(slots.env_steps)
         for i in ended:
-            if started < n_episodes:
-                started += 1
-            else:
+            if not left[i]:
                 playing = playing[playing != i]
                 actions[i] = 0
         if done.any():
-            obs = slots.reset_done(done)
+            seeds = [_next_seed(rngs, left, j) if done[j] else None for j in range(n_slots)]
+            obs = slots.reset_done(done, seeds)
+
+
+def _next_seed(rngs, left: list[int], j: int) -> int | None:
+    """Slot ``j`` starts an episode if it has one left: its seed, drawn from its generator."""
+    if not left[j]:
+        return None
+    left[j] -= 1
+    return int(rngs[j].integers(SEED_BOUND))
+
+
+def _describe(value) -> str:
+    if isinstance(value, list | tuple):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
 
 
 class _InProcess:
@@ -262,7 +335,7 @@ class _InProcess:
         self.done = np.zeros(len(self.envs), dtype=bool)
         self.env_steps = 0
 
-    def reset(self, seeds: list[int]) -> np.ndarray:
+    def reset(self, seeds: list[int | None]) -> np.ndarray:
         for i, env in enumerate(self.envs):
             self.obs[i] = env.reset(seed=seeds[i])[0]
         return self.obs
@@ -275,9 +348,9 @@ class _InProcess:
         self.env_steps += len(playing)
         return self.obs, self.rewards, self.done
 
-    def reset_done(self, done: np.ndarray) -> np.ndarray:
+    def reset_done(self, done: np.ndarray, seeds: list[int | None]) -> np.ndarray:
         for i in np.flatnonzero(done).tolist():
-            self.obs[i] = self.envs[i].reset()[0]
+            self.obs[i] = self.envs[i].reset(seed=seeds[i])[0]
         return self.obs
 
 
@@ -289,7 +362,7 @@ class _Lockstep:
         self.envs = envs
         self.env_steps = 0
 
-    def reset(self, seeds: list[int]) -> np.ndarray:
+    def reset(self, seeds: list[int | None]) -> np.ndarray:
         return self.envs.reset(seed=seeds)[0]
 
     def step(self, actions: np.ndarray, playing: np.ndarray):
@@ -297,8 +370,8 @@ class _Lockstep:
         self.env_steps += self.envs.num_envs
         return obs, rewards, terminated | truncated
 
-    def reset_done(self, done: np.ndarray) -> np.ndarray:
-        return self.envs.reset(options={"reset_mask": done})[0]
+    def reset_done(self, done: np.ndarray, seeds: list[int | None]) -> np.ndarray:
+        return self.envs.reset(seed=seeds, options={"reset_mask": done})[0]
 
 
 class _Recorder:
@@ -314,14 +387,13 @@ class _Recorder:
         self.rewards = np.zeros((num_envs, CHUNK_ROWS), dtype=np.float64)
         self.rows = [0] * num_envs  # rows filled in each env's chunk
         self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far
-        self.parts: list[tuple] = []  # (obs, actions, rewards) of finished episodes, in order
-        self.lengths: list[int] = []
-        self.envs: list[int] = []
+        self.rounds = [0] * num_envs  # episodes each env has finished
+        self.finished: list[tuple] = []  # ((round, env), parts, length) of finished episodes
         self.steps = 0
 
     @property
     def n_episodes(self) -> int:
-        return len(self.lengths)
+        return len(self.finished)
 
     def record(self, obs: np.ndarray, actions: np.ndarray, playing: np.ndarray) -> None:
         """The observation each playing env acted on, and its action."""
@@ -357,31 +429,41 @@ class _Recorder:
     def _end_episode(self, i: int) -> None:
         parts, self.open_parts[i] = self.open_parts[i], []
         length = sum(len(p[1]) for p in parts)
-        self.parts.extend(parts)
-        self.lengths.append(length)
-        self.envs.append(i)
+        self.finished.append(((self.rounds[i], i), parts, length))
+        self.rounds[i] += 1
         self.steps += length
         if self.progress is not None:
             self.progress(self.n_episodes, self.steps)
 
     def build(self, env_steps: int) -> EpisodeBatch:
-        obs_parts, action_parts, reward_parts = zip(*self.parts, strict=True)
-        obs = SparseRows.concatenate(list(obs_parts)) if self.sparse else np.concatenate(obs_parts)
-        rewards = np.concatenate(reward_parts)
-        lengths = np.array(self.lengths, dtype=np.int64)
-        bounds = np.zeros(lengths.size + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        return EpisodeBatch(
-            obs=obs,
-            actions=np.concatenate(action_parts),
-            rewards=rewards,
-            ep_bounds=bounds,
-            ep_returns=np.add.reduceat(rewards, bounds[:-1]),
-            ep_lengths=lengths,
-            ep_env=np.array(self.envs, dtype=np.int64),
-            steps=self.steps,
-            env_steps=int(env_steps),
-        )
+        """The batch, episodes round by round, by env within a round."""
+        self.finished.sort(key=lambda e: e[0])
+        episodes = [parts for _, parts, _ in self.finished]
+        slots = [key[1] for key, _, _ in self.finished]
+        return stack_episodes(episodes, slots, env_steps, self.sparse)
+
+
+def stack_episodes(episodes: list[list[tuple]], slots: list[int], env_steps: int, sparse: bool):
+    """An :class:`EpisodeBatch` of ``episodes``, each a list of consecutive ``(obs, actions,
+    rewards)`` parts; ``slots[k]`` is the env slot that played episode ``k``."""
+    parts = [part for episode in episodes for part in episode]
+    obs_parts, action_parts, reward_parts = zip(*parts, strict=True)
+    obs = SparseRows.concatenate(list(obs_parts)) if sparse else np.concatenate(obs_parts)
+    rewards = np.concatenate(reward_parts)
+    lengths = np.array([sum(len(p[1]) for p in e) for e in episodes], dtype=np.int64)
+    bounds = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    return EpisodeBatch(
+        obs=obs,
+        actions=np.concatenate(action_parts),
+        rewards=rewards,
+        ep_bounds=bounds,
+        ep_returns=np.add.reduceat(rewards, bounds[:-1]),
+        ep_lengths=lengths,
+        ep_env=np.array(slots, dtype=np.int64),
+        steps=int(bounds[-1]),
+        env_steps=int(env_steps),
+    )
 
 
 def _check_envs(envs, policy) -> spaces.Box:

@@ -29,7 +29,7 @@ from pgrl.config import Config, ConfigError, from_dict
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "
-    "rollout_seconds update_seconds"
+    "rollout_seconds update_seconds broadcast_seconds transfer_seconds"
 ).split()
 
 
@@ -55,7 +55,7 @@ class RunState:
         self,
         batch,
         stats: dict,
-        seconds: tuple[float, float],
+        seconds: tuple[float, float, float, float],
         wall_time: float,
         solved_mean100: float | None,
     ) -> tuple[list[list], list]:
@@ -104,8 +104,7 @@ class RunState:
             self.steps,
             batch.steps,
             *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
-            f"{seconds[0]:.4f}",
-            f"{seconds[1]:.4f}",
+            *(f"{x:.4f}" for x in seconds),
         ]
         return rows, update
 
@@ -173,6 +172,11 @@ RESUMABLE_CHANGES = frozenset(
         "train.max_seconds",
         "train.solved_mean100",
         "train.checkpoint_every",
+        "env.runner",  # where the slots run: the restored checkpoint must have as many
+        "env.num_envs",
+        "env.num_workers",
+        "env.envs_per_worker",
+        "env.vectorization",
         "log.progress",
         "log.tensorboard",
     }
@@ -300,13 +304,16 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
-    def restore(self, checkpoint: dict, policy, rng: np.random.Generator) -> RunState:
-        """Load a checkpoint from :meth:`prepare` into ``policy`` and ``rng``; its counters."""
+    def restore(self, checkpoint: dict, policy, rngs: list[np.random.Generator]) -> RunState:
+        """Load a checkpoint from :meth:`prepare` into ``policy`` and the env slots' generators
+        ``rngs``; its counters."""
+        from pgrl.rollout import set_slot_states
+
         restore_policy(policy, checkpoint, self.checkpoint_path)
         try:
-            rng.bit_generator.state = checkpoint["rng_state"]
+            set_slot_states(rngs, checkpoint["rng_state"])
         except (TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{self.checkpoint_path}: unusable RNG state ({e})") from None
+            raise CheckpointError(f"{self.checkpoint_path}: unusable RNG state: {e}") from None
         return RunState.from_dict(checkpoint["state"])
 
     def start(self, cfg: Config) -> None:

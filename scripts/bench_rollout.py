@@ -133,17 +133,17 @@ def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, 
     """A run(seconds) of one whole batch of ``collect_episodes`` (``seconds`` is ignored), after
     two warm-up batches; ``run.last`` is the length of the latest batch."""
     from pgrl.policies import make_policy
-    from pgrl.rollout import collect_episodes, make_vector_env
+    from pgrl.rollout import collect_episodes, make_vector_env, slot_generators
 
     envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
     obs_dim = envs.single_observation_space.shape[0]
     policy = make_policy(backend, obs_dim, dtype=dtype, seed=0, **policy_kwargs)
-    rng = np.random.default_rng(0)
-    collect_episodes(envs, policy, rng, 1)  # traces TF, loads the ROM, fills the caches
+    rngs = slot_generators(0, num_envs)
+    collect_episodes(envs, policy, rngs, 1)  # traces TF, loads the ROM, fills the caches
 
     def run(seconds):
         start = time.perf_counter()
-        batch = collect_episodes(envs, policy, rng, episodes)
+        batch = collect_episodes(envs, policy, rngs, episodes)
         run.last = time.perf_counter() - start
         return batch.steps, batch.env_steps, run.last
 
@@ -282,7 +282,7 @@ def memory_child(episodes=10, length=10_000, nonzeros=50):
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
     from pgrl.policies import make_policy
-    from pgrl.rollout import collect_episodes
+    from pgrl.rollout import collect_episodes, slot_generators
 
     class SparseFrames(gym.Env):
         """Pong-shaped observations: (6400,) int8 frames with ``nonzeros`` entries of +-1."""
@@ -309,7 +309,7 @@ def memory_child(episodes=10, length=10_000, nonzeros=50):
     envs = SyncVectorEnv([SparseFrames], copy=False, autoreset_mode=AutoresetMode.DISABLED)
     policy = make_policy("numpy", 6400, hidden_sizes=(200,))
     before = peak_rss_mib()
-    batch = collect_episodes(envs, policy, np.random.default_rng(0), episodes)
+    batch = collect_episodes(envs, policy, slot_generators(0, 1), episodes)
     peak = peak_rss_mib()
     print(
         f"{batch.n_episodes} episodes x {length:,} steps ({nonzeros} nonzeros per frame): "

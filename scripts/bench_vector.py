@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     import ale_py
 
     from pgrl.policies import make_policy
-    from pgrl.rollout import collect_episodes
+    from pgrl.rollout import collect_episodes, slot_generators
 
     gym.register_envs(ale_py)
     raw = gym.make(ENV_ID)
@@ -136,16 +136,16 @@ def main(argv=None) -> None:
     # worker processes first, before ALE's threads exist
     envs = {k: make(*k) for k in sorted(keys, key=lambda k: k[0] == "ale")}
     policy = make_policy("numpy", obs_dim=6400, hidden_sizes=(200,), seed=0)
-    rng = np.random.default_rng(0)
-    for e in envs.values():
-        collect_episodes(e, policy, rng, 1)  # ROM loads, caches
+    rngs = {k: slot_generators(0, e.num_envs) for k, e in envs.items()}
+    for k, e in envs.items():
+        collect_episodes(e, policy, rngs[k], 1)  # ROM loads, caches
     ratios = {k: [] for k in keys}
     for r in range(args.rounds):
         for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
             before = raw_rate(raw, args.raw_seconds)
             steps, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < args.seconds:
-                steps += collect_episodes(envs[k], policy, rng, 2 * k[1]).steps
+                steps += collect_episodes(envs[k], policy, rngs[k], 2 * k[1]).steps
             rate = steps / (time.perf_counter() - t0)
             after = raw_rate(raw, args.raw_seconds)
             ratios[k].append(rate / ((before + after) / 2))

@@ -83,6 +83,17 @@ def test_progress_bar_postfix(capsys):
     for shown in ("running=12.35", "mean100=21.1", "sps=1234"):
         assert shown in last, last
 
+    remote = ProgressBar(100, 0, "remote")
+    remote.update(
+        10, 1.0, 2.0, 3.0, {"rollout": 1.5, "update": 0.25, "broadcast": 0.01, "transfer": 0.125}
+    )
+    assert "rollout=1.50s" in remote.bar.postfix and "transfer=0.12s" in remote.bar.postfix
+    assert "broadcast=0.01s" in remote.bar.postfix and "update=0.25s" in remote.bar.postfix
+    remote.update(10, 1.0, 2.0, 3.0, {"rollout": 1.5})  # local rollouts: no timing shown
+    assert "rollout" not in remote.bar.postfix
+    remote.close()
+    capsys.readouterr()
+
     quiet = ProgressBar(100, 0, "quiet", enabled=False)
     quiet.update(20, 1.0, 2.0, 3.0)
     quiet.close()

@@ -139,3 +139,139 @@ def test_compare_on_ray_writes_the_local_executors_metrics(cluster, tmp_path):
         b = read_metrics(local_out / run / "metrics.csv")
         for column in ("episode", "steps", "return", "running_return", "length", "update"):
             np.testing.assert_array_equal(a[column], b[column], err_msg=f"{run} {column}")
+
+
+# ----- rollouts on Ray (env.runner = "ray") -----
+
+RAY_RUNNER = ["env.runner=ray", "env.num_workers=2", "env.envs_per_worker=2"]
+
+
+def _sets(overrides):
+    return [a for s in overrides for a in ("--set", s)]
+
+
+def _train_local(config, overrides, out):
+    done = subprocess.run(
+        [sys.executable, "-m", "pgrl.cli", "train", config, *_sets(overrides), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    from pgrl.checkpoint import load_checkpoint
+
+    ma, mb = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    for column in ("episode", "steps", "return", "running_return", "length", "update"):
+        np.testing.assert_array_equal(ma[column], mb[column], err_msg=column)
+    wa, wb = (
+        load_checkpoint(a / "checkpoint.npz")["weights"],
+        load_checkpoint(b / "checkpoint.npz")["weights"],
+    )
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_two_workers_of_two_envs_play_the_runs_of_four_local_envs(cluster, tmp_path, backend):
+    overrides = ["train.episodes=120", f"policy.backend={backend}", "log.progress=false"]
+    out = cluster.private_dir / f"runner-{backend}"
+    done = cluster.run_in_head(
+        [
+            sys.executable,
+            "-m",
+            "pgrl.cli",
+            "train",
+            CARTPOLE,
+            *_sets([*overrides, *RAY_RUNNER]),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _train_local(CARTPOLE, [*overrides, "env.num_envs=4"], tmp_path / "local")
+    _assert_same_run(out, tmp_path / "local")
+    with open(out / "updates.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(float(r["broadcast_seconds"]) > 0 and float(r["rollout_seconds"]) > 0 for r in rows)
+
+
+def test_pong_on_two_workers_equals_local(cluster, tmp_path):
+    overrides = [
+        "train.episodes=8",
+        "train.batch_episodes=4",
+        "env.kwargs={max_episode_steps = 150}",
+        "log.progress=false",
+    ]
+    pong = str(Path("configs/pong.toml").resolve())
+    out = cluster.private_dir / "runner-pong"
+    done = cluster.run_in_head(
+        [
+            sys.executable,
+            "-m",
+            "pgrl.cli",
+            "train",
+            pong,
+            *_sets([*overrides, *RAY_RUNNER]),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _train_local(pong, [*overrides, "env.num_envs=4"], tmp_path / "local")
+    _assert_same_run(out, tmp_path / "local")
+
+
+def test_a_killed_rollout_worker_is_replaced_and_the_run_is_unchanged(cluster, tmp_path):
+    overrides = ["train.episodes=1000", "log.progress=false"]
+    out = cluster.private_dir / "runner-kill"
+    cmd = [sys.executable, "-m", "pgrl.cli", "train", CARTPOLE, *_sets([*overrides, *RAY_RUNNER])]
+    driver = subprocess.Popen(
+        cluster.head_cmd([*cmd, "--out", str(out)]),
+        env=cluster.driver_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and _rows(out / "metrics.csv") < 200:
+        time.sleep(0.05)
+    workers = subprocess.run(
+        ["pgrep", "-f", "ray::RolloutWorker"], capture_output=True, text=True
+    ).stdout.split()
+    assert workers and driver.poll() is None, "no rollout worker to kill"
+    subprocess.run(["kill", "-9", workers[0]], check=True)
+    _, stderr = driver.communicate(timeout=300)
+    assert driver.returncode == 0, stderr[-2000:]
+    _train_local(CARTPOLE, [*overrides, "env.num_envs=4"], tmp_path / "local")
+    _assert_same_run(out, tmp_path / "local")
+
+
+def test_more_workers_than_cpus_is_one_line(cluster, tmp_path):
+    done = cluster.run_in_head(
+        [
+            sys.executable,
+            "-m",
+            "pgrl.cli",
+            "train",
+            CARTPOLE,
+            *_sets(["env.runner=ray", "env.num_workers=3"]),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pgrl train: error: env.num_workers = 3: the Ray cluster has 2 CPUs, and each rollout "
+        "worker takes one"
+    ]

@@ -14,7 +14,14 @@ from gymnasium.wrappers import RecordEpisodeStatistics
 
 from pgrl.envs import make_env
 from pgrl.policies import make_policy
-from pgrl.rollout import CHUNK_ROWS, SEED_BOUND, EpisodeBatch, collect_episodes, make_vector_env
+from pgrl.rollout import (
+    CHUNK_ROWS,
+    SEED_BOUND,
+    EpisodeBatch,
+    collect_episodes,
+    make_vector_env,
+    slot_generators,
+)
 from pgrl.sparse import SparseRows, random_frame_differences
 
 DISABLED = AutoresetMode.DISABLED
@@ -117,19 +124,18 @@ def assert_same(a: EpisodeBatch, b: EpisodeBatch, env_steps: bool = True):
 
 
 def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
-    """Replay every sub-env's recorded episodes on a fresh env from the batch's documented seeds
-    (``rng.integers(2**31, size=num_envs)``, drawn first): each recorded row must be the obs the
-    action was taken on, each reward the one it got, and each episode must end exactly at its
-    last recorded step. So no reset step is recorded and every episode is complete."""
-    seeds = np.random.default_rng(rng_seed).integers(SEED_BOUND, size=num_envs)
+    """Replay every slot's recorded episodes on a fresh env from the documented draws of its
+    generator (an episode's seed, then one uniform per step): each recorded row must be the obs
+    the action was taken on, each reward the one it got, and each episode must end exactly at
+    its last recorded step. So no reset step is recorded and every episode is complete."""
+    rngs = slot_generators(rng_seed, num_envs)
     for i in range(num_envs):
         env = make_env(env_id, **kwargs)
-        obs, _ = env.reset(seed=int(seeds[i]))
         for n, k in enumerate(np.flatnonzero(batch.ep_env == i)):
-            if n:
-                obs, _ = env.reset()
+            obs, _ = env.reset(seed=int(rngs[i].integers(SEED_BOUND)))
             ep_obs, actions, rewards = batch.episode(k)
             ep_obs = dense(ep_obs)
+            rngs[i].random(len(actions))  # the episode's uniforms
             for t, a in enumerate(actions):
                 np.testing.assert_array_equal(ep_obs[t], obs, err_msg=f"env {i} episode {n} t {t}")
                 obs, r, terminated, truncated, _ = env.step(int(a))
@@ -171,7 +177,7 @@ def test_cartpole_episodes_complete_and_match_record_episode_statistics(num_envs
     envs = vector_env("CartPole-v1", num_envs, asynchronous, stats=True)
     try:
         policy = make_policy("numpy", 4, hidden_sizes=(8,), seed=1)
-        batch = collect_episodes(envs, policy, np.random.default_rng(7), 9)
+        batch = collect_episodes(envs, policy, slot_generators(7, envs.num_envs), 9)
         assert_consistent(batch, 9)
         assert batch.obs.dtype == np.float32 and batch.obs.shape == (batch.steps, 4)
         # Each sub-env's statistics start with its recorded episodes, in order; an idle env may
@@ -195,7 +201,7 @@ def test_pong_episodes_complete_sparse_and_start_at_reset(num_envs, asynchronous
     envs = vector_env("ALE/Pong-v5", num_envs, asynchronous, stats=True, **kwargs)
     try:
         policy = make_policy("numpy", 6400, seed=0)
-        batch = collect_episodes(envs, policy, np.random.default_rng(3), 3)
+        batch = collect_episodes(envs, policy, slot_generators(3, envs.num_envs), 3)
         assert_consistent(batch, 3)
         assert np.all(batch.ep_lengths == 40)
         lengths = envs.get_attr("length_queue")
@@ -217,34 +223,30 @@ def test_long_episodes_cross_chunks_in_order(num_envs, asynchronous):
     cls = AsyncVectorEnv if asynchronous else SyncVectorEnv
     envs = cls([CountingEnv] * num_envs, copy=False, autoreset_mode=DISABLED)
     try:
-        batch = collect_episodes(envs, ConstantPolicy(3, 0.5), np.random.default_rng(0), 7)
+        batch = collect_episodes(envs, ConstantPolicy(3, 0.5), slot_generators(0, envs.num_envs), 7)
     finally:
         envs.close()
     assert_consistent(batch, 7)
     assert batch.ep_lengths.max() > CHUNK_ROWS
-    # Episodes come in the order they ended, ties by env index.
-    end_step = []
+    # Episode i of the batch was played by slot i % 3 (round by round).
+    assert batch.ep_env.tolist() == [i % num_envs for i in range(7)]
     per_env_start = {}
     for k in range(batch.n_episodes):
         obs, _, rewards = batch.episode(k)
-        i = int(batch.ep_env[k])
         np.testing.assert_array_equal(obs[:, 0], np.arange(len(obs)))  # from reset to the end
         np.testing.assert_array_equal(rewards, np.arange(1, len(obs) + 1))
         assert len(np.unique(obs[:, 1:], axis=0)) == 1
         episode_in_env = int(obs[0, 1])
-        assert episode_in_env == per_env_start.get(i, -1) + 1  # an env's episodes, none skipped
-        per_env_start[i] = episode_in_env
-        # vector step at which episode k ended: all steps of this env's earlier episodes
-        done_before = batch.ep_lengths[(batch.ep_env == i) & (np.arange(7) < k)].sum()
-        end_step.append((done_before + len(obs), i))
-    assert end_step == sorted(end_step)
+        assert episode_in_env == 0  # every episode starts at a seeded reset
+        assert obs[0, 2] not in per_env_start.values()  # ... with a seed of its own
+        per_env_start[k] = obs[0, 2]
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_fewer_episodes_than_envs_starts_only_those_needed(asynchronous):
     envs = vector_env("CartPole-v1", 4, asynchronous)
     try:
-        batch = collect_episodes(envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), 2)
+        batch = collect_episodes(envs, ConstantPolicy(4, 0.5), slot_generators(0, envs.num_envs), 2)
     finally:
         envs.close()
     assert_consistent(batch, 2)
@@ -258,8 +260,8 @@ def test_fewer_episodes_than_envs_starts_only_those_needed(asynchronous):
 
 def two_batches(envs, backend="numpy"):
     policy = make_policy(backend, 4, hidden_sizes=(16,), bias=True, seed=2)
-    rng = np.random.default_rng(11)
-    return [collect_episodes(envs, policy, rng, 6) for _ in range(2)]
+    rngs = slot_generators(11, envs.num_envs)
+    return [collect_episodes(envs, policy, rngs, 6) for _ in range(2)]
 
 
 def test_same_seed_same_batches_and_sync_equals_async():
@@ -291,14 +293,12 @@ def test_one_env_fast_path_equals_vector_path_and_the_documented_loop():
 
     # The hand-written loop of the module docstring, batch after batch.
     policy = make_policy("numpy", 4, hidden_sizes=(16,), bias=True, seed=2)
-    rng = np.random.default_rng(11)
+    rng = slot_generators(11, 1)[0]
     env = make_env("CartPole-v1")
     for batch in fast:
         obs_rows, actions, rewards, lengths = [], [], [], []
-        obs, _ = env.reset(seed=int(rng.integers(SEED_BOUND)))
-        for k in range(6):
-            if k:
-                obs, _ = env.reset()
+        for _ in range(6):
+            obs, _ = env.reset(seed=int(rng.integers(SEED_BOUND)))
             done, length = False, 0
             while not done:
                 a = int(rng.random() < policy.action_prob(obs[None])[0])
@@ -332,7 +332,7 @@ def test_tensorflow_policy_draws_the_same_episodes_as_numpy():
 def test_certain_policies_give_constant_actions(num_envs, asynchronous, p):
     envs = vector_env("CartPole-v1", num_envs, asynchronous)
     try:
-        batch = collect_episodes(envs, ConstantPolicy(4, p), np.random.default_rng(0), 3)
+        batch = collect_episodes(envs, ConstantPolicy(4, p), slot_generators(0, envs.num_envs), 3)
     finally:
         envs.close()
     assert np.all(batch.actions == int(p))
@@ -341,12 +341,15 @@ def test_certain_policies_give_constant_actions(num_envs, asynchronous, p):
 def test_actions_are_u_less_than_p_from_the_generator():
     envs = make_vector_env("CartPole-v1", 1, seed=0)
     try:
-        batch = collect_episodes(envs, ConstantPolicy(4, 0.3), np.random.default_rng(5), 4)
+        batch = collect_episodes(envs, ConstantPolicy(4, 0.3), slot_generators(5, envs.num_envs), 4)
     finally:
         envs.close()
-    rng = np.random.default_rng(5)
-    rng.integers(SEED_BOUND, size=1)  # the env seed comes first
-    np.testing.assert_array_equal(batch.actions, rng.random(batch.steps) < 0.3)
+    rng = slot_generators(5, 1)[0]
+    expected = []
+    for length in batch.ep_lengths:
+        rng.integers(SEED_BOUND)  # each episode's env seed comes first
+        expected.extend(rng.random(length) < 0.3)
+    np.testing.assert_array_equal(batch.actions, expected)
 
 
 # ----- storage -----
@@ -357,7 +360,9 @@ def test_pong_sized_batch_is_compact_and_exact():
     envs = SyncVectorEnv([partial(SparseFrameEnv, length)], copy=False, autoreset_mode=DISABLED)
     tracemalloc.start()
     try:
-        batch = collect_episodes(envs, ConstantPolicy(6400, 0.5), np.random.default_rng(0), 10)
+        batch = collect_episodes(
+            envs, ConstantPolicy(6400, 0.5), slot_generators(0, envs.num_envs), 10
+        )
         _, peak = tracemalloc.get_traced_memory()
         print(f"peak traced {peak / 2**20:.1f} MiB, batch {batch.nbytes / 2**20:.1f} MiB")
     finally:
@@ -379,7 +384,7 @@ def test_split_and_progress():
         batch = collect_episodes(
             envs,
             ConstantPolicy(4, 0.5),
-            np.random.default_rng(0),
+            slot_generators(0, 1),
             4,
             progress=lambda k, steps: calls.append((k, steps)),
         )
@@ -406,7 +411,9 @@ def cartpole_envs():
 @pytest.mark.parametrize("n", [0, -3, 2.5, True, "4", None])
 def test_bad_n_episodes(cartpole_envs, n):
     with pytest.raises(ValueError, match="n_episodes must be a positive integer"):
-        collect_episodes(cartpole_envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), n)
+        collect_episodes(
+            cartpole_envs, ConstantPolicy(4, 0.5), slot_generators(0, cartpole_envs.num_envs), n
+        )
 
 
 @pytest.mark.parametrize("num_envs", [0, -1, 1.5, False])
@@ -428,7 +435,7 @@ def test_non_binary_env():
     envs = SyncVectorEnv([lambda: gym.make("Acrobot-v1")], autoreset_mode=DISABLED)
     try:
         with pytest.raises(ValueError, match=r"Discrete\(2\) actions.*Discrete\(3\)"):
-            collect_episodes(envs, ConstantPolicy(6, 0.5), np.random.default_rng(0), 1)
+            collect_episodes(envs, ConstantPolicy(6, 0.5), slot_generators(0, envs.num_envs), 1)
     finally:
         envs.close()
 
@@ -436,33 +443,47 @@ def test_non_binary_env():
 def test_obs_width_not_the_policys(cartpole_envs):
     policy = make_policy("numpy", 6400)
     with pytest.raises(ValueError, match="width 4 but the policy takes obs_dim=6400"):
-        collect_episodes(cartpole_envs, policy, np.random.default_rng(0), 1)
+        collect_episodes(cartpole_envs, policy, slot_generators(0, cartpole_envs.num_envs), 1)
 
 
 def test_autoreset_env_is_refused():
     envs = SyncVectorEnv([partial(make_env, "CartPole-v1")])  # gymnasium's NEXT_STEP default
     try:
         with pytest.raises(ValueError, match="autoreset_mode=DISABLED"):
-            collect_episodes(envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), 1)
+            collect_episodes(envs, ConstantPolicy(4, 0.5), slot_generators(0, envs.num_envs), 1)
     finally:
         envs.close()
 
 
-@pytest.mark.parametrize("rng", [0, np.random.RandomState(0)])
-def test_rng_must_be_a_generator(cartpole_envs, rng):
-    with pytest.raises(ValueError, match="numpy.random.Generator"):
-        collect_episodes(cartpole_envs, ConstantPolicy(4, 0.5), rng, 1)
+@pytest.mark.parametrize(
+    "rngs",
+    [0, np.random.default_rng(0), [np.random.RandomState(0)], slot_generators(0, 2)],
+)
+def test_rngs_must_be_one_generator_per_env(cartpole_envs, rngs):
+    with pytest.raises(ValueError, match="rngs must be a list of 1 numpy.random.Generator"):
+        collect_episodes(cartpole_envs, ConstantPolicy(4, 0.5), rngs, 1)
+
+
+def test_slot_streams_do_not_depend_on_the_number_of_slots():
+    a, b = slot_generators(3, 2), slot_generators(3, 8)
+    for g, h in zip(a, b[:2], strict=True):
+        assert g.random() == h.random()
+    assert slot_generators(3, 2)[0].random() != slot_generators(3, 2)[1].random()
 
 
 def test_single_env_and_non_policy_are_refused(cartpole_envs):
     env = make_env("CartPole-v1")
     with pytest.raises(ValueError, match="vector env"):
-        collect_episodes(env, ConstantPolicy(4, 0.5), np.random.default_rng(0), 1)
+        collect_episodes(env, ConstantPolicy(4, 0.5), slot_generators(0, 1), 1)
     with pytest.raises(ValueError, match="pgrl policy"):
-        collect_episodes(cartpole_envs, object(), np.random.default_rng(0), 1)
+        collect_episodes(cartpole_envs, object(), slot_generators(0, cartpole_envs.num_envs), 1)
     with pytest.raises(ValueError, match="progress"):
         collect_episodes(
-            cartpole_envs, ConstantPolicy(4, 0.5), np.random.default_rng(0), 1, progress=3
+            cartpole_envs,
+            ConstantPolicy(4, 0.5),
+            slot_generators(0, cartpole_envs.num_envs),
+            1,
+            progress=3,
         )
 
 
@@ -486,7 +507,7 @@ def test_observations_wider_than_the_policy_go_through_the_checked_action_prob()
     envs = SyncVectorEnv([HugeObsEnv], copy=False, autoreset_mode=DISABLED)
     policy = make_policy("numpy", 4, hidden_sizes=(3,), dtype="float32")
     with pytest.raises(ValueError, match="NaN or inf \\(in float32\\)"):
-        collect_episodes(envs, policy, np.random.default_rng(0), 1)
+        collect_episodes(envs, policy, slot_generators(0, envs.num_envs), 1)
     envs.close()
 
 
@@ -505,7 +526,7 @@ def test_one_policy_call_per_vector_step_for_the_playing_envs():
         calls.clear(), rows.clear()
         envs = make_vector_env("CartPole-v1", 3, seed=0, vectorization=vectorization)
         policy = Counting(4, hidden_sizes=(8,), seed=0)
-        batch = collect_episodes(envs, policy, np.random.default_rng(0), 4)
+        batch = collect_episodes(envs, policy, slot_generators(0, envs.num_envs), 4)
         envs.close()
         assert sum(rows) == batch.steps
         # the longest-running env plays every vector step, so there are as many as it has steps

@@ -302,7 +302,7 @@ def test_damaged_checkpoints_and_a_deleted_metrics_file_are_refused(tmp_path):
 def test_ctrl_c_before_the_run_starts_claims_nothing(tmp_path, monkeypatch, capsys):
     from pgrl.cli import main
 
-    def interrupted(cfg):
+    def interrupted(cfg, address=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pgrl.reinforce, "make_envs", interrupted)

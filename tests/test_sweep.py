@@ -204,3 +204,30 @@ def test_ctrl_c_stops_the_sweep_at_once_and_resume_finishes_it(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["episodes"] for r in rows] == ["600"] * 3
     assert int(rows[0]["resumed_from"] or 0) > 0 and rows[2]["resumed_from"] == ""
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["env.runner=ray", "env.num_workers=0"], "'env.num_workers' must be >= 1"),
+        (["env.runner=cluster"], "'env.runner' must be one of local, ray"),
+        (["env.runner=ray", "env.envs_per_worker=-1"], "'env.envs_per_worker' must be >= 1"),
+    ],
+)
+def test_bad_runner_settings_are_one_line(tmp_path, capsys, overrides, message):
+    argv = [
+        "train",
+        CARTPOLE,
+        "--out",
+        str(tmp_path / "r"),
+        *sum((["--set", o] for o in overrides), []),
+    ]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_ray_runner_at_an_unreachable_address_is_one_line(tmp_path, capsys):
+    argv = ["train", CARTPOLE, "--out", str(tmp_path / "r"), "--set", "env.runner=ray"]
+    assert cli_main([*argv, "--address", "127.0.0.1:1"]) == 2
+    assert "cannot reach a Ray head" in capsys.readouterr().err

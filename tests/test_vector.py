@@ -14,7 +14,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from pgrl.envs import make_env
 from pgrl.policies import make_policy
-from pgrl.rollout import collect_episodes, make_vector_env
+from pgrl.rollout import collect_episodes, make_vector_env, slot_generators
 from pgrl.vector import WorkerVectorEnv
 
 DISABLED = AutoresetMode.DISABLED
@@ -129,8 +129,8 @@ def test_reset_seeds_int_list_and_mask():
 
 def two_batches(envs, obs_dim=4, hidden_sizes=(16,)):
     policy = make_policy("numpy", obs_dim, hidden_sizes=hidden_sizes, bias=True, seed=2)
-    rng = np.random.default_rng(11)
-    return [collect_episodes(envs, policy, rng, 6) for _ in range(2)]
+    rngs = slot_generators(11, envs.num_envs)
+    return [collect_episodes(envs, policy, rngs, 6) for _ in range(2)]
 
 
 def assert_same_batches(runs_a, runs_b, env_steps):

@@ -1,0 +1,142 @@
+"""Rollouts on Ray (``env.runner = "ray"``): a run's env slots on rollout-worker actors.
+
+Worker ``w`` (one CPU) holds slots ``w*k .. w*k + k - 1`` (``k = env.envs_per_worker``): ``k``
+env copies and a copy of the policy. Per update, the learner puts the weights into the object
+store once and sends every worker its slots' generator states and episode counts; each worker
+plays its slots' episodes (:func:`pgrl.rollout.play_slots`) and returns them with its
+generators' new states. The learner lists the episodes as one machine would (round by round,
+by slot), so ``N`` workers of ``k`` envs give the episodes of ``N * k`` local envs.
+
+A worker that dies (its process killed, its node lost) is replaced, and its slots' episodes are
+played again from the generator states the learner sent: the batch is unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pgrl.config import Config, ConfigError
+from pgrl.rollout import EpisodeBatch, play_slots, slot_states, stack_episodes
+
+
+class RolloutWorker:
+    """A Ray actor: ``k`` envs of the config and a policy that only acts."""
+
+    def __init__(self, cfg: Config, backend: str, n_envs: int):
+        from pgrl.policies import limit_threads
+        from pgrl.reinforce import build_policy
+        from pgrl.rollout import make_vector_env
+
+        limit_threads(1)
+        e = cfg.env
+        self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.kwargs)
+        obs_dim = int(self.envs.single_observation_space.shape[0])
+        self.policy = build_policy(cfg, obs_dim, backend)
+
+    def play(self, weights: dict, states: list[dict], counts: list[int]):
+        """``(batch, new generator states, seconds)`` of this worker's slots' episodes."""
+        t0 = time.perf_counter()
+        self.policy.set_weights(weights)
+        rngs = [np.random.default_rng() for _ in states]
+        for g, state in zip(rngs, states, strict=True):
+            g.bit_generator.state = state
+        batch = play_slots(self.envs, self.policy, rngs, counts)
+        return batch, slot_states(rngs)["slots"], time.perf_counter() - t0
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+class RayRollouts:
+    """The learner's side: ``num_workers`` :class:`RolloutWorker` actors; quacks like the
+    vector env :func:`pgrl.reinforce.train` plays on (``num_envs``, observation space)."""
+
+    def __init__(self, cfg: Config, backend: str, address: str | None = None):
+        from pgrl.envs import make_env
+        from pgrl.ray_executor import connect
+
+        self.ray = connect(address)
+        e = cfg.env
+        cpus = self.ray.cluster_resources().get("CPU", 0)
+        if e.num_workers > cpus:
+            raise ConfigError(
+                f"env.num_workers = {e.num_workers}: the Ray cluster has {cpus:g} CPUs, and each "
+                "rollout worker takes one"
+            )
+        env = make_env(e.id, **e.kwargs)
+        self.single_observation_space = env.observation_space
+        env.close()
+        self.cfg, self.backend, self.k = cfg, backend, e.envs_per_worker
+        self.num_envs = e.num_workers * self.k
+        self.actor = self.ray.remote(num_cpus=1)(RolloutWorker)
+        self.workers = [self._start() for _ in range(e.num_workers)]
+        self.restarts = 0
+        self.timing = {"rollout": 0.0, "broadcast": 0.0, "transfer": 0.0}
+
+    def _start(self):
+        return self.actor.remote(self.cfg, self.backend, self.k)
+
+    def collect(self, policy, rngs: list[np.random.Generator], n_episodes: int) -> EpisodeBatch:
+        """:func:`pgrl.rollout.collect_episodes` on the workers; ``timing`` says where the time
+        went: broadcast (weights into the object store), rollout (the slowest worker's own
+        time), transfer (the rest of the wait: scheduling and the episodes' way back)."""
+        from ray.exceptions import RayActorError
+
+        t0 = time.perf_counter()
+        weights = self.ray.put(policy.get_weights())
+        t1 = time.perf_counter()
+        states = slot_states(rngs)["slots"]
+        counts = [len(range(j, n_episodes, self.num_envs)) for j in range(self.num_envs)]
+        mine = [slice(w * self.k, (w + 1) * self.k) for w in range(len(self.workers))]
+
+        def submit(w):
+            return self.workers[w].play.remote(weights, states[mine[w]], counts[mine[w]])
+
+        pending = {submit(w): w for w in range(len(self.workers)) if sum(counts[mine[w]])}
+        results, failures = {}, 0
+        while pending:
+            ready, _ = self.ray.wait(list(pending), num_returns=1)
+            w = pending.pop(ready[0])
+            try:
+                results[w] = self.ray.get(ready[0])
+            except RayActorError as e:  # its process or node died: a new worker replays them
+                failures += 1
+                if failures > 2 * len(self.workers):
+                    raise RuntimeError(f"rollout workers keep dying: {str(e)[:200]}") from None
+                self.workers[w] = self._start()
+                self.restarts += 1
+                pending[submit(w)] = w
+        t2 = time.perf_counter()
+        batch = self._merge(results)
+        for w, (_, new_states, _) in results.items():
+            for g, state in zip(rngs[mine[w]], new_states, strict=True):
+                g.bit_generator.state = state
+        slowest = max(seconds for _, _, seconds in results.values())
+        self.timing = {"rollout": slowest, "broadcast": t1 - t0, "transfer": t2 - t1 - slowest}
+        return batch
+
+    def _merge(self, results: dict) -> EpisodeBatch:
+        """The workers' episodes as one batch, round by round, by slot within a round."""
+        keyed, sparse, env_steps = [], False, 0
+        for w, (batch, _, _) in results.items():
+            rounds = {}
+            for i in range(batch.n_episodes):
+                slot = w * self.k + int(batch.ep_env[i])
+                r = rounds[slot] = rounds.get(slot, -1) + 1
+                keyed.append(((r, slot), batch.episode(i)))
+            sparse = not isinstance(batch.obs, np.ndarray)
+            env_steps += batch.env_steps
+        keyed.sort(key=lambda item: item[0])
+        episodes = [[episode] for _, episode in keyed]
+        return stack_episodes(episodes, [key[1] for key, _ in keyed], env_steps, sparse)
+
+    def worker_pids(self) -> list[int]:
+        return self.ray.get([w.pid.remote() for w in self.workers])
+
+    def close(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w)
