@@ -14,6 +14,7 @@ from pgrl import __version__
 from pgrl.checkpoint import CheckpointError
 from pgrl.config import ConfigError, load_config, shipped_configs
 from pgrl.policies import BACKENDS
+from pgrl.rollout import RolloutError
 
 
 def _train(args) -> int:
@@ -273,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, ImportError) as e:
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RolloutError as e:  # training stopped, its last update checkpointed
+        print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # before a run started (loading TF, building envs): nothing written
         print(f"pgrl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -77,13 +77,8 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
         return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
 
 
-def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str, single_thread: bool) -> dict:
-    """A local worker process runs ``run`` (:func:`run_trial`); one core per run where the runs
-    are the parallelism."""
-    if single_thread:
-        from pgrl.policies import limit_threads
-
-        limit_threads(1)
+def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
+    """A local worker process runs ``run`` (:func:`run_trial`)."""
     resumed_from = _episodes_done(Path(run_dir)) if trial.resume else ""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
@@ -162,7 +157,7 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
             # at most one trial per worker is submitted: after Ctrl-C no queued trial starts
             while queue and len(futures) < workers:
                 t = queue.pop(0)
-                args = (run_trial, config_path, t, str(out / t.name), workers > 1)
+                args = (run_trial, config_path, t, str(out / t.name))
                 futures[pool.submit(_run_in_worker, *args)] = t.name
             for f in [f for f in futures if f.done()]:
                 name = futures.pop(f)

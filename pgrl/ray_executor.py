@@ -93,9 +93,6 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
     import ray
     from ray import tune
 
-    from pgrl.policies import limit_threads
-
-    limit_threads(1)
     trial = Trial(**config["trial"])
     node = ray.util.get_node_ip_address()
     run_dir = Path(tempfile.mkdtemp(prefix=f"pgrl-{trial.name}-"))

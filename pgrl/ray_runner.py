@@ -7,8 +7,9 @@ plays its slots' episodes (:func:`pgrl.rollout.play_slots`) and returns them wit
 generators' new states. The learner lists the episodes as one machine would (round by round,
 by slot), so ``N`` workers of ``k`` envs give the episodes of ``N * k`` local envs.
 
-A worker that dies (its process killed, its node lost) is replaced, and its slots' episodes are
-played again from the generator states the learner sent: the batch is unchanged.
+A worker that dies (its process killed, its node lost) is restarted by Ray (``max_restarts``),
+which calls ``play`` again with the same arguments: its slots' episodes are played again from
+the same generator states, and the batch is unchanged.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ import time
 import numpy as np
 
 from pgrl.config import Config, ConfigError
-from pgrl.rollout import EpisodeBatch, play_slots, slot_states, stack_episodes
+from pgrl.rollout import EpisodeBatch, RolloutError, play_slots, slot_states, stack_episodes
+
+MAX_RESTARTS = 3  # per rollout worker, in one run
 
 
 class RolloutWorker:
     """A Ray actor: ``k`` envs of the config and a policy that only acts."""
 
     def __init__(self, cfg: Config, backend: str, n_envs: int):
-        from pgrl.policies import limit_threads
         from pgrl.reinforce import build_policy
         from pgrl.rollout import make_vector_env
 
-        limit_threads(1)
         e = cfg.env
         self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.kwargs)
         obs_dim = int(self.envs.single_observation_space.shape[0])
@@ -70,15 +71,14 @@ class RayRollouts:
         env = make_env(e.id, **e.kwargs)
         self.single_observation_space = env.observation_space
         env.close()
-        self.cfg, self.backend, self.k = cfg, backend, e.envs_per_worker
+        self.k = e.envs_per_worker
         self.num_envs = e.num_workers * self.k
-        self.actor = self.ray.remote(num_cpus=1)(RolloutWorker)
-        self.workers = [self._start() for _ in range(e.num_workers)]
-        self.restarts = 0
+        # Ray restarts a worker whose process or node died, and retries its call
+        actor = self.ray.remote(
+            num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS
+        )(RolloutWorker)
+        self.workers = [actor.remote(cfg, backend, self.k) for _ in range(e.num_workers)]
         self.timing = {"rollout": 0.0, "broadcast": 0.0, "transfer": 0.0}
-
-    def _start(self):
-        return self.actor.remote(self.cfg, self.backend, self.k)
 
     def collect(self, policy, rngs: list[np.random.Generator], n_episodes: int) -> EpisodeBatch:
         """:func:`pgrl.rollout.collect_episodes` on the workers; ``timing`` says where the time
@@ -92,24 +92,17 @@ class RayRollouts:
         states = slot_states(rngs)["slots"]
         counts = [len(range(j, n_episodes, self.num_envs)) for j in range(self.num_envs)]
         mine = [slice(w * self.k, (w + 1) * self.k) for w in range(len(self.workers))]
-
-        def submit(w):
-            return self.workers[w].play.remote(weights, states[mine[w]], counts[mine[w]])
-
-        pending = {submit(w): w for w in range(len(self.workers)) if sum(counts[mine[w]])}
-        results, failures = {}, 0
-        while pending:
-            ready, _ = self.ray.wait(list(pending), num_returns=1)
-            w = pending.pop(ready[0])
-            try:
-                results[w] = self.ray.get(ready[0])
-            except RayActorError as e:  # its process or node died: a new worker replays them
-                failures += 1
-                if failures > 2 * len(self.workers):
-                    raise RuntimeError(f"rollout workers keep dying: {str(e)[:200]}") from None
-                self.workers[w] = self._start()
-                self.restarts += 1
-                pending[submit(w)] = w
+        busy = [w for w in range(len(self.workers)) if sum(counts[mine[w]])]
+        futures = [
+            self.workers[w].play.remote(weights, states[mine[w]], counts[mine[w]]) for w in busy
+        ]
+        try:  # a worker that dies is restarted by Ray and replays the same call
+            results = dict(zip(busy, self.ray.get(futures), strict=True))
+        except RayActorError as e:
+            reason = str(e).splitlines()[0][:200]
+            raise RolloutError(
+                f"a rollout worker died more than {MAX_RESTARTS} times: {reason}"
+            ) from None
         t2 = time.perf_counter()
         batch = self._merge(results)
         for w, (_, new_states, _) in results.items():

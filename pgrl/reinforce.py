@@ -25,7 +25,7 @@ from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, make_policy
 from pgrl.returns import compute_advantages
-from pgrl.rollout import slot_generators, slot_states
+from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
 
 
@@ -87,6 +87,12 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState,
         run.save_checkpoint(policy, state, committed_rng, cfg)
         run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
         raise Interrupted(f"checkpoint of update {state.updates} in {run.path}") from None
+    except RolloutError as e:  # likewise: the run stops at its last update, resumable
+        run.save_checkpoint(policy, state, committed_rng, cfg)
+        run.write_summary(state.summary(cfg, policy.backend, "failed"))
+        raise RolloutError(
+            f"{e}; checkpoint of update {state.updates} in {run.path}, --resume continues it"
+        ) from None
     finally:
         errors.__exit__(None, None, None)
         hold.uninstall()

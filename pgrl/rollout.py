@@ -66,6 +66,7 @@ from pgrl.vector import WorkerVectorEnv
 __all__ = [
     "CHUNK_ROWS",
     "EpisodeBatch",
+    "RolloutError",
     "collect_episodes",
     "make_vector_env",
     "play_slots",
@@ -79,6 +80,10 @@ VECTORIZATIONS = ("auto", "sync", "workers", "async")
 CHEAP_ENV_IDS = ("CartPole-v1",)
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
+
+
+class RolloutError(RuntimeError):
+    """Rollouts that cannot go on (e.g. remote workers that keep dying)."""
 
 
 def slot_generators(seed: int, n_slots: int) -> list[np.random.Generator]:

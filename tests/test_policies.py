@@ -534,3 +534,36 @@ def test_constructor_validation(kwargs, pattern):
 def test_rmsprop_validation(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         RMSprop(**kwargs)
+
+
+THREADS_PROBE = """
+import hashlib, sys
+import numpy as np
+from pgrl.policies import make_policy
+rng = np.random.default_rng(0)
+obs, a, adv = rng.standard_normal((50, 6400)), rng.random(50) < 0.5, rng.standard_normal(50)
+policy = make_policy(sys.argv[1], 6400, hidden_sizes=(200,), seed=0)
+numbers = [policy.action_prob(obs), *policy.gradients(obs, a, adv).values()]
+print(hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in numbers)).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_numbers_do_not_depend_on_the_machines_thread_count(backend):
+    """BLAS and TensorFlow split long sums among their threads: with pgrl's one thread per op, a
+    Pong-sized forward and backward pass is bit-identical whatever threads the process was given."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for n in ("1", "2"):
+        env = os.environ | {
+            k: n for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", THREADS_PROBE, backend], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.add(done.stdout.split()[-1])
+    assert len(digests) == 1

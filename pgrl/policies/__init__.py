@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from pgrl.policies.base import Policy
 from pgrl.policies.numpy_policy import NumpyPolicy
+from pgrl.policies.threads import limit_threads, threads
 
 BACKENDS = ("numpy", "tensorflow")
 
-__all__ = ["BACKENDS", "NumpyPolicy", "Policy", "TensorFlowPolicy", "limit_threads", "make_policy"]
-
-_threads: int | None = None  # per-op thread pool size for TensorFlow; None: its default
+__all__ = [
+    "BACKENDS",
+    "NumpyPolicy",
+    "Policy",
+    "TensorFlowPolicy",
+    "limit_threads",
+    "make_policy",
+    "threads",
+]
 
 
 def __getattr__(name: str):
@@ -40,19 +47,5 @@ def make_policy(backend: str, obs_dim: int, **kwargs) -> Policy:
     if backend == "tensorflow":
         from pgrl.policies import tf_policy
 
-        if _threads is not None:
-            tf_policy.set_threads(_threads)
         return tf_policy.TensorFlowPolicy(obs_dim, **kwargs)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-
-
-def limit_threads(n: int) -> None:
-    """Give backends with their own thread pools (TensorFlow) ``n`` threads per op.
-
-    For several training runs side by side (``pgrl compare``), where the runs are the
-    parallelism. Takes effect if called before the backend's first computation.
-    """
-    global _threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer, got {n!r}")
-    _threads = n

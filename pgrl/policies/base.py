@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pgrl.optim import RMSprop
+from pgrl.policies.threads import limit_blas
 from pgrl.sparse import SparseRows
 
 DTYPES = ("float32", "float64")
@@ -110,6 +111,7 @@ class Policy:
             raise ValueError(f"bias must be true or false, got {bias!r}")
         self.bias = bool(bias)
         self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias)
+        limit_blas()  # one thread per NumPy product by default: see pgrl.policies.threads
 
     def __repr__(self) -> str:
         return (

@@ -12,6 +12,7 @@ import numpy as np
 
 from pgrl.optim import RMSprop
 from pgrl.policies.base import Policy, init_weights
+from pgrl.policies.threads import threads
 from pgrl.sparse import SparseRows, is_mostly_zero
 
 
@@ -56,6 +57,9 @@ def set_threads(n: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n)
     except RuntimeError:  # the runtime is already up: its pools stay as they are
         pass
+
+
+set_threads(threads())  # before TensorFlow's first computation (see pgrl.policies.threads)
 
 
 class KerasRMSprop(keras.optimizers.Optimizer):
