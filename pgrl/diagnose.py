@@ -382,6 +382,7 @@ class Part:
     candidates: list[Candidate]  # the first is pgrl's correct math (no cause)
     user: dict[str, np.ndarray]  # the user's numbers; for the step, after - W as candidates'
     excused: set[str] = field(default_factory=set)  # causes that cancel out (the gist's signs)
+    hint: str = ""  # what else would fit, when nothing known does
 
     def __post_init__(self):
         self.best, self.matched, self.float32, self.ties = select(self.candidates)
@@ -404,6 +405,14 @@ class Part:
         if not self.matched:
             return "unknown"
         return "known" if self.causes else "correct"
+
+    def summary(self) -> str:
+        """The matched causes, the part and the fit: ``"mean instead of sum (gradients, ...)"``."""
+        named = [self.labels[c] for c in self.best.causes if c not in self.excused]
+        precision = "float32 precision, " if self.float32 else ""
+        if not named:
+            return f"float32 precision ({self.name}, rel. error {self.best.error:.2g})"
+        return f"{' + '.join(named)} ({self.name}, {precision}rel. error {self.best.error:.2g})"
 
     def describe(self, causes: tuple[str, ...]) -> str:
         return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
@@ -455,23 +464,22 @@ class Diagnosis:
             what = " and ".join("RMSprop step" if p.name == "step" else p.name for p in parts)
             error = max(p.best.error for p in parts)
             return f"correct: your {what} match pgrl's mathematics (rel. error {error:.2g})"
-        known = [
-            f"{' + '.join(p.causes)} ({p.name}, rel. error {p.best.error:.2g})"
-            for p in parts
-            if p.status == "known"
-        ]
+        known = [p.summary() for p in parts if p.status == "known"]
         unknown = [p for p in parts if p.status == "unknown"]
         if not unknown:
-            n = sum(len(p.causes) for p in parts)
+            n = len({label for p in parts for label in p.causes})
             return f"known cause{'s' if n > 1 else ''}: " + "; ".join(known)
         texts = []
         for p in unknown:
             errors = p.correct.errors
             layer = max(errors, key=lambda k: (errors[k], k))
+            closest = ""
+            if p.best.causes:
+                closest = f"; closest: {p.describe(p.best.causes)}, rel. error {p.best.error:.2g}"
+            verb = "differ" if p.name == "gradients" else "differs"
             texts.append(
-                f"your {p.name} differ from pgrl's most in {layer} "
-                f"(rel. error {errors[layer]:.2g}; closest: {p.describe(p.best.causes)}, "
-                f"rel. error {p.best.error:.2g})"
+                f"your {p.name} {verb} from pgrl's most in {layer} "
+                f"(rel. error {errors[layer]:.2g}{closest})" + (f"; {p.hint}" if p.hint else "")
             )
         return "no known cause: " + "; ".join(texts + known)
 
@@ -597,6 +605,8 @@ def explain(
             step_candidates.append(Candidate(combo, pred, errors))
         user_step = {k: user_after[k] - w[k] for k in w}
         step = Part("step", step_labels, step_candidates, user_step)
+        if not step.matched:
+            step.hint = learning_rate_hint(step, optimizer.learning_rate)
 
     notes = []
     if (
@@ -628,6 +638,28 @@ def rmsprop_step(weights: dict, grads: dict, optimizer: RMSprop, causes=()) -> d
     g = {k: -v for k, v in grads.items()} if "ascent" in causes else grads
     opt.step(params, g, opt.init_state(params))
     return {k: params[k] - weights[k] for k in weights}
+
+
+def learning_rate_hint(step: Part, learning_rate: float) -> str:
+    """A learning rate under which a step candidate fits the user's step, as a hint, or ""."""
+    user = np.concatenate([v.ravel() for v in step.user.values()])
+    best = None
+    for c in step.candidates:
+        pred = np.concatenate([c.arrays[k].ravel() for k in step.user])
+        norm = float(pred @ pred)
+        if norm == 0:
+            continue
+        ratio = float(user @ pred) / norm  # the step is proportional to the learning rate
+        error = max(_layer_error(step.user[k], ratio * c.arrays[k]) for k in step.user)
+        if ratio > 0 and error <= TOL32 and (best is None or error < best[0]):
+            best = (error, ratio, c.causes)
+    if best is None:
+        return ""
+    with_causes = f" with {step.describe(best[2])}" if best[2] else ""
+    return (
+        f"a learning rate of {learning_rate * best[1]:.3g} instead of {learning_rate:g} fits"
+        f"{with_causes} (--set optimizer.learning_rate=...)"
+    )
 
 
 def settings(overrides: list[str] | None) -> dict:
