@@ -36,21 +36,21 @@ TOL32 = 1e-3  # float32 round-off, ditto
 NEAR = 10.0  # candidates within this factor of the best fit count as equally good
 EXIT_CORRECT, EXIT_KNOWN, EXIT_UNKNOWN = 0, 1, 3
 
-# --set keys that mean something here -> explain()'s keyword
-SETTINGS = {
-    "optimizer.learning_rate": "learning_rate",
-    "optimizer.decay": "decay",
-    "optimizer.epsilon": "epsilon",
-    "optimizer.epsilon_inside_sqrt": "epsilon_inside_sqrt",
-    "policy.reduction": "reduction",
-    "train.gamma": "gamma",
-    "train.reset_on_nonzero": "reset_on_nonzero",
-    "train.standardize": "standardize",
-}
-SIGN_NOTE = (
-    "pgrl's gradients are dL/dW, L = sum_t A_t * BCE(a_t, z_t): the direction to descend "
-    "(Karpathy's gist's grad is -dL/dW; save -grad)"
+# --set keys that describe what the user meant (the network itself comes from the weights)
+SETTINGS = (
+    "optimizer.learning_rate",
+    "optimizer.decay",
+    "optimizer.epsilon",
+    "optimizer.epsilon_inside_sqrt",
+    "policy.reduction",
+    "train.gamma",
+    "train.reset_on_nonzero",
+    "train.standardize",
 )
+SIGN_NOTE = [
+    "sign: pgrl's gradients are dL/dW, L = sum_t A_t * BCE(a_t, z_t), the direction to descend",
+    "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
+]
 
 
 class InputError(ValueError):
@@ -75,6 +75,8 @@ class BernoulliHead:
 
     def check_actions(self, actions: np.ndarray) -> np.ndarray:
         """(N,) actions as float64 0/1, or InputError quoting a bad one."""
+        if actions.dtype.kind not in "biuf":
+            raise InputError(f"batch actions must be 0 or 1, got dtype {actions.dtype}")
         ok = (actions == 0) | (actions == 1)
         if not np.all(ok):
             raise InputError(f"batch actions must be 0 or 1, got {actions[~ok][:3].tolist()}")
@@ -101,7 +103,7 @@ def gradient_causes(reduction: str, standardize: str, reset: bool, rewards: bool
         "logit": "logit used in place of sigmoid",
         "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
         "relu_mask": "ReLU mask h < 0 (masks nothing)",
-        "sign": "missing minus sign (-dL/dW, the ascent direction)",
+        "sign": "missing minus sign: -dL/dW, the ascent direction",
     }
     if rewards:
         mode_labels = {
@@ -129,7 +131,7 @@ def step_causes(epsilon_inside_sqrt: bool) -> dict:
     return {
         "epsilon": f"epsilon {where} the square root",
         "lr_float32": "Keras's float32 learning rate",
-        "ascent": "step adds the gradient (ascent: missing minus sign)",
+        "ascent": "missing minus sign in the step: it adds the gradient",
     }
 
 
@@ -253,8 +255,8 @@ class Batch:
     ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
 
 
-def check_batch(batch: dict, obs_dim: int, head) -> Batch:
-    """The batch's arrays, checked against the network's input width ``obs_dim``."""
+def check_batch(batch: dict, w1_shape: tuple[int, int], head) -> Batch:
+    """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1)."""
     has_adv, has_rewards = "advantages" in batch, "rewards" in batch or "episode_ends" in batch
     expected = ["obs", "actions", "advantages"] if has_adv else ["obs", "actions"]
     if has_adv and has_rewards:
@@ -272,11 +274,11 @@ def check_batch(batch: dict, obs_dim: int, head) -> Batch:
         )
     obs = np.asarray(batch["obs"])
     if obs.ndim != 2 or obs.shape[0] == 0:
-        raise InputError(f"batch obs must have shape (N, {obs_dim}) with N >= 1, got {obs.shape}")
-    if obs.shape[1] != obs_dim:
+        raise InputError(f"batch obs must have shape (N, {w1_shape[0]}), N >= 1, got {obs.shape}")
+    if obs.shape[1] != w1_shape[0]:
+        hint = " (W1 transposed? pgrl's W1 is (obs_dim, H1))" if obs.shape[1] == w1_shape[1] else ""
         raise InputError(
-            f"batch obs has {obs.shape[1]} columns, but weights W1 takes {obs_dim} inputs"
-            + (" (W1 transposed? pgrl's W1 is (obs_dim, H1))" if obs_dim != obs.shape[1] else "")
+            f"batch obs has {obs.shape[1]} columns, but weights W1 takes {w1_shape[0]} inputs{hint}"
         )
     n = obs.shape[0]
     vectors = {}
@@ -290,7 +292,7 @@ def check_batch(batch: dict, obs_dim: int, head) -> Batch:
         x = SparseRows.from_dense(obs)
     else:
         x = _numeric(obs, "batch obs")
-    actions = head.check_actions(_numeric(vectors["actions"], "batch actions"))
+    actions = head.check_actions(vectors["actions"])
     if has_adv:
         return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
@@ -500,12 +502,14 @@ class Diagnosis:
         for p in self.parts:
             what = "match" if p.matched else "closest"
             line = f"{p.name}: {what} = {p.describe(p.best.causes)}"
+            if p.float32:
+                line += ", to float32 precision"
             if p.ties:
                 line += "; as close: " + ", ".join(p.describe(t) for t in p.ties)
             out.append(line)
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
-        return out + self.notes + [SIGN_NOTE]
+        return out + self.notes + SIGN_NOTE
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -559,7 +563,7 @@ def explain(
     optimizer = optimizer or RMSprop()
     out_head = HEADS[head]
     w = check_network(load_arrays(weights, "weights"), out_head)
-    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape[0], out_head)
+    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, out_head)
     user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
     raw_after = None if after is None else load_arrays(after, "after")
     user_after = None if raw_after is None else check_like(raw_after, w, "after")
@@ -669,15 +673,17 @@ def settings(overrides: list[str] | None) -> dict:
     the optimizer, the loss's reduction or the returns are refused (the network comes from the
     weights).
     """
-    from pgrl.config import ConfigError, load_config, parse_override
+    from pgrl.config import ConfigError, from_dict, parse_override
 
+    data: dict[str, dict] = {}
     for text in overrides or []:
-        section, key, _ = parse_override(text)
+        section, key, value = parse_override(text)
         if f"{section}.{key}" not in SETTINGS:
             raise ConfigError(
                 f"--set {section}.{key}: not used by pgrl diagnose; it reads " + ", ".join(SETTINGS)
             )
-    cfg = load_config(None, overrides)
+        data.setdefault(section, {})[key] = value
+    cfg = from_dict(data, "--set")
     o = cfg.optimizer
     return {
         "optimizer": RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),

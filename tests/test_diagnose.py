@@ -540,3 +540,13 @@ def test_docs_examples(tmp_path, monkeypatch, capsys, tf):
     assert commands >= 2
     text = DOCS.read_text()
     assert "logit used in place of sigmoid" in text and "epsilon inside the square root" in text
+
+
+def test_readme_example_prints_what_it_says(capsys):
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "pgrl.diagnose" in b
+    ]
+    exec(compile(block, "README.md", "exec"), {})
+    expected = block.strip().splitlines()[-1].removeprefix("# ")
+    assert capsys.readouterr().out.strip() == expected
