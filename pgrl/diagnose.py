@@ -112,11 +112,10 @@ def gradient_causes(reduction: str, standardize: str, reset: bool, rewards: bool
             "episode": "returns standardized per episode",
         }
         for mode in STANDARDIZE:
-            if mode != standardize:
-                label = mode_labels[mode]
-                if mode != "none":
-                    label += f" instead of per {standardize}" if standardize != "none" else ""
-                causes[f"standardize_{mode}"] = label
+            if mode == standardize:
+                continue
+            instead = f" instead of per {standardize}" if "none" not in (mode, standardize) else ""
+            causes[f"standardize_{mode}"] = mode_labels[mode] + instead
         causes["reset"] = (
             "discounted sum not reset at nonzero rewards"
             if reset
@@ -162,14 +161,12 @@ def load_arrays(source, what: str) -> dict[str, np.ndarray]:
         head = f.read(6)
     if head[:4] != b"PK\x03\x04":  # .npz files are zip archives
         if head.startswith(b"\x93NUMPY"):
-            kind = "a single .npy array (np.save); write named arrays with np.savez"
+            problem = "is a single .npy array (np.save); write named arrays with np.savez"
         elif head[:1] == b"\x80":
-            kind = "a Python pickle; pgrl reads only .npz archives of plain arrays"
-        elif not head:
-            kind = "empty"
+            problem = "is a Python pickle; pgrl reads only .npz archives of plain arrays"
         else:
-            kind = "not an .npz archive"
-        raise InputError(f"{label}: {kind if kind.startswith('not') else 'is ' + kind}")
+            problem = "is empty" if not head else "is not an .npz archive"
+        raise InputError(f"{label}: {problem}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -310,19 +307,20 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], head) -> Batch:
 # ----- the network, forward and backward, with the ReLU mask as a knob -----
 
 
+def _affine(h, weights: dict, i: int) -> np.ndarray:
+    """``h @ W_i + b_i`` (no bias term without ``b_i``), for dense ``h`` or SparseRows."""
+    w = weights[f"W{i}"]
+    a = h.matmul(w) if isinstance(h, SparseRows) else h @ w
+    return a + weights[f"b{i}"] if f"b{i}" in weights else a
+
+
 def forward(weights: dict, obs) -> tuple[list, np.ndarray]:
     """Activations ``[h_0 = obs, h_1, ..., h_L]`` and logits ``z`` (N, k) of the ReLU MLP."""
     n = sum(k[0] == "W" for k in weights)
-    hs, h = [obs], obs
-    for i in range(1, n + 1):
-        a = h.matmul(weights[f"W{i}"]) if isinstance(h, SparseRows) else h @ weights[f"W{i}"]
-        if f"b{i}" in weights:
-            a = a + weights[f"b{i}"]
-        if i == n:
-            return hs, a
-        h = np.maximum(a, 0.0)
-        hs.append(h)
-    raise AssertionError("unreachable")
+    hs = [obs]
+    for i in range(1, n):
+        hs.append(np.maximum(_affine(hs[-1], weights, i), 0.0))
+    return hs, _affine(hs[-1], weights, n)
 
 
 def backward(weights: dict, hs: list, dz: np.ndarray, strict_mask: bool = False) -> dict:
@@ -390,6 +388,17 @@ class Part:
         self.best, self.matched, self.float32, self.ties = select(self.candidates)
 
     @property
+    def blind(self) -> list[str]:
+        """Causes that, added to the match, fit as well: this batch cannot rule them out."""
+        if not self.matched:
+            return []
+        limit = max(NEAR * self.best.error, TOL64)
+        have = set(self.best.causes)
+        supersets = [c for c in self.candidates if c.error <= limit and have < set(c.causes)]
+        extra = [set(c.causes) - have for c in supersets]
+        return [self.labels[e.pop()] for e in extra if len(e) == 1]
+
+    @property
     def correct(self) -> Candidate:
         return self.candidates[0]
 
@@ -403,7 +412,7 @@ class Part:
 
     @property
     def status(self) -> str:
-        """ "correct", "known" (causes explain the numbers) or "unknown"."""
+        """``correct``, ``known`` (causes explain the numbers) or ``unknown``."""
         if not self.matched:
             return "unknown"
         return "known" if self.causes else "correct"
@@ -450,7 +459,7 @@ class Diagnosis:
 
     @property
     def status(self) -> str:
-        """ "correct", "known" or "unknown": the worst of the parts."""
+        """``correct``, ``known`` or ``unknown``: the worst of the parts."""
         order = ("correct", "known", "unknown")
         return max((p.status for p in self.parts), key=order.index)
 
@@ -507,6 +516,8 @@ class Diagnosis:
             if p.ties:
                 line += "; as close: " + ", ".join(p.describe(t) for t in p.ties)
             out.append(line)
+            if p.blind:
+                out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
         return out + self.notes + SIGN_NOTE

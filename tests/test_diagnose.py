@@ -146,7 +146,7 @@ def test_tensorflow_gradients_are_correct(case, tf):
     g = tf_gradients(tf, w, obs, actions, adv)
     d = explain(w, batch_with(obs, actions, adv), g)
     assert d.status == "correct" and d.exit_code == 0, d
-    assert d.gradients.best.error < 1e-12
+    assert d.gradients.best.error < 1e-12 and d.gradients.blind == []
     assert d.verdict.startswith("correct: your gradients match pgrl's mathematics")
     # from rewards: the returns pgrl computes are the ones computed by hand above
     d = explain(w, batch_with(obs, actions, rewards=rewards), g, gamma=GAMMA)
@@ -250,6 +250,8 @@ def test_tiny_network_logit_with_either_sign():
     g = {"W1": np.array([[0, 0, 0], [0, 14, 28.0]]), "W2": np.array([[42.0], [56], [70]])}
     d = explain(w, batch_with(x, y, np.ones(1)), g)
     assert d.verdict == "known cause: logit used in place of sigmoid (gradients, rel. error 0)"
+    # one step and no hidden unit off: the batch cannot tell mean from sum, nor the ReLU mask
+    assert d.gradients.blind == ["mean instead of sum", "ReLU mask h < 0 (masks nothing)"]
     # the gist's sign (ascent direction) is the same numbers with advantage -1
     d = explain(w, batch_with(x, y, -np.ones(1)), g)
     assert set(d.gradients.best.causes) == {"logit", "sign"}
