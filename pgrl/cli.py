@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"
     )
     p.add_argument("--after", metavar="A.npz", help="your weights after one optimizer step")
-    p.add_argument("--optimizer", choices=("rmsprop",), default="rmsprop")
+    p.add_argument(
+        "--optimizer", choices=("rmsprop",), default="rmsprop", help="the step's optimizer"
+    )
     p.add_argument(
         "--set",
         action="append",
