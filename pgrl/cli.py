@@ -150,6 +150,18 @@ def _check(args) -> int:
     return 0 if passed else 1
 
 
+def _diagnose(args) -> int:
+    from pgrl.diagnose import InputError, explain, settings
+
+    kwargs = settings(args.set)
+    try:
+        result = explain(args.weights, args.batch, args.grads, args.after, **kwargs)
+    except InputError as e:
+        raise ConfigError(str(e)) from None
+    print(result)
+    return result.exit_code
+
+
 def _executor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--executor",
@@ -264,6 +276,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser(
+        "diagnose",
+        help="which known porting mistake explains your gradients and RMSprop step "
+        "(exit 0 correct, 1 known cause, 3 none)",
+    )
+    p.add_argument("--weights", required=True, metavar="W.npz", help="W1, W2, ... (b1, ...)")
+    p.add_argument(
+        "--batch",
+        required=True,
+        metavar="B.npz",
+        help="obs, actions and advantages (or rewards and episode_ends)",
+    )
+    p.add_argument(
+        "--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"
+    )
+    p.add_argument("--after", metavar="A.npz", help="your weights after one optimizer step")
+    p.add_argument(
+        "--optimizer", choices=("rmsprop",), default="rmsprop", help="the step's optimizer"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="what you meant: optimizer.learning_rate, .decay, .epsilon, .epsilon_inside_sqrt, "
+        "policy.reduction, train.gamma, train.reset_on_nonzero, train.standardize",
+    )
+    p.set_defaults(func=_diagnose)
     return parser
 
 

@@ -1,0 +1,705 @@
+"""``pgrl diagnose``: which known porting mistake explains a user's gradients and RMSprop step?
+
+The user brings one batch (weights, observations, actions, advantages or rewards), the gradients
+their implementation computed for it and, optionally, the weights after one optimizer step.
+pgrl computes the correct gradients and step for that batch and every variant that one or two
+known mistakes (DESIGN.md's list) would produce, and names the variant the user's numbers match.
+
+Sign convention: pgrl's gradients are ``dL/dW`` of ``L = sum_t A_t * BCE(a_t, z_t)``, the
+direction to descend (what ``tf.GradientTape`` gives for that loss). Karpathy's gist computes the
+ascent direction ``-dL/dW`` and adds it; its ``grad`` is saved as ``-grad``.
+
+The gradient and the step are diagnosed separately: the step is predicted from the user's own
+gradients, so a wrong gradient and a wrong optimizer are each named as such.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pgrl.optim import RMSprop
+from pgrl.policies.base import REDUCTIONS
+from pgrl.policies.numpy_policy import sigmoid
+from pgrl.returns import compute_advantages
+from pgrl.sparse import SparseRows, is_mostly_zero
+
+STANDARDIZE = ("episode", "batch", "none")
+TOL64 = 1e-10  # float64 round-off in a different order of operations, relative to the layer
+TOL32 = 1e-3  # float32 round-off, ditto
+NEAR = 10.0  # candidates within this factor of the best fit count as equally good
+EXIT_CORRECT, EXIT_KNOWN, EXIT_UNKNOWN = 0, 1, 3
+
+# --set keys that describe what the user meant (the network itself comes from the weights)
+SETTINGS = (
+    "optimizer.learning_rate",
+    "optimizer.decay",
+    "optimizer.epsilon",
+    "optimizer.epsilon_inside_sqrt",
+    "policy.reduction",
+    "train.gamma",
+    "train.reset_on_nonzero",
+    "train.standardize",
+)
+SIGN_NOTE = [
+    "sign: pgrl's gradients are dL/dW, L = sum_t A_t * BCE(a_t, z_t), the direction to descend",
+    "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
+]
+
+
+class InputError(ValueError):
+    """Input that cannot be diagnosed (a missing array, a shape that does not fit, a pickle)."""
+
+
+# ----- the heads: dL/dz for each output layer pgrl knows -----
+
+
+class BernoulliHead:
+    """One logit ``z``, ``p = sigmoid(z) = P(a = 1)``; ``dBCE(a, z)/dz = sigmoid(z) - a``."""
+
+    name = "bernoulli"
+
+    def check(self, w_last: np.ndarray, name: str) -> None:
+        """The last layer must have one output: ``(H_last, 1)``."""
+        if w_last.shape[1] != 1:
+            raise InputError(
+                f"weights {name} has shape {w_last.shape}; the Bernoulli head has one logit: "
+                f"({w_last.shape[0]}, 1)"
+            )
+
+    def check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """(N,) actions as float64 0/1, or InputError quoting a bad one."""
+        if actions.dtype.kind not in "biuf":
+            raise InputError(f"batch actions must be 0 or 1, got dtype {actions.dtype}")
+        ok = (actions == 0) | (actions == 1)
+        if not np.all(ok):
+            raise InputError(f"batch actions must be 0 or 1, got {actions[~ok][:3].tolist()}")
+        return actions.astype(np.float64)
+
+    def dlogits(self, z: np.ndarray, actions: np.ndarray, logit_mistake: bool) -> np.ndarray:
+        """(N, 1) ``dBCE/dz``: ``sigmoid(z) - a``, or ``z - a`` when the logit replaces p."""
+        z = z[:, 0]
+        if logit_mistake:
+            return (z - actions)[:, None]
+        # -sigmoid(-z) for a = 1 keeps full precision where p rounds to 1 (as the NumPy backend)
+        return np.where(actions == 1, -sigmoid(-z), sigmoid(z))[:, None]
+
+
+HEADS = {"bernoulli": BernoulliHead()}
+
+
+# ----- the causes, their labels, and which of them can be combined -----
+
+
+def gradient_causes(reduction: str, standardize: str, reset: bool, rewards: bool) -> dict:
+    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards."""
+    causes = {
+        "logit": "logit used in place of sigmoid",
+        "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
+        "relu_mask": "ReLU mask h < 0 (masks nothing)",
+        "sign": "missing minus sign: -dL/dW, the ascent direction",
+    }
+    if rewards:
+        mode_labels = {
+            "none": "returns not standardized",
+            "batch": "returns standardized per batch",
+            "episode": "returns standardized per episode",
+        }
+        for mode in STANDARDIZE:
+            if mode == standardize:
+                continue
+            instead = f" instead of per {standardize}" if "none" not in (mode, standardize) else ""
+            causes[f"standardize_{mode}"] = mode_labels[mode] + instead
+        causes["reset"] = (
+            "discounted sum not reset at nonzero rewards"
+            if reset
+            else "discounted sum reset at every nonzero reward"
+        )
+    return causes
+
+
+def step_causes(epsilon_inside_sqrt: bool) -> dict:
+    """Optimizer mistakes, ``{key: label}``."""
+    where = "outside" if epsilon_inside_sqrt else "inside"
+    return {
+        "epsilon": f"epsilon {where} the square root",
+        "lr_float32": "Keras's float32 learning rate",
+        "ascent": "missing minus sign in the step: it adds the gradient",
+    }
+
+
+def combinations(keys, up_to: int = 2) -> list[tuple[str, ...]]:
+    """Every set of at most ``up_to`` causes, fewest first; one standardization mode at most."""
+    out = []
+    for k in range(up_to + 1):
+        for combo in itertools.combinations(keys, k):
+            if sum(c.startswith("standardize_") for c in combo) <= 1:
+                out.append(combo)
+    return out
+
+
+# ----- inputs -----
+
+
+def load_arrays(source, what: str) -> dict[str, np.ndarray]:
+    """Arrays by name from a dict or an ``.npz`` file (never a pickle); ``what`` names it."""
+    if isinstance(source, Mapping):
+        return {str(k): np.asarray(v) for k, v in source.items()}
+    path = Path(source)
+    label = f"{what} {path}"
+    if not path.exists():
+        raise InputError(f"{label}: no such file")
+    if not path.is_file():
+        raise InputError(f"{label}: not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] != b"PK\x03\x04":  # .npz files are zip archives
+        if head.startswith(b"\x93NUMPY"):
+            problem = "is a single .npy array (np.save); write named arrays with np.savez"
+        elif head[:1] == b"\x80":
+            problem = "is a Python pickle; pgrl reads only .npz archives of plain arrays"
+        else:
+            problem = "is empty" if not head else "is not an .npz archive"
+        raise InputError(f"{label}: {problem}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(
+                f"{label}: holds object arrays, which need pickle; save numeric arrays"
+            ) from None
+        raise InputError(f"{label}: corrupt .npz archive ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise InputError(f"{label}: corrupt .npz archive ({e})") from None
+
+
+def _numeric(a: np.ndarray, label: str) -> np.ndarray:
+    """``a`` as finite float64, or InputError naming ``label``."""
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"{label} must be numeric, got dtype {a.dtype}")
+    out = a.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"{label} contains NaN or inf")
+    return out
+
+
+def check_network(weights: dict, head) -> dict[str, np.ndarray]:
+    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP ending in ``head``."""
+    bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]*", k))
+    if bad:
+        raise InputError(f"weights: unexpected arrays {bad}; expected W1, W2, ... (b1, ...)")
+    n = max((int(k[1:]) for k in weights if k[0] == "W"), default=0)
+    missing = [f"W{i}" for i in range(1, max(n, 1) + 1) if f"W{i}" not in weights]
+    if missing:
+        raise InputError(f"weights: missing {', '.join(missing)}")
+    stray = sorted(k for k in weights if k[0] == "b" and int(k[1:]) > n)
+    if stray:
+        raise InputError(f"weights: {', '.join(stray)} without a matching W")
+    out = {}
+    for i in range(1, n + 1):
+        w = _numeric(np.asarray(weights[f"W{i}"]), f"weights W{i}")
+        if w.ndim != 2:
+            hint = f"; save it as ({w.shape[0]}, 1), e.g. W{i}[:, None]" if w.ndim == 1 else ""
+            raise InputError(f"weights W{i} must be 2-D (fan_in, fan_out), got {w.shape}{hint}")
+        if i > 1 and w.shape[0] != out[f"W{i - 1}"].shape[1]:
+            raise InputError(
+                f"weights W{i} has shape {w.shape}, but W{i - 1} has {out[f'W{i - 1}'].shape[1]} "
+                f"outputs: expected ({out[f'W{i - 1}'].shape[1]}, ...)"
+            )
+        out[f"W{i}"] = w
+        if f"b{i}" in weights:
+            b = _numeric(np.asarray(weights[f"b{i}"]), f"weights b{i}")
+            if b.shape != (w.shape[1],):
+                raise InputError(f"weights b{i} has shape {b.shape}, expected ({w.shape[1]},)")
+            out[f"b{i}"] = b
+    head.check(out[f"W{n}"], f"W{n}")
+    return out
+
+
+def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
+    """``arrays`` with exactly the names and shapes of ``weights``, as float64."""
+    missing = [k for k in weights if k not in arrays]
+    extra = sorted(k for k in arrays if k not in weights)
+    if missing or extra:
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"unexpected {', '.join(extra)}"] if extra else []
+        raise InputError(f"{what}: {'; '.join(parts)} (weights hold {', '.join(weights)})")
+    out = {}
+    for name, w in weights.items():
+        a = _numeric(np.asarray(arrays[name]), f"{what} {name}")
+        if a.shape != w.shape:
+            hint = " (transposed?)" if a.shape == w.shape[::-1] and a.ndim == 2 else ""
+            raise InputError(f"{what} {name} has shape {a.shape}, weights {w.shape}{hint}")
+        out[name] = a
+    return out
+
+
+@dataclass
+class Batch:
+    """One batch: obs (N, D), actions (N,), and advantages (N,) or rewards with episode bounds."""
+
+    obs: np.ndarray | SparseRows
+    actions: np.ndarray
+    advantages: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
+
+
+def check_batch(batch: dict, w1_shape: tuple[int, int], head) -> Batch:
+    """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1)."""
+    has_adv, has_rewards = "advantages" in batch, "rewards" in batch or "episode_ends" in batch
+    expected = ["obs", "actions", "advantages"] if has_adv else ["obs", "actions"]
+    if has_adv and has_rewards:
+        raise InputError(
+            "batch: holds advantages and rewards; give one (rewards with episode_ends)"
+        )
+    if not has_adv:
+        expected += ["rewards", "episode_ends"]
+    missing = [k for k in expected if k not in batch]
+    extra = sorted(k for k in batch if k not in expected)
+    if missing or extra:
+        what = f"missing {', '.join(missing)}" if missing else f"unexpected {', '.join(extra)}"
+        raise InputError(
+            f"batch: {what}; expected obs, actions and advantages (or rewards and episode_ends)"
+        )
+    obs = np.asarray(batch["obs"])
+    if obs.ndim != 2 or obs.shape[0] == 0:
+        raise InputError(f"batch obs must have shape (N, {w1_shape[0]}), N >= 1, got {obs.shape}")
+    if obs.shape[1] != w1_shape[0]:
+        hint = " (W1 transposed? pgrl's W1 is (obs_dim, H1))" if obs.shape[1] == w1_shape[1] else ""
+        raise InputError(
+            f"batch obs has {obs.shape[1]} columns, but weights W1 takes {w1_shape[0]} inputs{hint}"
+        )
+    n = obs.shape[0]
+    vectors = {}
+    for key in expected[1:]:
+        v = np.asarray(batch[key])
+        if v.shape != (n,):
+            hint = f"; save {key}.ravel()" if v.size == n else ""
+            raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
+        vectors[key] = v
+    if is_mostly_zero(obs):  # Pong's frame differences: only the nonzeros enter the first layer
+        x = SparseRows.from_dense(obs)
+    else:
+        x = _numeric(obs, "batch obs")
+    actions = head.check_actions(vectors["actions"])
+    if has_adv:
+        return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
+    ends = _numeric(vectors["episode_ends"], "batch episode_ends")
+    if not np.all((ends == 0) | (ends == 1)) or ends[-1] != 1:
+        raise InputError(
+            "batch episode_ends must be 0/1 flags marking each episode's last step, "
+            "the batch's last step included"
+        )
+    bounds = np.concatenate([[0], np.flatnonzero(ends) + 1])
+    return Batch(
+        x, actions, rewards=_numeric(vectors["rewards"], "batch rewards"), ep_bounds=bounds
+    )
+
+
+# ----- the network, forward and backward, with the ReLU mask as a knob -----
+
+
+def _affine(h, weights: dict, i: int) -> np.ndarray:
+    """``h @ W_i + b_i`` (no bias term without ``b_i``), for dense ``h`` or SparseRows."""
+    w = weights[f"W{i}"]
+    a = h.matmul(w) if isinstance(h, SparseRows) else h @ w
+    return a + weights[f"b{i}"] if f"b{i}" in weights else a
+
+
+def forward(weights: dict, obs) -> tuple[list, np.ndarray]:
+    """Activations ``[h_0 = obs, h_1, ..., h_L]`` and logits ``z`` (N, k) of the ReLU MLP."""
+    n = sum(k[0] == "W" for k in weights)
+    hs = [obs]
+    for i in range(1, n):
+        hs.append(np.maximum(_affine(hs[-1], weights, i), 0.0))
+    return hs, _affine(hs[-1], weights, n)
+
+
+def backward(weights: dict, hs: list, dz: np.ndarray, strict_mask: bool = False) -> dict:
+    """``dL/dW_i`` (and ``dL/db_i``) from ``dz = dL/dz`` (N, k).
+
+    The ReLU backward zeroes ``dh`` where ``h <= 0``; ``strict_mask`` zeroes it where ``h < 0``,
+    which after the clamp ``h = max(a, 0)`` is nowhere.
+    """
+    grads, dh = {}, dz
+    for i in range(len(hs), 0, -1):
+        h = hs[i - 1]
+        grads[f"W{i}"] = h.rmatmul(dh) if isinstance(h, SparseRows) else h.T @ dh
+        if f"b{i}" in weights:
+            grads[f"b{i}"] = dh.sum(axis=0)
+        if i > 1:
+            dh = dh @ weights[f"W{i}"].T
+            dh[(h < 0) if strict_mask else (h <= 0)] = 0.0
+    return {name: grads[name] for name in weights}
+
+
+# ----- matching -----
+
+
+def _layer_error(user: np.ndarray, pred: np.ndarray, ulp=None) -> float:
+    """Largest difference relative to the layer's largest value; inf for NaN.
+
+    ``ulp``: the spacing of the user's numbers; a difference within it is their last bit.
+    """
+    diff = np.abs(user - pred)
+    if ulp is not None:
+        diff = np.maximum(diff - ulp, 0.0)
+    worst = float(np.max(diff, initial=0.0))
+    if worst == 0.0:
+        return 0.0
+    scale = max(float(np.max(np.abs(user), initial=0.0)), float(np.max(np.abs(pred), initial=0.0)))
+    error = worst / scale if scale > 0 else np.inf
+    return float(np.inf) if np.isnan(error) else float(error)
+
+
+@dataclass
+class Candidate:
+    """One set of causes, the numbers they predict, and how far the user's are from them."""
+
+    causes: tuple[str, ...]
+    arrays: dict[str, np.ndarray]
+    errors: dict[str, float]  # per layer
+
+    @property
+    def error(self) -> float:
+        return max(self.errors.values())
+
+
+@dataclass
+class Part:
+    """The diagnosis of the gradients or of the step: every candidate, and the one that fits."""
+
+    name: str  # "gradients" or "step"
+    labels: dict[str, str]  # cause key -> label
+    candidates: list[Candidate]  # the first is pgrl's correct math (no cause)
+    user: dict[str, np.ndarray]  # the user's numbers; for the step, after - W as candidates'
+    excused: set[str] = field(default_factory=set)  # causes that cancel out (the gist's signs)
+    hint: str = ""  # what else would fit, when nothing known does
+
+    def __post_init__(self):
+        self.best, self.matched, self.float32, self.ties = select(self.candidates)
+
+    @property
+    def blind(self) -> list[str]:
+        """Causes that, added to the match, fit as well: this batch cannot rule them out."""
+        if not self.matched:
+            return []
+        limit = max(NEAR * self.best.error, TOL64)
+        have = set(self.best.causes)
+        supersets = [c for c in self.candidates if c.error <= limit and have < set(c.causes)]
+        extra = [set(c.causes) - have for c in supersets]
+        return [self.labels[e.pop()] for e in extra if len(e) == 1]
+
+    @property
+    def correct(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def causes(self) -> list[str]:
+        """Labels of the matched causes, float32 precision included; [] when correct."""
+        if not self.matched:
+            return []
+        out = [self.labels[c] for c in self.best.causes if c not in self.excused]
+        return out + ["float32 precision"] if self.float32 else out
+
+    @property
+    def status(self) -> str:
+        """``correct``, ``known`` (causes explain the numbers) or ``unknown``."""
+        if not self.matched:
+            return "unknown"
+        return "known" if self.causes else "correct"
+
+    def summary(self) -> str:
+        """The matched causes, the part and the fit: ``"mean instead of sum (gradients, ...)"``."""
+        named = [self.labels[c] for c in self.best.causes if c not in self.excused]
+        precision = "float32 precision, " if self.float32 else ""
+        if not named:
+            return f"float32 precision ({self.name}, rel. error {self.best.error:.2g})"
+        return f"{' + '.join(named)} ({self.name}, {precision}rel. error {self.best.error:.2g})"
+
+    def describe(self, causes: tuple[str, ...]) -> str:
+        return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
+
+
+def select(candidates: list[Candidate]) -> tuple[Candidate, bool, bool, list]:
+    """(best, matched, float32, ties): the closest fit, the fewest causes among equal fits."""
+    best_error = min(c.error for c in candidates)
+    if best_error > TOL32:
+        return min(candidates, key=lambda c: (c.error, len(c.causes))), False, False, []
+    near = [c for c in candidates if c.error <= max(NEAR * best_error, TOL64)]
+    best = min(near, key=lambda c: (len(c.causes), c.error))
+    ties = [c.causes for c in near if len(c.causes) == len(best.causes) and c is not best]
+    return best, True, best.error > TOL64, ties
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`explain` found: the gradients' part, the step's (with ``after``), the verdict.
+
+    ``exit_code``: 0 when the numbers are pgrl's correct math, 1 when known causes explain them,
+    3 when none does. ``lines()`` is the report: the verdict, then a per-layer table.
+    """
+
+    gradients: Part
+    step: Part | None
+    n_steps: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def parts(self) -> list[Part]:
+        return [p for p in (self.gradients, self.step) if p is not None]
+
+    @property
+    def status(self) -> str:
+        """``correct``, ``known`` or ``unknown``: the worst of the parts."""
+        order = ("correct", "known", "unknown")
+        return max((p.status for p in self.parts), key=order.index)
+
+    @property
+    def exit_code(self) -> int:
+        return {"correct": EXIT_CORRECT, "known": EXIT_KNOWN, "unknown": EXIT_UNKNOWN}[self.status]
+
+    @property
+    def verdict(self) -> str:
+        """One line: correct, the known causes, or where the numbers differ most."""
+        parts = self.parts
+        if self.status == "correct":
+            what = " and ".join("RMSprop step" if p.name == "step" else p.name for p in parts)
+            error = max(p.best.error for p in parts)
+            return f"correct: your {what} match pgrl's mathematics (rel. error {error:.2g})"
+        known = [p.summary() for p in parts if p.status == "known"]
+        unknown = [p for p in parts if p.status == "unknown"]
+        if not unknown:
+            n = len({label for p in parts for label in p.causes})
+            return f"known cause{'s' if n > 1 else ''}: " + "; ".join(known)
+        texts = []
+        for p in unknown:
+            errors = p.correct.errors
+            layer = max(errors, key=lambda k: (errors[k], k))
+            closest = ""
+            if p.best.causes:
+                closest = f"; closest: {p.describe(p.best.causes)}, rel. error {p.best.error:.2g}"
+            verb = "differ" if p.name == "gradients" else "differs"
+            texts.append(
+                f"your {p.name} {verb} from pgrl's most in {layer} "
+                f"(rel. error {errors[layer]:.2g}{closest})" + (f"; {p.hint}" if p.hint else "")
+            )
+        return "no known cause: " + "; ".join(texts + known)
+
+    def lines(self) -> list[str]:
+        """The report: the verdict, a per-layer table, what "match" stands for, notes."""
+        header = f"{'':14}{'shape':>14}{'max|yours|':>12}{'max|pgrl|':>12}{'vs pgrl':>10}"
+        out = [self.verdict, "", header + f"{'vs match':>10}"]
+        for p in self.parts:
+            for k, user in p.user.items():
+                ref = p.correct.arrays[k]
+                out.append(
+                    f"{('gradient ' if p.name == 'gradients' else 'step ') + k:14}"
+                    f"{str(user.shape):>14}{np.max(np.abs(user)):>12.4g}"
+                    f"{np.max(np.abs(ref)):>12.4g}{p.correct.errors[k]:>10.2g}"
+                    f"{p.best.errors[k]:>10.2g}"
+                )
+        out.append("")
+        for p in self.parts:
+            what = "match" if p.matched else "closest"
+            line = f"{p.name}: {what} = {p.describe(p.best.causes)}"
+            if p.float32:
+                line += ", to float32 precision"
+            if p.ties:
+                line += "; as close: " + ", ".join(p.describe(t) for t in p.ties)
+            out.append(line)
+            if p.blind:
+                out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
+        if self.step is not None:
+            out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
+        return out + self.notes + SIGN_NOTE
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def explain(
+    weights,
+    batch,
+    grads,
+    after=None,
+    *,
+    optimizer: RMSprop | None = None,
+    reduction: str = "sum",
+    gamma: float = 0.99,
+    reset_on_nonzero: bool = False,
+    standardize: str = "episode",
+    head: str = "bernoulli",
+) -> Diagnosis:
+    """Which known mistake, if any, explains a user's gradients (and step) for one batch.
+
+    Args:
+        weights: dict or ``.npz`` path: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1), and
+            ``b1``, ... with biases.
+        batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1, and
+            ``advantages`` (N,), or ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags.
+        grads: the user's gradients, names and shapes of ``weights``, in pgrl's sign: ``dL/dW``
+            of ``L = sum_t A_t * BCE(a_t, z_t)``.
+        after: the user's weights after one optimizer step from zero optimizer state, or None.
+        optimizer: the RMSprop settings the user meant (Karpathy's defaults when None).
+        reduction: ``"sum"`` or ``"mean"``, the loss the user meant.
+        gamma, reset_on_nonzero, standardize: the returns the user meant, when the batch holds
+            rewards (as :func:`pgrl.returns.compute_advantages`).
+        head: ``"bernoulli"``.
+
+    Returns:
+        a :class:`Diagnosis`.
+
+    Raises:
+        InputError: one line naming a missing array, a shape that does not fit, a bad file.
+    """
+    if head not in HEADS:
+        raise InputError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if reduction not in REDUCTIONS:
+        raise InputError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if standardize not in STANDARDIZE:
+        raise InputError(
+            f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}"
+        )
+    if not 0.0 <= gamma <= 1.0:
+        raise InputError(f"gamma must be in [0, 1], got {gamma}")
+    optimizer = optimizer or RMSprop()
+    out_head = HEADS[head]
+    w = check_network(load_arrays(weights, "weights"), out_head)
+    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, out_head)
+    user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
+    raw_after = None if after is None else load_arrays(after, "after")
+    user_after = None if raw_after is None else check_like(raw_after, w, "after")
+    n = len(b.actions)
+
+    labels = gradient_causes(reduction, standardize, reset_on_nonzero, b.rewards is not None)
+    hs, z = forward(w, b.obs)
+    backward_cache = {}
+
+    def predict_grads(combo):
+        mode = next((c[len("standardize_") :] for c in combo if c.startswith("standardize_")), None)
+        key = (mode or standardize, reset_on_nonzero ^ ("reset" in combo))
+        key += ("logit" in combo, "relu_mask" in combo)
+        if key not in backward_cache:
+            if b.advantages is not None:
+                adv = b.advantages
+            else:
+                adv = compute_advantages(b.rewards, b.ep_bounds, gamma, key[1], key[0])
+            dz = adv[:, None] * out_head.dlogits(z, b.actions, key[2])
+            backward_cache[key] = backward(w, hs, dz, strict_mask=key[3])
+        used = ({"sum", "mean"} - {reduction}).pop() if "reduction" in combo else reduction
+        scale = (1.0 / n if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
+        return {k: g * scale for k, g in backward_cache[key].items()}
+
+    candidates = []
+    for combo in combinations(labels):
+        pred = predict_grads(combo)
+        errors = {k: _layer_error(user_grads[k], pred[k]) for k in w}
+        candidates.append(Candidate(combo, pred, errors))
+    gradients = Part("gradients", labels, candidates, user_grads)
+
+    step = None
+    if user_after is not None:
+        step_labels = step_causes(optimizer.epsilon_inside_sqrt)
+        ulp = {
+            k: np.spacing(np.abs(a)).astype(np.float64) if a.dtype.kind == "f" else 0.0
+            for k, a in raw_after.items()
+        }
+        step_candidates = []
+        for combo in combinations(step_labels):
+            pred = rmsprop_step(w, user_grads, optimizer, combo)
+            errors = {k: _layer_error(user_after[k] - w[k], pred[k], ulp[k]) for k in w}
+            step_candidates.append(Candidate(combo, pred, errors))
+        user_step = {k: user_after[k] - w[k] for k in w}
+        step = Part("step", step_labels, step_candidates, user_step)
+        if not step.matched:
+            step.hint = learning_rate_hint(step, optimizer.learning_rate)
+
+    notes = []
+    if (
+        step is not None
+        and gradients.matched
+        and step.matched
+        and "sign" in gradients.best.causes
+        and "ascent" in step.best.causes
+    ):
+        gradients.excused.add("sign")
+        step.excused.add("ascent")
+        notes.append(
+            "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
+            "a descent step on L, as pgrl's"
+        )
+    return Diagnosis(gradients, step, n, notes)
+
+
+def rmsprop_step(weights: dict, grads: dict, optimizer: RMSprop, causes=()) -> dict:
+    """``W_after - W`` of one RMSprop step from zero state, with the optimizer ``causes``."""
+    lr = optimizer.learning_rate
+    opt = RMSprop(
+        learning_rate=float(np.float32(lr)) if "lr_float32" in causes else lr,
+        decay=optimizer.decay,
+        epsilon=optimizer.epsilon,
+        epsilon_inside_sqrt=optimizer.epsilon_inside_sqrt ^ ("epsilon" in causes),
+    )
+    params = {k: v.copy() for k, v in weights.items()}
+    g = {k: -v for k, v in grads.items()} if "ascent" in causes else grads
+    opt.step(params, g, opt.init_state(params))
+    return {k: params[k] - weights[k] for k in weights}
+
+
+def learning_rate_hint(step: Part, learning_rate: float) -> str:
+    """A learning rate under which a step candidate fits the user's step, as a hint, or ""."""
+    user = np.concatenate([v.ravel() for v in step.user.values()])
+    best = None
+    for c in step.candidates:
+        pred = np.concatenate([c.arrays[k].ravel() for k in step.user])
+        norm = float(pred @ pred)
+        if norm == 0:
+            continue
+        ratio = float(user @ pred) / norm  # the step is proportional to the learning rate
+        error = max(_layer_error(step.user[k], ratio * c.arrays[k]) for k in step.user)
+        if ratio > 0 and error <= TOL32 and (best is None or error < best[0]):
+            best = (error, ratio, c.causes)
+    if best is None:
+        return ""
+    with_causes = f" with {step.describe(best[2])}" if best[2] else ""
+    return (
+        f"a learning rate of {learning_rate * best[1]:.3g} instead of {learning_rate:g} fits"
+        f"{with_causes} (--set optimizer.learning_rate=...)"
+    )
+
+
+def settings(overrides: list[str] | None) -> dict:
+    """:func:`explain`'s keyword arguments from ``--set section.key=value`` strings.
+
+    Values are read and checked as ``pgrl train`` reads them; keys that describe anything but
+    the optimizer, the loss's reduction or the returns are refused (the network comes from the
+    weights).
+    """
+    from pgrl.config import ConfigError, from_dict, parse_override
+
+    data: dict[str, dict] = {}
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        if f"{section}.{key}" not in SETTINGS:
+            raise ConfigError(
+                f"--set {section}.{key}: not used by pgrl diagnose; it reads " + ", ".join(SETTINGS)
+            )
+        data.setdefault(section, {})[key] = value
+    cfg = from_dict(data, "--set")
+    o = cfg.optimizer
+    return {
+        "optimizer": RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),
+        "reduction": cfg.policy.reduction,
+        "gamma": cfg.train.gamma,
+        "reset_on_nonzero": cfg.train.reset_on_nonzero,
+        "standardize": cfg.train.standardize,
+    }

@@ -1,0 +1,554 @@
+"""pgrl diagnose: each mistake, made independently here (plain NumPy by hand, TensorFlow, Keras's
+own RMSprop), is named; correct numbers are correct; random ones match nothing; bad input is one
+line and exit 2. docs/diagnose.md's worked examples run and print what the page shows."""
+
+import itertools
+import os
+import pickle
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgrl.cli import main as cli_main
+from pgrl.diagnose import explain
+from pgrl.optim import RMSprop
+from pgrl.policies import make_policy
+from pgrl.sparse import random_frame_differences
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "diagnose.md"
+N, OBS_DIM, HIDDEN = 12, 5, 6
+ENDS = np.zeros(N, np.int64)
+ENDS[[3, 7, 11]] = 1  # three episodes of four steps
+GAMMA = 0.9
+
+
+@pytest.fixture(scope="module")
+def tf():
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def case():
+    """Weights (one hidden layer, no biases), a batch, and its rewards."""
+    rng = np.random.default_rng(7)
+    weights = {
+        "W1": rng.standard_normal((OBS_DIM, HIDDEN)) / np.sqrt(OBS_DIM),
+        "W2": rng.standard_normal((HIDDEN, 1)) / np.sqrt(HIDDEN),
+    }
+    obs = rng.standard_normal((N, OBS_DIM))
+    actions = (rng.random(N) < 0.5).astype(np.int64)
+    rewards = np.array([0, 1, 0, -1, 0, 0, 1, 0, -1, 0, 0, 1], np.float64)
+    h = obs @ weights["W1"]
+    assert 0 < np.sum(h <= 0) < h.size  # dead units: the ReLU mask matters
+    return weights, obs, actions, rewards
+
+
+# ----- the user's side, written here without pgrl -----
+
+
+def hand_returns(rewards, ends, gamma, reset=False, standardize="episode"):
+    """Discounted returns, standardized per episode, per batch or not at all."""
+    out, running = np.zeros(len(rewards)), 0.0
+    for t in reversed(range(len(rewards))):
+        if ends[t] or (reset and rewards[t] != 0):
+            running = 0.0
+        running = rewards[t] + gamma * running
+        out[t] = running
+    if standardize == "batch":
+        return (out - out.mean()) / out.std()
+    if standardize == "episode":
+        starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
+        for lo, hi in zip(starts, np.flatnonzero(ends) + 1, strict=True):
+            out[lo:hi] = (out[lo:hi] - out[lo:hi].mean()) / out[lo:hi].std()
+    return out
+
+
+def hand_gradients(w, x, y, adv, logit=False, mean=False, strict_mask=False, minus=True):
+    """A gist-style backward pass for one hidden layer, with the mistakes switchable."""
+    h = np.maximum(x @ w["W1"], 0)
+    z = h @ w["W2"]
+    out = z if logit else 1 / (1 + np.exp(-z))
+    dz = (out - y[:, None]) * adv[:, None]
+    if mean:
+        dz = dz / len(y)
+    if not minus:
+        dz = -dz
+    dh = dz @ w["W2"].T
+    dh[(h < 0) if strict_mask else (h <= 0)] = 0
+    return {"W1": x.T @ dh, "W2": h.T @ dz}
+
+
+def hand_step(w, g, lr=1e-4, decay=0.99, eps=1e-5, inside=False, ascent=False):
+    """One RMSprop step from zero state."""
+    out = {}
+    for k in w:
+        v = (1 - decay) * g[k] ** 2
+        denom = np.sqrt(v + eps) if inside else np.sqrt(v) + eps
+        out[k] = w[k] + lr * g[k] / denom if ascent else w[k] - lr * g[k] / denom
+    return out
+
+
+def tf_gradients(tf, w, x, y, adv, dtype="float64", loss="sum"):
+    """tf.GradientTape of the REINFORCE loss, as a TensorFlow port writes it."""
+    import keras
+
+    params = {k: tf.Variable(v.astype(dtype)) for k, v in w.items()}
+    n_layers = sum(k.startswith("W") for k in w)
+    labels = tf.constant(y[:, None], dtype)
+    with tf.GradientTape() as tape:
+        h = tf.constant(x, dtype)
+        for i in range(1, n_layers + 1):
+            h = h @ params[f"W{i}"] + (params[f"b{i}"] if f"b{i}" in params else 0)
+            if i < n_layers:
+                h = tf.nn.relu(h)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=h)[:, 0]
+        if loss == "keras_mean":  # Keras's loss object averages over the batch
+            # (and computes in float32 unless told otherwise)
+            bce_mean = keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
+            objective = bce_mean(labels, h, sample_weight=tf.constant(adv, dtype))
+        elif loss == "no_minus":  # sum A log pi, handed to a minimizer
+            objective = tf.reduce_sum(tf.constant(adv, dtype) * -bce)
+        else:
+            objective = tf.reduce_sum(tf.constant(adv, dtype) * bce)
+    grads = tape.gradient(objective, params)
+    return {k: grads[k].numpy() for k in w}
+
+
+def keras_step(tf, w, g, dtype, lr=1e-4, rho=0.99, eps=1e-5):
+    """Weights after one step of Keras's own RMSprop."""
+    import keras
+
+    names = list(w)
+    variables = [keras.Variable(w[k].astype(dtype)) for k in names]
+    opt = keras.optimizers.RMSprop(learning_rate=lr, rho=rho, epsilon=eps)
+    opt.apply_gradients(
+        [(tf.constant(g[k].astype(dtype)), v) for k, v in zip(names, variables, strict=True)]
+    )
+    return {k: v.numpy() for k, v in zip(names, variables, strict=True)}
+
+
+def batch_with(obs, actions, adv=None, rewards=None):
+    if adv is not None:
+        return {"obs": obs, "actions": actions, "advantages": adv}
+    return {"obs": obs, "actions": actions, "rewards": rewards, "episode_ends": ENDS}
+
+
+# ----- correct numbers are correct -----
+
+
+def test_tensorflow_gradients_are_correct(case, tf):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g = tf_gradients(tf, w, obs, actions, adv)
+    d = explain(w, batch_with(obs, actions, adv), g)
+    assert d.status == "correct" and d.exit_code == 0, d
+    assert d.gradients.best.error < 1e-12 and d.gradients.blind == []
+    assert d.verdict.startswith("correct: your gradients match pgrl's mathematics")
+    # from rewards: the returns pgrl computes are the ones computed by hand above
+    d = explain(w, batch_with(obs, actions, rewards=rewards), g, gamma=GAMMA)
+    assert d.status == "correct", d
+
+
+def test_biases_deeper_nets_and_mean_reduction_against_tensorflow(tf):
+    rng = np.random.default_rng(3)
+    policy = make_policy("numpy", obs_dim=4, hidden_sizes=(7, 5), bias=True, seed=3)
+    w = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in policy.get_weights().items()}
+    obs, actions, adv = rng.standard_normal((9, 4)), rng.integers(0, 2, 9), rng.standard_normal(9)
+    g = tf_gradients(tf, w, obs, actions, adv)
+    assert explain(w, batch_with(obs, actions, adv), g).status == "correct"
+    g_mean = tf_gradients(tf, w, obs, actions, adv, loss="keras_mean")
+    assert explain(w, batch_with(obs, actions, adv), g_mean, reduction="mean").status == "correct"
+    d = explain(w, batch_with(obs, actions, adv), g)
+    mean = explain(w, batch_with(obs, actions, adv), g_mean)
+    assert d.gradients.best.causes == () and mean.gradients.best.causes == ("reduction",)
+    # and pgrl's own NumPy backend, on the same numbers
+    policy.set_weights(w)
+    assert explain(
+        w, batch_with(obs, actions, adv), policy.gradients(obs, actions, adv)
+    ).status == ("correct")
+
+
+def test_pong_frame_differences(tf):
+    """int8, mostly-zero observations (the sparse first layer) against TensorFlow."""
+    rng = np.random.default_rng(0)
+    obs = random_frame_differences(rng, 30, 400)
+    w = {"W1": rng.standard_normal((400, 8)) / 20, "W2": rng.standard_normal((8, 1)) / 3}
+    actions, adv = rng.integers(0, 2, 30), rng.standard_normal(30)
+    g = tf_gradients(tf, w, obs.astype(np.float64), actions, adv)
+    assert explain(w, batch_with(obs, actions, adv), g).status == "correct"
+    g_logit = hand_gradients(w, obs.astype(np.float64), actions, adv, logit=True)
+    d = explain(w, batch_with(obs, actions, adv), g_logit)
+    assert d.gradients.best.causes == ("logit",)
+
+
+# ----- each gradient mistake, and every pair of them -----
+
+GRADIENT_MISTAKES = ["logit", "reduction", "relu_mask", "sign", "std_none", "std_batch", "reset"]
+COMBOS = [
+    c
+    for k in (1, 2)
+    for c in itertools.combinations(GRADIENT_MISTAKES, k)
+    if not {"std_none", "std_batch"} <= set(c)
+]
+
+
+@pytest.mark.parametrize("mistakes", COMBOS, ids="+".join)
+def test_gradient_mistakes_and_pairs_are_named(case, mistakes):
+    w, obs, actions, rewards = case
+    standardize = "none" if "std_none" in mistakes else "batch" if "std_batch" in mistakes else None
+    adv = hand_returns(
+        rewards, ENDS, GAMMA, reset="reset" in mistakes, standardize=standardize or "episode"
+    )
+    g = hand_gradients(
+        w,
+        obs,
+        actions,
+        adv,
+        logit="logit" in mistakes,
+        mean="reduction" in mistakes,
+        strict_mask="relu_mask" in mistakes,
+        minus="sign" not in mistakes,
+    )
+    d = explain(w, batch_with(obs, actions, rewards=rewards), g, gamma=GAMMA)
+    expected = {m.replace("std_", "standardize_") for m in mistakes}
+    assert set(d.gradients.best.causes) == expected, d
+    assert d.exit_code == 1 and d.status == "known" and not d.gradients.float32
+    assert d.gradients.best.error < 1e-12
+
+
+def test_tensorflow_mistakes(case, tf):
+    """The mistakes as a TensorFlow port makes them: Keras's mean loss, a missing minus sign."""
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    batch = batch_with(obs, actions, adv)
+    d = explain(w, batch, tf_gradients(tf, w, obs, actions, adv, loss="keras_mean"))
+    assert d.gradients.best.causes == ("reduction",) and "mean instead of sum" in d.verdict
+    d = explain(w, batch, tf_gradients(tf, w, obs, actions, adv, loss="no_minus"))
+    assert d.gradients.best.causes == ("sign",) and "missing minus sign" in d.verdict
+
+
+def test_float32(case, tf):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g32 = tf_gradients(tf, w, obs, actions, adv, dtype="float32")
+    d = explain(w, batch_with(obs, actions, adv), g32)
+    assert d.gradients.float32 and d.gradients.best.causes == () and d.exit_code == 1
+    assert d.verdict.startswith("known cause: float32 precision (gradients")
+    g32 = tf_gradients(tf, w, obs, actions, adv, dtype="float32", loss="keras_mean")
+    d = explain(w, batch_with(obs, actions, adv), g32)
+    assert d.gradients.float32 and d.gradients.best.causes == ("reduction",)
+
+
+def test_tiny_network_logit_with_either_sign():
+    """The README's network: dW2 = [42, 56, 70] against the correct [3, 4, 5] (advantage +1)."""
+    w = {"W1": np.arange(6.0).reshape(2, 3), "W2": np.arange(3.0).reshape(3, 1)}
+    x, y = np.array([[0.0, 1.0]]), np.array([0])
+    g = {"W1": np.array([[0, 0, 0], [0, 14, 28.0]]), "W2": np.array([[42.0], [56], [70]])}
+    d = explain(w, batch_with(x, y, np.ones(1)), g)
+    assert d.verdict == "known cause: logit used in place of sigmoid (gradients, rel. error 0)"
+    # one step and no hidden unit off: the batch cannot tell mean from sum, nor the ReLU mask
+    assert d.gradients.blind == ["mean instead of sum", "ReLU mask h < 0 (masks nothing)"]
+    # the gist's sign (ascent direction) is the same numbers with advantage -1
+    d = explain(w, batch_with(x, y, -np.ones(1)), g)
+    assert set(d.gradients.best.causes) == {"logit", "sign"}
+    correct = {"W1": np.array([[0, 0, 0], [0, 1, 2.0]]), "W2": np.array([[3.0], [4], [5]])}
+    sig = 1 / (1 + np.exp(-14.0))
+    d = explain(w, batch_with(x, y, np.ones(1)), {k: v * sig for k, v in correct.items()})
+    assert d.status == "correct"
+
+
+# ----- the step -----
+
+
+def test_keras_rmsprop_is_epsilon_inside_the_square_root(case, tf):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    batch = batch_with(obs, actions, adv)
+    g32 = tf_gradients(tf, w, obs, actions, adv, dtype="float32")
+    d = explain(w, batch, g32, keras_step(tf, w, g32, "float32"))
+    assert d.step.best.causes == ("epsilon",) and d.step.float32, d
+    assert "epsilon inside the square root (step, float32 precision" in d.verdict
+    # float64: Keras also keeps the learning rate in float32
+    g64 = tf_gradients(tf, w, obs, actions, adv)
+    d = explain(w, batch, g64, keras_step(tf, w, g64, "float64"))
+    assert set(d.step.best.causes) == {"epsilon", "lr_float32"} and not d.step.float32, d
+    assert d.gradients.status == "correct" and d.exit_code == 1
+    # 2**-10 is exact in float32: the epsilon alone, or nothing for a user who meant Keras's form
+    after = keras_step(tf, w, g64, "float64", lr=2**-10)
+    d = explain(w, batch, g64, after, optimizer=RMSprop(learning_rate=2**-10))
+    assert d.step.best.causes == ("epsilon",) and d.exit_code == 1
+    keras_form = RMSprop(learning_rate=2**-10, epsilon_inside_sqrt=True)
+    assert explain(w, batch, g64, after, optimizer=keras_form).status == "correct"
+    # a learning rate other than the one meant matches nothing, and the verdict says which fits
+    d = explain(w, batch, g64, after)
+    assert d.exit_code == 3 and "a learning rate of 0.000977 instead of 0.0001 fits" in d.verdict
+
+
+@pytest.mark.parametrize(
+    "mistakes",
+    [(), ("epsilon",), ("lr_float32",), ("ascent",), ("epsilon", "ascent")],
+    ids=lambda m: "+".join(m) or "correct",
+)
+def test_step_mistakes(case, mistakes):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g = hand_gradients(w, obs, actions, adv)
+    lr = float(np.float32(1e-4)) if "lr_float32" in mistakes else 1e-4
+    after = hand_step(w, g, lr=lr, inside="epsilon" in mistakes, ascent="ascent" in mistakes)
+    d = explain(w, batch_with(obs, actions, adv), g, after)
+    assert d.step.best.causes == mistakes and d.step.matched, d
+    assert d.exit_code == (1 if mistakes else 0)
+
+
+def test_the_gists_signs_cancel(case):
+    """Gradients -dL/dW added to the weights (Karpathy's gist) are a correct descent step."""
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g = hand_gradients(w, obs, actions, adv, minus=False)
+    d = explain(w, batch_with(obs, actions, adv), g, hand_step(w, g, ascent=True))
+    assert d.exit_code == 0 and d.status == "correct", d
+    assert any("Karpathy's gist" in line for line in d.lines())
+    # subtracted instead, they climb the loss
+    d = explain(w, batch_with(obs, actions, adv), g, hand_step(w, g))
+    assert d.exit_code == 1 and d.gradients.best.causes == ("sign",)
+
+
+# ----- nothing matches -----
+
+
+def test_random_numbers_match_nothing(case):
+    w, obs, actions, rewards = case
+    rng = np.random.default_rng(1)
+    g = {k: rng.standard_normal(v.shape) for k, v in w.items()}
+    d = explain(w, batch_with(obs, actions, rewards=rewards), g, gamma=GAMMA)
+    assert d.status == "unknown" and d.exit_code == 3
+    assert re.match(r"no known cause: your gradients differ from pgrl's most in W[12] ", d.verdict)
+    # a correct gradient with a random step: the step is what differs
+    g = hand_gradients(w, obs, actions, hand_returns(rewards, ENDS, GAMMA))
+    after = {k: v + 1e-3 * rng.standard_normal(v.shape) for k, v in w.items()}
+    d = explain(w, batch_with(obs, actions, rewards=rewards), g, after, gamma=GAMMA)
+    assert d.gradients.status == "correct" and d.step.status == "unknown"
+    assert d.verdict.startswith("no known cause: your step differs from pgrl's most in W")
+
+
+def test_one_layer_wrong_names_that_layer(case):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g = hand_gradients(w, obs, actions, adv)
+    g["W1"] = g["W1"] * 1.5
+    d = explain(w, batch_with(obs, actions, adv), g)
+    assert "differ from pgrl's most in W1" in d.verdict and d.exit_code == 3
+
+
+# ----- the command: exit codes, and one line for every bad input -----
+
+
+def save(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path, case):
+    w, obs, actions, rewards = case
+    adv = hand_returns(rewards, ENDS, GAMMA)
+    g = hand_gradients(w, obs, actions, adv)
+    return {
+        "weights": save(tmp_path / "W.npz", **w),
+        "batch": save(tmp_path / "B.npz", obs=obs, actions=actions, advantages=adv),
+        "grads": save(tmp_path / "G.npz", **g),
+        "after": save(tmp_path / "A.npz", **hand_step(w, g, inside=True)),
+        "logit": save(tmp_path / "logit.npz", **hand_gradients(w, obs, actions, adv, logit=True)),
+    }
+
+
+def argv(files, **replace):
+    f = {**files, **replace}
+    return ["diagnose", "--weights", f["weights"], "--batch", f["batch"], "--grads", f["grads"]]
+
+
+def test_cli_exit_codes(files, capsys, tmp_path):
+    assert cli_main(argv(files)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("correct: your gradients match") and "gradient W1" in out[3]
+    assert cli_main(argv(files, grads=files["logit"])) == 1
+    assert capsys.readouterr().out.startswith("known cause: logit used in place of sigmoid")
+    assert cli_main(argv(files) + ["--after", files["after"]]) == 1
+    assert "epsilon inside the square root (step" in capsys.readouterr().out.splitlines()[0]
+    meant = ["--set", "optimizer.epsilon_inside_sqrt=true", "--optimizer", "rmsprop"]
+    assert cli_main(argv(files) + ["--after", files["after"], *meant]) == 0
+    capsys.readouterr()
+    rng = np.random.default_rng(0)
+    shapes = {k: v.shape for k, v in np.load(files["grads"]).items()}
+    noise = save(tmp_path / "noise.npz", **{k: rng.standard_normal(s) for k, s in shapes.items()})
+    assert cli_main(argv(files, grads=noise)) == 3
+    assert capsys.readouterr().out.startswith("no known cause")
+
+
+def bad_files(tmp_path, case):
+    """(name, argv replacement, extra args, expected words in the one-line error)."""
+    w, obs, actions, rewards = case
+    adv = np.ones(N)
+    with open(tmp_path / "pickled.npz", "wb") as f:
+        pickle.dump(w, f)
+    np.save(tmp_path / "one.npy", w["W1"])
+    np.savez(tmp_path / "objects.npz", W1=np.array([w["W1"], "x"], dtype=object), W2=w["W2"])
+    return [
+        ("no file", {"grads": str(tmp_path / "missing.npz")}, [], "no such file"),
+        ("pickle", {"grads": str(tmp_path / "pickled.npz")}, [], "is a Python pickle"),
+        ("npy", {"weights": str(tmp_path / "one.npy")}, [], "single .npy array"),
+        ("objects", {"grads": str(tmp_path / "objects.npz")}, [], "object arrays"),
+        ("directory", {"batch": str(tmp_path)}, [], "not a regular file"),
+        ("missing W2", {"grads": save(tmp_path / "g1.npz", W1=w["W1"])}, [], "missing W2"),
+        (
+            "transposed",
+            {"grads": save(tmp_path / "gt.npz", W1=w["W1"].T, W2=w["W2"])},
+            [],
+            "transposed",
+        ),
+        (
+            "gist W2",
+            {"weights": save(tmp_path / "w1d.npz", W1=w["W1"], W2=w["W2"][:, 0])},
+            [],
+            "2-D",
+        ),
+        ("no W", {"weights": save(tmp_path / "w0.npz", V1=w["W1"])}, [], "unexpected"),
+        (
+            "two logits",
+            {"weights": save(tmp_path / "w2.npz", W1=w["W1"], W2=np.ones((HIDDEN, 2)))},
+            [],
+            "one logit",
+        ),
+        (
+            "obs width",
+            {"batch": save(tmp_path / "b1.npz", obs=obs[:, :3], actions=actions, advantages=adv)},
+            [],
+            "columns",
+        ),
+        (
+            "no actions",
+            {"batch": save(tmp_path / "b2.npz", obs=obs, advantages=adv)},
+            [],
+            "missing actions",
+        ),
+        (
+            "actions 2",
+            {"batch": save(tmp_path / "b3.npz", obs=obs, actions=actions + 1, advantages=adv)},
+            [],
+            "0 or 1",
+        ),
+        (
+            "column actions",
+            {"batch": save(tmp_path / "b4.npz", obs=obs, actions=actions[:, None], advantages=adv)},
+            [],
+            "ravel",
+        ),
+        (
+            "both",
+            {
+                "batch": save(
+                    tmp_path / "b5.npz",
+                    obs=obs,
+                    actions=actions,
+                    advantages=adv,
+                    rewards=rewards,
+                    episode_ends=ENDS,
+                )
+            },
+            [],
+            "advantages and rewards",
+        ),
+        (
+            "open episode",
+            {
+                "batch": save(
+                    tmp_path / "b6.npz",
+                    obs=obs,
+                    actions=actions,
+                    rewards=rewards,
+                    episode_ends=np.zeros(N),
+                )
+            },
+            [],
+            "episode_ends",
+        ),
+        (
+            "NaN",
+            {"grads": save(tmp_path / "gn.npz", W1=w["W1"] * np.nan, W2=w["W2"])},
+            [],
+            "NaN",
+        ),
+        ("after shape", {}, ["--after", save(tmp_path / "a.npz", W1=w["W1"])], "after"),
+        ("setting", {}, ["--set", "policy.hidden_sizes=[3]"], "not used by pgrl diagnose"),
+        ("value", {}, ["--set", "optimizer.learning_rate=-1"], "learning_rate"),
+    ]
+
+
+def test_cli_bad_input_is_one_line(files, case, tmp_path, capsys):
+    for name, replace, extra, words in bad_files(tmp_path, case):
+        assert cli_main(argv(files, **replace) + extra) == 2, name
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert captured.out == "" and len(lines) == 1, (name, captured)
+        assert lines[0].startswith("pgrl diagnose: error: ") and words in lines[0], (name, lines)
+
+
+# ----- docs/diagnose.md: its examples run and print what the page shows -----
+
+
+def doc_blocks():
+    return re.findall(r"```(python|console)\n(.*?)```", DOCS.read_text(), flags=re.S)
+
+
+def same_output(shown: str, printed: str) -> bool:
+    """Equal text; numbers below 1e-6 (round-off, which varies with the BLAS) equal any other."""
+    a, b = shown.split(), printed.split()
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if x != y:
+            try:
+                fx, fy = float(x.strip("(),;")), float(y.strip("(),;"))
+            except ValueError:
+                return False
+            if max(abs(fx), abs(fy)) >= 1e-6:
+                return False
+    return True
+
+
+def test_docs_examples(tmp_path, monkeypatch, capsys, tf):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    commands, status = 0, None
+    for kind, block in doc_blocks():
+        if kind == "python":
+            exec(compile(block, str(DOCS), "exec"), namespace)
+            capsys.readouterr()
+            continue
+        for command, shown in re.findall(r"^\$ (.*)\n((?:(?!\$ ).*\n)*)", block, flags=re.M):
+            if command == "echo $?":
+                assert shown.strip() == str(status)
+                continue
+            args = shlex.split(command)
+            assert args[0] == "pgrl"
+            status = cli_main(args[1:])
+            printed = capsys.readouterr().out
+            assert same_output(shown, printed), f"{command}\nshown:\n{shown}\nprinted:\n{printed}"
+            commands += 1
+    assert commands >= 2
+    text = DOCS.read_text()
+    assert "logit used in place of sigmoid" in text and "epsilon inside the square root" in text
+
+
+def test_readme_example_prints_what_it_says(capsys):
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "pgrl.diagnose" in b
+    ]
+    exec(compile(block, "README.md", "exec"), {})
+    expected = block.strip().splitlines()[-1].removeprefix("# ")
+    assert capsys.readouterr().out.strip() == expected
