@@ -5,6 +5,7 @@ python scripts/bench.py rollout   # env steps/s of rollouts against the raw env
 python scripts/bench.py train     # env steps/s of whole training runs (updates included)
 python scripts/bench.py vector    # Pong's vector env candidates, with the policy in the loop
 python scripts/bench.py sweep     # a CartPole sweep: local executor vs namespaced Ray clusters
+python scripts/bench.py runner    # Pong's rollouts on Ray workers vs local envs; scaling model
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SUITES = {
     "train": "bench_train",
     "vector": "bench_vector",
     "sweep": "bench_sweep",
+    "runner": "bench_runner",
 }
 
 

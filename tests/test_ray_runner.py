@@ -110,7 +110,7 @@ def test_two_workers_of_two_envs_play_the_run_of_four_local_envs(
 
 
 def test_a_killed_rollout_worker_is_replaced_and_the_run_is_unchanged(cluster, tmp_path):
-    overrides = ["train.episodes=1000"]
+    overrides = ["train.episodes=1000"]  # solved (and stopped) after about 560
     out = cluster.private_dir / "kill"
     cmd = [sys.executable, "-m", "pgrl.cli", "train", CARTPOLE, *_sets([*overrides, *RAY_RUNNER])]
     driver = subprocess.Popen(
@@ -132,7 +132,7 @@ def test_a_killed_rollout_worker_is_replaced_and_the_run_is_unchanged(cluster, t
         time.sleep(0.05)
     _, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 0, stderr[-2000:]
-    assert replaced and _rows(out / "metrics.csv") == 1000
+    assert replaced, "no new rollout worker took the killed one's place"
     local = tmp_path / "local"
     _check(_pgrl("train", CARTPOLE, *_sets([*overrides, "env.num_envs=4"]), "--out", str(local)))
     _assert_same_run(out, local)

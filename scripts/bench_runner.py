@@ -1,0 +1,178 @@
+"""Pong's rollouts on Ray against the local runner, same episodes, in one run; and the scaling
+model those measurements give (namespaced Ray clusters from tests/ray_cluster.py; root only).
+
+    python scripts/bench.py runner [--episodes 20] [--batch 10] [--rounds 1]
+
+Settings, each a fresh ``pgrl train configs/pong.toml`` process playing the same ``--episodes``
+games (2 env slots, so every setting plays exactly the same games; the script checks it):
+
+- ``local-2envs``: ``env.num_envs = 2`` on this machine. The baseline.
+- ``ray-2nodes``: ``env.runner = "ray"``, 2 workers x 1 env on two nodes of one CPU each.
+- ``ray-1node``: the same 2 workers on one node with both CPUs.
+
+Figures per setting: recorded env steps per second of training (updates included; start-up of
+the process, Ray and the workers excluded), ratio to ``local-2envs``, and from ``updates.csv``
+the mean seconds per update of rollout (slowest worker), update, broadcast (weights into the
+object store) and transfer (the rest of the wait: scheduling, the weights' and the episodes'
+way).
+
+The scaling model (printed after the table) predicts a synchronous update with ``N`` workers
+of one env each and a batch of ``B`` games of ``L`` steps:
+
+    T(N) = ceil(B / N) * L * c_roll + B * L * c_update + t_fixed + N * W / bw + B * L * s / bw
+
+from ``c_roll`` (a worker's seconds per step, policy included), ``c_update`` (the learner's
+seconds per recorded step) and ``t_fixed`` (broadcast + transfer per update) measured on the
+``ray-2nodes`` setting; ``W`` the weights' bytes, ``s`` = 267 bytes per sparse Pong step and
+``bw`` the network bandwidth (``--bandwidth``, default 1.25e9 B/s, 10 Gbit/s), all stated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+PONG = str(ROOT / "configs" / "pong.toml")
+STEP_BYTES = 267  # a sparse int8 Pong step in pgrl's batches (see docs/results.md)
+# Games to a running return of -19 with configs/pong.toml (docs/results.md: 3,472 games, 4.3M steps)
+GAMES_TO_MINUS_19, STEPS_PER_GAME = 3472, 4.3e6 / 3472
+
+
+def _train_cmd(out: Path, episodes: int, batch: int, sets: list[str]) -> list[str]:
+    overrides = [
+        f"train.episodes={episodes}",
+        f"train.batch_episodes={batch}",
+        "log.progress=false",
+    ]
+    args = [a for s in [*overrides, *sets] for a in ("--set", s)]
+    return [sys.executable, "-m", "pgrl.cli", "train", PONG, *args, "--out", str(out)]
+
+
+def _measure(out: Path) -> dict:
+    with open(out / "updates.csv") as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads((out / "summary.json").read_text())
+    mean = {k: sum(float(r[f"{k}_seconds"]) for r in rows) / len(rows) for k in _PARTS}
+    steps = sum(int(r["batch_steps"]) for r in rows)
+    return {
+        "sps": summary["steps"] / summary["wall_time"],
+        "steps": steps,
+        "updates": len(rows),
+        **mean,
+    }
+
+
+_PARTS = ("rollout", "update", "broadcast", "transfer")
+
+
+def run_local(tmp: Path, episodes: int, batch: int) -> dict:
+    out = tmp / "local"
+    cmd = _train_cmd(out, episodes, batch, ["env.num_envs=2"])
+    subprocess.run(cmd, check=True, capture_output=True)
+    return {**_measure(out), "out": out}
+
+
+def run_ray(tmp: Path, name: str, nodes: int, cpus: int, episodes: int, batch: int) -> dict:
+    from ray_cluster import RayCluster
+
+    out = tmp / name
+    sets = ["env.runner=ray", "env.num_workers=2", "env.envs_per_worker=1"]
+    with RayCluster(nodes=nodes, cpus_per_node=cpus, prefix="pgrlbench") as cluster:
+        done = cluster.run_in_head(
+            _train_cmd(out, episodes, batch, sets), capture_output=True, text=True
+        )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-2000:])
+    return {**_measure(out), "out": out}
+
+
+def _same_games(a: Path, b: Path) -> bool:
+    def games(p):
+        with open(p / "metrics.csv") as f:
+            return [(r["return"], r["length"]) for r in csv.DictReader(f)]
+
+    return games(a) == games(b)
+
+
+def model(m: dict, workers: int, batch: int, weight_bytes: int, bw: float) -> dict:
+    """Predicted seconds per update, steps/s and hours to -19 (see the module docstring)."""
+    c_roll = m["rollout"] / (m["steps"] / m["updates"] / 2)  # 2 workers share a batch
+    c_update = m["update"] / (m["steps"] / m["updates"])
+    t_fixed = m["broadcast"] + m["transfer"]
+    steps = batch * STEPS_PER_GAME
+    t_roll = math.ceil(batch / workers) * STEPS_PER_GAME * c_roll
+    t_net = workers * weight_bytes / bw + steps * STEP_BYTES / bw
+    t = t_roll + steps * c_update + t_fixed + t_net
+    ideal = steps * c_roll / workers  # all workers busy, nothing else
+    return {
+        "t": t,
+        "sps": steps / t,
+        "efficiency": ideal / t,
+        "minutes": GAMES_TO_MINUS_19 / batch * t / 60,
+        "c_roll": c_roll,
+        "c_update": c_update,
+        "t_fixed": t_fixed,
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py runner")
+    parser.add_argument("--episodes", type=int, default=20, help="games per setting")
+    parser.add_argument("--batch", type=int, default=10, help="train.batch_episodes")
+    parser.add_argument("--bandwidth", type=float, default=1.25e9, help="bytes/s, for the model")
+    args = parser.parse_args(argv)
+    from ray_cluster import skip_reason
+
+    if reason := skip_reason("pgrlbench"):
+        raise SystemExit(f"bench.py runner: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        results = {"local-2envs": run_local(tmp, args.episodes, args.batch)}
+        results["ray-2nodes"] = run_ray(tmp, "ray-2nodes", 2, 1, args.episodes, args.batch)
+        results["ray-1node"] = run_ray(tmp, "ray-1node", 1, 2, args.episodes, args.batch)
+        same = all(_same_games(results["local-2envs"]["out"], r["out"]) for r in results.values())
+    base = results["local-2envs"]["sps"]
+    print(
+        f"Pong ({args.episodes} games, batches of {args.batch}), {time.strftime('%Y-%m-%d')}; "
+        f"every setting played the same games: {same}"
+    )
+    print("| setting | steps/s | x local | rollout s | update s | broadcast ms | transfer ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['sps']:,.0f} | {r['sps'] / base:.2f} | {r['rollout']:.2f} | "
+            f"{r['update']:.2f} | {1e3 * r['broadcast']:.1f} | {1e3 * r['transfer']:.1f} |"
+        )
+    weight_bytes = 6400 * 200 * 8 + 200 * 8  # configs/pong.toml: float64, no biases
+    m = results["ray-2nodes"]
+    c = model(m, 2, args.batch, weight_bytes, args.bandwidth)
+    print(
+        f"\nScaling model from ray-2nodes: c_roll {1e6 * c['c_roll']:.0f} us/step per worker, "
+        f"c_update {1e6 * c['c_update']:.0f} us/step on the learner, fixed "
+        f"{1e3 * c['t_fixed']:.0f} ms/update; {STEPS_PER_GAME:,.0f} "
+        f"steps/game, {GAMES_TO_MINUS_19:,} games to -19 (configs/pong.toml), bandwidth "
+        f"{args.bandwidth / 1e9:.2f} GB/s"
+    )
+    print("| workers | batch (games) | s/update | steps/s | efficiency | minutes to -19 |")
+    print("|---|---|---|---|---|---|")
+    for workers in (8, 32, 128):
+        for batch in sorted({10, workers, 4 * workers}):
+            p = model(m, workers, batch, weight_bytes, args.bandwidth)
+            print(
+                f"| {workers} | {batch} | {p['t']:.2f} | {p['sps']:,.0f} | "
+                f"{100 * p['efficiency']:.0f}% | {p['minutes']:.1f} |"
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
