@@ -185,7 +185,7 @@ def run_trials_ray(
         def on_trial_error(self, iteration, trials, trial, **info):
             bar.update(trial.trial_id, 1.0)
 
-    tune_config = tune.TuneConfig(metric="running_return", mode="max", reuse_actors=False)
+    tune_config = tune.TuneConfig(metric="running_return", mode="max", reuse_actors=True)
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 

@@ -147,3 +147,21 @@ def test_more_workers_than_cpus_is_one_line(cluster, tmp_path):
         "worker takes one"
     ]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_killed_learner_resumes_from_its_checkpoint_with_the_same_run(cluster, tmp_path):
+    overrides = ["train.episodes=1000", "train.checkpoint_every=1"]
+    out = cluster.private_dir / "learner-kill"
+    sets = _sets([*overrides, *RAY_RUNNER])
+    cmd = [sys.executable, "-m", "pgrl.cli", "train", CARTPOLE, *sets, "--out", str(out)]
+    driver = subprocess.Popen(cluster.head_cmd(cmd), env=cluster.driver_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and _rows(out / "metrics.csv") < 200:
+        time.sleep(0.05)
+    assert driver.poll() is None, "the run ended before the learner could be killed"
+    driver.kill()  # `ip netns exec` execs the learner: this is its process
+    driver.wait()
+    _check(_pgrl("train", CARTPOLE, *sets, "--out", str(out), "--resume", cluster=cluster))
+    local = tmp_path / "local"
+    _check(_pgrl("train", CARTPOLE, *_sets([*overrides, "env.num_envs=4"]), "--out", str(local)))
+    _assert_same_run(out, local)
