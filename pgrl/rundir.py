@@ -334,6 +334,14 @@ class RunDir:
         from pgrl.rollout import set_slot_states
 
         restore_policy(policy, checkpoint, self.checkpoint_path)
+        rng_state = checkpoint["rng_state"]
+        slots = rng_state.get("slots") if isinstance(rng_state, dict) else None
+        if isinstance(slots, list) and len(slots) != len(rngs):  # each slot has its own stream
+            raise CheckpointError(
+                f"{self.checkpoint_path}: the run has {len(slots)} env slots, the config "
+                f"{len(rngs)}: resume with the run's env.num_envs (env.num_workers x "
+                'env.envs_per_worker with env.runner = "ray")'
+            )
         try:
             set_slot_states(rngs, checkpoint["rng_state"])
         except (TypeError, ValueError, KeyError) as e:

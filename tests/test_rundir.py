@@ -477,3 +477,11 @@ def test_disk_full_before_the_run_starts_loses_nothing(tmp_path, monkeypatch, ca
         assert err == f"pgrl train: error: --out {out}: no space left on the device", err
     assert not (tmp_path / "new").exists()
     assert files() == before
+
+
+def test_resume_with_another_number_of_env_slots_names_the_key(tmp_path):
+    train(small("env.num_envs=4"), out=tmp_path)
+    before = rows(tmp_path / "metrics.csv")
+    args = ["train", CARTPOLE, "--out", str(tmp_path), "--resume", "--set", "train.episodes=40"]
+    one_line_error(run_cli(*args, "--set", "env.num_envs=2"), "has 4 env slots", "env.num_envs")
+    assert rows(tmp_path / "metrics.csv") == before
