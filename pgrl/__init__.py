@@ -1,19 +1,20 @@
 """pgrl: REINFORCE policy gradients with interchangeable NumPy and TensorFlow backends.
 
-``import pgrl`` never loads TensorFlow: it is imported when its backend is first used.
+``import pgrl`` loads nothing heavy (no NumPy, no TensorFlow): the names below are imported on
+first access through the module ``__getattr__``, so the ``pgrl`` command starts at once and a
+Ctrl-C during its start-up is caught by :func:`pgrl.cli.main`.
 """
 
-from importlib import metadata as _metadata
+from importlib import import_module as _import_module
 
-from pgrl.config import load_config
-from pgrl.optim import RMSprop
-from pgrl.policies import make_policy
-from pgrl.returns import discount_rewards, standardize
-
-try:
-    __version__ = _metadata.version("pgrl")  # pyproject.toml's version, as installed
-except _metadata.PackageNotFoundError:  # a source tree put on sys.path without installing it
-    __version__ = "0+unknown"
+# public name -> the module that defines it
+_LAZY = {
+    "load_config": "pgrl.config",
+    "RMSprop": "pgrl.optim",
+    "make_policy": "pgrl.policies",
+    "discount_rewards": "pgrl.returns",
+    "standardize": "pgrl.returns",
+}
 
 __all__ = [
     "RMSprop",
@@ -37,6 +38,7 @@ def train(
 ) -> dict:
     """Train from a :class:`pgrl.config.Config`, a TOML path or a shipped config name
     (``"cartpole"``); returns the run's summary. See :func:`pgrl.reinforce.train`."""
+    from pgrl.config import load_config
     from pgrl.reinforce import train as _train
 
     if not hasattr(config, "train"):
@@ -56,3 +58,23 @@ def load_policy(source, backend: str | None = None):
     from pgrl.play import load_policy as _load_policy
 
     return _load_policy(source, backend=backend)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_import_module(_LAZY[name]), name)
+    elif name == "__version__":
+        from importlib import metadata
+
+        try:
+            value = metadata.version("pgrl")  # pyproject.toml's version, as installed
+        except metadata.PackageNotFoundError:  # a source tree put on sys.path, not installed
+            value = "0+unknown"
+    else:
+        raise AttributeError(f"module 'pgrl' has no attribute {name!r}")
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

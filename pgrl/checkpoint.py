@@ -12,12 +12,15 @@ everything ``pgrl eval`` and :func:`pgrl.load_policy` need. Both kinds load into
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from pgrl.policies import BACKENDS
 
 FORMAT_VERSION = 1
 COUNTERS = ("episodes", "steps", "env_steps", "updates")
@@ -89,10 +92,42 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
             f"{path}: not a pgrl checkpoint or weights file (not an .npz archive)"
         )
     try:
+        _check_members(path, what)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, MemoryError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
+
+
+def _check_members(path: Path, what: str) -> None:
+    """Read every member's ``.npy`` header, not its data: an object array (which only a pickle
+    can load) or a shape larger than the bytes stored is refused before anything is allocated."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"{path}: not a pgrl {what} ({name!r} is not an array)")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise CheckpointError(f"{path}: {name}: unknown .npy version {version}")
+                stored = info.file_size - f.tell()
+            if dtype.hasobject:
+                raise CheckpointError(
+                    f"{path}: {name} holds a Python object array, not numbers: not a pgrl {what}"
+                )
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > stored:
+                raise CheckpointError(
+                    f"{path}: corrupt {what}: {name}'s header claims shape {shape} "
+                    f"({claimed:,} bytes) but {stored:,} bytes are stored"
+                )
 
 
 def _check_header(data: dict, path: Path, what: str, required: tuple[str, ...]) -> None:
@@ -139,7 +174,7 @@ def load_weights(path: str | Path) -> dict:
         weights file).
     """
     path = Path(path)
-    data = _read_npz(path, "weights file")
+    data = _read_npz(path, "checkpoint or weights file")
     if "kind" not in data:
         ckpt = load_checkpoint(path)
         return {
@@ -203,6 +238,11 @@ def load_checkpoint(path: str | Path) -> dict:
         recent = [float(x) for x in np.asarray(data["recent_returns"], dtype=np.float64).ravel()]
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt counters ({e})") from None
+    backend = str(data["backend"])
+    if backend not in BACKENDS:
+        raise CheckpointError(
+            f"{path}: unknown backend {backend[:40]!r}, expected one of {', '.join(BACKENDS)}"
+        )
     weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
     for name, w in weights.items():
         if w.dtype.kind != "f":
@@ -219,7 +259,7 @@ def load_checkpoint(path: str | Path) -> dict:
         },
         "rng_state": rng_state,
         "config": str(data["config"]),
-        "backend": str(data["backend"]),
+        "backend": backend,
     }
 
 

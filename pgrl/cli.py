@@ -2,22 +2,21 @@
 
 Mistakes a user can make (a config typo, a bad value, a corrupt checkpoint, a missing optional
 package) end with one line on stderr and exit status 2, never a traceback.
+
+The module imports only the standard library at its top: pgrl's modules (and NumPy) are loaded
+inside :func:`main`, so that a Ctrl-C at any moment of the start-up ends with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-
-from pgrl import __version__
-from pgrl.checkpoint import CheckpointError
-from pgrl.config import ConfigError, load_config, shipped_configs
-from pgrl.policies import BACKENDS
-from pgrl.rollout import RolloutError
 
 
 def _train(args) -> int:
+    from pgrl.config import load_config
     from pgrl.reinforce import Interrupted, train
 
     overrides = list(args.set or [])
@@ -42,6 +41,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    from pgrl.config import ConfigError
     from pgrl.play import evaluate
 
     if args.episodes < 1:
@@ -87,6 +87,7 @@ def _compare(args) -> int:
 
 
 def _sweep(args) -> int:
+    from pgrl.config import ConfigError
     from pgrl.sweep import sweep
 
     _check_axes(args)
@@ -120,6 +121,8 @@ def _sweep(args) -> int:
 
 def _check_axes(args) -> None:
     """Shared checks of compare's and sweep's --seeds, --backends, --workers and --executor."""
+    from pgrl.config import ConfigError
+
     backends = getattr(args, "backends", None) or args.backend
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -136,8 +139,11 @@ def _check_axes(args) -> None:
 
 def _check(args) -> int:
     from pgrl.check import run_check
+    from pgrl.config import ConfigError, load_config
     from pgrl.envs import make_env
 
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     cfg = load_config(args.config, args.set)
     try:
         env = make_env(cfg.env.id, **cfg.env.kwargs)
@@ -178,6 +184,10 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pgrl import __version__
+    from pgrl.config import shipped_configs
+    from pgrl.policies import BACKENDS
+
     parser = argparse.ArgumentParser(
         prog="pgrl", description="REINFORCE with NumPy and TF backends"
     )
@@ -308,7 +318,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``pgrl`` command; returns its exit status."""
+    command = None
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            return _run(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except KeyboardInterrupt:  # before a run started (imports, TF, envs): nothing written
+        print(f"pgrl{f' {command}' if command else ''}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (pgrl ... | head): exit quietly
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process a closed pipe ended
+
+
+def _run(args) -> int:
+    from pgrl.checkpoint import CheckpointError
+    from pgrl.config import ConfigError
+    from pgrl.rollout import RolloutError
+
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, ImportError) as e:
@@ -317,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     except RolloutError as e:  # training stopped, its last update checkpointed
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # before a run started (loading TF, building envs): nothing written
-        print(f"pgrl {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Writes ``DIR/<backend>-seed<k>/`` (a normal run directory each), ``DIR/compariso
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -17,7 +16,14 @@ import numpy as np
 
 from pgrl.config import ConfigError, load_config
 from pgrl.executor import Trial, check_executor, run_trials
-from pgrl.rundir import read_metrics
+from pgrl.rundir import (
+    check_out_dir,
+    os_error_text,
+    read_metrics,
+    write_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
 
 RUN_COLUMNS = [
     "backend",
@@ -62,15 +68,13 @@ def compare(
         one dict per run with the columns of ``comparison.csv``.
     """
     overrides = list(overrides or [])
+    out = check_out_dir(out)
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
     check_executor(executor, address)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e})") from None
+        raise ConfigError(f"--out {os_error_text(out, e)}") from None
     trials = [Trial(f"{b}-seed{s}", b, s, tuple(overrides)) for s in seeds for b in backends]
     results = run_trials(
         str(config_path),
@@ -85,7 +89,13 @@ def compare(
     )
     rows = [_run_row(out, t.backend, t.seed, results[t.name]) for t in trials]
     add_divergence(out, rows, backends, seeds)
-    write_reports(out, rows, cfg, config_path, backends, seeds)
+    try:
+        write_reports(out, rows, cfg, config_path, backends, seeds)
+    except OSError as e:
+        raise ConfigError(
+            f"--out {os_error_text(out, e)}; the reports were not all written, the runs are "
+            "complete in its <backend>-seed<k> directories"
+        ) from None
     return rows
 
 
@@ -188,10 +198,8 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_reports(out: Path, rows, cfg, config_path, backends, seeds) -> None:
-    with open(out / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, RUN_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """comparison.csv, comparison.md (also printed), curves.png and comparison.json."""
+    write_csv_atomic(out / "comparison.csv", RUN_COLUMNS, rows)
     summary = summarize(rows, backends)
     md = [
         f"# Backend comparison: `{config_path}`",
@@ -216,13 +224,14 @@ def write_reports(out: Path, rows, cfg, config_path, backends, seeds) -> None:
             + [""]
         )
     text = "\n".join(md)
-    (out / "comparison.md").write_text(text)
-    print(text)
+    print(text)  # first: a full disk below loses none of it
+    write_text_atomic(out / "comparison.md", text)
     ok = [(r["backend"], r["seed"]) for r in rows if r["status"] == "ok"]
     if ok:
         plot_curves(out, ok, backends, cfg.train.solved_mean100, f"{cfg.env.id}: {config_path}")
-    (out / "comparison.json").write_text(
-        json.dumps({"runs": rows, "backends": summary}, indent=2, default=str)
+    write_text_atomic(
+        out / "comparison.json",
+        json.dumps({"runs": rows, "backends": summary}, indent=2, default=str),
     )
 
 
@@ -280,6 +289,8 @@ def plot_curves(out: Path, runs, backends, threshold, title: str) -> Path:
     axes[1].set_title("per second of training")
     fig.suptitle(f"{title} — mean over seeds, band = min..max")
     path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path

@@ -9,6 +9,7 @@ checkpoint (lost work) and torn rows (a crash mid-write) are dropped before anyt
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
-from pgrl.config import Config, ConfigError, from_dict
+from pgrl.config import Config, ConfigError, _cut, from_dict
 
 # The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
@@ -182,7 +183,29 @@ RESUMABLE_CHANGES = frozenset(
     }
 )
 # What a run writes into its directory: what --force removes before a new run starts.
-RUN_FILES = ("checkpoint.npz", "metrics.csv", "updates.csv", "summary.json", "config.toml")
+RUN_FILES = (
+    "checkpoint.npz",
+    "metrics.csv",
+    "updates.csv",
+    "summary.json",
+    "config.toml",
+    "resumes.log",
+)
+
+
+def show_path(path: str | Path, limit: int = 120) -> str:
+    """``path`` for a one-line message: a long one keeps its start and end."""
+    text = str(path)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}...{text[-(limit // 3) :]} ({len(text):,} chars)"
+
+
+def os_error_text(path: str | Path, e: OSError) -> str:
+    """``"PATH: reason"`` for an OSError met at ``path``; a full disk is named as such."""
+    if e.errno == errno.ENOSPC:
+        return f"{show_path(path)}: no space left on the device"
+    return f"{show_path(path)}: {e.strerror or e}"
 
 
 class RunDir:
@@ -212,25 +235,33 @@ class RunDir:
         """Lock and check the directory; returns the checkpoint to resume from, or None.
 
         Raises:
-            ConfigError: the path is a file, another process holds the directory, it holds a
-                run and neither ``resume`` nor ``overwrite`` was given, or the config differs
-                from the run's in keys that ``allow_changes`` must allow.
-            CheckpointError: ``resume`` without a usable checkpoint or readable CSVs.
+            ConfigError: the path is a file or unusable (too long, no room, no permission),
+                another process holds the directory, it holds a run and neither ``resume`` nor
+                ``overwrite`` was given, ``allow_changes`` without ``resume``, or the config
+                differs from the run's in keys that ``allow_changes`` must allow.
+            CheckpointError: ``resume`` without a usable checkpoint or consistent CSVs.
         """
         out = self.path
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a directory")
-        self._created = created = not out.exists()
+        if allow_changes and not resume:
+            raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
+        try:
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
+            self._created = created = not out.exists()
+        except OSError as e:  # e.g. a name too long for the filesystem
+            raise ConfigError(f"--out {os_error_text(out, e)}") from None
         try:
             self._lock()
             checkpoint = self._check(cfg, resume, overwrite, allow_changes)
             # who holds the run, for a second writer's message; written once the run is accepted
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
+        except BaseException as e:
             self.close()
             if created:  # the lock may not have been taken
                 shutil.rmtree(out, ignore_errors=True)
+            if isinstance(e, OSError):  # a full disk, a vanished directory: nothing was written
+                raise ConfigError(f"--out {os_error_text(out, e)}") from None
             raise
         return checkpoint
 
@@ -239,7 +270,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise ConfigError(f"--out {self.path}: cannot use it ({e.strerror or e})") from None
+            raise ConfigError(f"--out {os_error_text(self.path, e)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -288,14 +319,7 @@ class RunDir:
             _kept_rows(self.metrics_path, METRICS_HEADER, "episode", state["episodes"]),
             _kept_rows(self.updates_path, UPDATES_HEADER, "update", state["updates"]),
         )
-        for rows, path, key in zip(
-            self._kept, (self.metrics_path, self.updates_path), ("episodes", "updates"), strict=True
-        ):
-            if len(rows) != state[key]:  # numbering would restart, or skip, silently
-                raise CheckpointError(
-                    f"{path}: holds {len(rows)} rows of the checkpoint's {state[key]} {key}; "
-                    "restore the file, or start afresh with --force"
-                )
+        _check_rows(self._kept, state, self.metrics_path, self.updates_path)
         return checkpoint
 
     def _remove_run(self) -> None:
@@ -310,6 +334,14 @@ class RunDir:
         from pgrl.rollout import set_slot_states
 
         restore_policy(policy, checkpoint, self.checkpoint_path)
+        rng_state = checkpoint["rng_state"]
+        slots = rng_state.get("slots") if isinstance(rng_state, dict) else None
+        if isinstance(slots, list) and len(slots) != len(rngs):  # each slot has its own stream
+            raise CheckpointError(
+                f"{self.checkpoint_path}: the run has {len(slots)} env slots, the config "
+                f"{len(rngs)}: resume with the run's env.num_envs (env.num_workers x "
+                'env.envs_per_worker with env.runner = "ray")'
+            )
         try:
             set_slot_states(rngs, checkpoint["rng_state"])
         except (TypeError, ValueError, KeyError) as e:
@@ -321,15 +353,15 @@ class RunDir:
         self._started = True
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / "config.toml").write_text(cfg.to_toml())
-            _write_csv_atomic(self.metrics_path, METRICS_HEADER, self._kept[0])
-            _write_csv_atomic(self.updates_path, UPDATES_HEADER, self._kept[1])
+            write_text_atomic(self.path / "config.toml", cfg.to_toml())
+            write_csv_atomic(self.metrics_path, METRICS_HEADER, self._kept[0])
+            write_csv_atomic(self.updates_path, UPDATES_HEADER, self._kept[1])
             if self._changes:
                 with open(self.path / "resumes.log", "a") as f:
                     f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed with: ")
                     f.write("; ".join(self._changes) + "\n")
         except OSError as e:
-            raise ConfigError(f"--out {self.path}: cannot write the run there ({e})") from None
+            raise ConfigError(f"--out {os_error_text(self.path, e)}") from None
         self._files = [
             os.open(p, os.O_WRONLY | os.O_APPEND) for p in (self.metrics_path, self.updates_path)
         ]
@@ -363,8 +395,8 @@ class RunDir:
 
     def _write_error(self, path: Path, e: OSError) -> ConfigError:
         return ConfigError(
-            f"{path}: cannot write ({e.strerror or e}); the run stopped with its last checkpoint "
-            "intact: make room, then --resume"
+            f"{show_path(path)}: cannot write ({e.strerror or e}); the run stopped with its last "
+            "checkpoint intact: make room, then --resume"
         )
 
     def save_checkpoint(self, policy, state: RunState, rng_state: dict, cfg: Config) -> None:
@@ -409,6 +441,34 @@ def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
     return changes
 
 
+def _check_rows(kept: tuple[list, list], state: dict, metrics: Path, updates: Path) -> None:
+    """The kept rows must number episodes and updates 1..N as the checkpoint counts them, and
+    end at its totals; otherwise numbering would restart, skip or repeat silently."""
+    fix = "restore the file, or start afresh with --force"
+    for rows, path, key, column in (
+        (kept[0], metrics, "episodes", "episode"),
+        (kept[1], updates, "updates", "update"),
+    ):
+        if len(rows) != state[key]:
+            raise CheckpointError(
+                f"{path}: holds {len(rows)} rows of the checkpoint's {state[key]} {key}; {fix}"
+            )
+        for i, row in enumerate(rows, 1):
+            if int(row[column]) != i:
+                raise CheckpointError(
+                    f"{path}: row {i} is {column} {row[column]}, expected {i} "
+                    f"({key} must be numbered 1..{state[key]}); {fix}"
+                )
+    ends = [(kept[0], metrics, ("steps",)), (kept[1], updates, ("episodes", "steps"))]
+    for rows, path, columns in ends:
+        for column in columns if rows else ():
+            if rows[-1][column] != str(state[column]):
+                raise CheckpointError(
+                    f"{path}: its last row has {column} {_cut(rows[-1][column])}, the "
+                    f"checkpoint {state[column]}; {fix}"
+                )
+
+
 def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]:
     """Rows of a run's CSV with ``key <= last`` (rows past a checkpoint were lost work), read
     before anything is written; a torn or garbled row (a crash mid-write) is dropped."""
@@ -431,13 +491,43 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
     return kept
 
 
-def _write_csv_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
+def check_out_dir(out: str | Path) -> Path:
+    """``--out`` of compare and sweep as a Path: not empty, not a file, a name the OS takes."""
+    if str(out).strip() == "":
+        raise ConfigError("--out: empty path; give a directory for the results")
+    out = Path(out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
+    except OSError as e:  # e.g. a name too long for the filesystem
+        raise ConfigError(f"--out {os_error_text(out, e)}") from None
+    return out
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` a temp file beside ``path``, then rename it over ``path``: a failed write
+    (a full disk) leaves ``path`` as it was and no temp file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, header)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` as :func:`write_atomic` writes (line ends as given)."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, newline=""))
+
+
+def write_csv_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
+    """A CSV with ``header`` and ``rows`` (dicts), written as :func:`write_text_atomic` does."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, header)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:

@@ -12,11 +12,9 @@ that ``--resume`` continues it.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -24,7 +22,14 @@ import numpy as np
 
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
 from pgrl.executor import Trial, check_executor, run_trials
-from pgrl.rundir import read_metrics
+from pgrl.rundir import (
+    check_out_dir,
+    os_error_text,
+    read_metrics,
+    write_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
 
 TRIAL_COLUMNS = [
     "trial",
@@ -146,6 +151,7 @@ def sweep(
             from their checkpoints. ``force``: start afresh in an ``out`` that holds a sweep.
     """
     overrides = list(overrides or [])
+    out = check_out_dir(out)
     if scheduler is not None and executor != "ray":
         raise ConfigError(f"--scheduler {scheduler}: needs --executor ray (Ray Tune's schedulers)")
     if storage is not None and executor != "ray":
@@ -162,7 +168,6 @@ def sweep(
         "overrides": overrides,
         "scheduler": scheduler,
     }
-    out = Path(out)
     results = _prepare(out, spec, trials, resume, force)
     todo = [t for t in trials if t.name not in results]
     todo = [
@@ -186,14 +191,18 @@ def sweep(
             )
         )
     rows = [_trial_row(out, t, results[t.name]) for t in trials]
-    write_reports(out, rows, trials, parsed, config, cfg)
+    try:
+        write_reports(out, rows, trials, parsed, config, cfg)
+    except OSError as e:
+        raise ConfigError(
+            f"--out {os_error_text(out, e)}; the reports were not all written, the trials are "
+            "complete: make room, then --resume writes them"
+        ) from None
     return rows
 
 
 def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bool) -> dict:
     """Check ``out`` and record the sweep; with ``resume``, the results of finished trials."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
     record = out / "sweep.json"
     if record.is_file() and not (resume or force):
         raise ConfigError(
@@ -217,11 +226,11 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
             shutil.rmtree(out / Path(name).name, ignore_errors=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".sweep.json.tmp"
-        tmp.write_text(json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1))
-        os.replace(tmp, record)
+        write_text_atomic(
+            record, json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1)
+        )
     except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        raise ConfigError(f"--out {os_error_text(out, e)}") from None
     done = {}
     for t in trials if resume else ():
         summary = out / t.name / "summary.json"
@@ -308,9 +317,9 @@ def best_point(table: list[dict]) -> dict | None:
 
 def write_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
     """trials.csv, sweep.csv, sweep.md (also printed), sweep.png and best.toml."""
-    _write_csv(out / "trials.csv", TRIAL_COLUMNS, rows)
+    write_csv_atomic(out / "trials.csv", TRIAL_COLUMNS, rows)
     table = summarize(rows, trials)
-    _write_csv(out / "sweep.csv", list(table[0]), table)
+    write_csv_atomic(out / "sweep.csv", list(table[0]), table)
     best = best_point(table)
     keys = [k for k, _ in grid]
     md = [
@@ -334,7 +343,7 @@ def write_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
             f"({', '.join(f'{k} = {_show(v)}' for k, v in point.labels.items()) or 'no grid'}),"
             f" solved {best['solved']} seeds.\n# pgrl train {out / 'best.toml'}\n\n"
         )
-        _write_text(out / "best.toml", header + best_cfg.to_toml())
+        write_text_atomic(out / "best.toml", header + best_cfg.to_toml())
         md += [f"Best: **{best['point']}** ({best['backend']}), written to `best.toml`.", ""]
     md += ["## Per trial", "", _markdown(rows, [c for c in TRIAL_COLUMNS if c != "error"]), ""]
     failed = [r for r in rows if r["status"] != "ok"]
@@ -342,8 +351,8 @@ def write_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
         md += ["## Trials that did not finish", ""]
         md += [f"- {r['trial']}: {r['error']}" for r in failed] + [""]
     text = "\n".join(md)
-    _write_text(out / "sweep.md", text)
-    print(text)
+    print(text)  # first: a full disk below loses none of it
+    write_text_atomic(out / "sweep.md", text)
     plot_sweep(out, rows, trials, cfg.train.solved_mean100, f"{cfg.env.id}: {config}")
 
 
@@ -351,21 +360,6 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def plot_sweep(out: Path, rows, trials, threshold, title: str) -> Path | None:
@@ -408,6 +402,8 @@ def plot_sweep(out: Path, rows, trials, threshold, title: str) -> Path | None:
     ax.legend(loc="best", fontsize="small")
     ax.set_title(f"{title}: mean over seeds, band = min..max")
     path = out / "sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path

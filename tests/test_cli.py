@@ -125,3 +125,66 @@ def test_version(capsys):
     assert pgrl.__version__ == metadata.version("pgrl") == declared, (
         "installed metadata differs from pyproject.toml: reinstall (pip install -e .)"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "cartpole", "--backends", "numpy", "--seeds", "0", "--workers", "1"],
+        ["sweep", "cartpole", "--grid", "train.gamma=0.9", "--workers", "1"],
+    ],
+)
+def test_empty_out_is_refused_by_compare_and_sweep(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(capsys, [*argv, "--set", "train.episodes=20", "--out", ""])
+    assert line == f"pgrl {argv[0]}: error: --out: empty path; give a directory for the results"
+    assert list(tmp_path.iterdir()) == []
+
+
+# Makes any import of NumPy raise KeyboardInterrupt, as a Ctrl-C during start-up would, then
+# runs the module named by argv[1] as `python -m` does.
+CTRL_C_AT_IMPORT = """
+import runpy, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+module = sys.argv.pop(1)
+sys.argv[0] = module
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("module", ["pgrl.cli", "pgrl"])
+def test_ctrl_c_while_importing_is_one_line(module, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_IMPORT, module, "train", "cartpole", "--out", "run"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "pgrl: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_dash_m_pgrl_is_the_pgrl_command(tmp_path):
+    result = run_cli("--version", cwd=tmp_path)
+    result_m = subprocess.run(
+        [sys.executable, "-m", "pgrl", "--version"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result_m.returncode == result.returncode == 0, result_m.stderr
+    assert result_m.stdout == result.stdout == f"pgrl {pgrl.__version__}\n"
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path):
+    """``pgrl check cartpole | head -1``: the reader is gone before pgrl writes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgrl.cli", "check", "cartpole"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

@@ -390,3 +390,33 @@ def test_compare_argument_mistakes_exit_2(tmp_path, capsys, args, message):
     assert cli_main(["compare", CARTPOLE, "--out", str(tmp_path / "c"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_full_disk_at_the_reports_is_one_line_and_keeps_the_runs(tmp_path, monkeypatch, capsys):
+    import builtins
+    import errno
+    import io
+
+    real_open = builtins.open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if "comparison" in os.path.basename(str(file)) and mode[0] in "wax":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    monkeypatch.setattr(io, "open", full_disk)
+    argv = ["compare", CARTPOLE, "--backends", "numpy", "--seeds", "0", "--workers", "1"]
+    assert cli_main([*argv, "--set", "train.episodes=20", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err == (
+        f"pgrl compare: error: --out {tmp_path}: no space left on the device; the reports were "
+        "not all written, the runs are complete in its <backend>-seed<k> directories"
+    )
+    assert len(read_metrics_rows(tmp_path / "numpy-seed0" / "metrics.csv")) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["numpy-seed0"]  # no partial report
+
+
+def read_metrics_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

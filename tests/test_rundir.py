@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -253,6 +254,10 @@ def bad_inputs(run, tmp_path):
         ([*base, "--set", "env.kwargs={repeat_action_probability=2.0}"], "must be in [0, 1]"),
         ([*base, "--set", "env.kwargs={max_episode_steps=-1}"], "positive integer"),
         (["train", CARTPOLE, "--out", ""], "empty path"),
+        (["check", CARTPOLE, "--seed", "-1"], "--seed must be >= 0"),
+        ([*base, "--allow-changes"], "--allow-changes: only applies with --resume"),
+        (["train", CARTPOLE, "--out", str(tmp_path / ("d" * 5000))], "File name too long"),
+        (["compare", CARTPOLE, "--out", str(tmp_path / ("d" * 5000))], "File name too long"),
     ]
 
 
@@ -374,3 +379,109 @@ def test_sigkill_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path):
         weights = load_checkpoint(out / "checkpoint.npz")["weights"]
         assert all(np.array_equal(weights[k], expected_w[k]) for k in expected_w), where
         assert not list(out.glob(".*.tmp")), where
+
+
+def test_force_removes_the_old_runs_resume_log(tmp_path):
+    train(small(), out=tmp_path)
+    train(small("train.gamma=0.9", episodes=40), out=tmp_path, resume=True, allow_changes=True)
+    assert (tmp_path / "resumes.log").is_file()
+    train(small("train.seed=3"), out=tmp_path, overwrite=True)
+    assert not (tmp_path / "resumes.log").exists()
+
+
+def test_resume_checks_the_numbering_of_the_rows(tmp_path):
+    train(small(episodes=30), out=tmp_path)
+    metrics = tmp_path / "metrics.csv"
+    good = metrics.read_text()
+    lines = good.splitlines(keepends=True)
+    del lines[10]  # episode 10 goes, episode 20 appears twice: the count stays 30
+    lines.insert(20, lines[20])
+    metrics.write_text("".join(lines))
+    args = ["train", CARTPOLE, "--out", str(tmp_path), "--resume", "--set", "train.episodes=40"]
+    one_line_error(run_cli(*args), "metrics.csv: row 10 is episode 11, expected 10", "--force")
+    assert metrics.read_text() == "".join(lines)
+    # numbered 1..30 but not the checkpoint's rows: the steps differ
+    lines = good.splitlines(keepends=True)
+    last = lines[-1].split(",")
+    lines[-1] = ",".join([last[0], str(int(last[1]) + 7), *last[2:]])
+    metrics.write_text("".join(lines))
+    one_line_error(run_cli(*args), "its last row has steps")
+    metrics.write_text(good)
+    assert run_cli(*args).returncode == 0
+    assert [int(r["episode"]) for r in rows(metrics)] == list(range(1, 41))
+
+
+def _damaged(path, tmp_path):
+    """Checkpoints with the given defects, made from the checkpoint at ``path``."""
+    import io
+    import zipfile
+
+    data = dict(np.load(path))
+    objects = {**data, "w_W1": np.array([{"a": 1}], dtype=object)}
+    np.savez(tmp_path / "object.npz", **objects)  # numpy pickles the object array
+    np.savez(tmp_path / "torch.npz", **{**data, "backend": np.array("torch")})
+    header = io.BytesIO()  # a w_W1.npy whose header claims 10**6 x 10**6 float64s (8 TB)
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z, zipfile.ZipFile(path) as good:
+        for name in good.namelist():
+            member = good.read(name)
+            if name == "w_W1.npy":
+                member = header.getvalue() + data["w_W1"].tobytes()
+            z.writestr(name, member)
+    return [
+        ("object.npz", "W1 holds a Python object array, not numbers: not a pgrl"),
+        ("torch.npz", "unknown backend 'torch', expected one of numpy, tensorflow"),
+        ("huge.npz", "header claims shape (1000000, 1000000)"),
+    ]
+
+
+def test_damaged_checkpoints_are_named_for_what_they_are_not(cartpole_run, tmp_path):
+    for name, fragment in _damaged(cartpole_run / "checkpoint.npz", tmp_path):
+        bad = str(tmp_path / name)
+        for args in (["eval", bad, "--episodes", "1"], ["export", bad, str(tmp_path / "w.npz")]):
+            line = one_line_error(run_cli(*args), fragment)
+            assert "allow_pickle" not in line, line
+        assert not (tmp_path / "w.npz").exists()
+        run = tmp_path / f"run-{name}"
+        shutil.copytree(cartpole_run, run)
+        shutil.copy(bad, run / "checkpoint.npz")
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        args = ["train", CARTPOLE, "--out", str(run), "--resume", "--set", "train.episodes=40"]
+        one_line_error(run_cli(*args), fragment)
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_disk_full_before_the_run_starts_loses_nothing(tmp_path, monkeypatch, capsys):
+    """No room for the lock file's pid: one line, no directory left behind, a run kept."""
+    import errno
+
+    import pgrl.rundir
+    from pgrl.cli import main
+
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    train(small(), out=tmp_path / "old")
+
+    def files():
+        return {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir() if p.name != ".lock"}
+
+    before = files()
+    monkeypatch.setattr(pgrl.rundir.os, "pwrite", full_disk)
+    for out, flags in ((tmp_path / "new", []), (tmp_path / "old", ["--resume"])):
+        argv = ["train", CARTPOLE, "--out", str(out), "--set", "train.episodes=40", *flags]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"pgrl train: error: --out {out}: no space left on the device", err
+    assert not (tmp_path / "new").exists()
+    assert files() == before
+
+
+def test_resume_with_another_number_of_env_slots_names_the_key(tmp_path):
+    train(small("env.num_envs=4"), out=tmp_path)
+    before = rows(tmp_path / "metrics.csv")
+    args = ["train", CARTPOLE, "--out", str(tmp_path), "--resume", "--set", "train.episodes=40"]
+    one_line_error(run_cli(*args, "--set", "env.num_envs=2"), "has 4 env slots", "env.num_envs")
+    assert rows(tmp_path / "metrics.csv") == before
