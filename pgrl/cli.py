@@ -157,6 +157,7 @@ def _check(args) -> int:
 
 
 def _diagnose(args) -> int:
+    from pgrl.config import ConfigError
     from pgrl.diagnose import InputError, explain, settings
 
     kwargs = settings(args.set)
