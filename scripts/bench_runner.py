@@ -1,7 +1,7 @@
 """Pong's rollouts on Ray against the local runner, same episodes, in one run; and the scaling
 model those measurements give (namespaced Ray clusters from tests/ray_cluster.py; root only).
 
-    python scripts/bench.py runner [--episodes 20] [--batch 10] [--rounds 1]
+    python scripts/bench.py runner [--episodes 40] [--batch 10]
 
 Settings, each a fresh ``pgrl train configs/pong.toml`` process playing the same ``--episodes``
 games (2 env slots, so every setting plays exactly the same games; the script checks it):
@@ -10,11 +10,11 @@ games (2 env slots, so every setting plays exactly the same games; the script ch
 - ``ray-2nodes``: ``env.runner = "ray"``, 2 workers x 1 env on two nodes of one CPU each.
 - ``ray-1node``: the same 2 workers on one node with both CPUs.
 
-Figures per setting: recorded env steps per second of training (updates included; start-up of
-the process, Ray and the workers excluded), ratio to ``local-2envs``, and from ``updates.csv``
-the mean seconds per update of rollout (slowest worker), update, broadcast (weights into the
-object store) and transfer (the rest of the wait: scheduling, the weights' and the episodes'
-way).
+Figures per setting, from ``updates.csv`` without the first update (the first game of a worker
+loads the ROM and warms its caches): recorded env steps per second of training, updates
+included, and its ratio to ``local-2envs``; the mean seconds per update of rollout (slowest
+worker), update, broadcast (weights into the object store) and transfer (the rest of the wait:
+scheduling, the weights' and the games' way).
 
 The scaling model (printed after the table) predicts a synchronous update with ``N`` workers
 of one env each and a batch of ``B`` games of ``L`` steps:
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import subprocess
 import sys
@@ -59,17 +58,13 @@ def _train_cmd(out: Path, episodes: int, batch: int, sets: list[str]) -> list[st
 
 
 def _measure(out: Path) -> dict:
+    """Means per update, the first one left out (the workers' first game warms up: ROM, caches)."""
     with open(out / "updates.csv") as f:
-        rows = list(csv.DictReader(f))
-    summary = json.loads((out / "summary.json").read_text())
+        rows = list(csv.DictReader(f))[1:]
     mean = {k: sum(float(r[f"{k}_seconds"]) for r in rows) / len(rows) for k in _PARTS}
     steps = sum(int(r["batch_steps"]) for r in rows)
-    return {
-        "sps": summary["steps"] / summary["wall_time"],
-        "steps": steps,
-        "updates": len(rows),
-        **mean,
-    }
+    seconds = sum(float(r[f"{k}_seconds"]) for r in rows for k in _PARTS)
+    return {"sps": steps / seconds, "steps": steps, "updates": len(rows), **mean}
 
 
 _PARTS = ("rollout", "update", "broadcast", "transfer")
@@ -127,7 +122,7 @@ def model(m: dict, workers: int, batch: int, weight_bytes: int, bw: float) -> di
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench.py runner")
-    parser.add_argument("--episodes", type=int, default=20, help="games per setting")
+    parser.add_argument("--episodes", type=int, default=40, help="games per setting")
     parser.add_argument("--batch", type=int, default=10, help="train.batch_episodes")
     parser.add_argument("--bandwidth", type=float, default=1.25e9, help="bytes/s, for the model")
     args = parser.parse_args(argv)

@@ -182,7 +182,12 @@ def test_ctrl_c_stops_the_sweep_at_once_and_resume_finishes_it(tmp_path):
     args = [sys.executable, "-m", "pgrl.cli", "sweep", CARTPOLE, "--seeds", "0", "1", "2"]
     args += ["--set", "train.episodes=600", "--set", "optimizer.learning_rate=3e-3", "--out"]
     driver = subprocess.Popen(
-        [*args, str(out)], stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*args, str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as in a terminal, even when the tests run in a background job (which ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(
