@@ -1,18 +1,19 @@
 """Play complete episodes with a policy on a gymnasium vector env: the data of one REINFORCE batch.
 
 Randomness is per env slot: slot ``j`` of ``S`` (one env copy) has its own generator (see
-:func:`slot_generators`), which draws the seed of each of its episodes and the uniform ``u`` of
-each of its actions. Episode ``i`` of a batch is played by slot ``i % S``, the slots' episodes
-in turn (slot ``j`` plays episodes ``j, j + S, j + 2S, ...``), and the batch lists episodes by
-``i``. An episode thus depends only on its slot's generator and the weights: not on which
-process or machine plays it, nor on how fast the other slots are, so ``N`` workers of ``k``
-envs (:mod:`pgrl.ray_runner`) play exactly the episodes of ``N * k`` local envs.
+:func:`slot_generators`), which draws the seed its env is reset with at the slot's first episode
+of a batch (its later episodes of the batch continue from the env's own state: a seeded Atari
+reset costs ~20x a plain one) and the uniform ``u`` of each of its actions. Episode ``i`` of a
+batch is played by slot ``i % S``, the slots' episodes in turn (slot ``j`` plays episodes ``j,
+j + S, j + 2S, ...``), and the batch lists episodes by ``i``. A slot's episodes thus depend only
+on its generator and the weights: not on which process or machine plays them, nor on how fast
+the other slots are, so ``N`` workers of ``k`` envs (:mod:`pgrl.ray_runner`) play exactly the
+episodes of ``N * k`` local envs.
 
 :func:`collect_episodes` is the gist's inner loop on the ``S`` envs at once: every vector step,
 each slot playing an episode draws its ``u``, the policy gives ``p = P(action = 1)`` for all of
 them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. A slot whose
-episode ended starts its next one (reset with a seed from its generator), or idles when it has
-played its share.
+episode ended starts its next one, or idles when it has played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
 only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
@@ -22,17 +23,20 @@ finished env is reset here, ``envs.reset(options={"reset_mask": done})``, so no 
 be recorded by mistake.
 
 On-policy: only ``n_episodes`` episodes are started, every one is finished with the weights of
-the call and reset with its own seed, so no episode straddles a weight update.
+the call, and the next batch reseeds every slot's env, so no episode straddles a weight
+update.
 
 Determinism: a batch is a function of the slots' generator states, the policy's weights and
-the env only (nothing an env did in earlier episodes carries over). So a run resumed from its
+the env only (nothing an env did in earlier batches carries over). So a run resumed from its
 checkpoint (which holds every slot's generator) continues exactly, and vector envs of the same
 sub-envs give the same episodes whether they step in process, in other processes or on other
 machines (only ``env_steps`` differs). With one env a batch is exactly (``rng`` slot 0's
 generator)::
 
+    obs, _ = env.reset(seed=int(rng.integers(2**31)))
     for k in range(n_episodes):
-        obs, _ = env.reset(seed=int(rng.integers(2**31)))
+        if k:
+            obs, _ = env.reset()
         done = False
         while not done:
             a = int(rng.random() < policy.action_prob(obs[None])[0])
@@ -293,7 +297,7 @@ def play_slots(
     episodes = _Recorder(n_slots, obs_space, progress)
     left = list(counts)  # episodes each slot has yet to start
     playing = np.flatnonzero(left)  # slots playing an episode of this batch
-    seeds = [_next_seed(rngs, left, j) for j in range(n_slots)]
+    seeds = [_next_seed(rngs, left, counts, j) for j in range(n_slots)]
     actions = np.zeros(n_slots, dtype=np.int64)  # idle slots (lockstep only) play 0
     obs = slots.reset(seeds)
     while True:
@@ -309,16 +313,17 @@ def play_slots(
                 playing = playing[playing != i]
                 actions[i] = 0
         if done.any():
-            seeds = [_next_seed(rngs, left, j) if done[j] else None for j in range(n_slots)]
+            seeds = [_next_seed(rngs, left, counts, j) if done[j] else None for j in range(n_slots)]
             obs = slots.reset_done(done, seeds)
 
 
-def _next_seed(rngs, left: list[int], j: int) -> int | None:
-    """Slot ``j`` starts an episode if it has one left: its seed, drawn from its generator."""
+def _next_seed(rngs, left: list[int], counts: list[int], j: int) -> int | None:
+    """Slot ``j`` starts an episode if it has one left; the first of the call is reset with a
+    seed drawn from the slot's generator, the others (``None``) continue the env's own state."""
     if not left[j]:
         return None
     left[j] -= 1
-    return int(rngs[j].integers(SEED_BOUND))
+    return int(rngs[j].integers(SEED_BOUND)) if left[j] == counts[j] - 1 else None
 
 
 def _describe(value) -> str:

@@ -125,14 +125,16 @@ def assert_same(a: EpisodeBatch, b: EpisodeBatch, env_steps: bool = True):
 
 def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
     """Replay every slot's recorded episodes on a fresh env from the documented draws of its
-    generator (an episode's seed, then one uniform per step): each recorded row must be the obs
+    generator (the env's seed at the slot's first episode, then one uniform per step; later
+    episodes reset without a seed): each recorded row must be the obs
     the action was taken on, each reward the one it got, and each episode must end exactly at
     its last recorded step. So no reset step is recorded and every episode is complete."""
     rngs = slot_generators(rng_seed, num_envs)
     for i in range(num_envs):
         env = make_env(env_id, **kwargs)
         for n, k in enumerate(np.flatnonzero(batch.ep_env == i)):
-            obs, _ = env.reset(seed=int(rngs[i].integers(SEED_BOUND)))
+            seed = int(rngs[i].integers(SEED_BOUND)) if n == 0 else None
+            obs, _ = env.reset(seed=seed)
             ep_obs, actions, rewards = batch.episode(k)
             ep_obs = dense(ep_obs)
             rngs[i].random(len(actions))  # the episode's uniforms
@@ -230,16 +232,18 @@ def test_long_episodes_cross_chunks_in_order(num_envs, asynchronous):
     assert batch.ep_lengths.max() > CHUNK_ROWS
     # Episode i of the batch was played by slot i % 3 (round by round).
     assert batch.ep_env.tolist() == [i % num_envs for i in range(7)]
-    per_env_start = {}
+    seed_tags = {}
     for k in range(batch.n_episodes):
         obs, _, rewards = batch.episode(k)
         np.testing.assert_array_equal(obs[:, 0], np.arange(len(obs)))  # from reset to the end
         np.testing.assert_array_equal(rewards, np.arange(1, len(obs) + 1))
         assert len(np.unique(obs[:, 1:], axis=0)) == 1
-        episode_in_env = int(obs[0, 1])
-        assert episode_in_env == 0  # every episode starts at a seeded reset
-        assert obs[0, 2] not in per_env_start.values()  # ... with a seed of its own
-        per_env_start[k] = obs[0, 2]
+        # a slot's first episode of the batch starts at a seeded reset, its next ones follow it
+        assert int(obs[0, 1]) == k // num_envs
+        seed_tags.setdefault(k % num_envs, set()).add(obs[0, 2])
+    # one seed per slot, each its own
+    assert all(len(tags) == 1 for tags in seed_tags.values())
+    assert len(set().union(*seed_tags.values())) == num_envs
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
@@ -297,8 +301,10 @@ def test_one_env_fast_path_equals_vector_path_and_the_documented_loop():
     env = make_env("CartPole-v1")
     for batch in fast:
         obs_rows, actions, rewards, lengths = [], [], [], []
-        for _ in range(6):
-            obs, _ = env.reset(seed=int(rng.integers(SEED_BOUND)))
+        obs, _ = env.reset(seed=int(rng.integers(SEED_BOUND)))
+        for k in range(6):
+            if k:
+                obs, _ = env.reset()
             done, length = False, 0
             while not done:
                 a = int(rng.random() < policy.action_prob(obs[None])[0])
@@ -346,8 +352,8 @@ def test_actions_are_u_less_than_p_from_the_generator():
         envs.close()
     rng = slot_generators(5, 1)[0]
     expected = []
+    rng.integers(SEED_BOUND)  # the env's seed comes first
     for length in batch.ep_lengths:
-        rng.integers(SEED_BOUND)  # each episode's env seed comes first
         expected.extend(rng.random(length) < 0.3)
     np.testing.assert_array_equal(batch.actions, expected)
 
