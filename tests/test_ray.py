@@ -139,3 +139,49 @@ def test_compare_on_ray_writes_the_local_executors_metrics(cluster, tmp_path):
         b = read_metrics(local_out / run / "metrics.csv")
         for column in ("episode", "steps", "return", "running_return", "length", "update"):
             np.testing.assert_array_equal(a[column], b[column], err_msg=f"{run} {column}")
+
+
+def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kept(
+    cluster, tmp_path
+):
+    import os
+    import tempfile
+
+    out = cluster.private_dir / "sweep-fail"
+    sets = ["train.solved_mean100=100000", "train.checkpoint_every=1"]
+    cmd = [sys.executable, "-m", "pgrl.cli", "sweep", CARTPOLE, "--seeds", "0"]
+    cmd += ["--grid", "train.episodes=100,4000", "--backend", "numpy", "--out", str(out)]
+    cmd += [*(a for s in sets for a in ("--set", s)), "--executor", "ray"]
+    driver = subprocess.Popen(
+        cluster.head_cmd(cmd),
+        env=cluster.driver_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+    # a trial trains in a temporary run directory whose .lock names its process: kill the long
+    # trial's process, then the one that retries it
+    killed, deadline = [], time.time() + 180
+    while len(killed) < 2 and time.time() < deadline and driver.poll() is None:
+        for lock in Path(tempfile.gettempdir()).glob("pgrl-p1-numpy-seed0-*/.lock"):
+            text = lock.read_text().strip() if lock.is_file() else ""
+            if text.isdigit() and int(text) not in killed and alive(int(text)):
+                os.kill(int(text), 9)
+                killed.append(int(text))
+        time.sleep(0.1)
+    _, stderr = driver.communicate(timeout=300)
+    assert len(killed) == 2, stderr[-2000:]
+    assert driver.returncode == 1, stderr[-2000:]
+    trials = _trials(out)
+    assert trials["p0-numpy-seed0"]["status"] == "ok"
+    failed = trials["p1-numpy-seed0"]
+    assert failed["status"] == "error" and failed["error"].startswith("failed twice"), failed
+    assert "p1" in (out / "sweep.md").read_text()
