@@ -274,8 +274,9 @@ class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 def check_binary_env(env: gym.Env) -> gym.Env:
     """Return ``env`` unchanged if its action space is Discrete(2), else raise ValueError.
 
-    pgrl's policy outputs one probability, P(action = 1), so it can only drive envs whose
-    actions are exactly 0 and 1.
+    pgrl's Bernoulli head outputs one probability, P(action = 1), so it can only drive envs
+    whose actions are exactly 0 and 1 (the categorical head takes any Discrete(n):
+    :func:`check_discrete_env`).
 
     Args:
         env: any gymnasium env.

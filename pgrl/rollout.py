@@ -141,7 +141,8 @@ def make_vector_env(
     """``num_envs`` copies of ``make_env(env_id, **env_kwargs)`` as one gymnasium vector env.
 
     Args:
-        env_id: ``"CartPole-v1"`` or ``"ALE/Pong-v5"`` (see :func:`pgrl.envs.make_env`).
+        env_id: ``"CartPole-v1"``, ``"ALE/Pong-v5"`` or another gymnasium id with Discrete(n)
+            actions and flat observations (see :func:`pgrl.envs.make_env`).
         num_envs: copies of the env.
         vectorization: ``"sync"`` steps every copy in this process (``SyncVectorEnv``, no IPC:
             right for cheap envs like CartPole, where batching the policy call across copies is

@@ -366,7 +366,8 @@ def test_checkpoints_record_the_head_and_refuse_another(tmp_path):
     train(cfg, out=tmp_path / "cat")
     ckpt = load_checkpoint(tmp_path / "cat" / "checkpoint.npz")
     assert (ckpt["head"], ckpt["n_actions"]) == ("categorical", 3)
-    assert ckpt["weights"]["W2"].shape == (32, 3)
+    (hidden,) = cfg.policy.hidden_sizes
+    assert ckpt["weights"]["W2"].shape == (hidden, 3)
     export_weights(tmp_path / "cat" / "checkpoint.npz", tmp_path / "cat.npz")
     for source in (tmp_path / "cat" / "checkpoint.npz", tmp_path / "cat.npz"):
         data = load_weights(source)
@@ -385,9 +386,11 @@ def test_checkpoints_record_the_head_and_refuse_another(tmp_path):
         (bin_ckpt, make_policy("numpy", 4, hidden_sizes=(32,), head="categorical", n_actions=2)),
         (
             ckpt,
-            make_policy("numpy", 6, hidden_sizes=(32,), bias=True, head="categorical", n_actions=4),
+            make_policy(
+                "numpy", 6, hidden_sizes=(hidden,), bias=True, head="categorical", n_actions=4
+            ),
         ),
-        (ckpt, make_policy("numpy", 6, hidden_sizes=(32,), bias=True)),
+        (ckpt, make_policy("numpy", 6, hidden_sizes=(hidden,), bias=True)),
     ]
     for data, policy in cases:
         before = policy.get_weights()
