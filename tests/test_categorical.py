@@ -406,9 +406,10 @@ def test_acrobot_config_solves_acrobot(tmp_path):
     assert summary["solved"] and summary["mean100"] >= -100, summary
 
 
-def test_categorical_head_learns_cartpole(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_categorical_head_learns_cartpole(tmp_path, backend):
     cfg = load_config("cartpole", [*QUIET, "policy.head=categorical"])
-    summary = train(cfg, out=tmp_path)
+    summary = train(cfg, out=tmp_path, backend=backend)
     assert summary["solved"] and summary["mean100"] >= 475, summary
 
 
