@@ -19,14 +19,18 @@ from pgrl.sparse import random_frame_differences
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 
 
-def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0):
-    """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong."""
+def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
+    """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong;
+    actions uniform over ``n_actions`` for the categorical head."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
         obs = random_frame_differences(rng, n, obs_dim)
     else:
         obs = rng.standard_normal((n, obs_dim))
-    actions = (rng.random(n) < 0.5).astype(np.int8)
+    if cfg.policy.head == "categorical":
+        actions = rng.integers(0, n_actions, n)
+    else:
+        actions = (rng.random(n) < 0.5).astype(np.int8)
     advantages = rng.standard_normal(n)
     return obs, actions, advantages
 
@@ -37,11 +41,13 @@ def _rel(a, b) -> tuple[float, float]:
     return diff, (diff / scale if scale > 0 else 0.0)
 
 
-def finite_difference_errors(cfg: Config, obs_dim: int, weights, batch, seed: int = 0):
+def finite_difference_errors(
+    cfg: Config, obs_dim: int, weights, batch, seed: int = 0, n_actions: int = 2
+):
     """Per layer: max relative error of NumPy float64 gradients vs central differences."""
     cfg64 = copy.deepcopy(cfg)
     cfg64.policy.dtype = "float64"
-    policy = build_policy(cfg64, obs_dim, "numpy")
+    policy = build_policy(cfg64, obs_dim, "numpy", n_actions)
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     policy.set_weights(weights)
     obs, actions, advantages = batch
@@ -73,25 +79,30 @@ def finite_difference_errors(cfg: Config, obs_dim: int, weights, batch, seed: in
     return errors
 
 
-def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0):
-    """The report as (lines, passed)."""
+def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n_actions: int = 2):
+    """The report as (lines, passed); ``n_actions`` is the env's action count."""
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
-    policies = {b: build_policy(cfg, obs_dim, b) for b in ("numpy", "tensorflow")}
+    policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in ("numpy", "tensorflow")}
     weights = policies["numpy"].get_weights()
     policies["tensorflow"].set_weights(weights)
-    batch = synthetic_batch(cfg, obs_dim, seed=seed)
+    batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
     obs, actions, advantages = batch
-    p = {b: pol.action_prob(obs) for b, pol in policies.items()}
+    categorical = cfg.policy.head == "categorical"
+    p = {
+        b: pol.action_probs(obs) if categorical else pol.action_prob(obs)
+        for b, pol in policies.items()
+    }
     g = {b: pol.gradients(*batch) for b, pol in policies.items()}
     for pol in policies.values():
         pol.apply_gradients(g["numpy"])  # the same gradient: isolates the optimizer step
     stepped = {b: pol.get_weights() for b, pol in policies.items()}
-    fd = finite_difference_errors(cfg, obs_dim, weights, batch, seed)
+    fd = finite_difference_errors(cfg, obs_dim, weights, batch, seed, n_actions)
 
     lines = [
         f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {cfg.policy.hidden_sizes}, "
         f"{cfg.policy.dtype}, reduction {cfg.policy.reduction}, bias {cfg.policy.bias}, "
-        f"batch {len(actions)} (seed {seed})",
+        + (f"categorical head, {n_actions} actions, " if categorical else "")
+        + f"batch {len(actions)} (seed {seed})",
         f"tolerance: relative {tol:g} between backends, 1e-6 against finite differences",
         "",
         f"{'quantity':22} {'max abs diff':>13} {'max rel diff':>13}  verdict",
@@ -104,7 +115,7 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0):
             failures.append(label)
         lines.append(f"{label:22} {abs_diff:13.3e} {rel_diff:13.3e}  {'ok' if ok else 'FAIL'}")
 
-    row("action_prob", *_rel(p["numpy"], p["tensorflow"]), tol)
+    row("action_probs" if categorical else "action_prob", *_rel(p["numpy"], p["tensorflow"]), tol)
     for name in weights:
         row(f"gradient {name}", *_rel(g["numpy"][name], g["tensorflow"][name]), tol)
     for name in weights:
@@ -119,11 +130,11 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0):
         "PASS: the backends agree" if passed else f"FAIL: {', '.join(failures)} outside tolerance",
     ]
     if explain:
-        lines += [""] + explain_causes(cfg, obs_dim, weights, batch)
+        lines += [""] + explain_causes(cfg, obs_dim, weights, batch, n_actions)
     return lines, passed
 
 
-def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
+def explain_causes(cfg: Config, obs_dim: int, weights, batch, n_actions: int = 2) -> list[str]:
     """How much each classic mistake would change this config's first update."""
     obs, actions, advantages = batch
     o = cfg.optimizer
@@ -134,7 +145,7 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
         variant = copy.deepcopy(cfg)
         variant.optimizer.epsilon_inside_sqrt ^= flip_eps
         variant.policy.reduction = reduction or cfg.policy.reduction
-        policy = build_policy(variant, obs_dim, "numpy")
+        policy = build_policy(variant, obs_dim, "numpy", n_actions)
         policy.set_weights(weights)
         g = grads if grads is not None else policy.gradients(obs, actions, advantages)
         policy.apply_gradients(g)
@@ -147,21 +158,23 @@ def explain_causes(cfg: Config, obs_dim: int, weights, batch) -> list[str]:
     def change(step):
         return float(np.linalg.norm(step - reference)) / ref_norm
 
-    # cause 1: back-propagating the logit (z - y) instead of sigmoid(z) - y. The gradient's
-    # dL/dz is A * (sigmoid(z) - y); advantages rescaled by (z - y) / (sigmoid(z) - y) give
-    # dL/dz = A * (z - y), the mistake's.
-    policy = build_policy(cfg, obs_dim, "numpy")
+    policy = build_policy(cfg, obs_dim, "numpy", n_actions)
     policy.set_weights(weights)
-    z = policy.logits(obs)
-    sigmoid_minus_y = np.where(
-        actions == 1, -np.exp(-np.logaddexp(0, z)), np.exp(-np.logaddexp(0, -z))
-    )
-    wrong = policy.gradients(obs, actions, advantages * (z - actions) / sigmoid_minus_y)
     g = policy.gradients(obs, actions, advantages)
     tiny = {k: v * 1e-6 for k, v in g.items()}
     tiny_ref, tiny_flip = first_step(grads=tiny), first_step(grads=tiny, flip_eps=True)
-    rows = [
-        ("1 logit instead of sigmoid(logit) - y", change(first_step(grads=wrong))),
+    rows = []
+    if cfg.policy.head == "bernoulli":
+        # cause 1: back-propagating the logit (z - y) instead of sigmoid(z) - y. The gradient's
+        # dL/dz is A * (sigmoid(z) - y); advantages rescaled by (z - y) / (sigmoid(z) - y) give
+        # dL/dz = A * (z - y), the mistake's.
+        z = policy.logits(obs)
+        sigmoid_minus_y = np.where(
+            actions == 1, -np.exp(-np.logaddexp(0, z)), np.exp(-np.logaddexp(0, -z))
+        )
+        wrong = policy.gradients(obs, actions, advantages * (z - actions) / sigmoid_minus_y)
+        rows.append(("1 logit instead of sigmoid(logit) - y", change(first_step(grads=wrong))))
+    rows += [
         (
             f"2 epsilon {'outside' if o.epsilon_inside_sqrt else 'inside'} the sqrt",
             change(first_step(flip_eps=True)),

@@ -7,6 +7,9 @@ episode returns, and the resolved config (TOML text): everything ``--resume`` ne
 A weights file (``pgrl export``, e.g. the shipped ``pgrl/pretrained/pong.npz``) holds only the
 ``w_<name>`` weights, the config they were trained with, and a few facts about the run (JSON):
 everything ``pgrl eval`` and :func:`pgrl.load_policy` need. Both kinds load into either backend.
+
+Both record the policy's ``head`` and ``n_actions`` (files without them hold a Bernoulli policy),
+and load only into a policy of the same head and action count.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pgrl.policies import BACKENDS
 FORMAT_VERSION = 1
 COUNTERS = ("episodes", "steps", "env_steps", "updates")
 WEIGHTS_KIND = "pgrl-weights"
+HEADS = ("bernoulli", "categorical")
 
 
 class CheckpointError(ValueError):
@@ -48,6 +52,8 @@ def save_checkpoint(path: str | Path, policy, state: dict, rng_state: dict, conf
     arrays["rng_state"] = np.array(json.dumps(rng_state))
     arrays["config"] = np.array(config_toml)
     arrays["backend"] = np.array(policy.backend)
+    arrays["head"] = np.array(policy.head)
+    arrays["n_actions"] = np.int64(policy.n_actions)
     _savez_atomic(path, arrays, compressed=False)
 
 
@@ -152,17 +158,41 @@ def is_weights_file(path: str | Path) -> bool:
         return False
 
 
-def save_weights(path: str | Path, weights: dict, config_toml: str, info: dict) -> None:
-    """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON)."""
+def save_weights(
+    path: str | Path,
+    weights: dict,
+    config_toml: str,
+    info: dict,
+    head: str = "bernoulli",
+    n_actions: int = 2,
+) -> None:
+    """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON),
+    the policy's head and action count."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {
         "kind": np.array(WEIGHTS_KIND),
         "format_version": np.int64(FORMAT_VERSION),
         "config": np.array(config_toml),
         "info": np.array(json.dumps(info)),
+        "head": np.array(head),
+        "n_actions": np.int64(n_actions),
     }
     arrays.update({f"w_{k}": np.asarray(v) for k, v in weights.items()})
     _savez_atomic(path, arrays, compressed=True)
+
+
+def _read_head(data: dict, path: Path) -> tuple[str, int]:
+    """The recorded ``(head, n_actions)``; ``("bernoulli", 2)`` for files from before heads."""
+    if "head" not in data:
+        return "bernoulli", 2
+    head = str(data["head"])
+    try:
+        n_actions = int(data["n_actions"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: corrupt or missing action count") from None
+    if head not in HEADS or n_actions < 2 or (head == "bernoulli" and n_actions != 2):
+        raise CheckpointError(f"{path}: corrupt policy head {head!r} with {n_actions} actions")
+    return head, n_actions
 
 
 def load_weights(path: str | Path) -> dict:
@@ -171,7 +201,7 @@ def load_weights(path: str | Path) -> dict:
     Returns:
         dict with ``weights`` (dict of arrays), ``config`` (TOML text), ``info`` (dict: for a
         checkpoint its counters and running return), ``optimizer_state`` (dict, empty for a
-        weights file).
+        weights file), ``head`` and ``n_actions``.
     """
     path = Path(path)
     data = _read_npz(path, "checkpoint or weights file")
@@ -182,6 +212,8 @@ def load_weights(path: str | Path) -> dict:
             "config": ckpt["config"],
             "info": {k: ckpt["state"][k] for k in (*COUNTERS, "running_return")},
             "optimizer_state": ckpt["optimizer_state"],
+            "head": ckpt["head"],
+            "n_actions": ckpt["n_actions"],
         }
     if str(data["kind"]) != WEIGHTS_KIND:
         raise CheckpointError(f"{path}: not a pgrl weights file (kind {str(data['kind'])!r})")
@@ -196,7 +228,15 @@ def load_weights(path: str | Path) -> dict:
     for name, w in weights.items():
         if w.dtype.kind != "f":
             raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
-    return {"weights": weights, "config": str(data["config"]), "info": info, "optimizer_state": {}}
+    head, n_actions = _read_head(data, path)
+    return {
+        "weights": weights,
+        "config": str(data["config"]),
+        "info": info,
+        "optimizer_state": {},
+        "head": head,
+        "n_actions": n_actions,
+    }
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -204,7 +244,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
     Returns:
         dict with ``weights``, ``optimizer_state`` (dicts of arrays), ``state`` (counters, as
-        save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``.
+        save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``,
+        ``head`` and ``n_actions``.
     """
     path = Path(path)
     data = _read_npz(path, "checkpoint")
@@ -247,7 +288,10 @@ def load_checkpoint(path: str | Path) -> dict:
     for name, w in weights.items():
         if w.dtype.kind != "f":
             raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
+    head, n_actions = _read_head(data, path)
     return {
+        "head": head,
+        "n_actions": n_actions,
         "weights": weights,
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
         "state": {
@@ -266,6 +310,12 @@ def load_checkpoint(path: str | Path) -> dict:
 def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool = True) -> None:
     """Load weights and (with ``optimizer``, as a resume needs) the optimizer state, or raise
     CheckpointError (the policy is then unchanged)."""
+    saved = (checkpoint.get("head", "bernoulli"), checkpoint.get("n_actions", 2))
+    if saved != (policy.head, policy.n_actions):
+        raise CheckpointError(
+            f"{path}: holds a {saved[0]} policy with {saved[1]} actions, but this policy is "
+            f"{policy.head} with {policy.n_actions} actions"
+        )
     try:
         weights_before = policy.get_weights()
         policy.set_weights(checkpoint["weights"])

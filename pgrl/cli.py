@@ -149,9 +149,11 @@ def _check(args) -> int:
         env = make_env(cfg.env.id, **cfg.env.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env {cfg.env.id} with env.kwargs {cfg.env.kwargs}: {e}") from None
-    obs_dim = int(env.observation_space.shape[0])
+    obs_dim, n_actions = int(env.observation_space.shape[0]), int(env.action_space.n)
     env.close()
-    lines, passed = run_check(cfg, obs_dim, explain=args.explain, seed=args.seed)
+    lines, passed = run_check(
+        cfg, obs_dim, explain=args.explain, seed=args.seed, n_actions=n_actions
+    )
     print("\n".join(lines))
     return 0 if passed else 1
 

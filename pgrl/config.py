@@ -22,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pgrl.envs import RETURN_RANGES, SUPPORTED_ENV_IDS
+from pgrl.envs import RETURN_RANGES, check_env_id
 from pgrl.optim import RMSprop
 from pgrl.policies import BACKENDS
-from pgrl.policies.base import DTYPES, REDUCTIONS
+from pgrl.policies.base import DTYPES, HEADS, REDUCTIONS
 from pgrl.rollout import VECTORIZATIONS
 
 RUNNERS = ("local", "ray")
@@ -39,8 +39,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS, on ``num_envs`` copies (env
-    slots), or with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
+    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS or another registered gymnasium
+    env with Discrete(n) actions and flat observations, on ``num_envs`` copies (env slots), or
+    with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
 
     id: str = "CartPole-v1"
     num_envs: int = 1
@@ -65,6 +66,9 @@ class PolicyConfig:
     dtype: str = "float64"
     bias: bool = False
     reduction: str = "sum"
+    # "bernoulli": one logit, P(action = 1) (Karpathy's; Discrete(2) envs only);
+    # "categorical": one logit per action of the env's Discrete(n), softmax
+    head: str = "bernoulli"
 
 
 @dataclass
@@ -262,8 +266,10 @@ def _check_ranges(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: '{key}' must be {expected}, got {_cut(value)}")
 
     e, p, t = cfg.env, cfg.policy, cfg.train
-    if e.id not in SUPPORTED_ENV_IDS:
-        bad("env.id", e.id, f"one of {', '.join(SUPPORTED_ENV_IDS)}")
+    try:
+        check_env_id(e.id)
+    except ValueError:
+        bad("env.id", e.id, "one of CartPole-v1, ALE/Pong-v5 or a registered gymnasium env id")
     if e.num_envs < 1:
         bad("env.num_envs", e.num_envs, ">= 1")
     if e.runner not in RUNNERS:
@@ -281,6 +287,8 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("policy.dtype", p.dtype, f"one of {', '.join(DTYPES)}")
     if p.reduction not in REDUCTIONS:
         bad("policy.reduction", p.reduction, f"one of {', '.join(REDUCTIONS)}")
+    if p.head not in HEADS:
+        bad("policy.head", p.head, f"one of {', '.join(HEADS)}")
     _check_optimizer(cfg.optimizer, where)
     if t.seed < 0:
         bad("train.seed", t.seed, ">= 0")

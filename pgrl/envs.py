@@ -1,4 +1,5 @@
-"""Environments with Discrete(2) actions and flat observations: CartPole and Karpathy's Pong.
+"""Environments with Discrete(n) actions and flat observations: CartPole, Karpathy's Pong, and any
+other gymnasium env of that kind (Acrobot, LunarLander, ...), by its id.
 
 Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DESIGN.md,
 "Environments"; semantics of Karpathy's pg-pong gist):
@@ -36,13 +37,20 @@ __all__ = [
     "KarpathyPreprocess",
     "KarpathyScreen",
     "check_binary_env",
+    "check_discrete_env",
     "make_env",
 ]
 
+# The envs pgrl is built around; any other registered gymnasium env with Discrete(n) actions and
+# a flat Box observation works too (Atari games other than Pong need their own preprocessing).
 SUPPORTED_ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
 # The lowest and highest return an episode can have (CartPole: +1 per step, at most 500 steps;
-# Pong: a game to 21, +1 or -1 per point).
-RETURN_RANGES = {"CartPole-v1": (1.0, 500.0), "ALE/Pong-v5": (-21.0, 21.0)}
+# Pong: a game to 21, +1 or -1 per point; Acrobot: -1 per step until the goal, at most 500).
+RETURN_RANGES = {
+    "CartPole-v1": (1.0, 500.0),
+    "ALE/Pong-v5": (-21.0, 21.0),
+    "Acrobot-v1": (-500.0, 0.0),
+}
 
 
 class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -266,8 +274,9 @@ class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 def check_binary_env(env: gym.Env) -> gym.Env:
     """Return ``env`` unchanged if its action space is Discrete(2), else raise ValueError.
 
-    pgrl's policy outputs one probability, P(action = 1), so it can only drive envs whose
-    actions are exactly 0 and 1.
+    pgrl's Bernoulli head outputs one probability, P(action = 1), so it can only drive envs
+    whose actions are exactly 0 and 1 (the categorical head takes any Discrete(n):
+    :func:`check_discrete_env`).
 
     Args:
         env: any gymnasium env.
@@ -285,13 +294,49 @@ def check_binary_env(env: gym.Env) -> gym.Env:
     return env
 
 
+def check_discrete_env(env: gym.Env) -> int:
+    """The number of actions ``n`` of an env with ``Discrete(n)`` actions (from 0) and a flat
+    ``Box`` observation; ValueError naming the env and the space otherwise."""
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    space = env.action_space
+    if not (isinstance(space, spaces.Discrete) and space.start == 0 and space.n >= 2):
+        raise ValueError(
+            f"pgrl needs Discrete(n) actions numbered from 0 (n >= 2), but {env_id} has action "
+            f"space {space}"
+        )
+    obs_space = env.observation_space
+    if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1):
+        raise ValueError(
+            f"pgrl needs flat Box observations (obs_dim,), but {env_id} has observation space "
+            f"{obs_space}"
+        )
+    return int(space.n)
+
+
+def check_env_id(env_id: str) -> None:
+    """ValueError unless ``env_id`` is one pgrl can make: a supported id or a registered
+    gymnasium id that is not an Atari game (those need Pong's preprocessing)."""
+    if env_id in SUPPORTED_ENV_IDS:
+        return
+    spec = gym.envs.registry.get(env_id) if isinstance(env_id, str) else None
+    entry = str(spec.entry_point) if spec is not None else ""
+    if spec is None or env_id.startswith("ALE/") or "ale_py" in entry:
+        raise ValueError(
+            f"unknown env id {env_id!r}; supported: {', '.join(map(repr, SUPPORTED_ENV_IDS))}, "
+            "and gymnasium's registered envs with Discrete(n) actions and flat Box observations "
+            "(no other Atari game)"
+        )
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
-    """Make a supported env with Discrete(2) actions and a flat observation.
+    """Make an env with Discrete(n) actions and a flat observation.
 
     Args:
-        env_id: ``"CartPole-v1"`` (obs (4,) float32, action 1 pushes right) or ``"ALE/Pong-v5"``
+        env_id: ``"CartPole-v1"`` (obs (4,) float32, action 1 pushes right), ``"ALE/Pong-v5"``
             (obs (6400,) int8 frame difference in {-1, 0, 1}, action 1 = UP, 0 = DOWN; an
-            episode is a game to 21, reward +1/-1 per point).
+            episode is a game to 21, reward +1/-1 per point), or any other registered gymnasium
+            id with ``Discrete(n)`` actions and a flat ``Box`` observation (``"Acrobot-v1"``,
+            ``"LunarLander-v3"``, ...).
         seed: if given, ``env.reset(seed=seed)`` and ``env.action_space.seed(seed)`` are called
             here once. That seeds the env's RNG (for Pong also ALE's emulator, whose sticky
             actions are random); the caller's next ``env.reset()`` continues that stream, so the
@@ -310,13 +355,11 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         cannot apply wrappers).
 
     Raises:
-        ValueError: ``env_id`` is not supported, or ``obs_type`` is passed for Pong.
+        ValueError: ``env_id`` is unknown, its actions are not ``Discrete(n)`` or its
+            observations not flat, or ``obs_type`` is passed for Pong.
         ImportError: ``env_id`` is an Atari game and ale-py is not installed.
     """
-    if env_id not in SUPPORTED_ENV_IDS:
-        raise ValueError(
-            f"unknown env id {env_id!r}; supported: {', '.join(map(repr, SUPPORTED_ENV_IDS))}"
-        )
+    check_env_id(env_id)
     _check_common_kwargs(kwargs)
     if env_id.startswith("ALE/"):
         if "obs_type" in kwargs:
@@ -331,7 +374,11 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         env = BinaryActionMap(FrameDifference(KarpathyScreen(env)))
     else:
         env = gym.make(env_id, **kwargs)
-    check_binary_env(env)
+    try:
+        check_discrete_env(env)
+    except ValueError:
+        env.close()
+        raise
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

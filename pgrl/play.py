@@ -54,7 +54,7 @@ def load_policy(source: str | Path, backend: str | None = None):
         CheckpointError: no such file or name, a corrupt file, weights that do not fit.
     """
     path, data, cfg = _read_playable(source)
-    policy = build_policy(cfg, _obs_dim(data["weights"], path), backend)
+    policy = build_policy(cfg, _obs_dim(data["weights"], path), backend, data["n_actions"])
     restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     return policy
 
@@ -92,7 +92,8 @@ def export_weights(
     ckpt = load_checkpoint(path)
     cfg = _embedded_config(ckpt["config"], path)
     # the weights must fit the network their config describes
-    restore_policy(build_policy(cfg, _obs_dim(ckpt["weights"], path), "numpy"), ckpt, path)
+    policy = build_policy(cfg, _obs_dim(ckpt["weights"], path), "numpy", ckpt["n_actions"])
+    restore_policy(policy, ckpt, path)
     cfg.policy.dtype = dtype
     weights = {}
     for name, w in ckpt["weights"].items():
@@ -109,7 +110,7 @@ def export_weights(
     }
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(out, weights, cfg.to_toml(), info)
+        save_weights(out, weights, cfg.to_toml(), info, policy.head, policy.n_actions)
     except OSError as e:
         raise ConfigError(f"{out}: cannot write ({e})") from None
     return info
@@ -138,7 +139,8 @@ def evaluate(
         gif = _check_gif_target(Path(gif))  # before the episodes are played, not after
     path, data, cfg = _read_playable(checkpoint_path)
     env = _make_env(cfg, dict(cfg.env.kwargs, **(env_kwargs or {})), render=gif is not None)
-    policy = build_policy(cfg, int(np.prod(env.observation_space.shape)), backend)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    policy = build_policy(cfg, obs_dim, backend, int(getattr(env.action_space, "n", 2)))
     restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     from tqdm.auto import tqdm
 
@@ -178,14 +180,23 @@ def evaluate(
 
 def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None = None):
     """(return, length) of one episode from ``env.reset(seed=seed)``: actions ``p > 0.5``
-    (greedy) or ``u < p`` with ``u`` from ``rng``; rendered frames appended to ``frames``."""
+    (greedy) or ``u < p`` with ``u`` from ``rng`` (categorical head: the most probable action, or
+    :func:`pgrl.rollout.sample_actions`); rendered frames appended to ``frames``."""
+    from pgrl.rollout import sample_actions
+
+    categorical = getattr(policy, "head", "bernoulli") == "categorical"
     obs, _ = env.reset(seed=seed)
     total, length, done = 0.0, 0, False
     while not done:
         if frames is not None:
             frames.append(env.render())
-        p = float(policy.action_prob(obs[None])[0])
-        action = int(p > 0.5) if greedy else int(rng.random() < p)
+        if categorical and greedy:
+            action = int(np.argmax(policy.action_probs(obs[None])[0]))
+        elif categorical:
+            action = int(sample_actions(policy, obs[None], np.array([rng.random()]))[0])
+        else:
+            p = float(policy.action_prob(obs[None])[0])
+            action = int(p > 0.5) if greedy else int(rng.random() < p)
         obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         length += 1

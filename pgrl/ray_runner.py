@@ -34,7 +34,8 @@ class RolloutWorker:
         e = cfg.env
         self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.kwargs)
         obs_dim = int(self.envs.single_observation_space.shape[0])
-        self.policy = build_policy(cfg, obs_dim, backend)
+        n_actions = int(self.envs.single_action_space.n)
+        self.policy = build_policy(cfg, obs_dim, backend, n_actions)
 
     def play(self, weights: dict, states: list[dict], counts: list[int]):
         """``(batch, new generator states, seconds)`` of this worker's slots' episodes."""
@@ -70,6 +71,7 @@ class RayRollouts:
             )
         env = make_env(e.id, **e.kwargs)
         self.single_observation_space = env.observation_space
+        self.single_action_space = env.action_space
         env.close()
         self.k = e.envs_per_worker
         self.num_envs = e.num_workers * self.k

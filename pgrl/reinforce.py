@@ -4,8 +4,9 @@
     summary = train(load_config("cartpole"), out="runs/cartpole")
 
 Each update plays ``train.batch_episodes`` complete episodes with the current policy (actions
-``a = u < p``), gives every step its advantage (the discounted return, standardized), takes one
-RMSprop step on ``L = sum_t A_t * BCE(a_t, z_t)`` and logs every episode and the update. The
+``a = u < p``; categorical head: the first ``k`` with ``u < cumsum(pi)[k]``), gives every step its
+advantage (the discounted return, standardized), takes one RMSprop step on
+``L = sum_t A_t * BCE(a_t, z_t)`` (categorical: ``CE``) and logs every episode and the update. The
 run directory lives in :mod:`pgrl.rundir`, the screen and TensorBoard in :mod:`pgrl.monitor`.
 """
 
@@ -157,7 +158,9 @@ def train(
     envs = None
     try:
         envs = make_envs(cfg, address)
-        policy = build_policy(cfg, int(envs.single_observation_space.shape[0]))
+        policy = build_policy(
+            cfg, int(envs.single_observation_space.shape[0]), n_actions=env_actions(envs)
+        )
         rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
         state = run.restore(checkpoint, policy, rngs) if checkpoint is not None else RunState()
         run.start(cfg)
@@ -212,10 +215,27 @@ def make_envs(cfg: Config, address: str | None = None):
         raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
 
 
-def build_policy(cfg: Config, obs_dim: int, backend: str | None = None) -> Policy:
-    """The policy a config describes, initialised from ``train.seed``."""
+def env_actions(envs) -> int:
+    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions."""
+    space = envs.single_action_space
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(f"env actions must be Discrete(n), got {space}")
+    return int(space.n)
+
+
+def build_policy(
+    cfg: Config, obs_dim: int, backend: str | None = None, n_actions: int = 2
+) -> Policy:
+    """The policy a config describes for an env of ``n_actions`` actions, initialised from
+    ``train.seed``; ConfigError if the Bernoulli head meets more than 2 actions."""
     p, o = cfg.policy, cfg.optimizer
-    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, 1]))
+    if p.head == "bernoulli" and n_actions != 2:
+        raise ConfigError(
+            f"policy.head = 'bernoulli' needs 2 actions, but {cfg.env.id} has {n_actions}; "
+            "set policy.head = 'categorical'"
+        )
+    n_logits = 1 if p.head == "bernoulli" else n_actions
+    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_logits]))
     if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
         raise ConfigError(
             f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
@@ -230,6 +250,8 @@ def build_policy(cfg: Config, obs_dim: int, backend: str | None = None) -> Polic
         dtype=p.dtype,
         reduction=p.reduction,
         bias=p.bias,
+        head=p.head,
+        n_actions=n_actions if p.head == "categorical" else None,
     )
 
 

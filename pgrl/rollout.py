@@ -12,7 +12,9 @@ episodes of ``N * k`` local envs.
 
 :func:`collect_episodes` is the gist's inner loop on the ``S`` envs at once: every vector step,
 each slot playing an episode draws its ``u``, the policy gives ``p = P(action = 1)`` for all of
-them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. A slot whose
+them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. With the
+categorical head the policy gives the probabilities ``pi`` of all actions, and the same single
+``u`` picks the first ``k`` with ``u < cumsum(pi)[k]`` (:func:`sample_actions`). A slot whose
 episode ended starts its next one, or idles when it has played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
@@ -74,6 +76,7 @@ __all__ = [
     "collect_episodes",
     "make_vector_env",
     "play_slots",
+    "sample_actions",
     "slot_generators",
 ]
 
@@ -81,13 +84,27 @@ __all__ = [
 CHUNK_ROWS = 1024
 VECTORIZATIONS = ("auto", "sync", "workers", "async")
 # Envs whose step costs less than a process round trip: vectorized in-process by "auto".
-CHEAP_ENV_IDS = ("CartPole-v1",)
+CHEAP_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
 
 
 class RolloutError(RuntimeError):
     """Rollouts that cannot go on (e.g. remote workers that keep dying)."""
+
+
+def sample_actions(policy, obs, u: np.ndarray) -> np.ndarray:
+    """(N,) actions for (N, obs_dim) ``obs`` from (N,) uniforms ``u`` in [0, 1), one each.
+
+    Bernoulli head: ``a = u < p`` (the gist's). Categorical head: the first ``k`` with
+    ``u < cumsum(pi)[k]``, i.e. the number of ``k`` with ``u >= cumsum(pi)[k]`` (cumsum is
+    non-decreasing); capped at ``n_actions - 1`` for a ``u`` above a total rounded below 1.
+    A policy without a ``head`` attribute is taken as Bernoulli (it needs only ``action_prob``).
+    """
+    if getattr(policy, "head", "bernoulli") == "bernoulli":
+        return u < policy.action_prob(obs)
+    cdf = np.cumsum(policy.action_probs(obs), axis=1)
+    return np.minimum(np.sum(u[:, None] >= cdf, axis=1), policy.n_actions - 1)
 
 
 def slot_generators(seed: int, n_slots: int) -> list[np.random.Generator]:
@@ -128,7 +145,8 @@ def make_vector_env(
     """``num_envs`` copies of ``make_env(env_id, **env_kwargs)`` as one gymnasium vector env.
 
     Args:
-        env_id: ``"CartPole-v1"`` or ``"ALE/Pong-v5"`` (see :func:`pgrl.envs.make_env`).
+        env_id: ``"CartPole-v1"``, ``"ALE/Pong-v5"`` or another gymnasium id with Discrete(n)
+            actions and flat observations (see :func:`pgrl.envs.make_env`).
         num_envs: copies of the env.
         vectorization: ``"sync"`` steps every copy in this process (``SyncVectorEnv``, no IPC:
             right for cheap envs like CartPole, where batching the policy call across copies is
@@ -186,7 +204,7 @@ class EpisodeBatch:
     Attributes:
         obs: (T, obs_dim) observation each action was taken on: a dense array in the env's dtype
             (float32 for CartPole), or :class:`SparseRows` for integer observations (Pong).
-        actions: (T,) int8 actions in {0, 1}.
+        actions: (T,) int8 actions in [0, n_actions) (int64 beyond 128 actions).
         rewards: (T,) float64 reward received after each action.
         ep_bounds: (E + 1,) int64 offsets: episode k is rows ``ep_bounds[k]:ep_bounds[k + 1]``.
         ep_returns: (E,) float64 sum of each episode's rewards.
@@ -247,10 +265,12 @@ def collect_episodes(
 
     Args:
         envs: a vector env from :func:`make_vector_env` (or any gymnasium vector env with
-            ``autoreset_mode=DISABLED``, ``Discrete(2)`` actions and flat Box observations).
+            ``autoreset_mode=DISABLED``, ``Discrete(n)`` actions, ``n`` the policy's
+            ``n_actions``, and flat Box observations).
         policy: a pgrl policy (``make_policy``) whose ``obs_dim`` is the observation width.
         rngs: one generator per env (:func:`slot_generators`); slot ``j``'s draws its episodes'
-            seeds and the uniforms ``u`` of its ``a = u < p``, and is left where it stopped.
+            seeds and the uniforms ``u`` of its actions (:func:`sample_actions`), and is left
+            where it stopped.
         n_episodes: episodes to play, at least 1.
         progress: called as ``progress(episodes_done, steps_done)`` each time an episode ends,
             e.g. ``lambda k, t: bar.update()`` for a tqdm bar.
@@ -260,8 +280,8 @@ def collect_episodes(
 
     Raises:
         ValueError: a bad ``n_episodes``, ``rngs`` or ``progress``; ``envs`` not a vector env,
-            not binary, with the wrong autoreset mode or an observation width that is not the
-            policy's.
+            with another action count than the policy's, the wrong autoreset mode or an
+            observation width that is not the policy's.
     """
     n_episodes = check_positive_int("n_episodes", n_episodes)
     n_slots = getattr(envs, "num_envs", 0)
@@ -294,7 +314,7 @@ def play_slots(
     if len(counts) != n_slots or min(counts) < 0 or sum(counts) < 1:
         raise ValueError(f"counts must give each of {n_slots} envs >= 0 episodes, got {counts}")
     slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
-    episodes = _Recorder(n_slots, obs_space, progress)
+    episodes = _Recorder(n_slots, obs_space, progress, getattr(policy, "n_actions", 2))
     left = list(counts)  # episodes each slot has yet to start
     playing = np.flatnonzero(left)  # slots playing an episode of this batch
     seeds = [_next_seed(rngs, left, counts, j) for j in range(n_slots)]
@@ -302,7 +322,7 @@ def play_slots(
     obs = slots.reset(seeds)
     while True:
         u = np.array([rngs[j].random() for j in playing.tolist()])
-        actions[playing] = u < policy.action_prob(obs[playing])
+        actions[playing] = sample_actions(policy, obs[playing], u)
         episodes.record(obs, actions, playing)
         obs, rewards, done = slots.step(actions, playing)
         ended = episodes.reward(rewards, done, playing)
@@ -389,11 +409,12 @@ class _Recorder:
     for integer observations compressed to SparseRows) when full or when the episode ends;
     finished episodes are concatenated once, at the end."""
 
-    def __init__(self, num_envs: int, obs_space: spaces.Box, progress):
+    def __init__(self, num_envs: int, obs_space: spaces.Box, progress, n_actions: int = 2):
         self.sparse = np.issubdtype(obs_space.dtype, np.integer)
         self.progress = progress
         self.obs = np.zeros((num_envs, CHUNK_ROWS, *obs_space.shape), dtype=obs_space.dtype)
-        self.actions = np.zeros((num_envs, CHUNK_ROWS), dtype=np.int8)
+        action_dtype = np.int8 if n_actions <= np.iinfo(np.int8).max + 1 else np.int64
+        self.actions = np.zeros((num_envs, CHUNK_ROWS), dtype=action_dtype)
         self.rewards = np.zeros((num_envs, CHUNK_ROWS), dtype=np.float64)
         self.rows = [0] * num_envs  # rows filled in each env's chunk
         self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far
@@ -489,17 +510,25 @@ def _check_envs(envs, policy) -> spaces.Box:
             f"envs must have autoreset_mode=DISABLED (collect_episodes resets finished envs "
             f"itself), got {mode}; build them with pgrl.rollout.make_vector_env"
         )
-    if envs.single_action_space != spaces.Discrete(2):
+    obs_dim = getattr(policy, "obs_dim", None)
+    head = getattr(policy, "head", "bernoulli")
+    method = "action_prob" if head == "bernoulli" else "action_probs"
+    if obs_dim is None or not callable(getattr(policy, method, None)):
+        raise ValueError(f"policy must be a pgrl policy (pgrl.make_policy), got {policy!r}")
+    action_space = envs.single_action_space
+    if head == "bernoulli" and action_space != spaces.Discrete(2):
         raise ValueError(
-            "pgrl needs Discrete(2) actions (its policy gives P(action = 1)), but the env has "
-            f"action space {envs.single_action_space}"
+            "pgrl's Bernoulli head needs Discrete(2) actions (it gives P(action = 1)), but the "
+            f"env has action space {action_space}; use a categorical policy"
+        )
+    n_actions = getattr(policy, "n_actions", 2)
+    if action_space != spaces.Discrete(n_actions):
+        raise ValueError(
+            f"the policy has {n_actions} actions but the env has action space {action_space}"
         )
     space = envs.single_observation_space
     if not isinstance(space, spaces.Box) or len(space.shape) != 1:
         raise ValueError(f"pgrl needs flat Box observations (obs_dim,), got {space}")
-    obs_dim = getattr(policy, "obs_dim", None)
-    if obs_dim is None or not callable(getattr(policy, "action_prob", None)):
-        raise ValueError(f"policy must be a pgrl policy (pgrl.make_policy), got {policy!r}")
     if space.shape[0] != obs_dim:
         raise ValueError(
             f"the env's observations have width {space.shape[0]} but the policy takes "

@@ -197,7 +197,9 @@ def test_compare_reports_the_divergence(tmp_path, monkeypatch):
     assert "| numpy | 0 | ok | 30 |" in md and "| 17 | 0.0123 |" in md
 
 
-@pytest.mark.parametrize("config", ["configs/cartpole.toml", "configs/pong.toml"])
+@pytest.mark.parametrize(
+    "config", ["configs/cartpole.toml", "configs/pong.toml", "configs/acrobot.toml"]
+)
 def test_check_passes_on_shipped_configs(config, capsys):
     assert cli_main(["check", config]) == 0
     out = capsys.readouterr().out

@@ -89,8 +89,13 @@ def test_resolved_config_round_trips_through_toml():
         ("policy.hidden_sizes=[32, 0]", "'policy.hidden_sizes' must be a list of sizes >= 1"),
         ("env.num_envs=0", "'env.num_envs' must be >= 1, got 0"),
         ("policy.backend=torch", "'policy.backend' must be one of numpy, tensorflow, got 'torch'"),
-        ("env.id=Breakout", "'env.id' must be one of CartPole-v1, ALE/Pong-v5, got 'Breakout'"),
+        (
+            "env.id=Breakout",
+            "'env.id' must be one of CartPole-v1, ALE/Pong-v5 or a registered gymnasium env id, "
+            "got 'Breakout'",
+        ),
         ("policy.dtype=float16", "'policy.dtype' must be one of float32, float64"),
+        ("policy.head=softmax", "'policy.head' must be one of bernoulli, categorical"),
         ("train.standardize=global", "'train.standardize' must be one of episode, batch, none"),
         ("seed=3", "expected section.key=value"),
     ],
@@ -122,7 +127,7 @@ def test_missing_file_and_syntax_error(tmp_path):
 def test_every_shipped_file_loads_by_path_and_by_name(file):
     cfg = load_config(file)
     assert cfg == load_config(file.stem) == load_config(file.name)
-    assert cfg.train.episodes >= 1 and cfg.env.id in ("CartPole-v1", "ALE/Pong-v5")
+    assert cfg.train.episodes >= 1 and cfg.env.id in ("CartPole-v1", "ALE/Pong-v5", "Acrobot-v1")
 
 
 def test_shipped_names_and_the_repository_link():

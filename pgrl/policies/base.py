@@ -17,13 +17,17 @@ from pgrl.sparse import SparseRows
 
 DTYPES = ("float32", "float64")
 REDUCTIONS = ("sum", "mean")
+# "bernoulli": one logit, P(action = 1) = sigmoid(z) (Karpathy's); "categorical": one logit per
+# action, softmax
+HEADS = ("bernoulli", "categorical")
 
 
 def weight_shapes(
-    obs_dim: int, hidden_sizes: Sequence[int], bias: bool
+    obs_dim: int, hidden_sizes: Sequence[int], bias: bool, n_logits: int = 1
 ) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the parameters: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1), ``bi``."""
-    sizes = [obs_dim, *hidden_sizes, 1]
+    """Names and shapes of the parameters: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, n_logits),
+    ``bi``."""
+    sizes = [obs_dim, *hidden_sizes, n_logits]
     shapes: dict[str, tuple[int, ...]] = {}
     for i in range(1, len(sizes)):
         shapes[f"W{i}"] = (sizes[i - 1], sizes[i])
@@ -33,7 +37,12 @@ def weight_shapes(
 
 
 def init_weights(
-    obs_dim: int, hidden_sizes: Sequence[int], bias: bool, seed: int | None, dtype: str
+    obs_dim: int,
+    hidden_sizes: Sequence[int],
+    bias: bool,
+    seed: int | None,
+    dtype: str,
+    n_logits: int = 1,
 ) -> dict[str, np.ndarray]:
     """Karpathy's init, ``randn(fan_in, fan_out) / sqrt(fan_in)``, biases zero.
 
@@ -42,7 +51,7 @@ def init_weights(
     """
     rng = np.random.default_rng(seed)
     weights = {}
-    for name, shape in weight_shapes(obs_dim, hidden_sizes, bias).items():
+    for name, shape in weight_shapes(obs_dim, hidden_sizes, bias, n_logits).items():
         if name.startswith("W"):
             w = rng.standard_normal(shape) / np.sqrt(shape[0])
         else:
@@ -59,7 +68,10 @@ def check_positive_int(name: str, value) -> int:
 
 
 class Policy:
-    """A binary-action policy ``p = sigmoid(MLP(obs)) = P(action = 1)`` trained by REINFORCE.
+    """A policy ``pi(a | obs)`` from an MLP's logits, trained by REINFORCE.
+
+    The Bernoulli head (Karpathy's) has one logit ``z`` and ``p = sigmoid(z) = P(action = 1)``;
+    the categorical head has one logit per action and ``pi = softmax(z)``.
 
     Args:
         obs_dim: width of one observation.
@@ -69,6 +81,10 @@ class Policy:
         dtype: ``"float64"`` (bit-for-bit comparable backends) or ``"float32"`` (faster).
         reduction: ``"sum"`` over all steps of the batch (Karpathy) or ``"mean"`` (Keras losses).
         bias: give every layer a bias (Karpathy's network has none).
+        head: ``"bernoulli"`` (one logit, actions 0 and 1) or ``"categorical"`` (``n_actions``
+            logits, softmax).
+        n_actions: the number of actions: 2 (or None) for the Bernoulli head, at least 2 for
+            the categorical head.
     """
 
     backend = "base"
@@ -82,6 +98,8 @@ class Policy:
         dtype: str = "float64",
         reduction: str = "sum",
         bias: bool = False,
+        head: str = "bernoulli",
+        n_actions: int | None = None,
     ):
         self.obs_dim = check_positive_int("obs_dim", obs_dim)
         if isinstance(hidden_sizes, int | np.integer) and not isinstance(hidden_sizes, bool):
@@ -110,20 +128,38 @@ class Policy:
         if not isinstance(bias, bool | np.bool_):
             raise ValueError(f"bias must be true or false, got {bias!r}")
         self.bias = bool(bias)
-        self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.head = head
+        if head == "bernoulli":
+            if n_actions is not None and n_actions != 2:
+                raise ValueError(
+                    f"the Bernoulli head has 2 actions, got n_actions={n_actions!r} "
+                    "(use head='categorical')"
+                )
+            self.n_actions, self.n_logits = 2, 1
+        else:
+            if n_actions is None:
+                raise ValueError("the categorical head needs n_actions")
+            self.n_actions = check_positive_int("n_actions", n_actions)
+            if self.n_actions < 2:
+                raise ValueError(f"n_actions must be at least 2, got {n_actions!r}")
+            self.n_logits = self.n_actions
+        self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias, self.n_logits)
         limit_blas()  # one thread per NumPy product by default: see pgrl.policies.threads
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
             f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
-            f"optimizer={self.optimizer})"
+            f"head={self.head!r}, n_actions={self.n_actions}, optimizer={self.optimizer})"
         )
 
     # ----- public API: validate, convert, then call the backend -----
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters: ``{"W1": (obs_dim, H1), ..., "Wn": (H_last, 1)}``."""
+        """Copies of the parameters: ``{"W1": (obs_dim, H1), ..., "Wn": (H_last, n_logits)}``
+        (``n_logits`` 1 for the Bernoulli head, ``n_actions`` for the categorical one)."""
         return self._get_weights()
 
     def set_weights(self, weights: dict) -> None:
@@ -131,7 +167,7 @@ class Policy:
         self._set_weights(self._check_arrays("weights", weights))
 
     def action_prob(self, obs) -> np.ndarray:
-        """P(action = 1) for a batch of observations.
+        """P(action = 1) for a batch of observations (Bernoulli head only).
 
         Args:
             obs: array of shape (N, obs_dim).
@@ -139,32 +175,58 @@ class Policy:
         Returns:
             array of shape (N,), in the policy's dtype.
         """
+        if self.head != "bernoulli":
+            raise ValueError(
+                f"action_prob gives P(action = 1) of the Bernoulli head; this policy is "
+                f"{self.head} with {self.n_actions} actions: use action_probs"
+            )
         return self._action_prob(self._check_obs(obs))
 
-    def logits(self, obs) -> np.ndarray:
-        """The logits ``z`` with ``P(action = 1) = sigmoid(z)``.
+    def action_probs(self, obs) -> np.ndarray:
+        """The probability of every action, for either head.
 
         Args:
             obs: array of shape (N, obs_dim).
 
         Returns:
-            array of shape (N,), in the policy's dtype.
+            array of shape (N, n_actions), in the policy's dtype; the Bernoulli head gives
+            ``(1 - p, p)``.
+        """
+        x = self._check_obs(obs)
+        if self.head == "bernoulli":
+            p = self._action_prob(x)
+            return np.stack([1 - p, p], axis=1)
+        return self._action_probs(x)
+
+    def logits(self, obs) -> np.ndarray:
+        """The logits: ``z`` with ``P(action = 1) = sigmoid(z)`` (Bernoulli head), or the
+        categorical head's ``z`` with ``pi = softmax(z)``.
+
+        Args:
+            obs: array of shape (N, obs_dim).
+
+        Returns:
+            array of shape (N,) (Bernoulli) or (N, n_actions) (categorical), in the policy's
+            dtype.
         """
         return self._logits(self._check_obs(obs))
 
     def loss(self, obs, actions, advantages) -> float:
-        """``L = sum_t A_t * BCE(a_t, z_t)`` (divided by N with ``reduction="mean"``).
+        """``L = sum_t A_t * BCE(a_t, z_t)``, or ``sum_t A_t * CE(a_t, z_t)`` with
+        ``CE = -log softmax(z_t)[a_t]`` for the categorical head (divided by N with
+        ``reduction="mean"``).
 
         The quantity :meth:`gradients` differentiates; arguments as there.
         """
         return float(self._loss(*self._check_batch(obs, actions, advantages)))
 
     def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
-        """``dL/dW`` for ``L = sum_t A_t * BCE(a_t, z_t)`` (divided by N with ``reduction="mean"``).
+        """``dL/dW`` for the loss of :meth:`loss`.
 
         Args:
             obs: (N, obs_dim) observations.
-            actions: (N,) actions taken, each 0 or 1.
+            actions: (N,) actions taken: 0 or 1 (Bernoulli), integers in [0, n_actions)
+                (categorical).
             advantages: (N,) finite weights ``A_t`` (e.g. standardized discounted returns).
 
         Returns:
@@ -181,7 +243,8 @@ class Policy:
 
         Returns:
             statistics computed before the step: ``loss``, ``grad_norm`` (global L2 norm),
-            ``mean_prob`` (mean P(action = 1)) and ``entropy`` (mean Bernoulli entropy, nats).
+            ``mean_prob`` (mean P(action = 1); categorical: mean probability of the action
+            taken) and ``entropy`` (mean entropy of the policy, nats).
         """
         return self._update(*self._check_batch(obs, actions, advantages))
 
@@ -265,7 +328,8 @@ class Policy:
         return x
 
     def _check_batch(self, obs, actions, advantages):
-        """Validated (obs (N, D), actions (N,) of 0/1, advantages (N,)) in the policy's dtype."""
+        """Validated obs (N, D), actions (N,) (0/1 in the policy's dtype for the Bernoulli head,
+        int64 in [0, n_actions) for the categorical one), advantages (N,) in the policy's dtype."""
         x = self._check_obs(obs)
         n = x.shape[0]
         if n == 0:
@@ -273,9 +337,16 @@ class Policy:
         a = np.asarray(actions)
         if a.shape != (n,):
             raise ValueError(f"actions must have shape ({n},) to match obs, got {a.shape}")
-        if a.dtype.kind not in "biuf" or not np.all((a == 0) | (a == 1)):
-            bad = a[~((a == 0) | (a == 1))][:3] if a.dtype.kind in "biuf" else a.dtype
-            raise ValueError(f"actions must be 0 or 1, got {bad}")
+        if self.head == "bernoulli":
+            if a.dtype.kind not in "biuf" or not np.all((a == 0) | (a == 1)):
+                bad = a[~((a == 0) | (a == 1))][:3] if a.dtype.kind in "biuf" else a.dtype
+                raise ValueError(f"actions must be 0 or 1, got {bad}")
+        else:
+            k = self.n_actions
+            valid = (a == np.round(a)) & (a >= 0) & (a < k) if a.dtype.kind in "biuf" else None
+            if valid is None or not np.all(valid):
+                bad = a[~valid][:3] if valid is not None else a.dtype
+                raise ValueError(f"actions must be integers in [0, {k}), got {bad}")
         adv = np.asarray(advantages)
         if adv.shape != (n,):
             raise ValueError(f"advantages must have shape ({n},) to match obs, got {adv.shape}")
@@ -285,7 +356,8 @@ class Policy:
             adv = adv.astype(self.dtype)
         if not np.all(np.isfinite(adv)):  # after the cast: 1e300 is inf in float32
             raise ValueError(f"advantages contain NaN or inf (in {self.dtype.name})")
-        return x, a.astype(self.dtype), adv
+        a = a.astype(self.dtype) if self.head == "bernoulli" else a.astype(np.int64)
+        return x, a, adv
 
     # ----- backend hooks -----
 
@@ -299,6 +371,9 @@ class Policy:
         raise NotImplementedError
 
     def _action_prob(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _action_probs(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _loss(self, obs, actions, advantages) -> float:

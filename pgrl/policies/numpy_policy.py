@@ -24,6 +24,19 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z)
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """(N, n) logits -> (N, n) ``log softmax(z)``, finite for any finite ``z``: the row maximum
+    is subtracted before ``exp``, so ``exp`` never overflows and the sum is at least 1."""
+    shifted = z - np.max(z, axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """(N, n) logits -> (N, n) probabilities, rows summing to 1 (max-shifted, as log_softmax)."""
+    e = np.exp(z - np.max(z, axis=1, keepdims=True))
+    return e / np.sum(e, axis=1, keepdims=True)
+
+
 def _matmul(h, w: np.ndarray) -> np.ndarray:
     """``h @ w`` for dense floats or SparseRows."""
     return h.matmul(w) if isinstance(h, SparseRows) else h @ w
@@ -32,8 +45,9 @@ def _matmul(h, w: np.ndarray) -> np.ndarray:
 class NumpyPolicy(Policy):
     """Karpathy's policy network in NumPy; see :class:`pgrl.policies.base.Policy` for arguments.
 
-    Hidden layers ``h_i = relu(h_{i-1} @ W_i + b_i)`` with ``h_0 = obs``; logit
-    ``z = h_L @ W_n + b_n``; ``p = sigmoid(z)``.
+    Hidden layers ``h_i = relu(h_{i-1} @ W_i + b_i)`` with ``h_0 = obs``; logits
+    ``z = h_L @ W_n + b_n``; ``p = sigmoid(z)`` (Bernoulli head) or ``pi = softmax(z)``
+    (categorical head).
     """
 
     backend = "numpy"
@@ -41,7 +55,7 @@ class NumpyPolicy(Policy):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.params = init_weights(
-            self.obs_dim, self.hidden_sizes, self.bias, self.seed, self.dtype.name
+            self.obs_dim, self.hidden_sizes, self.bias, self.seed, self.dtype.name, self.n_logits
         )
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0
@@ -59,7 +73,8 @@ class NumpyPolicy(Policy):
         return sparse if sparse.nnz <= SPARSE_DENSITY * x.size else x.astype(self.dtype)
 
     def _forward(self, x) -> tuple[list, np.ndarray]:
-        """Activations ``[h_0 = x, h_1, ..., h_L]`` and logits ``z`` of shape (N,).
+        """Activations ``[h_0 = x, h_1, ..., h_L]`` and logits ``z``: (N,) for the Bernoulli
+        head, (N, n_actions) for the categorical one.
 
         ``x`` is (N, obs_dim), dense or :class:`SparseRows`; a sparse ``x @ W1`` reads only the
         rows of W1 that its nonzeros select (a Pong frame difference has ~25 of 6400).
@@ -73,20 +88,30 @@ class NumpyPolicy(Policy):
                 a += params[b]
             h = np.maximum(a, 0.0, out=a)
             hs.append(h)
-        z = _matmul(h, params[w_out])[:, 0]
+        z = _matmul(h, params[w_out])
+        if self.head == "bernoulli":
+            z = z[:, 0]
         return hs, z if b_out is None else z + params[b_out]
 
     def _backward(self, hs, z, actions, advantages) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Gradients of ``L = sum_t A_t * BCE(a_t, z_t)`` (the "PG magic"), and ``p``."""
-        p = sigmoid(z)
-        # dBCE(y, z)/dz = sigmoid(z) - y  (DESIGN.md, cause 1: the derivative is taken through the
-        # sigmoid, not of the logit itself). For y = 1 it is written -sigmoid(-z), which keeps full
-        # relative precision when p rounds to 1.
-        dz = advantages * np.where(actions == 1, -sigmoid(-z), p)
+        """Gradients of ``L = sum_t A_t * BCE(a_t, z_t)`` or ``sum_t A_t * CE(a_t, z_t)`` (the
+        "PG magic"), and ``p`` (N,) or ``pi`` (N, n_actions)."""
+        if self.head == "bernoulli":
+            p = sigmoid(z)
+            # dBCE(y, z)/dz = sigmoid(z) - y  (DESIGN.md, cause 1: the derivative is taken through
+            # the sigmoid, not of the logit itself). For y = 1 it is written -sigmoid(-z), which
+            # keeps full relative precision when p rounds to 1.
+            dz = advantages * np.where(actions == 1, -sigmoid(-z), p)
+            dh = dz[:, None]
+        else:
+            p = softmax(z)
+            # dCE(a, z)/dz = softmax(z) - onehot(a), the categorical form of sigmoid(z) - y
+            dh = p.copy()
+            dh[np.arange(len(actions)), actions] -= 1
+            dh *= advantages[:, None]
         if self.reduction == "mean":
-            dz /= z.shape[0]
+            dh /= z.shape[0]
         grads = {}
-        dh = dz[:, None]
         for i in range(len(hs), 0, -1):
             h = hs[i - 1]
             if isinstance(h, SparseRows):
@@ -113,6 +138,9 @@ class NumpyPolicy(Policy):
     def _action_prob(self, obs):
         return sigmoid(self._forward(obs)[1])
 
+    def _action_probs(self, obs):
+        return softmax(self._forward(obs)[1])
+
     def _loss(self, obs, actions, advantages):
         return _loss(self._forward(obs)[1], actions, advantages, self.reduction)
 
@@ -127,12 +155,18 @@ class NumpyPolicy(Policy):
     def _update(self, obs, actions, advantages):
         hs, z = self._forward(obs)
         grads, p = self._backward(hs, z, actions, advantages)
+        if self.head == "bernoulli":
+            mean_prob = np.mean(p)
+            # Bernoulli entropy: the p-mixture of BCE(1, z) = softplus(-z), BCE(0, z) = softplus(z)
+            entropy = np.mean(p * softplus(-z) + (1 - p) * softplus(z))
+        else:
+            mean_prob = np.mean(p[np.arange(len(actions)), actions])
+            entropy = np.mean(-np.sum(p * log_softmax(z), axis=1))
         stats = {
             "loss": _loss(z, actions, advantages, self.reduction),
             "grad_norm": float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values()))),
-            "mean_prob": float(np.mean(p)),
-            # Bernoulli entropy: the p-mixture of BCE(1, z) = softplus(-z), BCE(0, z) = softplus(z)
-            "entropy": float(np.mean(p * softplus(-z) + (1 - p) * softplus(z))),
+            "mean_prob": float(mean_prob),
+            "entropy": float(entropy),
         }
         self._apply_gradients(grads)
         return stats
@@ -148,7 +182,12 @@ class NumpyPolicy(Policy):
 
 
 def _loss(z, actions, advantages, reduction: str) -> float:
-    """``sum_t A_t * BCE(a_t, z_t)`` (divided by N for ``"mean"``); BCE(1, z) = softplus(-z)."""
-    bce = np.where(actions == 1, softplus(-z), softplus(z))
-    loss = float(np.sum(advantages * bce))
+    """``sum_t A_t * BCE(a_t, z_t)`` for (N,) logits, with BCE(1, z) = softplus(-z), or
+    ``sum_t A_t * CE(a_t, z_t)`` for (N, n) logits, ``CE = -log_softmax(z)[a]`` (divided by N for
+    ``"mean"``)."""
+    if z.ndim == 1:
+        ce = np.where(actions == 1, softplus(-z), softplus(z))
+    else:
+        ce = -log_softmax(z)[np.arange(len(actions)), actions]
+    loss = float(np.sum(advantages * ce))
     return loss / z.shape[0] if reduction == "mean" else loss

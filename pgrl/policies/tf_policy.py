@@ -141,7 +141,8 @@ class KerasRMSprop(keras.optimizers.Optimizer):
 
 
 def forward(layers, x):
-    """(N, 1) logits of the MLP: ``h_i = relu(h_{i-1} @ W_i + b_i)``, no ReLU on the last layer.
+    """(N, n_logits) logits of the MLP: ``h_i = relu(h_{i-1} @ W_i + b_i)``, no ReLU on the last
+    layer.
 
     ``layers`` is ``[(W1, b1 or None), ...]`` (variables or tensors); ``x`` is a dense (N, D)
     array or, for mostly-zero rows (Pong's frame differences), the tuple ``(indices, values,
@@ -202,7 +203,14 @@ class TensorFlowPolicy(Policy):
                     h, activation="relu", use_bias=self.bias, dtype=dt, name=f"hidden{i}"
                 )
             )
-        layers.append(keras.layers.Dense(1, use_bias=self.bias, dtype=dt, name="logit"))
+        layers.append(
+            keras.layers.Dense(
+                self.n_logits,
+                use_bias=self.bias,
+                dtype=dt,
+                name="logit" if self.head == "bernoulli" else "logits",
+            )
+        )
         self.model = keras.Sequential(layers, name="pgrl_policy")
         self._vars = {}
         for i, layer in enumerate(self.model.layers, start=1):
@@ -214,10 +222,19 @@ class TensorFlowPolicy(Policy):
         self.keras_optimizer.build(self._var_list)
         self._snapshot = None  # the weights as tensors, for eager forward passes
         self._set_weights(
-            init_weights(self.obs_dim, self.hidden_sizes, self.bias, self.seed, self.dtype.name)
+            init_weights(
+                self.obs_dim,
+                self.hidden_sizes,
+                self.bias,
+                self.seed,
+                self.dtype.name,
+                self.n_logits,
+            )
         )
 
         vec_spec = tf.TensorSpec([None], dt)
+        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
+        action_spec = vec_spec if self.head == "bernoulli" else tf.TensorSpec([None], tf.int64)
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
         self._tf_apply = _lazy_concrete(self._graph_apply, grad_specs)
         self._tf = {}
@@ -229,7 +246,7 @@ class TensorFlowPolicy(Policy):
         )
         for sparse in (False, True):
             obs_spec = sparse_spec if sparse else tf.TensorSpec([None, self.obs_dim], dt)
-            batch = (obs_spec, vec_spec, vec_spec)
+            batch = (obs_spec, action_spec, vec_spec)
             self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
             self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
 
@@ -241,9 +258,13 @@ class TensorFlowPolicy(Policy):
     # ----- graphs -----
 
     def _loss_graph(self, obs, actions, advantages):
-        z = forward(self._layers(self._vars), obs)[:, 0]
-        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
-        loss = tf.reduce_sum(advantages * bce)
+        z = forward(self._layers(self._vars), obs)
+        if self.head == "bernoulli":
+            z = z[:, 0]
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
+        else:
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=z)
+        loss = tf.reduce_sum(advantages * ce)
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
         return loss, z
@@ -260,8 +281,13 @@ class TensorFlowPolicy(Policy):
 
     def _graph_update(self, obs, actions, advantages):
         loss, z, grads = self._graph_gradients(obs, actions, advantages)
-        p = tf.sigmoid(z)
-        entropy = p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
+        if self.head == "bernoulli":
+            p = tf.sigmoid(z)
+            entropy = p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
+        else:
+            pi = tf.nn.softmax(z)
+            entropy = -tf.reduce_sum(pi * tf.nn.log_softmax(z), axis=1)
+            p = tf.gather(pi, actions, axis=1, batch_dims=1)  # probability of the action taken
         stats = {
             "loss": loss,
             "grad_norm": tf.linalg.global_norm(grads),
@@ -303,16 +329,21 @@ class TensorFlowPolicy(Policy):
         return self._tf[name, sparse](x, tf.constant(actions), tf.constant(advantages))
 
     def _eager_logits(self, obs):
-        """(N, 1) logits from eager ops on a copy of the weights (see the class docstring)."""
+        """(N, n_logits) logits from eager ops on a copy of the weights (see the class
+        docstring)."""
         if self._snapshot is None:
             self._snapshot = {k: tf.constant(v.numpy()) for k, v in self._vars.items()}
         return forward(self._layers(self._snapshot), self._inputs(obs)[0])
 
     def _logits(self, obs):
-        return self._eager_logits(obs).numpy()[:, 0]
+        z = self._eager_logits(obs).numpy()
+        return z[:, 0] if self.head == "bernoulli" else z
 
     def _action_prob(self, obs):
         return raw.Sigmoid(x=self._eager_logits(obs)).numpy()[:, 0]
+
+    def _action_probs(self, obs):
+        return raw.Softmax(logits=self._eager_logits(obs)).numpy()
 
     def _loss(self, obs, actions, advantages):
         return float(self._graph_call("gradients", obs, actions, advantages)[0])
