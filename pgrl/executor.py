@@ -90,8 +90,11 @@ def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
 
 
 def _ignore_interrupts() -> None:
-    """A local worker between trials: Ctrl-C is the driver's to handle."""
+    """A local worker between trials: Ctrl-C is the driver's to handle. The worker was started
+    with SIGINT blocked (see :func:`_run_local`), so a Ctrl-C during its start-up waits here and
+    is dropped, instead of ending its start-up with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def run_trials(
@@ -158,7 +161,13 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
             while queue and len(futures) < workers:
                 t = queue.pop(0)
                 args = (run_trial, config_path, t, str(out / t.name))
-                futures[pool.submit(_run_in_worker, *args)] = t.name
+                # a worker process may start here: it inherits SIGINT blocked; the driver's
+                # own Ctrl-C waits until the mask is restored, then interrupts as usual
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    futures[pool.submit(_run_in_worker, *args)] = t.name
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for f in [f for f in futures if f.done()]:
                 name = futures.pop(f)
                 try:
