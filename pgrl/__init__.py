@@ -12,6 +12,7 @@ _LAZY = {
     "load_config": "pgrl.config",
     "RMSprop": "pgrl.optim",
     "make_policy": "pgrl.policies",
+    "make_value_net": "pgrl.policies",
     "discount_rewards": "pgrl.returns",
     "standardize": "pgrl.returns",
 }
@@ -23,6 +24,7 @@ __all__ = [
     "load_config",
     "load_policy",
     "make_policy",
+    "make_value_net",
     "standardize",
     "train",
 ]

@@ -35,12 +35,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, reported as one line."""
 
 
-def save_checkpoint(path: str | Path, policy, state: dict, rng_state: dict, config_toml: str):
-    """Write ``path`` atomically: a temp file in the same folder, fsync, then rename over."""
+def save_checkpoint(
+    path: str | Path, policy, state: dict, rng_state: dict, config_toml: str, value=None
+):
+    """Write ``path`` atomically: a temp file in the same folder, fsync, then rename over.
+    ``value``: the run's value network, if it has one (``vw_*`` weights, ``vopt_*`` RMSprop)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {"format_version": np.int64(FORMAT_VERSION)}
     arrays.update({f"w_{k}": v for k, v in policy.get_weights().items()})
     arrays.update({f"opt_{k}": v for k, v in policy.get_optimizer_state().items()})
+    if value is not None:
+        arrays.update({f"vw_{k}": v for k, v in value.get_weights().items()})
+        arrays.update({f"vopt_{k}": v for k, v in value.get_optimizer_state().items()})
     for key in COUNTERS:
         arrays[key] = np.int64(state[key])
     arrays["wall_time"] = np.float64(state["wall_time"])
@@ -243,7 +249,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint; raises :class:`CheckpointError` naming what is wrong.
 
     Returns:
-        dict with ``weights``, ``optimizer_state`` (dicts of arrays), ``state`` (counters, as
+        dict with ``weights``, ``optimizer_state``, ``value_weights``, ``value_optimizer_state``
+        (dicts of arrays; the value network's are empty without one), ``state`` (counters, as
         save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``,
         ``head`` and ``n_actions``.
     """
@@ -285,7 +292,8 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path}: unknown backend {backend[:40]!r}, expected one of {', '.join(BACKENDS)}"
         )
     weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
-    for name, w in weights.items():
+    value_weights = {k[3:]: v for k, v in data.items() if k.startswith("vw_")}
+    for name, w in [*weights.items(), *value_weights.items()]:
         if w.dtype.kind != "f":
             raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
     head, n_actions = _read_head(data, path)
@@ -294,6 +302,8 @@ def load_checkpoint(path: str | Path) -> dict:
         "n_actions": n_actions,
         "weights": weights,
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
+        "value_weights": value_weights,
+        "value_optimizer_state": {k[5:]: v for k, v in data.items() if k.startswith("vopt_")},
         "state": {
             **counters,
             "wall_time": wall_time,
@@ -327,3 +337,22 @@ def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool =
             raise
     except ValueError as e:
         raise CheckpointError(f"{path}: does not fit this network: {e}") from None
+
+
+def restore_value(value, checkpoint: dict, path: str | Path) -> None:
+    """Load the value network's weights and RMSprop state, or raise CheckpointError (the network
+    is then unchanged)."""
+    if not checkpoint.get("value_weights"):
+        raise CheckpointError(
+            f"{path}: holds no value network (the run was trained with train.baseline = 'none')"
+        )
+    try:
+        before = value.get_weights()
+        value.set_weights(checkpoint["value_weights"])
+        try:
+            value.set_optimizer_state(checkpoint["value_optimizer_state"])
+        except ValueError:
+            value.set_weights(before)
+            raise
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its value network does not fit this one: {e}") from None

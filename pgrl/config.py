@@ -32,6 +32,8 @@ RUNNERS = ("local", "ray")
 
 STANDARDIZE = ("episode", "batch", "none")
 
+BASELINES = ("none", "value")
+
 
 class ConfigError(ValueError):
     """A configuration mistake, reported as one line."""
@@ -79,6 +81,24 @@ class OptimizerConfig:
     decay: float = 0.99
     epsilon: float = 1e-5
     epsilon_inside_sqrt: bool = False
+    # the policy loss gains -entropy_coef * sum_t H(pi(. | s_t)); 0: no entropy bonus
+    entropy_coef: float = 0.0
+    # scale the policy's gradients to at most this global L2 norm before RMSprop; absent: never
+    max_grad_norm: float | None = None
+
+
+@dataclass
+class ValueConfig:
+    """The value network V(s) of ``train.baseline = "value"`` (see pgrl.policies.base.ValueNet):
+    its own MLP (same backend and dtype as the policy) and its own RMSprop."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    bias: bool = True
+    learning_rate: float = 1e-3
+    decay: float = 0.99
+    epsilon: float = 1e-5
+    epsilon_inside_sqrt: bool = False
+    max_grad_norm: float | None = None
 
 
 @dataclass
@@ -91,6 +111,9 @@ class TrainConfig:
     gamma: float = 0.99
     reset_on_nonzero: bool = False  # Pong: restart discounted sums at every point
     standardize: str = "episode"  # advantages: per episode (Karpathy), per batch, or none
+    # "none": advantages are the returns (Karpathy); "value": returns - V(s) of a value network
+    # fit to the returns (the [value] section)
+    baseline: str = "none"
     solved_mean100: float | None = None  # stop once mean100 reaches this (475 for CartPole-v1)
     max_steps: int | None = None  # env step budget
     max_seconds: float | None = None  # wall-clock budget
@@ -113,6 +136,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, where: str = "config") -> Config:
@@ -244,9 +268,9 @@ def _coerce(value, annotation, key: str, where: str):
     raise ConfigError(f"{where}: '{key}' must be {name}, got {_cut(value)}")
 
 
-def _check_optimizer(o: OptimizerConfig, where: str) -> None:
+def _check_optimizer(o: OptimizerConfig | ValueConfig, where: str, section: str) -> None:
     """RMSprop's own checks, reported under the key of the value it rejects."""
-    values = dataclasses.asdict(o)
+    values = {f.name: getattr(o, f.name) for f in dataclasses.fields(RMSprop)}
     # RMSprop checks each value on its own: built from one value at a time, it names the bad key.
     for name, value in values.items():
         try:
@@ -254,11 +278,16 @@ def _check_optimizer(o: OptimizerConfig, where: str) -> None:
         except ValueError as e:
             text, prefix = str(e), f"RMSprop {name} "
             detail = text.removeprefix(prefix) if text.startswith(prefix) else f"is invalid: {text}"
-            raise ConfigError(f"{where}: 'optimizer.{name}' {detail}") from None
+            raise ConfigError(f"{where}: '{section}.{name}' {detail}") from None
     try:
         RMSprop(**values)
     except ValueError as e:
-        raise ConfigError(f"{where}: 'optimizer': {e}") from None
+        raise ConfigError(f"{where}: '{section}': {e}") from None
+    if o.max_grad_norm is not None and not (o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)):
+        raise ConfigError(
+            f"{where}: '{section}.max_grad_norm' must be a finite number > 0 (leave it out for no "
+            f"clipping), got {_cut(o.max_grad_norm)}"
+        )
 
 
 def _check_ranges(cfg: Config, where: str) -> None:
@@ -289,7 +318,15 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("policy.reduction", p.reduction, f"one of {', '.join(REDUCTIONS)}")
     if p.head not in HEADS:
         bad("policy.head", p.head, f"one of {', '.join(HEADS)}")
-    _check_optimizer(cfg.optimizer, where)
+    _check_optimizer(cfg.optimizer, where, "optimizer")
+    c = cfg.optimizer.entropy_coef
+    if not (c >= 0 and math.isfinite(c)):
+        bad("optimizer.entropy_coef", c, "a finite number >= 0")
+    _check_optimizer(cfg.value, where, "value")
+    if any(h < 1 for h in cfg.value.hidden_sizes):
+        bad("value.hidden_sizes", cfg.value.hidden_sizes, "a list of sizes >= 1")
+    if t.baseline not in BASELINES:
+        bad("train.baseline", t.baseline, f"one of {', '.join(BASELINES)}")
     if t.seed < 0:
         bad("train.seed", t.seed, ">= 0")
     if t.episodes < 1:

@@ -33,13 +33,17 @@ class ProgressBar:
         mean100: float,
         sps: float,
         timing: dict | None = None,
+        explained_variance: float | None = None,
     ) -> None:
         """``timing``: seconds of the update's parts (rollout, update, broadcast, transfer),
-        shown when rollouts are remote (it has a ``broadcast``)."""
+        shown when rollouts are remote (it has a ``broadcast``); ``explained_variance``: the
+        value network's, shown when there is one."""
         self.bar.update(episodes)
         shown = (
             {k: f"{v:.2f}s" for k, v in timing.items()} if timing and "broadcast" in timing else {}
         )
+        if explained_variance is not None:
+            shown["ev"] = f"{explained_variance:.2f}"
         self.bar.set_postfix(
             running=f"{running_return:.2f}",
             mean100=f"{mean100:.1f}",

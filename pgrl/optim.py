@@ -1,4 +1,4 @@
-"""RMSprop: one backend-neutral description and its NumPy step.
+"""RMSprop and global-norm clipping: one backend-neutral description and their NumPy steps.
 
 Both epsilon placements are supported because they are the second most common reason a NumPy
 and a TensorFlow port of the same agent disagree (DESIGN.md, cause 2):
@@ -76,3 +76,22 @@ class RMSprop:
             else:
                 denom = np.sqrt(v) + self.epsilon
             params[name] -= self.learning_rate * g / denom
+
+
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """``sqrt(sum of every squared entry)`` over all arrays of ``grads``."""
+    return float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values())))
+
+
+def clip_by_global_norm(
+    grads: dict[str, np.ndarray], max_norm: float | None
+) -> tuple[dict[str, np.ndarray], float]:
+    """``(g * c / max(norm, c) for each g, norm)``, with ``norm`` :func:`global_norm` and ``c``
+    ``max_norm`` (the rule of ``tf.clip_by_global_norm``). Gradients whose norm is at most ``c``
+    come back bit for bit (the scale is exactly ``c / c = 1``); ``max_norm=None`` returns them
+    as they are."""
+    norm = global_norm(grads)
+    if max_norm is None:
+        return grads, norm
+    scale = max_norm / max(norm, max_norm)
+    return {name: g * scale for name, g in grads.items()}, norm

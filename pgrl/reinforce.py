@@ -5,9 +5,11 @@
 
 Each update plays ``train.batch_episodes`` complete episodes with the current policy (actions
 ``a = u < p``; categorical head: the first ``k`` with ``u < cumsum(pi)[k]``), gives every step its
-advantage (the discounted return, standardized), takes one RMSprop step on
-``L = sum_t A_t * BCE(a_t, z_t)`` (categorical: ``CE``) and logs every episode and the update. The
-run directory lives in :mod:`pgrl.rundir`, the screen and TensorBoard in :mod:`pgrl.monitor`.
+advantage (the discounted return ``G_t``, minus ``V(s_t)`` with ``train.baseline = "value"``,
+standardized), takes one RMSprop step on ``L = sum_t A_t * BCE(a_t, z_t) - c * sum_t H_t``
+(categorical: ``CE``; ``c``: ``optimizer.entropy_coef``), fits the value network to the returns
+and logs every episode and the update. The run directory lives in :mod:`pgrl.rundir`, the screen
+and TensorBoard in :mod:`pgrl.monitor`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import numpy as np
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.optim import RMSprop
-from pgrl.policies import Policy, make_policy
-from pgrl.returns import compute_advantages
+from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
+from pgrl.returns import batch_returns, explained_variance, standardize_advantages
 from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
 
 
-def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState, report) -> dict:
+def _loop(
+    cfg: Config, run: RunDir, envs, policy: Policy, value: ValueNet | None, rngs, state, report
+) -> dict:
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
     from pgrl.rollout import collect_episodes
 
@@ -55,11 +59,17 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState,
                 batch = envs.collect(policy, rngs, n)
             t1 = time.perf_counter()
             with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
-                advantages = compute_advantages(
-                    batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, t.standardize
-                )
+                returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero)
+                advantages = returns
+                if value is not None:  # V(s_t) before this update's fit
+                    values = value.predict(batch.obs)
+                    advantages = returns - values
+                advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
                 stats = policy.update(batch.obs, batch.actions, advantages)
-                _check_finite(policy, stats, state.updates + 1, cfg)
+                if value is not None:
+                    stats.update(value.update(batch.obs, returns))
+                    stats["explained_variance"] = explained_variance(values, returns)
+                _check_finite(policy, value, stats, state.updates + 1, cfg)
                 t2 = time.perf_counter()
                 timing = getattr(envs, "timing", {"rollout": t1 - t0})
                 seconds = (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
@@ -70,7 +80,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState,
                 committed_rng = slot_states(rngs)
                 checkpointed = state.updates % t.checkpoint_every == 0
                 if checkpointed:
-                    run.save_checkpoint(policy, state, committed_rng, cfg)
+                    run.save_checkpoint(policy, state, committed_rng, cfg, value)
                 if report is not None:
                     report(state.progress(), checkpointed)
                 sps = state.env_steps / max(state.wall_time, 1e-9)
@@ -80,16 +90,17 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState,
                     state.mean100,
                     sps,
                     {**timing, "update": t2 - t1},
+                    stats.get("explained_variance"),
                 )
                 if tensorboard is not None:
                     scalars = {"running_return": state.running_return, "mean100": state.mean100}
                     tensorboard.write(state.updates, {**stats, **scalars, "steps_per_second": sps})
     except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
-        run.save_checkpoint(policy, state, committed_rng, cfg)
+        run.save_checkpoint(policy, state, committed_rng, cfg, value)
         run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
         raise Interrupted(f"checkpoint of update {state.updates} in {run.path}") from None
     except RolloutError as e:  # likewise: the run stops at its last update, resumable
-        run.save_checkpoint(policy, state, committed_rng, cfg)
+        run.save_checkpoint(policy, state, committed_rng, cfg, value)
         run.write_summary(state.summary(cfg, policy.backend, "failed"))
         raise RolloutError(
             f"{e}; checkpoint of update {state.updates} in {run.path}, --resume continues it"
@@ -101,7 +112,7 @@ def _loop(cfg: Config, run: RunDir, envs, policy: Policy, rngs, state: RunState,
         run.close()
         if tensorboard is not None:
             tensorboard.close()
-    run.save_checkpoint(policy, state, committed_rng, cfg)
+    run.save_checkpoint(policy, state, committed_rng, cfg, value)
     summary = state.summary(cfg, policy.backend, stopped_by)
     run.write_summary(summary)
     return summary
@@ -161,12 +172,17 @@ def train(
         policy = build_policy(
             cfg, int(envs.single_observation_space.shape[0]), n_actions=env_actions(envs)
         )
+        obs_dim = int(envs.single_observation_space.shape[0])
+        value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
         rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
-        state = run.restore(checkpoint, policy, rngs) if checkpoint is not None else RunState()
+        if checkpoint is None:
+            state = RunState()
+        else:
+            state = run.restore(checkpoint, policy, rngs, value)
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
-            run.save_checkpoint(policy, state, slot_states(rngs), cfg)
-        return _loop(cfg, run, envs, policy, rngs, state, report)
+            run.save_checkpoint(policy, state, slot_states(rngs), cfg, value)
+        return _loop(cfg, run, envs, policy, value, rngs, state, report)
     finally:
         run.close()
         if envs is not None:
@@ -184,16 +200,24 @@ class DivergedError(ConfigError):
     """Training produced NaN or inf; reported as one line."""
 
 
-def _check_finite(policy: Policy, stats: dict, update: int, cfg: Config) -> None:
-    """Stop at the first update whose loss, gradient norm or new weights are not finite."""
-    bad = [k for k in ("loss", "grad_norm") if not np.isfinite(stats[k])]
-    if not bad and all(np.isfinite(w).all() for w in policy.get_weights().values()):
-        return
-    what = ", ".join(bad) or "weights"
-    raise DivergedError(
-        f"update {update}: {what} became NaN or inf (optimizer.learning_rate = "
-        f"{cfg.optimizer.learning_rate:g} too large?); the run stopped, its last checkpoint is kept"
-    )
+def _check_finite(
+    policy: Policy, value: ValueNet | None, stats: dict, update: int, cfg: Config
+) -> None:
+    """Stop at the first update whose losses, gradient norms or new weights are not finite."""
+    for net, keys, section in (
+        (policy, ("loss", "grad_norm"), "optimizer"),
+        (value, ("value_loss", "value_grad_norm"), "value"),
+    ):
+        if net is None:
+            continue
+        bad = [k for k in keys if not np.isfinite(stats[k])]
+        if bad or not all(np.isfinite(w).all() for w in net.get_weights().values()):
+            what = ", ".join(bad) or ("weights" if net is policy else "value weights")
+            lr = getattr(cfg, section).learning_rate
+            raise DivergedError(
+                f"update {update}: {what} became NaN or inf ({section}.learning_rate = {lr:g} "
+                "too large?); the run stopped, its last checkpoint is kept"
+            )
 
 
 def make_envs(cfg: Config, address: str | None = None):
@@ -252,6 +276,25 @@ def build_policy(
         bias=p.bias,
         head=p.head,
         n_actions=n_actions if p.head == "categorical" else None,
+        entropy_coef=o.entropy_coef,
+        max_grad_norm=o.max_grad_norm,
+    )
+
+
+def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> ValueNet:
+    """The value network of ``train.baseline = "value"``: the ``[value]`` section's MLP and
+    RMSprop, in the policy's backend, dtype and reduction, initialised from ``train.seed``."""
+    v = cfg.value
+    return make_value_net(
+        backend or cfg.policy.backend,
+        obs_dim=obs_dim,
+        hidden_sizes=tuple(v.hidden_sizes),
+        optimizer=RMSprop(v.learning_rate, v.decay, v.epsilon, v.epsilon_inside_sqrt),
+        seed=cfg.train.seed,
+        dtype=cfg.policy.dtype,
+        reduction=cfg.policy.reduction,
+        bias=v.bias,
+        max_grad_norm=v.max_grad_norm,
     )
 
 

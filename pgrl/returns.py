@@ -49,22 +49,68 @@ def standardize(x) -> np.ndarray:
     return centered / centered.std()
 
 
-def compute_advantages(
-    rewards: np.ndarray, ep_bounds: np.ndarray, gamma: float, reset_on_nonzero: bool, mode: str
+def batch_returns(
+    rewards: np.ndarray, ep_bounds: np.ndarray, gamma: float, reset_on_nonzero: bool
 ) -> np.ndarray:
-    """Each step's advantage: its discounted return, standardized per episode or per batch.
+    """Discounted returns of a batch of episodes stacked in time.
 
     Args:
-        rewards: (T,) rewards of a batch of episodes stacked in time.
-        ep_bounds: (E + 1,) offsets: episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
+        rewards: (T,) rewards; episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
+        ep_bounds: (E + 1,) offsets of the episodes.
         gamma, reset_on_nonzero: as :func:`discount_rewards`.
-        mode: ``"episode"`` (Karpathy's), ``"batch"`` or ``"none"`` (raw returns).
 
     Returns:
         float64 array of shape (T,).
     """
     returns = np.empty(len(rewards), dtype=np.float64)
     for start, stop in zip(ep_bounds[:-1], ep_bounds[1:], strict=True):
-        g = discount_rewards(rewards[start:stop], gamma, reset_on_nonzero)
-        returns[start:stop] = standardize(g) if mode == "episode" else g
-    return standardize(returns) if mode == "batch" else returns
+        returns[start:stop] = discount_rewards(rewards[start:stop], gamma, reset_on_nonzero)
+    return returns
+
+
+def standardize_advantages(advantages: np.ndarray, ep_bounds: np.ndarray, mode: str) -> np.ndarray:
+    """(T,) advantages standardized per episode (``"episode"``, Karpathy's), over the batch
+    (``"batch"``) or left as they are (``"none"``); float64 (T,)."""
+    out = np.asarray(advantages, dtype=np.float64)
+    if mode == "batch":
+        return standardize(out)
+    if mode == "episode":
+        out = out.copy()
+        for start, stop in zip(ep_bounds[:-1], ep_bounds[1:], strict=True):
+            out[start:stop] = standardize(out[start:stop])
+    return out
+
+
+def compute_advantages(
+    rewards: np.ndarray,
+    ep_bounds: np.ndarray,
+    gamma: float,
+    reset_on_nonzero: bool,
+    mode: str,
+    values: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each step's advantage: its discounted return ``G_t``, minus the baseline ``V(s_t)`` when
+    ``values`` are given, standardized as ``mode`` says.
+
+    Args:
+        rewards: (T,) rewards of a batch of episodes stacked in time.
+        ep_bounds: (E + 1,) offsets: episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
+        gamma, reset_on_nonzero: as :func:`discount_rewards`.
+        mode: ``"episode"`` (Karpathy's), ``"batch"`` or ``"none"`` (raw).
+        values: (T,) baseline ``V(s_t)``, or None (Karpathy's: no baseline).
+
+    Returns:
+        float64 array of shape (T,).
+    """
+    returns = batch_returns(rewards, ep_bounds, gamma, reset_on_nonzero)
+    return standardize_advantages(returns if values is None else returns - values, ep_bounds, mode)
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """``1 - Var(G - V) / Var(G)``: 1 when ``V`` predicts the returns exactly, 0 when it does no
+    better than their mean, negative when worse; NaN when the returns are constant."""
+    returns = np.asarray(returns, dtype=np.float64)
+    var = np.var(returns)
+    if var == 0:
+        return float("nan")
+    return float(1 - np.var(returns - np.asarray(values, dtype=np.float64)) / var)

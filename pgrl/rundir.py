@@ -23,15 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from pgrl.checkpoint import CheckpointError, load_checkpoint, restore_policy, save_checkpoint
+from pgrl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    restore_policy,
+    restore_value,
+    save_checkpoint,
+)
 from pgrl.config import Config, ConfigError, _cut, from_dict
 
 # The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "
-    "rollout_seconds update_seconds broadcast_seconds transfer_seconds"
+    "rollout_seconds update_seconds broadcast_seconds transfer_seconds "
+    "value_loss explained_variance"
 ).split()
+# updates.csv columns a run without a value network (or of an older pgrl) leaves at NaN
+VALUE_COLUMNS = ("value_loss", "explained_variance")
 
 
 @dataclass
@@ -106,6 +115,7 @@ class RunState:
             batch.steps,
             *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
             *(f"{x:.4f}" for x in seconds),
+            *(repr(stats.get(k, float("nan"))) for k in VALUE_COLUMNS),
         ]
         return rows, update
 
@@ -328,12 +338,20 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
-    def restore(self, checkpoint: dict, policy, rngs: list[np.random.Generator]) -> RunState:
-        """Load a checkpoint from :meth:`prepare` into ``policy`` and the env slots' generators
-        ``rngs``; its counters."""
+    def restore(
+        self, checkpoint: dict, policy, rngs: list[np.random.Generator], value=None
+    ) -> RunState:
+        """Load a checkpoint from :meth:`prepare` into ``policy``, the env slots' generators
+        ``rngs`` and the value network (if the run has one); its counters.
+
+        A value network new to the run (``train.baseline`` changed with ``allow_changes``) keeps
+        its initial weights."""
         from pgrl.rollout import set_slot_states
 
         restore_policy(policy, checkpoint, self.checkpoint_path)
+        baseline_added = any(c.startswith("train.baseline:") for c in self._changes)
+        if value is not None and (checkpoint["value_weights"] or not baseline_added):
+            restore_value(value, checkpoint, self.checkpoint_path)
         rng_state = checkpoint["rng_state"]
         slots = rng_state.get("slots") if isinstance(rng_state, dict) else None
         if isinstance(slots, list) and len(slots) != len(rngs):  # each slot has its own stream
@@ -399,10 +417,14 @@ class RunDir:
             "checkpoint intact: make room, then --resume"
         )
 
-    def save_checkpoint(self, policy, state: RunState, rng_state: dict, cfg: Config) -> None:
+    def save_checkpoint(
+        self, policy, state: RunState, rng_state: dict, cfg: Config, value=None
+    ) -> None:
         """Write the checkpoint atomically; on failure the previous one stays as it was."""
         try:
-            save_checkpoint(self.checkpoint_path, policy, state.to_dict(), rng_state, cfg.to_toml())
+            save_checkpoint(
+                self.checkpoint_path, policy, state.to_dict(), rng_state, cfg.to_toml(), value
+            )
         except OSError as e:
             raise self._write_error(self.checkpoint_path, e) from None
 
@@ -481,6 +503,9 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
         raise CheckpointError(f"{path}: cannot read it to resume ({e})") from None
     kept = []
     for row in rows:
+        for col in VALUE_COLUMNS:  # absent from the rows of older runs
+            if col in header and row.get(col) is None:
+                row[col] = "nan"
         if any(row.get(col) in (None, "") for col in header):
             continue
         try:

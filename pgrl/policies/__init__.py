@@ -1,13 +1,14 @@
-"""Policy backends: ``NumpyPolicy`` (always available) and ``TensorFlowPolicy`` (lazy).
+"""Backends: ``NumpyPolicy`` and ``NumpyValueNet`` (always available), ``TensorFlowPolicy`` and
+``TensorFlowValueNet`` (lazy).
 
-``TensorFlowPolicy`` is loaded on first access through the module ``__getattr__``, so
+The TensorFlow classes are loaded on first access through the module ``__getattr__``, so
 ``import pgrl.policies`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
-from pgrl.policies.base import Policy
-from pgrl.policies.numpy_policy import NumpyPolicy
+from pgrl.policies.base import Policy, ValueNet
+from pgrl.policies.numpy_policy import NumpyPolicy, NumpyValueNet
 from pgrl.policies.threads import limit_threads, threads
 
 BACKENDS = ("numpy", "tensorflow")
@@ -15,19 +16,23 @@ BACKENDS = ("numpy", "tensorflow")
 __all__ = [
     "BACKENDS",
     "NumpyPolicy",
+    "NumpyValueNet",
     "Policy",
     "TensorFlowPolicy",
+    "TensorFlowValueNet",
+    "ValueNet",
     "limit_threads",
     "make_policy",
+    "make_value_net",
     "threads",
 ]
 
 
 def __getattr__(name: str):
-    if name == "TensorFlowPolicy":
-        from pgrl.policies.tf_policy import TensorFlowPolicy
+    if name in ("TensorFlowPolicy", "TensorFlowValueNet"):
+        from pgrl.policies import tf_policy
 
-        return TensorFlowPolicy
+        return getattr(tf_policy, name)
     raise AttributeError(f"module 'pgrl.policies' has no attribute {name!r}")
 
 
@@ -48,4 +53,21 @@ def make_policy(backend: str, obs_dim: int, **kwargs) -> Policy:
         from pgrl.policies import tf_policy
 
         return tf_policy.TensorFlowPolicy(obs_dim, **kwargs)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def make_value_net(backend: str, obs_dim: int, **kwargs) -> ValueNet:
+    """Build a value network ``V(s)`` by backend name; ``kwargs`` are those of
+    :class:`ValueNet` (``hidden_sizes``, ``optimizer``, ``seed``, ``dtype``, ...).
+
+    Returns:
+        a :class:`NumpyValueNet` or :class:`TensorFlowValueNet`; with the same arguments both
+        start from identical weights.
+    """
+    if backend == "numpy":
+        return NumpyValueNet(obs_dim, **kwargs)
+    if backend == "tensorflow":
+        from pgrl.policies import tf_policy
+
+        return tf_policy.TensorFlowValueNet(obs_dim, **kwargs)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -1,8 +1,10 @@
-"""What both policy backends share: shapes, seeded init, and validation of every input.
+"""What both backends share: shapes, seeded init, and validation of every input.
 
-A backend subclasses :class:`Policy` and implements the underscored methods, which receive
-already-validated NumPy arrays of the policy's dtype. Everything a user can get wrong is checked
-here, once, before any state changes.
+:class:`Network` is an MLP with ReLU hidden layers, its weights and its RMSprop; :class:`Policy`
+(logits of ``pi(a | s)``) and :class:`ValueNet` (``V(s)``) are the two networks REINFORCE trains.
+A backend subclasses them and implements the underscored methods, which receive already-validated
+NumPy arrays of the network's dtype. Everything a user can get wrong is checked here, once, before
+any state changes.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ def init_weights(
     seed: int | None,
     dtype: str,
     n_logits: int = 1,
+    stream: int = 0,
 ) -> dict[str, np.ndarray]:
     """Karpathy's init, ``randn(fan_in, fan_out) / sqrt(fan_in)``, biases zero.
 
-    Drawn in float64 from ``numpy.random.default_rng(seed)`` and then cast, so every backend and
-    both dtypes start from the same numbers.
+    Drawn in float64 from ``numpy.random.default_rng(seed)`` (``default_rng([seed, stream])`` for
+    a stream other than 0: the value network's is 1, so that it never starts from the policy's
+    numbers) and then cast, so every backend and both dtypes start from the same numbers.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if stream == 0 or seed is None else [seed, stream])
     weights = {}
     for name, shape in weight_shapes(obs_dim, hidden_sizes, bias, n_logits).items():
         if name.startswith("W"):
@@ -67,39 +71,47 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-class Policy:
-    """A policy ``pi(a | obs)`` from an MLP's logits, trained by REINFORCE.
+def check_max_grad_norm(value) -> float | None:
+    """``value`` as a float, or None (no clipping); ValueError unless None or a finite > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"max_grad_norm must be a number > 0 or None, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
+    return float(value)
 
-    The Bernoulli head (Karpathy's) has one logit ``z`` and ``p = sigmoid(z) = P(action = 1)``;
-    the categorical head has one logit per action and ``pi = softmax(z)``.
+
+class Network:
+    """An MLP ``obs -> n_outputs`` with ReLU hidden layers, trained by its own RMSprop.
 
     Args:
         obs_dim: width of one observation.
-        hidden_sizes: units of each ReLU hidden layer, e.g. ``(200,)`` (Karpathy) or ``(64, 64)``.
+        hidden_sizes: units of each ReLU hidden layer, e.g. ``(200,)`` or ``(64, 64)``.
         optimizer: :class:`pgrl.optim.RMSprop`; Karpathy's defaults when omitted.
         seed: seed of the NumPy generator that draws the initial weights.
         dtype: ``"float64"`` (bit-for-bit comparable backends) or ``"float32"`` (faster).
         reduction: ``"sum"`` over all steps of the batch (Karpathy) or ``"mean"`` (Keras losses).
-        bias: give every layer a bias (Karpathy's network has none).
-        head: ``"bernoulli"`` (one logit, actions 0 and 1) or ``"categorical"`` (``n_actions``
-            logits, softmax).
-        n_actions: the number of actions: 2 (or None) for the Bernoulli head, at least 2 for
-            the categorical head.
+        bias: give every layer a bias.
+        max_grad_norm: before every RMSprop step, scale the gradients by
+            ``c / max(norm, c)`` (``norm``: their global L2 norm over all of this network's
+            parameters, ``c``: this value), as ``tf.clip_by_global_norm``; None: no clipping.
     """
 
     backend = "base"
+    _init_stream = 0  # see init_weights
 
     def __init__(
         self,
         obs_dim: int,
-        hidden_sizes: Sequence[int] = (200,),
-        optimizer: RMSprop | None = None,
-        seed: int | None = 0,
-        dtype: str = "float64",
-        reduction: str = "sum",
-        bias: bool = False,
-        head: str = "bernoulli",
-        n_actions: int | None = None,
+        hidden_sizes: Sequence[int],
+        optimizer: RMSprop | None,
+        seed: int | None,
+        dtype: str,
+        reduction: str,
+        bias: bool,
+        max_grad_norm: float | None,
+        n_outputs: int,
     ):
         self.obs_dim = check_positive_int("obs_dim", obs_dim)
         if isinstance(hidden_sizes, int | np.integer) and not isinstance(hidden_sizes, bool):
@@ -128,125 +140,38 @@ class Policy:
         if not isinstance(bias, bool | np.bool_):
             raise ValueError(f"bias must be true or false, got {bias!r}")
         self.bias = bool(bias)
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        self.head = head
-        if head == "bernoulli":
-            if n_actions is not None and n_actions != 2:
-                raise ValueError(
-                    f"the Bernoulli head has 2 actions, got n_actions={n_actions!r} "
-                    "(use head='categorical')"
-                )
-            self.n_actions, self.n_logits = 2, 1
-        else:
-            if n_actions is None:
-                raise ValueError("the categorical head needs n_actions")
-            self.n_actions = check_positive_int("n_actions", n_actions)
-            if self.n_actions < 2:
-                raise ValueError(f"n_actions must be at least 2, got {n_actions!r}")
-            self.n_logits = self.n_actions
-        self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias, self.n_logits)
+        self.max_grad_norm = check_max_grad_norm(max_grad_norm)
+        self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias, n_outputs)
         limit_blas()  # one thread per NumPy product by default: see pgrl.policies.threads
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
-            f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
-            f"head={self.head!r}, n_actions={self.n_actions}, optimizer={self.optimizer})"
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        """The weights this network starts from (see :func:`init_weights`)."""
+        n_outputs = self.shapes[f"W{len(self.hidden_sizes) + 1}"][1]
+        return init_weights(
+            self.obs_dim,
+            self.hidden_sizes,
+            self.bias,
+            self.seed,
+            self.dtype.name,
+            n_outputs,
+            self._init_stream,
         )
 
     # ----- public API: validate, convert, then call the backend -----
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters: ``{"W1": (obs_dim, H1), ..., "Wn": (H_last, n_logits)}``
-        (``n_logits`` 1 for the Bernoulli head, ``n_actions`` for the categorical one)."""
+        """Copies of the parameters: ``{"W1": (obs_dim, H1), ..., "Wn": (H_last, n_outputs)}``
+        and ``b1, ...`` with biases."""
         return self._get_weights()
 
     def set_weights(self, weights: dict) -> None:
         """Replace all parameters; names and shapes must be exactly those of :meth:`get_weights`."""
         self._set_weights(self._check_arrays("weights", weights))
 
-    def action_prob(self, obs) -> np.ndarray:
-        """P(action = 1) for a batch of observations (Bernoulli head only).
-
-        Args:
-            obs: array of shape (N, obs_dim).
-
-        Returns:
-            array of shape (N,), in the policy's dtype.
-        """
-        if self.head != "bernoulli":
-            raise ValueError(
-                f"action_prob gives P(action = 1) of the Bernoulli head; this policy is "
-                f"{self.head} with {self.n_actions} actions: use action_probs"
-            )
-        return self._action_prob(self._check_obs(obs))
-
-    def action_probs(self, obs) -> np.ndarray:
-        """The probability of every action, for either head.
-
-        Args:
-            obs: array of shape (N, obs_dim).
-
-        Returns:
-            array of shape (N, n_actions), in the policy's dtype; the Bernoulli head gives
-            ``(1 - p, p)``.
-        """
-        x = self._check_obs(obs)
-        if self.head == "bernoulli":
-            p = self._action_prob(x)
-            return np.stack([1 - p, p], axis=1)
-        return self._action_probs(x)
-
-    def logits(self, obs) -> np.ndarray:
-        """The logits: ``z`` with ``P(action = 1) = sigmoid(z)`` (Bernoulli head), or the
-        categorical head's ``z`` with ``pi = softmax(z)``.
-
-        Args:
-            obs: array of shape (N, obs_dim).
-
-        Returns:
-            array of shape (N,) (Bernoulli) or (N, n_actions) (categorical), in the policy's
-            dtype.
-        """
-        return self._logits(self._check_obs(obs))
-
-    def loss(self, obs, actions, advantages) -> float:
-        """``L = sum_t A_t * BCE(a_t, z_t)``, or ``sum_t A_t * CE(a_t, z_t)`` with
-        ``CE = -log softmax(z_t)[a_t]`` for the categorical head (divided by N with
-        ``reduction="mean"``).
-
-        The quantity :meth:`gradients` differentiates; arguments as there.
-        """
-        return float(self._loss(*self._check_batch(obs, actions, advantages)))
-
-    def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
-        """``dL/dW`` for the loss of :meth:`loss`.
-
-        Args:
-            obs: (N, obs_dim) observations.
-            actions: (N,) actions taken: 0 or 1 (Bernoulli), integers in [0, n_actions)
-                (categorical).
-            advantages: (N,) finite weights ``A_t`` (e.g. standardized discounted returns).
-
-        Returns:
-            dict with the names and shapes of :meth:`get_weights`.
-        """
-        return self._gradients(*self._check_batch(obs, actions, advantages))
-
     def apply_gradients(self, grads: dict) -> None:
-        """One RMSprop descent step with the given gradients (names/shapes as get_weights)."""
+        """One RMSprop descent step with the given gradients (names/shapes as get_weights),
+        clipped first to ``max_grad_norm`` when it is set."""
         self._apply_gradients(self._check_arrays("grads", grads))
-
-    def update(self, obs, actions, advantages) -> dict[str, float]:
-        """Gradients and one RMSprop step in one call.
-
-        Returns:
-            statistics computed before the step: ``loss``, ``grad_norm`` (global L2 norm),
-            ``mean_prob`` (mean P(action = 1); categorical: mean probability of the action
-            taken) and ``entropy`` (mean entropy of the policy, nats).
-        """
-        return self._update(*self._check_batch(obs, actions, advantages))
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
         """RMSprop state as plain arrays: ``v_<name>`` per parameter and ``step`` (int64 scalar)."""
@@ -302,7 +227,7 @@ class Policy:
         return out
 
     def _check_obs(self, obs) -> np.ndarray | SparseRows:
-        """(N, obs_dim) finite array of the policy's dtype, or SparseRows of that width.
+        """(N, obs_dim) finite array of the network's dtype, or SparseRows of that width.
 
         Integer observations (Pong's int8 frame differences) are kept as they are: the backends
         cast what they touch, and the NumPy one touches only the nonzeros.
@@ -327,13 +252,190 @@ class Policy:
             raise ValueError(f"obs contains NaN or inf (in {self.dtype.name})")
         return x
 
+    def _check_vector(self, name: str, values, n: int) -> np.ndarray:
+        """(n,) finite numbers in the network's dtype, or ValueError naming ``name``."""
+        v = np.asarray(values)
+        if v.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},) to match obs, got {v.shape}")
+        if v.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must be numeric, got dtype {v.dtype}")
+        with np.errstate(over="ignore"):  # an overflow is reported below, as one error
+            v = v.astype(self.dtype)
+        if not np.all(np.isfinite(v)):  # after the cast: 1e300 is inf in float32
+            raise ValueError(f"{name} contain NaN or inf (in {self.dtype.name})")
+        return v
+
+    def _check_nonempty_obs(self, obs):
+        x = self._check_obs(obs)
+        if x.shape[0] == 0:
+            raise ValueError("obs is an empty batch; need at least one step")
+        return x
+
+    # ----- backend hooks shared by both networks -----
+
+    def _get_weights(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _get_optimizer_state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_optimizer_state(self, velocities: dict[str, np.ndarray], step: int) -> None:
+        raise NotImplementedError
+
+
+class Policy(Network):
+    """A policy ``pi(a | obs)`` from an MLP's logits, trained by REINFORCE.
+
+    The Bernoulli head (Karpathy's) has one logit ``z`` and ``p = sigmoid(z) = P(action = 1)``;
+    the categorical head has one logit per action and ``pi = softmax(z)``. The loss is
+    ``L = sum_t A_t * CE(a_t, z_t) - entropy_coef * sum_t H(pi(. | s_t))`` (divided by N with
+    ``reduction="mean"``); ``CE`` is the binary cross-entropy from logits for the Bernoulli head.
+
+    Args (besides :class:`Network`'s; ``bias`` defaults to False, as Karpathy's network):
+        head: ``"bernoulli"`` (one logit, actions 0 and 1) or ``"categorical"`` (``n_actions``
+            logits, softmax).
+        n_actions: the number of actions: 2 (or None) for the Bernoulli head, at least 2 for
+            the categorical head.
+        entropy_coef: weight of the entropy bonus, >= 0 (0: none, Karpathy's).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (200,),
+        optimizer: RMSprop | None = None,
+        seed: int | None = 0,
+        dtype: str = "float64",
+        reduction: str = "sum",
+        bias: bool = False,
+        head: str = "bernoulli",
+        n_actions: int | None = None,
+        entropy_coef: float = 0.0,
+        max_grad_norm: float | None = None,
+    ):
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.head = head
+        if head == "bernoulli":
+            if n_actions is not None and n_actions != 2:
+                raise ValueError(
+                    f"the Bernoulli head has 2 actions, got n_actions={n_actions!r} "
+                    "(use head='categorical')"
+                )
+            self.n_actions, self.n_logits = 2, 1
+        else:
+            if n_actions is None:
+                raise ValueError("the categorical head needs n_actions")
+            self.n_actions = check_positive_int("n_actions", n_actions)
+            if self.n_actions < 2:
+                raise ValueError(f"n_actions must be at least 2, got {n_actions!r}")
+            self.n_logits = self.n_actions
+        if (
+            isinstance(entropy_coef, bool)
+            or not isinstance(entropy_coef, int | float | np.number)
+            or not (np.isfinite(entropy_coef) and entropy_coef >= 0)
+        ):
+            raise ValueError(f"entropy_coef must be a finite number >= 0, got {entropy_coef!r}")
+        self.entropy_coef = float(entropy_coef)
+        super().__init__(
+            obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias, max_grad_norm,
+            self.n_logits,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
+            f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
+            f"head={self.head!r}, n_actions={self.n_actions}, "
+            f"entropy_coef={self.entropy_coef}, max_grad_norm={self.max_grad_norm}, "
+            f"optimizer={self.optimizer})"
+        )
+
+    def action_prob(self, obs) -> np.ndarray:
+        """P(action = 1) for a batch of observations (Bernoulli head only).
+
+        Args:
+            obs: array of shape (N, obs_dim).
+
+        Returns:
+            array of shape (N,), in the policy's dtype.
+        """
+        if self.head != "bernoulli":
+            raise ValueError(
+                f"action_prob gives P(action = 1) of the Bernoulli head; this policy is "
+                f"{self.head} with {self.n_actions} actions: use action_probs"
+            )
+        return self._action_prob(self._check_obs(obs))
+
+    def action_probs(self, obs) -> np.ndarray:
+        """The probability of every action, for either head.
+
+        Args:
+            obs: array of shape (N, obs_dim).
+
+        Returns:
+            array of shape (N, n_actions), in the policy's dtype; the Bernoulli head gives
+            ``(1 - p, p)``.
+        """
+        x = self._check_obs(obs)
+        if self.head == "bernoulli":
+            p = self._action_prob(x)
+            return np.stack([1 - p, p], axis=1)
+        return self._action_probs(x)
+
+    def logits(self, obs) -> np.ndarray:
+        """The logits: ``z`` with ``P(action = 1) = sigmoid(z)`` (Bernoulli head), or the
+        categorical head's ``z`` with ``pi = softmax(z)``.
+
+        Args:
+            obs: array of shape (N, obs_dim).
+
+        Returns:
+            array of shape (N,) (Bernoulli) or (N, n_actions) (categorical), in the policy's
+            dtype.
+        """
+        return self._logits(self._check_obs(obs))
+
+    def loss(self, obs, actions, advantages) -> float:
+        """``L = sum_t A_t * CE(a_t, z_t) - entropy_coef * sum_t H_t`` (see the class), the
+        quantity :meth:`gradients` differentiates; arguments as there."""
+        return float(self._loss(*self._check_batch(obs, actions, advantages)))
+
+    def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
+        """``dL/dW`` for the loss of :meth:`loss` (not clipped: clipping is part of a step).
+
+        Args:
+            obs: (N, obs_dim) observations.
+            actions: (N,) actions taken: 0 or 1 (Bernoulli), integers in [0, n_actions)
+                (categorical).
+            advantages: (N,) finite weights ``A_t`` (e.g. standardized discounted returns).
+
+        Returns:
+            dict with the names and shapes of :meth:`get_weights`.
+        """
+        return self._gradients(*self._check_batch(obs, actions, advantages))
+
+    def update(self, obs, actions, advantages) -> dict[str, float]:
+        """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step in one call.
+
+        Returns:
+            statistics computed before the step: ``loss``, ``grad_norm`` (global L2 norm, before
+            clipping), ``mean_prob`` (mean P(action = 1); categorical: mean probability of the
+            action taken) and ``entropy`` (mean entropy of the policy, nats).
+        """
+        return self._update(*self._check_batch(obs, actions, advantages))
+
     def _check_batch(self, obs, actions, advantages):
         """Validated obs (N, D), actions (N,) (0/1 in the policy's dtype for the Bernoulli head,
         int64 in [0, n_actions) for the categorical one), advantages (N,) in the policy's dtype."""
-        x = self._check_obs(obs)
+        x = self._check_nonempty_obs(obs)
         n = x.shape[0]
-        if n == 0:
-            raise ValueError("obs is an empty batch; need at least one step")
         a = np.asarray(actions)
         if a.shape != (n,):
             raise ValueError(f"actions must have shape ({n},) to match obs, got {a.shape}")
@@ -347,25 +449,11 @@ class Policy:
             if valid is None or not np.all(valid):
                 bad = a[~valid][:3] if valid is not None else a.dtype
                 raise ValueError(f"actions must be integers in [0, {k}), got {bad}")
-        adv = np.asarray(advantages)
-        if adv.shape != (n,):
-            raise ValueError(f"advantages must have shape ({n},) to match obs, got {adv.shape}")
-        if adv.dtype.kind not in "biuf":
-            raise ValueError(f"advantages must be numeric, got dtype {adv.dtype}")
-        with np.errstate(over="ignore"):  # an overflow is reported below, as one error
-            adv = adv.astype(self.dtype)
-        if not np.all(np.isfinite(adv)):  # after the cast: 1e300 is inf in float32
-            raise ValueError(f"advantages contain NaN or inf (in {self.dtype.name})")
+        adv = self._check_vector("advantages", advantages, n)
         a = a.astype(self.dtype) if self.head == "bernoulli" else a.astype(np.int64)
         return x, a, adv
 
     # ----- backend hooks -----
-
-    def _get_weights(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def _set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
 
     def _logits(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -382,14 +470,77 @@ class Policy:
     def _gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
-
     def _update(self, obs, actions, advantages) -> dict[str, float]:
         raise NotImplementedError
 
-    def _get_optimizer_state(self) -> dict[str, np.ndarray]:
+
+class ValueNet(Network):
+    """A state-value network ``V(s)``: the MLP with one linear output, fit to returns by
+    ``L = 0.5 * sum_t (V(s_t) - G_t)^2`` (divided by N with ``reduction="mean"``).
+
+    Arguments as :class:`Network`'s; ``bias`` defaults to True (returns are not centred at 0).
+    Its initial weights come from ``default_rng([seed, 1])``, not the policy's stream.
+    """
+
+    _init_stream = 1
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (64,),
+        optimizer: RMSprop | None = None,
+        seed: int | None = 0,
+        dtype: str = "float64",
+        reduction: str = "sum",
+        bias: bool = True,
+        max_grad_norm: float | None = None,
+    ):
+        super().__init__(
+            obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias, max_grad_norm, 1
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
+            f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
+            f"max_grad_norm={self.max_grad_norm}, optimizer={self.optimizer})"
+        )
+
+    def predict(self, obs) -> np.ndarray:
+        """``V(s)`` for a batch: obs (N, obs_dim) -> (N,), in the network's dtype."""
+        return self._predict(self._check_obs(obs))
+
+    def loss(self, obs, returns) -> float:
+        """``0.5 * sum_t (V(s_t) - G_t)^2`` (/ N with ``reduction="mean"``); obs (N, obs_dim),
+        returns (N,)."""
+        return float(self._loss(*self._check_targets(obs, returns)))
+
+    def gradients(self, obs, returns) -> dict[str, np.ndarray]:
+        """``dL/dW`` of :meth:`loss`, as a dict like :meth:`get_weights` (not clipped)."""
+        return self._gradients(*self._check_targets(obs, returns))
+
+    def update(self, obs, returns) -> dict[str, float]:
+        """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step.
+
+        Returns:
+            ``value_loss`` and ``value_grad_norm`` (before clipping), computed before the step.
+        """
+        return self._update(*self._check_targets(obs, returns))
+
+    def _check_targets(self, obs, returns):
+        x = self._check_nonempty_obs(obs)
+        return x, self._check_vector("returns", returns, x.shape[0])
+
+    # ----- backend hooks -----
+
+    def _predict(self, obs) -> np.ndarray:
         raise NotImplementedError
 
-    def _set_optimizer_state(self, velocities: dict[str, np.ndarray], step: int) -> None:
+    def _loss(self, obs, returns) -> float:
+        raise NotImplementedError
+
+    def _gradients(self, obs, returns) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _update(self, obs, returns) -> dict[str, float]:
         raise NotImplementedError

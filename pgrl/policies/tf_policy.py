@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from pgrl.optim import RMSprop
-from pgrl.policies.base import Policy, init_weights
+from pgrl.policies.base import Policy, ValueNet
 from pgrl.policies.threads import threads
 from pgrl.sparse import SparseRows, is_mostly_zero
 
@@ -166,6 +166,26 @@ def forward(layers, x):
     return h
 
 
+def clip_by_global_norm(grads: list, max_norm: float | None) -> tuple[list, object]:
+    """``(g * c / max(norm, c) for each g, norm)`` in TensorFlow ops: the rule of
+    :func:`pgrl.optim.clip_by_global_norm` (and of ``tf.clip_by_global_norm``, whose
+    ``c * min(1 / norm, 1 / c)`` is not exactly 1 under the threshold)."""
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
+    if max_norm is None:
+        return grads, norm
+    c = tf.constant(max_norm, grads[0].dtype)
+    scale = c / tf.maximum(norm, c)
+    return [g * scale for g in grads], norm
+
+
+def entropy(z, bernoulli: bool):
+    """(N,) entropy of the policy, nats, from (N,) Bernoulli or (N, n) categorical logits."""
+    if bernoulli:
+        p = tf.sigmoid(z)
+        return p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
+    return -tf.reduce_sum(tf.nn.softmax(z) * tf.nn.log_softmax(z), axis=1)
+
+
 def _lazy_concrete(fn, *specs):
     """A callable that traces ``fn`` for ``specs`` on first use, then calls that trace."""
     traced = []
@@ -178,23 +198,15 @@ def _lazy_concrete(fn, *specs):
     return call
 
 
-class TensorFlowPolicy(Policy):
-    """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
+class KerasNetwork:
+    """What both TensorFlow networks share: Keras ``Dense`` layers holding the variables, the
+    Keras optimizer, weights and optimizer state, eager and traced forward passes.
 
-    ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to (N, 1) logits,
-    for users who want to inspect or reuse it; its variables are the policy's. pgrl computes
-    with :func:`forward` on them: traced (``tf.function``, batch-size-agnostic, traced once) for
-    gradients and updates, and called eagerly, on a copy of the weights read once after each
-    change, for ``action_prob``. The rollout calls ``action_prob`` every step with 1 to
-    ``num_envs`` rows, and a call of a traced function costs more before any op runs than the
-    handful of eager ops of a small network in all (``python scripts/bench.py policy`` prints
-    both, per call).
+    Mixed into a :class:`pgrl.policies.base.Network` subclass, whose ``__init__`` runs first and
+    then calls :meth:`_init_keras`.
     """
 
-    backend = "tensorflow"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def _init_keras(self, output_name: str, model_name: str) -> None:
         dt = self.dtype.name
         layers = [keras.Input((self.obs_dim,), dtype=dt)]
         for i, h in enumerate(self.hidden_sizes, start=1):
@@ -203,15 +215,9 @@ class TensorFlowPolicy(Policy):
                     h, activation="relu", use_bias=self.bias, dtype=dt, name=f"hidden{i}"
                 )
             )
-        layers.append(
-            keras.layers.Dense(
-                self.n_logits,
-                use_bias=self.bias,
-                dtype=dt,
-                name="logit" if self.head == "bernoulli" else "logits",
-            )
-        )
-        self.model = keras.Sequential(layers, name="pgrl_policy")
+        n_outputs = self.shapes[f"W{len(self.hidden_sizes) + 1}"][1]
+        layers.append(keras.layers.Dense(n_outputs, use_bias=self.bias, dtype=dt, name=output_name))
+        self.model = keras.Sequential(layers, name=model_name)
         self._vars = {}
         for i, layer in enumerate(self.model.layers, start=1):
             self._vars[f"W{i}"] = layer.kernel
@@ -221,83 +227,41 @@ class TensorFlowPolicy(Policy):
         self.keras_optimizer = KerasRMSprop.from_rmsprop(self.optimizer)
         self.keras_optimizer.build(self._var_list)
         self._snapshot = None  # the weights as tensors, for eager forward passes
-        self._set_weights(
-            init_weights(
-                self.obs_dim,
-                self.hidden_sizes,
-                self.bias,
-                self.seed,
-                self.dtype.name,
-                self.n_logits,
-            )
-        )
-
-        vec_spec = tf.TensorSpec([None], dt)
-        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
-        action_spec = vec_spec if self.head == "bernoulli" else tf.TensorSpec([None], tf.int64)
+        self._set_weights(self.initial_weights())
         grad_specs = [tf.TensorSpec(v.shape, dt) for v in self._var_list]
         self._tf_apply = _lazy_concrete(self._graph_apply, grad_specs)
-        self._tf = {}
         # sparse obs: ((row, column) of each nonzero, its value, (rows, columns))
-        sparse_spec = (
+        self._sparse_spec = (
             tf.TensorSpec([None, 2], tf.int64),
             tf.TensorSpec([None], dt),
             tf.TensorSpec([2], tf.int64),
         )
-        for sparse in (False, True):
-            obs_spec = sparse_spec if sparse else tf.TensorSpec([None, self.obs_dim], dt)
-            batch = (obs_spec, action_spec, vec_spec)
-            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
-            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+
+    def _obs_spec(self, sparse: bool):
+        return self._sparse_spec if sparse else tf.TensorSpec([None, self.obs_dim], self.dtype.name)
 
     def _layers(self, weights: dict) -> list:
         """``[(W1, b1 or None), ...]`` from a dict of weights (variables or tensors)."""
         n_layers = len(self.hidden_sizes) + 1
         return [(weights[f"W{i}"], weights.get(f"b{i}")) for i in range(1, n_layers + 1)]
 
-    # ----- graphs -----
-
-    def _loss_graph(self, obs, actions, advantages):
-        z = forward(self._layers(self._vars), obs)
-        if self.head == "bernoulli":
-            z = z[:, 0]
-            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
-        else:
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=z)
-        loss = tf.reduce_sum(advantages * ce)
-        if self.reduction == "mean":
-            loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
-        return loss, z
-
-    def _graph_gradients(self, obs, actions, advantages):
+    def _tape_gradients(self, loss_fn, *args):
+        """``(loss, outputs, grads)``: ``loss_fn(*args) -> (loss, outputs)`` differentiated by
+        ``tf.GradientTape`` with respect to every variable."""
         with tf.GradientTape() as tape:
-            loss, z = self._loss_graph(obs, actions, advantages)
+            loss, out = loss_fn(*args)
         grads = tape.gradient(loss, self._var_list)
         # the sparse path's kernel gradient arrives as IndexedSlices: densify, as Keras would
-        return loss, z, [tf.convert_to_tensor(g) for g in grads]
+        return loss, out, [tf.convert_to_tensor(g) for g in grads]
+
+    def _clip_and_apply(self, grads):
+        """Clip (``max_grad_norm``), one Keras RMSprop step; the norm before clipping."""
+        grads, norm = clip_by_global_norm(grads, self.max_grad_norm)
+        self.keras_optimizer.apply(grads, self._var_list)
+        return norm
 
     def _graph_apply(self, grads):
-        self.keras_optimizer.apply(grads, self._var_list)
-
-    def _graph_update(self, obs, actions, advantages):
-        loss, z, grads = self._graph_gradients(obs, actions, advantages)
-        if self.head == "bernoulli":
-            p = tf.sigmoid(z)
-            entropy = p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
-        else:
-            pi = tf.nn.softmax(z)
-            entropy = -tf.reduce_sum(pi * tf.nn.log_softmax(z), axis=1)
-            p = tf.gather(pi, actions, axis=1, batch_dims=1)  # probability of the action taken
-        stats = {
-            "loss": loss,
-            "grad_norm": tf.linalg.global_norm(grads),
-            "mean_prob": tf.reduce_mean(p),
-            "entropy": tf.reduce_mean(entropy),
-        }
-        self.keras_optimizer.apply(grads, self._var_list)
-        return stats
-
-    # ----- backend hooks -----
+        self._clip_and_apply(grads)
 
     def _get_weights(self):
         return {name: v.numpy() for name, v in self._vars.items()}
@@ -323,43 +287,21 @@ class TensorFlowPolicy(Policy):
         indices[:, 0], indices[:, 1] = rows, cols
         return (indices, values.astype(self.dtype), np.array(obs.shape, np.int64)), True
 
-    def _graph_call(self, name, obs, actions, advantages):
+    def _graph_call(self, name, obs, *vectors):
         x, sparse = self._inputs(obs)
         x = tuple(tf.constant(a) for a in x) if sparse else tf.constant(x)
-        return self._tf[name, sparse](x, tf.constant(actions), tf.constant(advantages))
+        return self._tf[name, sparse](x, *(tf.constant(v) for v in vectors))
 
-    def _eager_logits(self, obs):
-        """(N, n_logits) logits from eager ops on a copy of the weights (see the class
-        docstring)."""
+    def _eager_outputs(self, obs):
+        """(N, n_outputs) from eager ops on a copy of the weights (see
+        :class:`TensorFlowPolicy`)."""
         if self._snapshot is None:
             self._snapshot = {k: tf.constant(v.numpy()) for k, v in self._vars.items()}
         return forward(self._layers(self._snapshot), self._inputs(obs)[0])
 
-    def _logits(self, obs):
-        z = self._eager_logits(obs).numpy()
-        return z[:, 0] if self.head == "bernoulli" else z
-
-    def _action_prob(self, obs):
-        return raw.Sigmoid(x=self._eager_logits(obs)).numpy()[:, 0]
-
-    def _action_probs(self, obs):
-        return raw.Softmax(logits=self._eager_logits(obs)).numpy()
-
-    def _loss(self, obs, actions, advantages):
-        return float(self._graph_call("gradients", obs, actions, advantages)[0])
-
-    def _gradients(self, obs, actions, advantages):
-        grads = self._graph_call("gradients", obs, actions, advantages)[2]
-        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
-
     def _apply_gradients(self, grads):
         self._tf_apply([tf.constant(grads[name]) for name in self.shapes])
         self._snapshot = None
-
-    def _update(self, obs, actions, advantages):
-        stats = self._graph_call("update", obs, actions, advantages)
-        self._snapshot = None
-        return {k: float(v) for k, v in stats.items()}
 
     def _get_optimizer_state(self):
         opt = self.keras_optimizer
@@ -372,3 +314,137 @@ class TensorFlowPolicy(Policy):
         for name, v in velocities.items():
             opt.velocity(self._vars[name]).assign(v)
         opt.iterations.assign(step)
+
+
+class TensorFlowPolicy(KerasNetwork, Policy):
+    """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
+
+    ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to (N, n_logits)
+    logits, for users who want to inspect or reuse it; its variables are the policy's. pgrl
+    computes with :func:`forward` on them: traced (``tf.function``, batch-size-agnostic, traced
+    once) for gradients and updates, and called eagerly, on a copy of the weights read once after
+    each change, for ``action_prob``. The rollout calls ``action_prob`` every step with 1 to
+    ``num_envs`` rows, and a call of a traced function costs more before any op runs than the
+    handful of eager ops of a small network in all (``python scripts/bench.py policy`` prints
+    both, per call).
+    """
+
+    backend = "tensorflow"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bernoulli = self.head == "bernoulli"
+        self._init_keras("logit" if bernoulli else "logits", "pgrl_policy")
+        dt = self.dtype.name
+        vec_spec = tf.TensorSpec([None], dt)
+        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
+        action_spec = vec_spec if bernoulli else tf.TensorSpec([None], tf.int64)
+        self._tf = {}
+        for sparse in (False, True):
+            batch = (self._obs_spec(sparse), action_spec, vec_spec)
+            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
+            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+
+    # ----- graphs -----
+
+    def _loss_graph(self, obs, actions, advantages):
+        z = forward(self._layers(self._vars), obs)
+        bernoulli = self.head == "bernoulli"
+        if bernoulli:
+            z = z[:, 0]
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
+        else:
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=z)
+        loss = tf.reduce_sum(advantages * ce)
+        if self.entropy_coef:
+            loss = loss - self.entropy_coef * tf.reduce_sum(entropy(z, bernoulli))
+        if self.reduction == "mean":
+            loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
+        return loss, z
+
+    def _graph_gradients(self, obs, actions, advantages):
+        return self._tape_gradients(self._loss_graph, obs, actions, advantages)
+
+    def _graph_update(self, obs, actions, advantages):
+        loss, z, grads = self._graph_gradients(obs, actions, advantages)
+        if self.head == "bernoulli":
+            p = tf.sigmoid(z)
+        else:  # probability of the action taken
+            p = tf.gather(tf.nn.softmax(z), actions, axis=1, batch_dims=1)
+        stats = {
+            "loss": loss,
+            "grad_norm": self._clip_and_apply(grads),
+            "mean_prob": tf.reduce_mean(p),
+            "entropy": tf.reduce_mean(entropy(z, self.head == "bernoulli")),
+        }
+        return stats
+
+    # ----- backend hooks -----
+
+    def _logits(self, obs):
+        z = self._eager_outputs(obs).numpy()
+        return z[:, 0] if self.head == "bernoulli" else z
+
+    def _action_prob(self, obs):
+        return raw.Sigmoid(x=self._eager_outputs(obs)).numpy()[:, 0]
+
+    def _action_probs(self, obs):
+        return raw.Softmax(logits=self._eager_outputs(obs)).numpy()
+
+    def _loss(self, obs, actions, advantages):
+        return float(self._graph_call("gradients", obs, actions, advantages)[0])
+
+    def _gradients(self, obs, actions, advantages):
+        grads = self._graph_call("gradients", obs, actions, advantages)[2]
+        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
+
+    def _update(self, obs, actions, advantages):
+        stats = self._graph_call("update", obs, actions, advantages)
+        self._snapshot = None
+        return {k: float(v) for k, v in stats.items()}
+
+
+class TensorFlowValueNet(KerasNetwork, ValueNet):
+    """A value network ``V(s)`` as Keras ``Dense`` layers, differentiated by
+    ``tf.GradientTape``; see :class:`pgrl.policies.base.ValueNet`."""
+
+    backend = "tensorflow"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_keras("value", "pgrl_value")
+        vec_spec = tf.TensorSpec([None], self.dtype.name)
+        self._tf = {}
+        for sparse in (False, True):
+            batch = (self._obs_spec(sparse), vec_spec)
+            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
+            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+
+    def _loss_graph(self, obs, returns):
+        v = forward(self._layers(self._vars), obs)[:, 0]
+        loss = 0.5 * tf.reduce_sum(tf.square(v - returns))
+        if self.reduction == "mean":
+            loss = loss / tf.cast(tf.shape(v)[0], loss.dtype)
+        return loss, v
+
+    def _graph_gradients(self, obs, returns):
+        return self._tape_gradients(self._loss_graph, obs, returns)
+
+    def _graph_update(self, obs, returns):
+        loss, _, grads = self._graph_gradients(obs, returns)
+        return {"value_loss": loss, "value_grad_norm": self._clip_and_apply(grads)}
+
+    def _predict(self, obs):
+        return self._eager_outputs(obs).numpy()[:, 0]
+
+    def _loss(self, obs, returns):
+        return float(self._graph_call("gradients", obs, returns)[0])
+
+    def _gradients(self, obs, returns):
+        grads = self._graph_call("gradients", obs, returns)[2]
+        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
+
+    def _update(self, obs, returns):
+        stats = self._graph_call("update", obs, returns)
+        self._snapshot = None
+        return {k: float(v) for k, v in stats.items()}
