@@ -3,7 +3,9 @@
 Builds both backends with identical weights, feeds one seeded synthetic batch, and reports per
 layer the largest difference of forward probabilities, gradients and one RMSprop step, plus the
 NumPy gradient's error against central finite differences (float64). ``--explain`` adds, for the
-same batch, how much each classic porting mistake (DESIGN.md) would change the first update.
+same batch, how much each classic porting mistake (DESIGN.md), or its analogue for the
+categorical head (the logits in place of ``softmax(z)``, a softmax without max shift), would
+change the first update.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import numpy as np
 
 from pgrl.config import Config
+from pgrl.optim import RMSprop
 from pgrl.reinforce import build_policy
 from pgrl.sparse import random_frame_differences
 
@@ -130,77 +133,179 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         "PASS: the backends agree" if passed else f"FAIL: {', '.join(failures)} outside tolerance",
     ]
     if explain:
-        lines += [""] + explain_causes(cfg, obs_dim, weights, batch, n_actions)
+        lines += [""] + explain_causes(
+            cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]
+        )
     return lines, passed
 
 
-def explain_causes(cfg: Config, obs_dim: int, weights, batch, n_actions: int = 2) -> list[str]:
-    """How much each classic mistake would change this config's first update."""
+def explain_causes(
+    cfg: Config, obs_dim: int, weights, batch, n_actions: int = 2, tf_policy=None
+) -> list[str]:
+    """How much each classic mistake, or its categorical analogue, would change this config's
+    first update.
+
+    Every variant is pgrl.diagnose's float64 forward and backward pass with the mistake's
+    ``dL/dz`` (or ReLU mask), then one RMSprop step from zero state; ``tf_policy`` (the
+    TensorFlow backend, with the config's network) is the reference that pass is held to, and
+    gives the float32 row.
+    """
+    from pgrl.diagnose import HEADS, backward, forward, rmsprop_step
+
     obs, actions, advantages = batch
-    o = cfg.optimizer
-    other_reduction = "mean" if cfg.policy.reduction == "sum" else "sum"
+    o, p = cfg.optimizer, cfg.policy
+    categorical = p.head == "categorical"
+    head = HEADS[p.head]
+    opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    x = np.asarray(obs, np.float64)
+    a = np.asarray(actions, np.int64 if categorical else np.float64)
+    n = len(a)
+    per_step = 1.0 / n if p.reduction == "mean" else 1.0
+    hs, z = forward(w, x)
+    last = f"W{len(hs)}"
 
-    def first_step(grads=None, flip_eps=False, reduction=None):
-        """The first update's weight change, for this config with one knob changed."""
-        variant = copy.deepcopy(cfg)
-        variant.optimizer.epsilon_inside_sqrt ^= flip_eps
-        variant.policy.reduction = reduction or cfg.policy.reduction
-        policy = build_policy(variant, obs_dim, "numpy", n_actions)
-        policy.set_weights(weights)
-        g = grads if grads is not None else policy.gradients(obs, actions, advantages)
-        policy.apply_gradients(g)
-        after = policy.get_weights()
-        return np.concatenate([(after[k] - weights[k]).ravel() for k in weights])
+    def grads(dlogits, weights=w, strict_mask=False, scale=per_step):
+        return backward(weights, hs, advantages[:, None] * dlogits * scale, strict_mask)
 
-    reference = first_step()
-    ref_norm = float(np.linalg.norm(reference))
+    def step(g, causes=(), weights=w):
+        s = rmsprop_step(weights, g, opt, causes)
+        return np.concatenate([s[k].ravel() for k in weights])
 
-    def change(step):
-        return float(np.linalg.norm(step - reference)) / ref_norm
+    def change(variant, reference):
+        return float(np.linalg.norm(variant - reference) / np.linalg.norm(reference))
 
-    policy = build_policy(cfg, obs_dim, "numpy", n_actions)
-    policy.set_weights(weights)
-    g = policy.gradients(obs, actions, advantages)
-    tiny = {k: v * 1e-6 for k, v in g.items()}
-    tiny_ref, tiny_flip = first_step(grads=tiny), first_step(grads=tiny, flip_eps=True)
-    rows = []
-    if cfg.policy.head == "bernoulli":
-        # cause 1: back-propagating the logit (z - y) instead of sigmoid(z) - y. The gradient's
-        # dL/dz is A * (sigmoid(z) - y); advantages rescaled by (z - y) / (sigmoid(z) - y) give
-        # dL/dz = A * (z - y), the mistake's.
-        z = policy.logits(obs)
-        sigmoid_minus_y = np.where(
-            actions == 1, -np.exp(-np.logaddexp(0, z)), np.exp(-np.logaddexp(0, -z))
-        )
-        wrong = policy.gradients(obs, actions, advantages * (z - actions) / sigmoid_minus_y)
-        rows.append(("1 logit instead of sigmoid(logit) - y", change(first_step(grads=wrong))))
-    rows += [
+    correct = grads(head.dlogits(z, a, False))
+    reference = step(correct)
+    tiny = {k: v * 1e-6 for k, v in correct.items()}
+    other_reduction = "mean" if p.reduction == "sum" else "sum"
+    probability = "softmax(z) - onehot(a)" if categorical else "sigmoid(logit) - y"
+    rows = [
+        (
+            f"1 logit instead of {probability}",
+            change(step(grads(head.dlogits(z, a, True))), reference),
+        ),
         (
             f"2 epsilon {'outside' if o.epsilon_inside_sqrt else 'inside'} the sqrt",
-            change(first_step(flip_eps=True)),
+            change(step(correct, ("epsilon",)), reference),
+        ),
+        ("2 ... with gradients 1e-6 as large", change(step(tiny, ("epsilon",)), step(tiny))),
+        (
+            f"3 reduction '{other_reduction}'",
+            change(
+                step({k: v * (n if p.reduction == "mean" else 1 / n) for k, v in correct.items()}),
+                reference,
+            ),
         ),
         (
-            "2 ... with gradients 1e-6 as large",
-            float(np.linalg.norm(tiny_flip - tiny_ref) / np.linalg.norm(tiny_ref)),
+            "4 ReLU mask h < 0 (masks nothing)",
+            change(step(grads(head.dlogits(z, a, False), strict_mask=True)), reference),
         ),
-        (f"3 reduction '{other_reduction}'", change(first_step(reduction=other_reduction))),
     ]
-    lines = [
+    lines = []
+    if tf_policy is not None:
+        # the float64 pass that every row uses, against the TensorFlow backend's gradients
+        tf_policy.set_weights(weights)
+        tf_grads = tf_policy.gradients(obs, actions, advantages)
+        agree = max(_rel(correct[k], tf_grads[k])[1] for k in w)
+        rows.append(
+            (
+                "5 float32 instead of float64",
+                change(_float32_step(cfg, tf_policy, w, batch), reference),
+            )
+        )
+        lines.append(f"(the variants' float64 pass gives TensorFlow's gradients to {agree:.1e})")
+    rows.append(
+        ("7 Keras's float32 learning rate", change(step(correct, ("lr_float32",)), reference))
+    )
+
+    # a naive log(p): the gradient autodiff takes through log of p computed without the stable
+    # form, at this batch's logits and with the last layer scaled until max |z| = 1000
+    scale = SATURATED / max(float(np.max(np.abs(z))), 1e-300)
+    w_sat = {k: v * scale if k in (last, f"b{len(hs)}") else v for k, v in w.items()}
+    z_sat = z * scale
+    reference_sat = step(grads(head.dlogits(z_sat, a, False), w_sat), weights=w_sat)
+    with np.errstate(all="ignore"):
+        naive = step(grads(_naive_log_dlogits(z, a, categorical)))
+        naive_sat = step(grads(_naive_log_dlogits(z_sat, a, categorical), w_sat), weights=w_sat)
+    rows += [
+        (
+            "  log of a softmax without max shift"
+            if categorical
+            else "  log of sigmoid(z) = 1 / (1 + exp(-z))",
+            change(naive, reference),
+        ),
+        (f"  ... at logits scaled to max |z| = {SATURATED:g}", change(naive_sat, reference_sat)),
+    ]
+    finite = bool(np.all(np.isfinite(reference_sat)))
+    if tf_policy is not None:
+        tf_policy.set_weights({k: v.astype(weights[k].dtype) for k, v in w_sat.items()})
+        saturated = tf_policy.gradients(obs, actions, advantages)
+        finite &= all(bool(np.all(np.isfinite(g))) for g in saturated.values())
+        tf_policy.set_weights(weights)
+    what = f"the categorical head, {n_actions} actions" if categorical else "the Bernoulli head"
+    out = [
         "How much each usual cause of NumPy/TF disagreement would change this config's",
-        "first update (|step_variant - step| / |step|, RMSprop from zero state):",
+        "first update (|step_variant - step| / |step|, RMSprop from zero state), for",
+        f"{what}:",
         "",
     ]
-    return lines + [f"  {label:44} {value:10.3g}" for label, value in rows] + OTHER_CAUSES
+    out += [f"  {label:44} {value:10.3g}" for label, value in rows]
+    return out + [""] + [f"  {line}" for line in lines] + explain_notes(categorical, finite)
 
 
-OTHER_CAUSES = [
-    "",
-    "  4 ReLU mask h < 0 after clamping: masks nothing; the finite-difference rows",
-    "    above catch it (pgrl masks h <= 0).",
-    "  5 dtype: float32 vs float64 differs ~1e-7 relative per operation; compare the",
-    "    tolerance line above for this config's dtype.",
-    "  6 returns: Pong's reset at each point and per-episode standardization are",
-    "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
-    "  7 Keras keeps a float learning rate in float32 (2.5e-9 relative error per step",
-    "    for 1e-4); pgrl's KerasRMSprop keeps it in float64.",
-]
+SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
+
+
+def _naive_log_dlogits(z, actions, categorical: bool) -> np.ndarray:
+    """(N, k) ``d(-log p_a)/dz`` as autodiff takes it through a naively computed ``p``:
+    ``-(1 / p_a) * dp_a/dz`` with ``p = exp(z) / sum exp(z)`` (no max shift) or
+    ``p = 1 / (1 + exp(-z))``. NaN where ``exp`` overflows or ``p_a`` underflows to 0."""
+    if categorical:
+        e = np.exp(z)
+        p = e / e.sum(axis=1, keepdims=True)
+        rows = np.arange(len(actions))
+        onehot = np.zeros_like(z)
+        onehot[rows, actions] = 1.0
+        p_a = p[rows, actions][:, None]
+        return -(1.0 / p_a) * (p_a * (onehot - p))
+    p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+    p_a = np.where(actions == 1, p, 1.0 - p)
+    dp_a = np.where(actions == 1, 1.0, -1.0) * p * (1.0 - p)
+    return (-(1.0 / p_a) * dp_a)[:, None]
+
+
+def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
+    """The first update of the TensorFlow backend in float32, as one float64 vector."""
+    cfg32 = copy.deepcopy(cfg)
+    cfg32.policy.dtype = "float32"
+    policy = build_policy(cfg32, tf_policy.obs_dim, "tensorflow", tf_policy.n_actions)
+    w32 = {k: v.astype(np.float32) for k, v in weights.items()}
+    policy.set_weights(w32)
+    policy.apply_gradients(policy.gradients(*batch))
+    after = policy.get_weights()
+    return np.concatenate([(after[k].astype(np.float64) - w32[k]).ravel() for k in weights])
+
+
+def explain_notes(categorical: bool, finite: bool) -> list[str]:
+    """What the rows above mean, and the cause they leave out (the returns)."""
+    stable = (
+        "max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits"
+        if categorical
+        else "softplus forms and sigmoid_cross_entropy_with_logits"
+    )
+    return [
+        "",
+        "  4: the finite-difference rows above catch it (pgrl masks h <= 0).",
+        "  5: pgrl's TensorFlow backend in float32, same weights and batch; compare the",
+        "     tolerance line above for this config's dtype.",
+        "  7: Keras keeps a float learning rate in float32 (pgrl's KerasRMSprop keeps it",
+        "     in float64); the error compounds over updates.",
+        "  log rows: the gradient autodiff takes through log(p), p computed naively;",
+        "     nan is a NaN update. At those logits pgrl's backends "
+        + ("stay finite" if finite else "are NOT finite")
+        + ":",
+        f"     {stable}.",
+        "  6 returns: Pong's reset at each point and per-episode standardization are",
+        "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
+    ]

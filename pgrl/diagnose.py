@@ -5,9 +5,14 @@ their implementation computed for it and, optionally, the weights after one opti
 pgrl computes the correct gradients and step for that batch and every variant that one or two
 known mistakes (DESIGN.md's list) would produce, and names the variant the user's numbers match.
 
-Sign convention: pgrl's gradients are ``dL/dW`` of ``L = sum_t A_t * BCE(a_t, z_t)``, the
-direction to descend (what ``tf.GradientTape`` gives for that loss). Karpathy's gist computes the
-ascent direction ``-dL/dW`` and adds it; its ``grad`` is saved as ``-grad``.
+Sign convention: pgrl's gradients are ``dL/dW`` of ``L = sum_t A_t * BCE(a_t, z_t)`` (or, for
+the categorical head, ``CE(a_t, z_t) = -log softmax(z_t)[a_t]``), the direction to descend (what
+``tf.GradientTape`` gives for that loss). Karpathy's gist computes the ascent direction
+``-dL/dW`` and adds it; its ``grad`` is saved as ``-grad``.
+
+The head comes from the last weight matrix: one column is Karpathy's Bernoulli head (one logit,
+sigmoid, actions 0/1), ``n >= 2`` columns the categorical head (``n`` logits, softmax, actions
+``0 .. n-1``), unless the user names it (``head=``, ``--set policy.head=...``).
 
 The gradient and the step are diagnosed separately: the step is predicted from the user's own
 gradients, so a wrong gradient and a wrong optimizer are each named as such.
@@ -26,7 +31,7 @@ import numpy as np
 
 from pgrl.optim import RMSprop
 from pgrl.policies.base import REDUCTIONS
-from pgrl.policies.numpy_policy import sigmoid
+from pgrl.policies.numpy_policy import sigmoid, softmax
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
 
@@ -42,15 +47,24 @@ SETTINGS = (
     "optimizer.decay",
     "optimizer.epsilon",
     "optimizer.epsilon_inside_sqrt",
+    "policy.head",
     "policy.reduction",
     "train.gamma",
     "train.reset_on_nonzero",
     "train.standardize",
 )
-SIGN_NOTE = [
-    "sign: pgrl's gradients are dL/dW, L = sum_t A_t * BCE(a_t, z_t), the direction to descend",
-    "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
-]
+
+
+def sign_note(loss: str = "BCE") -> list[str]:
+    """The report's last lines: pgrl's sign convention, for the head's loss ``BCE`` or ``CE``."""
+    return [
+        f"sign: pgrl's gradients are dL/dW, L = sum_t A_t * {loss}(a_t, z_t), the direction to "
+        "descend",
+        "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
+    ]
+
+
+SIGN_NOTE = sign_note("BCE")
 
 
 class InputError(ValueError):
@@ -64,6 +78,8 @@ class BernoulliHead:
     """One logit ``z``, ``p = sigmoid(z) = P(a = 1)``; ``dBCE(a, z)/dz = sigmoid(z) - a``."""
 
     name = "bernoulli"
+    probability = "sigmoid"
+    loss = "BCE"
 
     def check(self, w_last: np.ndarray, name: str) -> None:
         """The last layer must have one output: ``(H_last, 1)``."""
@@ -73,7 +89,7 @@ class BernoulliHead:
                 f"({w_last.shape[0]}, 1)"
             )
 
-    def check_actions(self, actions: np.ndarray) -> np.ndarray:
+    def check_actions(self, actions: np.ndarray, n_logits: int = 1) -> np.ndarray:
         """(N,) actions as float64 0/1, or InputError quoting a bad one."""
         if actions.dtype.kind not in "biuf":
             raise InputError(f"batch actions must be 0 or 1, got dtype {actions.dtype}")
@@ -91,16 +107,59 @@ class BernoulliHead:
         return np.where(actions == 1, -sigmoid(-z), sigmoid(z))[:, None]
 
 
-HEADS = {"bernoulli": BernoulliHead()}
+class CategoricalHead:
+    """``n >= 2`` logits, ``pi = softmax(z)``; ``dCE(a, z)/dz = softmax(z) - onehot(a)``."""
+
+    name = "categorical"
+    probability = "softmax"
+    loss = "CE"
+
+    def check(self, w_last: np.ndarray, name: str) -> None:
+        """The last layer must have one output per action: ``(H_last, n)``, ``n >= 2``."""
+        if w_last.shape[1] < 2:
+            raise InputError(
+                f"weights {name} has shape {w_last.shape}; the categorical head has one logit "
+                f"per action: ({w_last.shape[0]}, n), n >= 2"
+            )
+
+    def check_actions(self, actions: np.ndarray, n_logits: int) -> np.ndarray:
+        """(N,) action indices ``0 .. n_logits - 1`` as int64, or InputError quoting a bad one."""
+        expected = f"integers 0 to {n_logits - 1} (one per logit)"
+        if actions.dtype.kind not in "biuf":
+            raise InputError(f"batch actions must be {expected}, got dtype {actions.dtype}")
+        ok = (actions == np.round(actions)) & (actions >= 0) & (actions < n_logits)
+        if not np.all(ok):
+            raise InputError(f"batch actions must be {expected}, got {actions[~ok][:3].tolist()}")
+        return actions.astype(np.int64)
+
+    def dlogits(self, z: np.ndarray, actions: np.ndarray, logit_mistake: bool) -> np.ndarray:
+        """(N, n) ``dCE/dz``: ``softmax(z) - onehot(a)``, or ``z - onehot(a)`` when the logits
+        replace the probabilities."""
+        out = z.copy() if logit_mistake else softmax(z)
+        out[np.arange(len(actions)), actions] -= 1.0
+        return out
+
+
+HEADS = {"bernoulli": BernoulliHead(), "categorical": CategoricalHead()}
+
+
+def detect_head(w_last: np.ndarray) -> str:
+    """The head a last weight matrix ``(H_last, n)`` stands for: one column is Bernoulli."""
+    return "bernoulli" if w_last.ndim == 2 and w_last.shape[1] == 1 else "categorical"
 
 
 # ----- the causes, their labels, and which of them can be combined -----
 
 
-def gradient_causes(reduction: str, standardize: str, reset: bool, rewards: bool) -> dict:
-    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards."""
+def gradient_causes(
+    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str = "sigmoid"
+) -> dict:
+    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards.
+
+    ``probability``: what the head's ``dL/dz`` takes of the logits, ``sigmoid`` or ``softmax``.
+    """
     causes = {
-        "logit": "logit used in place of sigmoid",
+        "logit": f"logit used in place of {probability}",
         "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
         "relu_mask": "ReLU mask h < 0 (masks nothing)",
         "sign": "missing minus sign: -dL/dW, the ascent direction",
@@ -190,8 +249,9 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
     return out
 
 
-def check_network(weights: dict, head) -> dict[str, np.ndarray]:
-    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP ending in ``head``."""
+def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.ndarray], object]:
+    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP ending in ``head``, and the
+    head (from ``Wn``'s columns when ``head`` is None)."""
     bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]*", k))
     if bad:
         raise InputError(f"weights: unexpected arrays {bad}; expected W1, W2, ... (b1, ...)")
@@ -219,8 +279,9 @@ def check_network(weights: dict, head) -> dict[str, np.ndarray]:
             if b.shape != (w.shape[1],):
                 raise InputError(f"weights b{i} has shape {b.shape}, expected ({w.shape[1]},)")
             out[f"b{i}"] = b
-    head.check(out[f"W{n}"], f"W{n}")
-    return out
+    out_head = HEADS[head or detect_head(out[f"W{n}"])]
+    out_head.check(out[f"W{n}"], f"W{n}")
+    return out, out_head
 
 
 def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
@@ -252,8 +313,9 @@ class Batch:
     ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
 
 
-def check_batch(batch: dict, w1_shape: tuple[int, int], head) -> Batch:
-    """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1)."""
+def check_batch(batch: dict, w1_shape: tuple[int, int], head, n_logits: int = 1) -> Batch:
+    """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1) and
+    its ``n_logits`` outputs."""
     has_adv, has_rewards = "advantages" in batch, "rewards" in batch or "episode_ends" in batch
     expected = ["obs", "actions", "advantages"] if has_adv else ["obs", "actions"]
     if has_adv and has_rewards:
@@ -283,13 +345,15 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], head) -> Batch:
         v = np.asarray(batch[key])
         if v.shape != (n,):
             hint = f"; save {key}.ravel()" if v.size == n else ""
+            if key == "actions" and v.shape == (n, n_logits) and n_logits > 1:
+                hint = "; one-hot rows? save actions.argmax(axis=1)"
             raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
         vectors[key] = v
     if is_mostly_zero(obs):  # Pong's frame differences: only the nonzeros enter the first layer
         x = SparseRows.from_dense(obs)
     else:
         x = _numeric(obs, "batch obs")
-    actions = head.check_actions(vectors["actions"])
+    actions = head.check_actions(vectors["actions"], n_logits)
     if has_adv:
         return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
@@ -452,6 +516,7 @@ class Diagnosis:
     step: Part | None
     n_steps: int
     notes: list[str] = field(default_factory=list)
+    head: str = "bernoulli"  # the output head the numbers were read with
 
     @property
     def parts(self) -> list[Part]:
@@ -520,7 +585,7 @@ class Diagnosis:
                 out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
-        return out + self.notes + SIGN_NOTE
+        return out + self.notes + sign_note(HEADS[self.head].loss)
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -537,23 +602,26 @@ def explain(
     gamma: float = 0.99,
     reset_on_nonzero: bool = False,
     standardize: str = "episode",
-    head: str = "bernoulli",
+    head: str | None = None,
 ) -> Diagnosis:
     """Which known mistake, if any, explains a user's gradients (and step) for one batch.
 
     Args:
-        weights: dict or ``.npz`` path: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1), and
-            ``b1``, ... with biases.
-        batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1, and
-            ``advantages`` (N,), or ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags.
+        weights: dict or ``.npz`` path: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1) for the
+            Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases.
+        batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1
+            (Bernoulli) or of ``0 .. n-1`` (categorical), and ``advantages`` (N,), or
+            ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags.
         grads: the user's gradients, names and shapes of ``weights``, in pgrl's sign: ``dL/dW``
-            of ``L = sum_t A_t * BCE(a_t, z_t)``.
+            of ``L = sum_t A_t * BCE(a_t, z_t)``, or of ``sum_t A_t * CE(a_t, z_t)`` with
+            ``CE = -log softmax(z_t)[a_t]``.
         after: the user's weights after one optimizer step from zero optimizer state, or None.
         optimizer: the RMSprop settings the user meant (Karpathy's defaults when None).
         reduction: ``"sum"`` or ``"mean"``, the loss the user meant.
         gamma, reset_on_nonzero, standardize: the returns the user meant, when the batch holds
             rewards (as :func:`pgrl.returns.compute_advantages`).
-        head: ``"bernoulli"``.
+        head: ``"bernoulli"``, ``"categorical"``, or None: from ``Wn``'s columns (one column
+            is the Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
 
     Returns:
         a :class:`Diagnosis`.
@@ -561,7 +629,7 @@ def explain(
     Raises:
         InputError: one line naming a missing array, a shape that does not fit, a bad file.
     """
-    if head not in HEADS:
+    if head is not None and head not in HEADS:
         raise InputError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if reduction not in REDUCTIONS:
         raise InputError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -572,15 +640,17 @@ def explain(
     if not 0.0 <= gamma <= 1.0:
         raise InputError(f"gamma must be in [0, 1], got {gamma}")
     optimizer = optimizer or RMSprop()
-    out_head = HEADS[head]
-    w = check_network(load_arrays(weights, "weights"), out_head)
-    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, out_head)
+    w, out_head = check_network(load_arrays(weights, "weights"), head)
+    w_last = w[f"W{sum(k[0] == 'W' for k in w)}"]
+    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, out_head, w_last.shape[1])
     user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
     raw_after = None if after is None else load_arrays(after, "after")
     user_after = None if raw_after is None else check_like(raw_after, w, "after")
     n = len(b.actions)
 
-    labels = gradient_causes(reduction, standardize, reset_on_nonzero, b.rewards is not None)
+    labels = gradient_causes(
+        reduction, standardize, reset_on_nonzero, b.rewards is not None, out_head.probability
+    )
     hs, z = forward(w, b.obs)
     backward_cache = {}
 
@@ -624,6 +694,9 @@ def explain(
             step.hint = learning_rate_hint(step, optimizer.learning_rate)
 
     notes = []
+    if out_head.name == "categorical":
+        n_logits = w_last.shape[1]
+        notes.append(f"head: categorical, {n_logits} actions (softmax over the last W's columns)")
     if (
         step is not None
         and gradients.matched
@@ -637,7 +710,7 @@ def explain(
             "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
             "a descent step on L, as pgrl's"
         )
-    return Diagnosis(gradients, step, n, notes)
+    return Diagnosis(gradients, step, n, notes, out_head.name)
 
 
 def rmsprop_step(weights: dict, grads: dict, optimizer: RMSprop, causes=()) -> dict:
@@ -681,8 +754,8 @@ def settings(overrides: list[str] | None) -> dict:
     """:func:`explain`'s keyword arguments from ``--set section.key=value`` strings.
 
     Values are read and checked as ``pgrl train`` reads them; keys that describe anything but
-    the optimizer, the loss's reduction or the returns are refused (the network comes from the
-    weights).
+    the optimizer, the head, the loss's reduction or the returns are refused (the network comes
+    from the weights). Without ``policy.head`` the head comes from the weights too.
     """
     from pgrl.config import ConfigError, from_dict, parse_override
 
@@ -702,4 +775,5 @@ def settings(overrides: list[str] | None) -> dict:
         "gamma": cfg.train.gamma,
         "reset_on_nonzero": cfg.train.reset_on_nonzero,
         "standardize": cfg.train.standardize,
+        "head": cfg.policy.head if "head" in data.get("policy", {}) else None,
     }
