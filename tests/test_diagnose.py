@@ -270,9 +270,10 @@ def test_keras_rmsprop_is_epsilon_inside_the_square_root(case, tf):
     batch = batch_with(obs, actions, adv)
     g32 = tf_gradients(tf, w, obs, actions, adv, dtype="float32")
     d = explain(w, batch, g32, keras_step(tf, w, g32, "float32"))
-    # Keras's float32 step is pgrl's to within the last bit of the saved float32 weights
-    assert d.step.best.causes == ("epsilon",) and d.step.matched, d
-    assert "epsilon inside the square root (step, rel. error 0)" in d.verdict
+    # Keras's float32 step is pgrl's to the last bit of the saved float32 weights, or (with
+    # other TensorFlow builds and CPUs) within float32 precision of it
+    assert d.step.best.causes == ("epsilon",) and (d.step.matched or d.step.float32), d
+    assert "epsilon inside the square root (step, " in d.verdict
     # float64: Keras also keeps the learning rate in float32
     g64 = tf_gradients(tf, w, obs, actions, adv)
     d = explain(w, batch, g64, keras_step(tf, w, g64, "float64"))
