@@ -99,6 +99,7 @@ class ValueConfig:
     epsilon: float = 1e-5
     epsilon_inside_sqrt: bool = False
     max_grad_norm: float | None = None
+    steps: int = 1  # RMSprop steps on each batch's returns, per update
 
 
 @dataclass
@@ -325,6 +326,8 @@ def _check_ranges(cfg: Config, where: str) -> None:
     _check_optimizer(cfg.value, where, "value")
     if any(h < 1 for h in cfg.value.hidden_sizes):
         bad("value.hidden_sizes", cfg.value.hidden_sizes, "a list of sizes >= 1")
+    if cfg.value.steps < 1:
+        bad("value.steps", cfg.value.steps, ">= 1")
     if t.baseline not in BASELINES:
         bad("train.baseline", t.baseline, f"one of {', '.join(BASELINES)}")
     if t.seed < 0:

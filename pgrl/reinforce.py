@@ -66,8 +66,9 @@ def _loop(
                     advantages = returns - values
                 advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
                 stats = policy.update(batch.obs, batch.actions, advantages)
-                if value is not None:
-                    stats.update(value.update(batch.obs, returns))
+                if value is not None:  # value.steps RMSprop steps; the stats are the first's
+                    fit = [value.update(batch.obs, returns) for _ in range(cfg.value.steps)]
+                    stats.update(fit[0])
                     stats["explained_variance"] = explained_variance(values, returns)
                 _check_finite(policy, value, stats, state.updates + 1, cfg)
                 t2 = time.perf_counter()

@@ -42,12 +42,13 @@ def entropy(z: np.ndarray) -> np.ndarray:
     """Entropy (nats) of the policy at each step: (N,) Bernoulli logits or (N, n) categorical
     logits -> (N,).
 
-    Bernoulli: ``p * BCE(1, z) + (1 - p) * BCE(0, z)`` with ``BCE(1, z) = softplus(-z)``;
+    Bernoulli: ``p * BCE(1, z) + (1 - p) * BCE(0, z)`` with ``BCE(1, z) = softplus(-z)`` and
+    ``1 - p = sigmoid(-z)``;
     categorical: ``-sum_k pi_k log pi_k``. Finite for any finite logits.
     """
     if z.ndim == 1:
         p = sigmoid(z)
-        return p * softplus(-z) + (1 - p) * softplus(z)
+        return p * softplus(-z) + sigmoid(-z) * softplus(z)  # 1 - p would round to 0
     return -np.sum(softmax(z) * log_softmax(z), axis=1)
 
 

@@ -181,8 +181,7 @@ def clip_by_global_norm(grads: list, max_norm: float | None) -> tuple[list, obje
 def entropy(z, bernoulli: bool):
     """(N,) entropy of the policy, nats, from (N,) Bernoulli or (N, n) categorical logits."""
     if bernoulli:
-        p = tf.sigmoid(z)
-        return p * tf.math.softplus(-z) + (1 - p) * tf.math.softplus(z)
+        return tf.sigmoid(z) * tf.math.softplus(-z) + tf.sigmoid(-z) * tf.math.softplus(z)
     return -tf.reduce_sum(tf.nn.softmax(z) * tf.nn.log_softmax(z), axis=1)
 
 
