@@ -8,6 +8,8 @@ Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DE
     -> KarpathyScreen    obs (6400,) int8 in {0, 1}, from ALE's screen of palette indices
     -> FrameDifference   obs (6400,) int8 in {-1, 0, 1}, zeros on the first step of an episode
     -> BinaryActionMap   Discrete(2) actions: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3)
+       or ALEActionMap   with ``actions``: Discrete(len(actions)), action i -> the ALE action
+                         named ``actions[i]`` (e.g. NOOP, RIGHT, LEFT), for the categorical head
 
 KarpathyPreprocess gives KarpathyScreen's observations from RGB frames (obs (210, 160, 3) uint8,
 ``obs_type="rgb"``), for stacks whose inner env is not an ALE env.
@@ -24,6 +26,7 @@ ale-py is optional (``pgrl[atari]``) and imported only when a Pong id is request
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -31,7 +34,10 @@ import numpy as np
 from gymnasium import spaces
 
 __all__ = [
+    "PONG_ACTIONS",
+    "PONG_ACTION_ALIASES",
     "SUPPORTED_ENV_IDS",
+    "ALEActionMap",
     "BinaryActionMap",
     "FrameDifference",
     "KarpathyPreprocess",
@@ -39,6 +45,7 @@ __all__ = [
     "check_binary_env",
     "check_discrete_env",
     "make_env",
+    "pong_actions",
 ]
 
 # The envs pgrl is built around; any other registered gymnasium env with Discrete(n) actions and
@@ -51,6 +58,12 @@ RETURN_RANGES = {
     "ALE/Pong-v5": (-21.0, 21.0),
     "Acrobot-v1": (-500.0, 0.0),
 }
+# Pong's minimal action set, as ale-py lists it (env.unwrapped.get_action_meanings()): RIGHT moves
+# the paddle up, LEFT down. FIRE, RIGHTFIRE and LEFTFIRE move it as NOOP, RIGHT and LEFT do, and
+# press the button, which sends the ball back off the paddle twice as fast.
+PONG_ACTIONS = ("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")
+# The paddle's directions by name; ALE's own UP and DOWN exist only in the full action set.
+PONG_ACTION_ALIASES = {"UP": "RIGHT", "DOWN": "LEFT"}
 
 
 class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -271,6 +284,84 @@ class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         raise ValueError(f"BinaryActionMap takes action 0 (DOWN) or 1 (UP), got {action!r}")
 
 
+class ALEActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Discrete(len(actions)) actions onto an ALE env's, by name: action i -> the ALE action
+    named ``actions[i]`` in ``env.unwrapped.get_action_meanings()``.
+
+    ``ALEActionMap(env, ["NOOP", "RIGHT", "LEFT"])`` on Pong: 0 leaves the paddle, 1 moves it up,
+    2 down; ``["LEFT", "RIGHT"]`` is BinaryActionMap. Names, not numbers: a name means the same
+    action in the minimal and the full action set.
+    """
+
+    def __init__(self, env: gym.Env, actions: Sequence[str]):
+        get_action_meanings = getattr(env.unwrapped, "get_action_meanings", None)
+        space = env.action_space
+        if get_action_meanings is None or not isinstance(space, spaces.Discrete):
+            raise ValueError(
+                "ALEActionMap needs an ale-py env (Discrete actions and get_action_meanings()), "
+                f"got {type(env.unwrapped).__name__} with action space {space}"
+            )
+        meanings = list(get_action_meanings())
+        names = list(actions) if isinstance(actions, list | tuple) else None
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"ALEActionMap takes a list of action names, got {actions!r}")
+        unknown = [name for name in names if name not in meanings]
+        if unknown:
+            raise ValueError(
+                f"ALEActionMap: no action {unknown[0]!r} in this env; its actions: "
+                f"{', '.join(meanings)}"
+            )
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise ValueError(f"ALEActionMap: action {twice!r} is listed twice in {names}")
+        gym.utils.RecordConstructorArgs.__init__(self, actions=names)
+        super().__init__(env)
+        self.actions = tuple(names)
+        self._ale_actions = [space.start + meanings.index(name) for name in names]
+        self.action_space = spaces.Discrete(len(names))
+
+    def action(self, action: int) -> int:
+        if not (isinstance(action, int | np.integer) and 0 <= action < len(self._ale_actions)):
+            raise ValueError(
+                f"ALEActionMap takes actions 0 to {len(self._ale_actions) - 1} "
+                f"({', '.join(self.actions)}), got {action!r}"
+            )
+        return self._ale_actions[action]
+
+
+def pong_actions(env_id: str, actions: Sequence[str] | None) -> list[str] | None:
+    """ALE names of Pong's ``actions`` (``"UP"``, ``"DOWN"`` resolved to RIGHT and LEFT), or None
+    for the default binary map (``actions`` None or empty).
+
+    Raises:
+        ValueError: one line: ``env_id`` is not Pong, a name is unknown or given twice, or fewer
+            than 2 names; it names the valid ones.
+    """
+    if actions is None or (isinstance(actions, list | tuple) and len(actions) == 0):
+        return None
+    valid = ", ".join(
+        [*PONG_ACTIONS, *(f"{alias} (= {name})" for alias, name in PONG_ACTION_ALIASES.items())]
+    )
+    if env_id != "ALE/Pong-v5":
+        raise ValueError(
+            f"action names are for ALE/Pong-v5 only ({valid}); {env_id} keeps its own actions"
+        )
+    if not (isinstance(actions, list | tuple) and all(isinstance(a, str) for a in actions)):
+        raise ValueError(f"expected a list of Pong's action names ({valid}), got {actions!r}")
+    unknown = [a for a in actions if a not in PONG_ACTIONS and a not in PONG_ACTION_ALIASES]
+    if unknown:
+        raise ValueError(f"unknown action {unknown[0]!r}; Pong's actions: {valid}")
+    names = [PONG_ACTION_ALIASES.get(a, a) for a in actions]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            alias = next((a for a in (actions[names.index(name)], actions[i]) if a != name), None)
+            why = f" ({alias!r} stands for {name!r})" if alias is not None else ""
+            raise ValueError(f"action {name!r} is listed twice in {list(actions)}{why}")
+    if len(names) < 2:
+        raise ValueError(f"needs at least 2 actions, got {list(actions)}; Pong's actions: {valid}")
+    return names
+
+
 def check_binary_env(env: gym.Env) -> gym.Env:
     """Return ``env`` unchanged if its action space is Discrete(2), else raise ValueError.
 
@@ -328,7 +419,9 @@ def check_env_id(env_id: str) -> None:
         )
 
 
-def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
+def make_env(
+    env_id: str, seed: int | None = None, actions: Sequence[str] | None = None, **kwargs: Any
+) -> gym.Env:
     """Make an env with Discrete(n) actions and a flat observation.
 
     Args:
@@ -341,6 +434,11 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
             here once. That seeds the env's RNG (for Pong also ALE's emulator, whose sticky
             actions are random); the caller's next ``env.reset()`` continues that stream, so the
             same seed gives the same run. Without a seed gymnasium seeds from the OS.
+        actions: Pong only: the actions the policy chooses among, by name from Pong's minimal
+            action set :data:`PONG_ACTIONS` (``"UP"`` and ``"DOWN"`` stand for RIGHT and LEFT,
+            which move the paddle up and down), e.g. ``["NOOP", "UP", "DOWN"]``: Discrete(3),
+            action i -> ``actions[i]`` (:class:`ALEActionMap`). None or empty: Discrete(2),
+            1 = UP, 0 = DOWN (:class:`BinaryActionMap`), the same as ``["DOWN", "UP"]``.
         **kwargs: passed to ``gym.make``, e.g. ``render_mode``, ``frameskip``,
             ``repeat_action_probability``, ``max_episode_steps``. Pong keeps the v5 defaults
             unless overridden: ``frameskip=4``, ``repeat_action_probability=0.25``; it takes
@@ -348,7 +446,8 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
 
     Returns:
         The env; for Pong, ``gym.make(env_id, obs_type="ram", **kwargs)`` wrapped in
-        KarpathyScreen, FrameDifference and BinaryActionMap (``env.unwrapped`` is the ALE env;
+        KarpathyScreen, FrameDifference and BinaryActionMap, or ALEActionMap with ``actions``
+        (``env.unwrapped`` is the ALE env;
         ``render_mode="rgb_array"`` still renders (210, 160, 3) RGB frames). Either way
         ``gym.make(env.spec)`` builds the same stack, unseeded; for Pong, ``gym.make_vec`` on
         that spec needs ``vectorization_mode="sync"`` or ``"async"`` (ale-py's own vector env
@@ -356,11 +455,13 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
 
     Raises:
         ValueError: ``env_id`` is unknown, its actions are not ``Discrete(n)`` or its
-            observations not flat, or ``obs_type`` is passed for Pong.
+            observations not flat, ``obs_type`` is passed for Pong, or ``actions`` are not
+            Pong's (see :func:`pong_actions`).
         ImportError: ``env_id`` is an Atari game and ale-py is not installed.
     """
     check_env_id(env_id)
     _check_common_kwargs(kwargs)
+    names = pong_actions(env_id, actions)
     if env_id.startswith("ALE/"):
         if "obs_type" in kwargs:
             raise ValueError(
@@ -371,7 +472,8 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         # RAM observations are 128 bytes that KarpathyScreen ignores; "rgb" would have ALE
         # assemble a frame every step that KarpathyScreen does not need.
         env = gym.make(env_id, obs_type="ram", **kwargs)
-        env = BinaryActionMap(FrameDifference(KarpathyScreen(env)))
+        env = FrameDifference(KarpathyScreen(env))
+        env = BinaryActionMap(env) if names is None else ALEActionMap(env, names)
     else:
         env = gym.make(env_id, **kwargs)
     try:

@@ -431,3 +431,82 @@ def test_acrobot_float64_backends_play_identical_episodes(tmp_path):
 def _returns(path):
     with open(path, newline="") as f:
         return [row["return"] for row in csv.DictReader(f)]
+
+
+# Pong with three actions (configs/pong_full.toml), cut to 100-step games
+PONG_FULL_SHORT = [
+    *QUIET,
+    "policy.dtype=float64",
+    "env.kwargs={max_episode_steps = 100}",
+    "train.episodes=4",
+    "train.batch_episodes=2",
+]
+
+
+def test_pong_with_three_actions_trains_and_plays_the_same_in_both_backends(tmp_path):
+    """Two updates of pong_full in float64 with each backend: the same games and weights; the
+    checkpoint's config carries env.actions, so eval and the trained policies play Discrete(3)
+    Pong, the same actions in both backends."""
+    cfg = load_config("pong_full", PONG_FULL_SHORT)
+    for backend in ("numpy", "tensorflow"):
+        summary = train(cfg, out=tmp_path / backend, backend=backend)
+        assert summary["episodes"] == 4 and summary["updates"] == 2
+    a, b = (_rows(tmp_path / backend / "metrics.csv") for backend in ("numpy", "tensorflow"))
+    assert [(r["steps"], r["return"]) for r in a] == [(r["steps"], r["return"]) for r in b]
+    assert [int(r["steps"]) for r in a] == [100, 200, 300, 400]
+    ckpts = [load_checkpoint(tmp_path / b / "checkpoint.npz") for b in ("numpy", "tensorflow")]
+    for ckpt in ckpts:
+        assert (ckpt["head"], ckpt["n_actions"]) == ("categorical", 3)
+        assert ckpt["weights"]["W2"].shape == (200, 3)
+        assert 'actions = ["NOOP", "UP", "DOWN"]' in ckpt["config"]
+    for name, w in ckpts[0]["weights"].items():
+        np.testing.assert_allclose(ckpts[1]["weights"][name], w, rtol=0, atol=1e-10 * abs(w).max())
+
+    # the trained policies play the same episodes, and every action occurs
+    batches = []
+    for backend in ("numpy", "tensorflow"):
+        policy = load_policy(tmp_path / backend / "checkpoint.npz", backend=backend)
+        envs = make_vector_env("ALE/Pong-v5", 1, actions=["NOOP", "UP", "DOWN"], **_SHORT)
+        batches.append(collect_episodes(envs, policy, slot_generators(5, 1), 2))
+        envs.close()
+    np.testing.assert_array_equal(batches[0].actions, batches[1].actions)
+    np.testing.assert_array_equal(batches[0].rewards, batches[1].rewards)
+    assert set(np.unique(batches[0].actions)) == {0, 1, 2}
+
+    source = tmp_path / "numpy" / "checkpoint.npz"
+    export_weights(source, tmp_path / "pong_full.npz")
+    for played in (source, tmp_path / "pong_full.npz"):
+        for greedy in (True, False):
+            result = evaluate(played, episodes=2, seed=0, greedy=greedy)
+            assert result["lengths"] == [100, 100] and all(-2 <= r <= 0 for r in result["returns"])
+
+
+def test_pong_actions_in_rollout_workers_and_eval_overrides(tmp_path):
+    """A Ray rollout worker (here as a plain object) builds the config's named actions, and
+    eval's env_kwargs keep them; a checkpoint played with other actions is refused."""
+    from pgrl.ray_runner import RolloutWorker
+
+    cfg = load_config("pong_full", PONG_FULL_SHORT)
+    worker = RolloutWorker(cfg, "numpy", 2)
+    try:
+        assert worker.envs.single_action_space.n == 3 and worker.policy.n_actions == 3
+        states = [g.bit_generator.state for g in slot_generators(0, 2)]
+        batch, _, _ = worker.play(worker.policy.get_weights(), states, [1, 1])
+        assert batch.n_episodes == 2 and batch.actions.max() <= 2
+    finally:
+        worker.envs.close()
+    train(cfg, out=tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    result = evaluate(ckpt, episodes=1, env_kwargs={"max_episode_steps": 50})
+    assert result["lengths"] == [50]
+    with pytest.raises(CheckpointError, match="3 actions") as err:
+        evaluate(ckpt, episodes=1, env_kwargs={"actions": ["DOWN", "UP"]})
+    assert "\n" not in str(err.value)
+
+
+_SHORT = {"max_episode_steps": 100}
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -42,6 +42,12 @@ def test_shipped_configs_load():
     assert fast.env == pong.env and fast.policy.hidden_sizes == pong.policy.hidden_sizes
     for key in ("batch_episodes", "gamma", "reset_on_nonzero", "standardize"):
         assert getattr(fast.train, key) == getattr(pong.train, key), key
+    # pong_fast's recipe with the categorical head over stay, up and down
+    full = load_config("configs/pong_full.toml")
+    assert full.env.kwargs == {"actions": ["NOOP", "UP", "DOWN"]}
+    assert full.policy.head == "categorical"
+    full.env.kwargs, full.policy.head = fast.env.kwargs, fast.policy.head
+    assert full == fast
 
 
 def test_overrides_are_typed():
@@ -110,6 +116,76 @@ def test_bad_values_name_the_key_and_the_file(override, message):
         assert text.startswith("configs/cartpole.toml: ")
 
 
+def test_env_actions_are_kept_as_make_envs_argument():
+    """``env.actions`` is written as a key of [env] and kept in env.kwargs, which every path that
+    makes an env passes to make_env; the resolved config writes it there."""
+    cfg = load_config("pong", ['env.actions=["DOWN", "UP"]', "env.kwargs={frameskip = 2}"])
+    assert cfg.env.kwargs == {"frameskip": 2, "actions": ["DOWN", "UP"]}
+    assert 'kwargs = {frameskip = 2, actions = ["DOWN", "UP"]}' in cfg.to_toml()
+    assert from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    # env.actions replaces env.kwargs.actions; empty is the default (binary) Pong
+    again = load_config("pong_full", ['env.actions=["NOOP", "DOWN", "UP"]'])
+    assert again.env.kwargs == {"actions": ["NOOP", "DOWN", "UP"]}
+    default = load_config("pong_full", ["env.actions=[]", "policy.head=bernoulli"])
+    assert default.env == load_config("pong").env
+    assert load_config("pong_full", ["env.kwargs={}"]).env.kwargs["actions"] == [
+        "NOOP",
+        "UP",
+        "DOWN",
+    ]
+
+
+VALID_ACTIONS = "NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE, UP (= RIGHT), DOWN (= LEFT)"
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        (
+            "pong_full",
+            'env.actions=["NOOP", "JUMP"]',
+            f"unknown action 'JUMP'; Pong's actions: {VALID_ACTIONS}",
+        ),
+        (
+            "pong_full",
+            'env.actions=["UP", "RIGHT"]',
+            "action 'RIGHT' is listed twice in ['UP', 'RIGHT'] ('UP' stands for 'RIGHT')",
+        ),
+        (
+            "pong_full",
+            'env.actions=["UP"]',
+            f"needs at least 2 actions, got ['UP']; Pong's actions: {VALID_ACTIONS}",
+        ),
+        ("pong_full", "env.actions=UP", "expected a list of Pong's action names"),
+        ("pong", "env.kwargs={actions = [1, 2]}", "expected a list of Pong's action names"),
+        (
+            "cartpole",
+            'env.actions=["NOOP", "UP"]',
+            f"action names are for ALE/Pong-v5 only ({VALID_ACTIONS}); CartPole-v1",
+        ),
+        ("pong_full", "env.action=[]", "unknown key 'env.action' (did you mean 'env.actions'?)"),
+    ],
+)
+def test_bad_env_actions_name_the_key_and_the_valid_names(config, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(config, [override])
+    text = str(err.value)
+    assert text.startswith(f"{config}: ") and message in text and "\n" not in text
+    if "unknown key" not in message:
+        assert text.startswith(f"{config}: 'env.actions': ")
+
+
+def test_bernoulli_head_with_three_pong_actions_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        load_config("pong_full", ["policy.head=bernoulli"])
+    assert str(err.value) == (
+        "pong_full: policy.head = 'bernoulli' needs 2 actions, but env.actions has 3 "
+        "(NOOP, UP, DOWN); set policy.head = 'categorical'"
+    )
+    two = load_config("pong_fast", ['env.actions=["NOOP", "UP"]'])  # 2 names suit either head
+    assert two.policy.head == "bernoulli"
+
+
 def test_missing_file_and_syntax_error(tmp_path):
     with pytest.raises(ConfigError, match="nope.toml: no such config file; shipped configs: "):
         load_config(tmp_path / "nope.toml")
@@ -132,7 +208,7 @@ def test_every_shipped_file_loads_by_path_and_by_name(file):
 
 def test_shipped_names_and_the_repository_link():
     assert shipped_configs() == sorted(f.stem for f in SHIPPED_DIR.glob("*.toml"))
-    assert {"cartpole", "pong", "pong_fast"} <= set(shipped_configs())
+    assert {"cartpole", "pong", "pong_fast", "pong_full"} <= set(shipped_configs())
     # the documented configs/ paths are the package's files
     assert (ROOT / "configs").resolve() == SHIPPED_DIR.resolve()
     assert config_path("pong") == SHIPPED_DIR / "pong.toml"

@@ -18,7 +18,9 @@ from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env
 
 from pgrl.envs import (
+    PONG_ACTIONS,
     SUPPORTED_ENV_IDS,
+    ALEActionMap,
     BinaryActionMap,
     FrameDifference,
     KarpathyPreprocess,
@@ -26,6 +28,7 @@ from pgrl.envs import (
     check_binary_env,
     make_env,
 )
+from pgrl.rollout import make_vector_env
 
 gym.register_envs(ale_py)
 
@@ -295,6 +298,146 @@ def test_binary_action_map_alone():
         env.action(2)
 
 
+# --- Pong's actions by name (env.actions) -----------------------------------------------------
+
+PLAYER_Y = 51  # Pong's RAM byte of the player's (right, green) paddle height; smaller is higher
+
+
+def ale_actions_sent(env, actions):
+    """The names of the ALE actions that ``env.step`` sends for ``actions``, read where ale-py's
+    AtariEnv takes them (an index into its action set)."""
+    atari, sent = env.unwrapped, []
+    step = atari.step
+
+    def spy(action, *args, **kwargs):
+        sent.append(atari._action_set[action].name)
+        return step(action, *args, **kwargs)
+
+    atari.step = spy
+    try:
+        for action in actions:
+            env.step(action)
+    finally:
+        del atari.step
+    return sent
+
+
+def test_pong_action_names_are_ales_minimal_set():
+    env = gym.make("ALE/Pong-v5", obs_type="ram", repeat_action_probability=0.0)
+    assert tuple(env.unwrapped.get_action_meanings()) == PONG_ACTIONS
+    # RIGHT moves the player's paddle up, LEFT down, NOOP and FIRE leave it (the UP/DOWN aliases)
+    moves = {}
+    for name in PONG_ACTIONS:
+        env.reset(seed=0)
+        for _ in range(20):  # past the start of the game, paddle mid-screen
+            env.step(0)
+        before = int(env.unwrapped.ale.getRAM()[PLAYER_Y])
+        for _ in range(2):
+            env.step(PONG_ACTIONS.index(name))
+        moves[name] = int(np.sign(int(env.unwrapped.ale.getRAM()[PLAYER_Y]) - before))
+    assert moves == {
+        "NOOP": 0, "FIRE": 0, "RIGHT": -1, "LEFT": 1, "RIGHTFIRE": -1, "LEFTFIRE": 1
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "actions, sent",
+    [
+        (None, ["RIGHT", "LEFT"]),  # the default: 1 = UP, 0 = DOWN
+        (["NOOP", "UP", "DOWN"], ["NOOP", "RIGHT", "LEFT"]),
+        (["LEFT", "RIGHT"], ["LEFT", "RIGHT"]),  # 0 = DOWN, 1 = UP, as the default
+        (list(PONG_ACTIONS), list(PONG_ACTIONS)),
+        (["LEFTFIRE", "FIRE", "NOOP"], ["LEFTFIRE", "FIRE", "NOOP"]),
+    ],
+)
+def test_pong_actions_reach_ale_by_name(actions, sent):
+    env = make_env("ALE/Pong-v5", seed=0, actions=actions)
+    n = int(env.action_space.n)
+    assert n == (2 if actions is None else len(actions))
+    order = [1, 0] if actions is None else list(range(n))
+    assert ale_actions_sent(env, order + [np.int64(a) for a in order]) == sent + sent
+    for bad in (n, -1):
+        with pytest.raises(ValueError, match=f"got {bad}"):
+            env.step(bad)
+    env.close()
+
+
+@pytest.mark.parametrize("actions", [["LEFT", "RIGHT"], ["DOWN", "UP"], ("DOWN", "RIGHT")])
+def test_pong_default_actions_are_down_and_up(actions):
+    """Without ``actions`` Pong is pgrl's binary env as it always was (BinaryActionMap); the
+    names ``["DOWN", "UP"]`` give the same games, step for step."""
+    default, named = make_env("ALE/Pong-v5"), make_env("ALE/Pong-v5", actions=actions)
+    assert wrapper_stack(default)[:3] == [BinaryActionMap, FrameDifference, KarpathyScreen]
+    assert wrapper_stack(named)[:3] == [ALEActionMap, FrameDifference, KarpathyScreen]
+    assert make_env("ALE/Pong-v5", actions=[]).spec == default.spec
+    np.testing.assert_array_equal(named.reset(seed=3)[0], default.reset(seed=3)[0])
+    rewards = assert_same_steps(default, named, np.random.default_rng(0).integers(0, 2, 300))
+    assert np.any(rewards)
+
+
+def test_ale_action_map_alone():
+    env = ALEActionMap(gym.make("ALE/Pong-v5", obs_type="ram"), ["NOOP", "RIGHT", "LEFT"])
+    assert env.action_space == spaces.Discrete(3) and env.actions == ("NOOP", "RIGHT", "LEFT")
+    assert [env.action(a) for a in (0, 1, 2, np.int64(2))] == [0, 2, 3, 3]
+    # names, not numbers: the same actions in the full action set
+    full = ALEActionMap(gym.make("ALE/Pong-v5", full_action_space=True), ["NOOP", "RIGHT", "LEFT"])
+    assert [full.action(a) for a in range(3)] == [0, 3, 4]
+    for wrap, message in [
+        (lambda: ALEActionMap(gym.make("CartPole-v1"), ["NOOP"]), "needs an ale-py env"),
+        (lambda: ALEActionMap(gym.make("ALE/Pong-v5"), ["UP"]), "no action 'UP' in this env"),
+        (lambda: ALEActionMap(gym.make("ALE/Pong-v5"), ["FIRE", "FIRE"]), "'FIRE' is listed twice"),
+        (lambda: ALEActionMap(gym.make("ALE/Pong-v5"), []), "takes a list of action names"),
+        (lambda: ALEActionMap(gym.make("ALE/Pong-v5"), "NOOP"), "takes a list of action names"),
+    ]:
+        with pytest.raises(ValueError, match=message) as err:
+            wrap()
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"takes actions 0 to 2 \(NOOP, RIGHT, LEFT\), got 3"):
+        env.action(3)
+
+
+@pytest.mark.parametrize(
+    "env_id, actions, message",
+    [
+        (
+            "ALE/Pong-v5",
+            ["NOOP", "JUMP"],
+            "unknown action 'JUMP'; Pong's actions: NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE, "
+            r"UP \(= RIGHT\), DOWN \(= LEFT\)$",
+        ),
+        (
+            "ALE/Pong-v5",
+            ["UP", "RIGHT"],
+            "'RIGHT' is listed twice .* \\('UP' stands for 'RIGHT'\\)",
+        ),
+        ("ALE/Pong-v5", ["NOOP", "NOOP"], "'NOOP' is listed twice in \\['NOOP', 'NOOP'\\]$"),
+        ("ALE/Pong-v5", ["UP"], "needs at least 2 actions, got \\['UP'\\]; Pong's actions: "),
+        ("ALE/Pong-v5", "NOOP", "expected a list of Pong's action names"),
+        ("ALE/Pong-v5", ["NOOP", 1], "expected a list of Pong's action names"),
+        ("CartPole-v1", ["NOOP", "UP"], "for ALE/Pong-v5 only .*CartPole-v1 keeps its own"),
+    ],
+)
+def test_bad_pong_actions(env_id, actions, message):
+    with pytest.raises(ValueError, match=message) as err:
+        make_env(env_id, actions=actions)
+    assert "\n" not in str(err.value)
+
+
+def test_pong_actions_through_vector_envs():
+    """Every vectorization builds the named actions: in process, in worker processes, and
+    through gymnasium's AsyncVectorEnv (env arguments pickled to a fresh process)."""
+    for vectorization in ("sync", "workers", "async"):
+        envs = make_vector_env(
+            "ALE/Pong-v5", 2, 0, vectorization=vectorization, actions=["NOOP", "UP", "DOWN"]
+        )
+        try:
+            assert envs.single_action_space == spaces.Discrete(3), vectorization
+            envs.reset(seed=0)
+            envs.step(np.array([2, 1]))
+        finally:
+            envs.close()
+
+
 # --- CartPole --------------------------------------------------------------------------------
 
 
@@ -390,7 +533,11 @@ WRAPPED_PONG = {
     "BinaryActionMap": lambda **kwargs: BinaryActionMap(
         gym.make("ALE/Pong-v5", obs_type="ram", **kwargs)
     ),
+    "ALEActionMap": lambda **kwargs: ALEActionMap(
+        gym.make("ALE/Pong-v5", obs_type="ram", **kwargs), ["NOOP", "RIGHT", "LEFT"]
+    ),
     "make_env": lambda **kwargs: make_env("ALE/Pong-v5", **kwargs),
+    "make_env-actions": lambda **kwargs: make_env("ALE/Pong-v5", actions=PONG_ACTIONS, **kwargs),
 }
 
 
@@ -430,17 +577,18 @@ def headless_sdl(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "env_id, expected_warnings",
+    "env_id, kwargs, expected_warnings",
     [
         # CartPole's own observation space: its velocities are unbounded.
-        ("CartPole-v1", ["different from the unwrapped", "infinity", "infinity"]),
-        ("ALE/Pong-v5", ["different from the unwrapped"]),
+        ("CartPole-v1", {}, ["different from the unwrapped", "infinity", "infinity"]),
+        ("ALE/Pong-v5", {}, ["different from the unwrapped"]),
+        ("ALE/Pong-v5", {"actions": ["NOOP", "UP", "DOWN"]}, ["different from the unwrapped"]),
     ],
 )
-def test_check_env_passes(env_id, expected_warnings, headless_sdl):
+def test_check_env_passes(env_id, kwargs, expected_warnings, headless_sdl):
     # check_env also rebuilds the env from env.spec (once per render mode, and to test close()),
     # which needs every wrapper's constructor arguments.
-    env = make_env(env_id)
+    env = make_env(env_id, **kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env)
