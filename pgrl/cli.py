@@ -146,7 +146,7 @@ def _check(args) -> int:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     cfg = load_config(args.config, args.set)
     try:
-        env = make_env(cfg.env.id, **cfg.env.kwargs)
+        env = make_env(cfg.env.id, **cfg.env.make_kwargs())
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env {cfg.env.id} with env.kwargs {cfg.env.kwargs}: {e}") from None
     obs_dim, n_actions = int(env.observation_space.shape[0]), int(env.action_space.n)

@@ -43,11 +43,7 @@ class ConfigError(ValueError):
 class EnvConfig:
     """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS or another registered gymnasium
     env with Discrete(n) actions and flat observations, on ``num_envs`` copies (env slots), or
-    with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors.
-
-    ``env.actions`` (Pong only; e.g. ``["NOOP", "UP", "DOWN"]`` for the categorical head) is
-    written in TOML and ``--set`` as a key of ``[env]`` and kept as ``kwargs["actions"]``, the
-    argument pgrl.envs.make_env takes, so every path that makes the env plays the same actions."""
+    with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
 
     id: str = "CartPole-v1"
     num_envs: int = 1
@@ -59,9 +55,15 @@ class EnvConfig:
     # "async": a process each, through gymnasium's slower AsyncVectorEnv;
     # "auto": sync for CartPole, workers for Pong
     vectorization: str = "auto"
-    # passed to pgrl.envs.make_env, and from there to gymnasium.make, e.g. {frameskip = 4,
-    # repeat_action_probability = 0.25}; "actions" is env.actions
+    # passed to gymnasium.make, e.g. {frameskip = 4, repeat_action_probability = 0.25}
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Pong only: ALE action names, e.g. ["NOOP", "UP", "DOWN"] for the categorical head;
+    # empty: Karpathy's two actions (1 = UP, 0 = DOWN)
+    actions: list[str] = field(default_factory=list)
+
+    def make_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of pgrl.envs.make_env for this env: ``kwargs`` and ``actions``."""
+        return {**self.kwargs, "actions": self.actions} if self.actions else dict(self.kwargs)
 
 
 @dataclass
@@ -223,8 +225,7 @@ _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS
 
 
 def _all_keys() -> list[str]:
-    keys = [f"{section}.{key}" for section, keys in _FIELD_TYPES.items() for key in keys]
-    return [*keys, "env.actions"]
+    return [f"{section}.{key}" for section, keys in _FIELD_TYPES.items() for key in keys]
 
 
 def _unknown(key: str, where: str) -> ConfigError:
@@ -316,13 +317,15 @@ def _check_ranges(cfg: Config, where: str) -> None:
     if e.vectorization not in VECTORIZATIONS:
         bad("env.vectorization", e.vectorization, f"one of {', '.join(VECTORIZATIONS)}")
     try:
-        actions = pong_actions(e.id, e.kwargs.get("actions"))
+        if "actions" in e.kwargs:
+            raise ValueError("give the actions as env.actions, not env.kwargs")
+        actions = pong_actions(e.id, e.actions)
     except ValueError as err:
         raise ConfigError(f"{where}: 'env.actions': {err}") from None
     if actions is not None and p.head == "bernoulli" and len(actions) != 2:
         raise ConfigError(
             f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
-            f"{len(actions)} ({', '.join(e.kwargs['actions'])}); set policy.head = 'categorical'"
+            f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
         )
     if p.backend not in BACKENDS:
         bad("policy.backend", p.backend, f"one of {', '.join(BACKENDS)}")
@@ -381,16 +384,9 @@ def from_dict(data: dict, where: str = "config") -> Config:
             )
         target = getattr(cfg, section)
         for key, value in values.items():
-            if (section, key) == ("env", "actions"):
-                continue  # into env.kwargs, below
             if key not in _FIELD_TYPES[section]:
                 raise _unknown(f"{section}.{key}", where)
             setattr(target, key, value)
-    if "actions" in data.get("env", {}) and isinstance(cfg.env.kwargs, dict):
-        # env.actions replaces env.kwargs.actions; empty: the default binary actions
-        actions = data["env"]["actions"]
-        kwargs = {k: v for k, v in cfg.env.kwargs.items() if k != "actions"}
-        cfg.env.kwargs = {**kwargs, "actions": actions} if actions != [] else kwargs
     return cfg.validate(where)
 
 

@@ -138,7 +138,7 @@ def evaluate(
     if gif is not None:
         gif = _check_gif_target(Path(gif))  # before the episodes are played, not after
     path, data, cfg = _read_playable(checkpoint_path)
-    env = _make_env(cfg, dict(cfg.env.kwargs, **(env_kwargs or {})), render=gif is not None)
+    env = _make_env(cfg, dict(cfg.env.make_kwargs(), **(env_kwargs or {})), render=gif is not None)
     obs_dim = int(np.prod(env.observation_space.shape))
     policy = build_policy(cfg, obs_dim, backend, int(getattr(env.action_space, "n", 2)))
     restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))

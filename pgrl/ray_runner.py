@@ -32,7 +32,9 @@ class RolloutWorker:
         from pgrl.rollout import make_vector_env
 
         e = cfg.env
-        self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.kwargs)
+        self.envs = make_vector_env(
+            e.id, n_envs, vectorization=e.vectorization, **e.make_kwargs()
+        )
         obs_dim = int(self.envs.single_observation_space.shape[0])
         n_actions = int(self.envs.single_action_space.n)
         self.policy = build_policy(cfg, obs_dim, backend, n_actions)
@@ -69,7 +71,7 @@ class RayRollouts:
                 f"env.num_workers = {e.num_workers}: the Ray cluster has {cpus:g} CPUs, and each "
                 "rollout worker takes one"
             )
-        env = make_env(e.id, **e.kwargs)
+        env = make_env(e.id, **e.make_kwargs())
         self.single_observation_space = env.observation_space
         self.single_action_space = env.action_space
         env.close()

@@ -234,7 +234,7 @@ def make_envs(cfg: Config, address: str | None = None):
         return RayRollouts(cfg, cfg.policy.backend, address)
     try:
         return make_vector_env(
-            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.kwargs
+            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
         )
     except (TypeError, ValueError, gym.error.Error) as err:
         raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None

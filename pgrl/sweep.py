@@ -117,8 +117,6 @@ def make_trials(grid, seeds, backends, overrides, config: str) -> list[Trial]:
 
 def _value(cfg, key: str):
     section, name = key.split(".", 1)
-    if key == "env.actions":  # kept as env.kwargs["actions"] (pgrl.config.EnvConfig)
-        return cfg.env.kwargs.get("actions", [])
     return getattr(getattr(cfg, section), name)
 
 

@@ -44,9 +44,9 @@ def test_shipped_configs_load():
         assert getattr(fast.train, key) == getattr(pong.train, key), key
     # pong_fast's recipe with the categorical head over stay, up and down
     full = load_config("configs/pong_full.toml")
-    assert full.env.kwargs == {"actions": ["NOOP", "UP", "DOWN"]}
+    assert full.env.actions == ["NOOP", "UP", "DOWN"]
     assert full.policy.head == "categorical"
-    full.env.kwargs, full.policy.head = fast.env.kwargs, fast.policy.head
+    full.env.actions, full.policy.head = fast.env.actions, fast.policy.head
     assert full == fast
 
 
@@ -116,23 +116,17 @@ def test_bad_values_name_the_key_and_the_file(override, message):
         assert text.startswith("configs/cartpole.toml: ")
 
 
-def test_env_actions_are_kept_as_make_envs_argument():
-    """``env.actions`` is written as a key of [env] and kept in env.kwargs, which every path that
-    makes an env passes to make_env; the resolved config writes it there."""
+def test_env_actions_are_make_envs_argument():
+    """``env.actions`` joins ``env.kwargs`` as the arguments every path passes to make_env; the
+    resolved config writes it back."""
     cfg = load_config("pong", ['env.actions=["DOWN", "UP"]', "env.kwargs={frameskip = 2}"])
-    assert cfg.env.kwargs == {"frameskip": 2, "actions": ["DOWN", "UP"]}
-    assert 'kwargs = {frameskip = 2, actions = ["DOWN", "UP"]}' in cfg.to_toml()
+    assert cfg.env.make_kwargs() == {"frameskip": 2, "actions": ["DOWN", "UP"]}
+    assert 'actions = ["DOWN", "UP"]' in cfg.to_toml()
     assert from_dict(tomllib.loads(cfg.to_toml())) == cfg
-    # env.actions replaces env.kwargs.actions; empty is the default (binary) Pong
-    again = load_config("pong_full", ['env.actions=["NOOP", "DOWN", "UP"]'])
-    assert again.env.kwargs == {"actions": ["NOOP", "DOWN", "UP"]}
+    # empty is the default (binary) Pong
     default = load_config("pong_full", ["env.actions=[]", "policy.head=bernoulli"])
     assert default.env == load_config("pong").env
-    assert load_config("pong_full", ["env.kwargs={}"]).env.kwargs["actions"] == [
-        "NOOP",
-        "UP",
-        "DOWN",
-    ]
+    assert default.env.make_kwargs() == {}
 
 
 VALID_ACTIONS = "NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE, UP (= RIGHT), DOWN (= LEFT)"
@@ -156,8 +150,7 @@ VALID_ACTIONS = "NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE, UP (= RIGHT), DOW
             'env.actions=["UP"]',
             f"needs at least 2 actions, got ['UP']; Pong's actions: {VALID_ACTIONS}",
         ),
-        ("pong_full", "env.actions=UP", "expected a list of Pong's action names"),
-        ("pong", "env.kwargs={actions = [1, 2]}", "expected a list of Pong's action names"),
+        ("pong", "env.kwargs={actions = [1, 2]}", "give the actions as env.actions"),
         (
             "cartpole",
             'env.actions=["NOOP", "UP"]',
@@ -173,6 +166,12 @@ def test_bad_env_actions_name_the_key_and_the_valid_names(config, override, mess
     assert text.startswith(f"{config}: ") and message in text and "\n" not in text
     if "unknown key" not in message:
         assert text.startswith(f"{config}: 'env.actions': ")
+
+
+def test_env_actions_of_the_wrong_type():
+    message = "^pong_full: 'env.actions' must be list of str, got 'UP'$"
+    with pytest.raises(ConfigError, match=message):
+        load_config("pong_full", ["env.actions=UP"])
 
 
 def test_bernoulli_head_with_three_pong_actions_is_one_line():
