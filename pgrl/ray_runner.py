@@ -32,9 +32,7 @@ class RolloutWorker:
         from pgrl.rollout import make_vector_env
 
         e = cfg.env
-        self.envs = make_vector_env(
-            e.id, n_envs, vectorization=e.vectorization, **e.make_kwargs()
-        )
+        self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.make_kwargs())
         obs_dim = int(self.envs.single_observation_space.shape[0])
         n_actions = int(self.envs.single_action_space.n)
         self.policy = build_policy(cfg, obs_dim, backend, n_actions)
