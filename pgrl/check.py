@@ -2,7 +2,9 @@
 
 Builds both backends with identical weights, feeds one seeded synthetic batch, and reports per
 layer the largest difference of forward probabilities, gradients and one RMSprop step, plus the
-NumPy gradient's error against central finite differences (float64). ``--explain`` adds, for the
+NumPy gradient's error against central finite differences (float64); then the same for the value
+network (the ``[value]`` section), the entropy bonus's gradients alone, and an RMSprop step with
+its gradients clipped by global norm. ``--explain`` adds, for the
 same batch, how much each classic porting mistake (DESIGN.md), or its analogue for the
 categorical head (the logits in place of ``softmax(z)``, a softmax without max shift), would
 change the first update.
@@ -16,7 +18,7 @@ import numpy as np
 
 from pgrl.config import Config
 from pgrl.optim import RMSprop
-from pgrl.reinforce import build_policy
+from pgrl.reinforce import build_policy, build_value_net
 from pgrl.sparse import random_frame_differences
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
@@ -51,34 +53,51 @@ def finite_difference_errors(
     cfg64 = copy.deepcopy(cfg)
     cfg64.policy.dtype = "float64"
     policy = build_policy(cfg64, obs_dim, "numpy", n_actions)
+    return _fd_errors(policy, weights, batch, seed)
+
+
+def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
+    """Per layer: max relative error of ``net.gradients(*args)`` (a float64 NumPy network) vs
+    central differences of ``net.loss(*args)`` (step ``rel_eps * max(1, |w|)``), on a sample of
+    entries whose two probes leave every ReLU on the same side of its kink (a difference across
+    a kink measures the kink, not the gradient)."""
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
-    policy.set_weights(weights)
-    obs, actions, advantages = batch
-    grads = policy.gradients(obs, actions, advantages)
+    net.set_weights(weights)
+    grads = net.gradients(*args)
     rng = np.random.default_rng(seed)
     errors = {}
+
+    def probe(name, idx, w_i):
+        probed = {k: v.copy() for k, v in weights.items()}
+        probed[name][idx] = w_i
+        net.set_weights(probed)
+        hidden = net._mlp(args[0])[0][1:]  # the activations of the hidden layers
+        return net.loss(*args), [h > 0 for h in hidden]
+
     for name, g in grads.items():
         # entries that carry gradient (a Pong W1 row whose pixel never changed has none, and a
         # central difference there measures only round-off)
         candidates = np.flatnonzero(np.abs(g) > 1e-3 * np.max(np.abs(g)))
         if candidates.size == 0:
             candidates = np.arange(g.size)
-        flat = rng.choice(candidates, min(FD_ENTRIES, candidates.size), replace=False)
-        worst = 0.0
+        worst, checked = 0.0, 0
         scale = max(float(np.max(np.abs(g))), 1e-12)
-        for i in flat:
+        for i in rng.permutation(candidates)[: 4 * FD_ENTRIES]:
             idx = np.unravel_index(i, g.shape)
             old = weights[name][idx]
-            eps = 1e-5 * max(1.0, abs(old))  # truncation ~eps^2, round-off ~1e-16 |L| / eps
-            losses = []
-            for w_i in (old + eps, old - eps):
-                probe = {k: v.copy() for k, v in weights.items()}
-                probe[name][idx] = w_i
-                policy.set_weights(probe)
-                losses.append(policy.loss(obs, actions, advantages))
-            fd = (losses[0] - losses[1]) / (2 * eps)
+            eps = rel_eps * max(1.0, abs(old))  # truncation ~eps^2, round-off ~1e-16 |L| / eps
+            (plus, mask_plus), (minus, mask_minus) = (
+                probe(name, idx, old + d) for d in (eps, -eps)
+            )
+            if any(np.any(a != b) for a, b in zip(mask_plus, mask_minus, strict=True)):
+                continue
+            fd = (plus - minus) / (2 * eps)
             worst = max(worst, abs(fd - g[idx]) / max(abs(g[idx]), abs(fd), 1e-3 * scale))
-        errors[name] = worst
+            checked += 1
+            if checked == FD_ENTRIES:
+                break
+        errors[name] = worst if checked else float("nan")
+    net.set_weights(weights)
     return errors
 
 
@@ -127,6 +146,9 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         row(f"RMSprop step {name}", *_rel(step_np, step_tf), tol)
     for name, err in fd.items():
         row(f"finite diff. {name}", float("nan"), err, 1e-6)
+    lines += ["", "The terms besides the policy's loss (all layers in one row):"]
+    for label, diffs, limit in extra_terms(cfg, obs_dim, weights, batch, seed, n_actions, tol):
+        row(label, *diffs, limit)
     passed = not failures
     lines += [
         "",
@@ -137,6 +159,99 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
             cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]
         )
     return lines, passed
+
+
+def _worst(pairs) -> tuple[float, float]:
+    """The largest (abs, rel) difference over layers: ``pairs`` of (a, b) arrays."""
+    diffs = [_rel(a, b) for a, b in pairs]
+    return max(d[0] for d in diffs), max(d[1] for d in diffs)
+
+
+def extra_terms(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float):
+    """``(label, (abs, rel), limit)`` rows for the value network (its ``V(s)``, gradients and
+    RMSprop step, NumPy vs TensorFlow, and NumPy vs finite differences), the entropy bonus's
+    gradients alone (advantages 0; coefficient ``optimizer.entropy_coef``, or 0.01 when off) and
+    a step whose gradients are clipped (``optimizer.max_grad_norm``, or half their norm when
+    off), each NumPy vs TensorFlow."""
+    obs, actions, advantages = batch
+    backends = ("numpy", "tensorflow")
+    rows = []
+    # the entropy term alone, with finite differences of the float64 NumPy loss
+    cfg_h = copy.deepcopy(cfg)
+    cfg_h.optimizer.entropy_coef = cfg.optimizer.entropy_coef or 0.01
+    cfg_h.optimizer.max_grad_norm = None
+    entropy_only = (obs, actions, np.zeros_like(advantages))
+    nets = {b: build_policy(cfg_h, obs_dim, b, n_actions) for b in backends}
+    # logits of order 1: at the near-zero logits of a fresh network the entropy is at its flat
+    # maximum, its gradient ~0, and a finite difference would measure only round-off
+    last = f"W{len(cfg.policy.hidden_sizes) + 1}"
+    z = nets["numpy"].logits(obs)
+    w_h = {**weights, last: weights[last] * (2.0 / max(float(np.max(np.abs(z))), 1e-12))}
+    g = {}
+    for b, net in nets.items():
+        net.set_weights(w_h)
+        g[b] = net.gradients(*entropy_only)
+    rows.append(
+        (
+            "entropy bonus grads",
+            _worst((g["numpy"][k], g["tensorflow"][k]) for k in g["numpy"]),
+            tol,
+        )
+    )
+    cfg_h.policy.dtype = "float64"
+    # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
+    # batch is large against its gradient, so round-off, not truncation, bounds the difference
+    fd = _fd_errors(build_policy(cfg_h, obs_dim, "numpy", n_actions), w_h, entropy_only, seed, 1e-4)
+    rows.append(("  ... finite diff.", (float("nan"), max(fd.values())), 1e-6))
+    # a clipped step: both backends get the NumPy policy gradients of the batch
+    cfg_c = copy.deepcopy(cfg)
+    grads = build_policy(cfg, obs_dim, "numpy", n_actions)
+    grads.set_weights(weights)
+    grads = grads.gradients(obs, actions, advantages)
+    norm = float(np.sqrt(sum(np.sum(np.square(v, dtype=np.float64)) for v in grads.values())))
+    cfg_c.optimizer.max_grad_norm = cfg.optimizer.max_grad_norm or 0.5 * norm
+    stepped = {}
+    for b in backends:
+        net = build_policy(cfg_c, obs_dim, b, n_actions)
+        net.set_weights(weights)
+        net.apply_gradients(grads)
+        stepped[b] = net.get_weights()
+    steps = (
+        (stepped["numpy"][k] - weights[k], stepped["tensorflow"][k] - weights[k]) for k in weights
+    )
+    rows.append((f"clipped step (c={cfg_c.optimizer.max_grad_norm:.3g})", _worst(steps), tol))
+    # the value network, fit to synthetic returns
+    returns = np.random.default_rng(seed + 1).standard_normal(len(advantages))
+    values = {b: build_value_net(cfg, obs_dim, b) for b in backends}
+    w_v = values["numpy"].get_weights()
+    rng = np.random.default_rng(seed + 2)
+    for name in w_v:  # biases off zero: no pre-activation of an empty frame on the ReLU's kink
+        if name.startswith("b"):
+            w_v[name] = rng.normal(0.0, 0.1, w_v[name].shape).astype(w_v[name].dtype)
+    for net in values.values():
+        net.set_weights(w_v)
+    v = {b: net.predict(obs) for b, net in values.items()}
+    g = {b: net.gradients(obs, returns) for b, net in values.items()}
+    for net in values.values():
+        net.apply_gradients(g["numpy"])
+    stepped = {b: net.get_weights() for b, net in values.items()}
+    rows += [
+        ("value V(s)", _rel(v["numpy"], v["tensorflow"]), tol),
+        ("value gradients", _worst((g["numpy"][k], g["tensorflow"][k]) for k in w_v), tol),
+        (
+            "value RMSprop step",
+            _worst((stepped["numpy"][k] - w_v[k], stepped["tensorflow"][k] - w_v[k]) for k in w_v),
+            tol,
+        ),
+    ]
+    cfg64 = copy.deepcopy(cfg)
+    cfg64.policy.dtype = "float64"
+    # between ReLU kinks the squared error is quadratic in each weight, so a central difference
+    # has no truncation error: a 10x larger step only cuts the round-off
+    fd = _fd_errors(build_value_net(cfg64, obs_dim, "numpy"), w_v, (obs, returns), seed, 1e-4)
+    fd = {k: e for k, e in fd.items() if not np.isnan(e)}
+    rows.append(("value finite diff.", (float("nan"), max(fd.values())), 1e-6))
+    return rows
 
 
 def explain_causes(
