@@ -339,7 +339,12 @@ def cartpole(*overrides):
     return load_config("cartpole", [*QUIET, *overrides])
 
 
-VALUE_RUN = ("train.baseline=value", "value.learning_rate=0.01", "optimizer.entropy_coef=0.01")
+VALUE_RUN = (
+    "train.baseline=value",
+    "value.learning_rate=0.01",
+    "value.steps=5",
+    "optimizer.entropy_coef=0.01",
+)
 
 
 def test_value_baseline_backends_play_identical_episodes(tmp_path, tf):
@@ -354,7 +359,8 @@ def test_value_baseline_backends_play_identical_episodes(tmp_path, tf):
         np.testing.assert_allclose(
             [float(r[key]) for r in ua], [float(r[key]) for r in ub], rtol=1e-6
         )
-    assert float(ua[-1]["explained_variance"]) > float(ua[0]["explained_variance"])
+    ev = [float(r["explained_variance"]) for r in ua]
+    assert np.mean(ev[-5:]) > max(np.mean(ev[:2]), 0.05), ev  # V(s) learned something
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
