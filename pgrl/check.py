@@ -202,7 +202,7 @@ def extra_terms(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions:
     # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
     # batch is large against its gradient, so round-off, not truncation, bounds the difference
     fd = _fd_errors(build_policy(cfg_h, obs_dim, "numpy", n_actions), w_h, entropy_only, seed, 1e-4)
-    rows.append(("  ... finite diff.", (float("nan"), max(fd.values())), 1e-6))
+    rows.append(("entropy finite diff.", (float("nan"), max(fd.values())), 1e-6))
     # a clipped step: both backends get the NumPy policy gradients of the batch
     cfg_c = copy.deepcopy(cfg)
     grads = build_policy(cfg, obs_dim, "numpy", n_actions)

@@ -51,8 +51,12 @@ def test_check_fails_and_names_the_layer_for_a_wrong_categorical_backend(
     assert cli_main(["check", ACROBOT]) == 1
     out = capsys.readouterr().out
     failed = out.split("FAIL: ")[-1].splitlines()[0].split(", ")
-    # a wrong NumPy backward pass also fails against finite differences; a wrong TF one does not
-    expected = ["gradient W2"] + (["finite diff. W2"] if backend == "numpy" else [])
+    # a wrong NumPy backward pass also fails against finite differences; a wrong TF one does not;
+    # the entropy bonus's gradients, computed by the same backward pass, fail likewise
+    if backend == "numpy":
+        expected = ["gradient W2", "finite diff. W2", "entropy bonus grads", "entropy finite diff."]
+    else:
+        expected = ["gradient W2", "entropy bonus grads"]
     assert failed[-1].endswith(" outside tolerance")
     assert [f.removesuffix(" outside tolerance") for f in failed] == expected
 
