@@ -58,9 +58,9 @@ def finite_difference_errors(
 
 def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
     """Per layer: max relative error of ``net.gradients(*args)`` (a float64 NumPy network) vs
-    central differences of ``net.loss(*args)`` (step ``rel_eps * max(1, |w|)``), on a sample of
-    entries whose two probes leave every ReLU on the same side of its kink (a difference across
-    a kink measures the kink, not the gradient)."""
+    fourth-order central differences of ``net.loss(*args)`` (step ``rel_eps * max(1, |w|)``), on
+    a sample of entries whose probes leave every ReLU on the same side of its kink (a difference
+    across a kink measures the kink, not the gradient)."""
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     net.set_weights(weights)
     grads = net.gradients(*args)
@@ -85,13 +85,13 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
         for i in rng.permutation(candidates)[: 4 * FD_ENTRIES]:
             idx = np.unravel_index(i, g.shape)
             old = weights[name][idx]
-            eps = rel_eps * max(1.0, abs(old))  # truncation ~eps^2, round-off ~1e-16 |L| / eps
-            (plus, mask_plus), (minus, mask_minus) = (
-                probe(name, idx, old + d) for d in (eps, -eps)
-            )
-            if any(np.any(a != b) for a, b in zip(mask_plus, mask_minus, strict=True)):
+            eps = rel_eps * max(1.0, abs(old))  # truncation ~eps^4, round-off ~1e-16 |L| / eps
+            probes = [probe(name, idx, old + k * eps) for k in (2, 1, -1, -2)]
+            masks = [m for _, m in probes]
+            if any(np.any(a != b) for m in masks[1:] for a, b in zip(masks[0], m, strict=True)):
                 continue
-            fd = (plus - minus) / (2 * eps)
+            l2, l1, m1, m2 = (loss for loss, _ in probes)
+            fd = (-l2 + 8 * l1 - 8 * m1 + m2) / (12 * eps)  # the fourth-order central difference
             worst = max(worst, abs(fd - g[idx]) / max(abs(g[idx]), abs(fd), 1e-3 * scale))
             checked += 1
             if checked == FD_ENTRIES:

@@ -510,3 +510,28 @@ _SHORT = {"max_episode_steps": 100}
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_lunarlander_config_runs_one_update_with_both_backends(tmp_path):
+    cfg = load_config("lunarlander", QUIET)
+    assert (cfg.env.id, cfg.policy.head, cfg.train.solved_mean100) == (
+        "LunarLander-v3",
+        "categorical",
+        200.0,
+    )
+    one_update = load_config("lunarlander", [*QUIET, f"train.episodes={cfg.train.batch_episodes}"])
+    for backend in ("numpy", "tensorflow"):
+        summary = train(one_update, out=tmp_path / backend, backend=backend)
+        assert (summary["updates"], summary["episodes"]) == (1, cfg.train.batch_episodes), summary
+        ckpt = load_checkpoint(tmp_path / backend / "checkpoint.npz")
+        assert (ckpt["head"], ckpt["n_actions"]) == ("categorical", 4)
+        assert ckpt["weights"]["W1"].shape == (8, cfg.policy.hidden_sizes[0])
+    # float64: both backends play the same first batch and take the same step
+    a, b = (_returns(tmp_path / backend / "metrics.csv") for backend in ("numpy", "tensorflow"))
+    assert len(a) == cfg.train.batch_episodes and a == b
+    wa, wb = (
+        load_checkpoint(tmp_path / backend / "checkpoint.npz")["weights"]
+        for backend in ("numpy", "tensorflow")
+    )
+    for name in wa:
+        np.testing.assert_allclose(wa[name], wb[name], rtol=0, atol=1e-12)

@@ -84,7 +84,14 @@ def test_unknown_name_lists_the_shipped_configs(capsys, command):
         f"pgrl {command}: error: cartpol: no such config file or shipped config name "
         "(did you mean 'cartpole'?); shipped configs: " + ", ".join(shipped_configs())
     )
-    assert shipped_configs() == ["acrobot", "cartpole", "pong", "pong_fast", "pong_full"]
+    assert shipped_configs() == [
+        "acrobot",
+        "cartpole",
+        "lunarlander",
+        "pong",
+        "pong_fast",
+        "pong_full",
+    ]
 
 
 def test_a_path_is_not_looked_up_as_a_name(capsys, tmp_path, monkeypatch):

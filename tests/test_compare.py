@@ -198,7 +198,13 @@ def test_compare_reports_the_divergence(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "config", ["configs/cartpole.toml", "configs/pong.toml", "configs/acrobot.toml"]
+    "config",
+    [
+        "configs/cartpole.toml",
+        "configs/pong.toml",
+        "configs/acrobot.toml",
+        "configs/lunarlander.toml",
+    ],
 )
 def test_check_passes_on_shipped_configs(config, capsys):
     assert cli_main(["check", config]) == 0
