@@ -99,7 +99,7 @@ def plot(runs: dict[str, dict], out: Path) -> None:
         ax.axhline(-21, color="black", lw=0.5)
         ax.grid(alpha=0.3)
     ax_ep.legend(fontsize=8, loc="center right")
-    fig.suptitle("Pong from pixels: pgrl runs and Karpathy's gist on the same 2-core machine")
+    fig.suptitle("Pong from pixels: pgrl runs and Karpathy's gist on 2-core machines")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
