@@ -326,17 +326,21 @@ def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool =
             f"{path}: holds a {saved[0]} policy with {saved[1]} actions, but this policy is "
             f"{policy.head} with {policy.n_actions} actions"
         )
+    state = checkpoint["optimizer_state"] if optimizer else None
+    _load(policy, checkpoint["weights"], state, f"{path}: does not fit this network")
+
+
+def _load(net, weights: dict, optimizer_state: dict | None, what: str) -> None:
+    """Set ``net``'s weights and (unless None) its RMSprop state, all or nothing:
+    CheckpointError ``what: why`` and the network unchanged if either does not fit."""
+    before = net.get_weights()
     try:
-        weights_before = policy.get_weights()
-        policy.set_weights(checkpoint["weights"])
-        try:
-            if optimizer:
-                policy.set_optimizer_state(checkpoint["optimizer_state"])
-        except ValueError:
-            policy.set_weights(weights_before)
-            raise
+        net.set_weights(weights)
+        if optimizer_state is not None:
+            net.set_optimizer_state(optimizer_state)
     except ValueError as e:
-        raise CheckpointError(f"{path}: does not fit this network: {e}") from None
+        net.set_weights(before)
+        raise CheckpointError(f"{what}: {e}") from None
 
 
 def restore_value(value, checkpoint: dict, path: str | Path) -> None:
@@ -346,13 +350,9 @@ def restore_value(value, checkpoint: dict, path: str | Path) -> None:
         raise CheckpointError(
             f"{path}: holds no value network (the run was trained with train.baseline = 'none')"
         )
-    try:
-        before = value.get_weights()
-        value.set_weights(checkpoint["value_weights"])
-        try:
-            value.set_optimizer_state(checkpoint["value_optimizer_state"])
-        except ValueError:
-            value.set_weights(before)
-            raise
-    except ValueError as e:
-        raise CheckpointError(f"{path}: its value network does not fit this one: {e}") from None
+    _load(
+        value,
+        checkpoint["value_weights"],
+        checkpoint["value_optimizer_state"],
+        f"{path}: its value network does not fit this one",
+    )

@@ -196,14 +196,17 @@ COMBOS = [
 ]
 
 
+@pytest.mark.parametrize("head", ["bernoulli", "categorical"])
 @pytest.mark.parametrize("mistakes", COMBOS, ids="+".join)
-def test_gradient_mistakes_and_pairs_are_named(case, mistakes):
-    w, obs, actions, rewards = case
+def test_gradient_mistakes_and_pairs_are_named(request, head, mistakes):
+    """Each mistake and pair, written by hand for either head, is named."""
+    categorical = head == "categorical"
+    w, obs, actions, rewards = request.getfixturevalue("cat_case" if categorical else "case")
     standardize = "none" if "std_none" in mistakes else "batch" if "std_batch" in mistakes else None
     adv = hand_returns(
         rewards, ENDS, GAMMA, reset="reset" in mistakes, standardize=standardize or "episode"
     )
-    g = hand_gradients(
+    g = (hand_categorical_gradients if categorical else hand_gradients)(
         w,
         obs,
         actions,
@@ -218,6 +221,8 @@ def test_gradient_mistakes_and_pairs_are_named(case, mistakes):
     assert set(d.gradients.best.causes) == expected, d
     assert d.exit_code == 1 and d.status == "known" and not d.gradients.float32
     assert d.gradients.best.error < 1e-12
+    if categorical and "logit" in mistakes:
+        assert "logit used in place of softmax" in d.verdict
 
 
 def test_tensorflow_mistakes(case, tf):
@@ -652,32 +657,6 @@ def test_categorical_policies_biases_deeper_nets_and_two_actions(tf):
         g_mean = tf_categorical_gradients(tf, w, obs, actions, adv, loss="keras_mean")
         assert explain(w, batch, g_mean).gradients.best.causes == ("reduction",)
         assert explain(w, batch, g_mean, reduction="mean").status == "correct"
-
-
-@pytest.mark.parametrize("mistakes", COMBOS, ids="+".join)
-def test_categorical_gradient_mistakes_and_pairs_are_named(cat_case, mistakes):
-    w, obs, actions, rewards = cat_case
-    standardize = "none" if "std_none" in mistakes else "batch" if "std_batch" in mistakes else None
-    adv = hand_returns(
-        rewards, ENDS, GAMMA, reset="reset" in mistakes, standardize=standardize or "episode"
-    )
-    g = hand_categorical_gradients(
-        w,
-        obs,
-        actions,
-        adv,
-        logit="logit" in mistakes,
-        mean="reduction" in mistakes,
-        strict_mask="relu_mask" in mistakes,
-        minus="sign" not in mistakes,
-    )
-    d = explain(w, batch_with(obs, actions, rewards=rewards), g, gamma=GAMMA)
-    expected = {m.replace("std_", "standardize_") for m in mistakes}
-    assert set(d.gradients.best.causes) == expected, d
-    assert d.exit_code == 1 and d.status == "known" and not d.gradients.float32
-    assert d.gradients.best.error < 1e-12
-    if "logit" in mistakes:
-        assert "logit used in place of softmax" in d.verdict
 
 
 def test_categorical_tensorflow_mistakes_and_float32(cat_case, tf):

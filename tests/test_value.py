@@ -259,15 +259,12 @@ def test_clip_by_global_norm_is_tensorflows(tf):
         assert same[name].tobytes() == grads[name].tobytes()
 
 
-def _net(kind, backend, max_grad_norm, **kwargs):
-    if kind == "policy":
-        return make_policy(
-            backend, 3, hidden_sizes=(6,), bias=True, seed=1, max_grad_norm=max_grad_norm,
-            optimizer=RMSprop(1e-2), **kwargs,
-        )  # fmt: skip
-    return make_value_net(
-        backend, 3, hidden_sizes=(6,), seed=1, max_grad_norm=max_grad_norm,
-        optimizer=RMSprop(1e-2),
+def _net(kind, backend, max_grad_norm, optimizer=None):
+    """A small policy or value network; RMSprop(1e-2) unless ``optimizer`` is given."""
+    make = make_policy if kind == "policy" else make_value_net
+    return make(
+        backend, 3, hidden_sizes=(6,), bias=True, seed=1, max_grad_norm=max_grad_norm,
+        optimizer=optimizer or RMSprop(1e-2),
     )  # fmt: skip
 
 
@@ -297,11 +294,7 @@ def test_clipped_step_is_keras_global_clipnorm(tf, keras, kind):
     square root, as Keras has it), to float64 rounding."""
     obs, actions, adv, returns = batch(5, 10, 3)
     opt = RMSprop(2.0**-7, decay=0.9, epsilon=1e-7, epsilon_inside_sqrt=True)
-    nets = []
-    for backend in ("numpy", "tensorflow"):
-        net = _net(kind, backend, None)
-        net = type(net)(**{**_ctor(net), "max_grad_norm": 0.05, "optimizer": opt})
-        nets.append(net)
+    nets = [_net(kind, backend, 0.05, opt) for backend in ("numpy", "tensorflow")]
     w0 = nets[0].get_weights()
     if kind == "policy":
         grads = nets[0].gradients(obs, actions, adv)
@@ -316,15 +309,6 @@ def test_clipped_step_is_keras_global_clipnorm(tf, keras, kind):
         _update(net, obs, actions, adv, returns)
         for name, w in net.get_weights().items():
             np.testing.assert_allclose(w, variables[name].numpy(), rtol=1e-10, atol=1e-13)
-
-
-def _ctor(net):
-    """The constructor arguments of a small test network."""
-    args = dict(obs_dim=net.obs_dim, hidden_sizes=net.hidden_sizes, seed=net.seed,
-                dtype=net.dtype.name, reduction=net.reduction, bias=net.bias)  # fmt: skip
-    if hasattr(net, "head"):
-        args.update(head=net.head, entropy_coef=net.entropy_coef)
-    return args
 
 
 # ----- training with a baseline -----
