@@ -8,6 +8,9 @@ import re
 
 import numpy as np
 import pytest
+from test_compare import _agree_to_3_digits as agree_to_3_digits
+from test_compare import _printed as printed
+from test_compare import _reference_first_step as first_step
 
 from pgrl.check import synthetic_batch
 from pgrl.cli import main as cli_main
@@ -117,23 +120,6 @@ def tf_gradients(tf, w, x, actions, adv, categorical, mean):
         loss = tf.reduce_sum(adv * ce) / (len(adv) if mean else 1)
     g = tape.gradient(loss, params)
     return {k: g[k].numpy() for k in w}
-
-
-def first_step(grads, lr, decay, eps, inside):
-    g = np.concatenate([v.ravel() for v in grads.values()])
-    v = (1 - decay) * g**2
-    return -lr * g / (np.sqrt(v + eps) if inside else np.sqrt(v) + eps)
-
-
-def printed(out, label):
-    match = re.search(rf"^  {re.escape(label)}\s+(\S+)$", out, re.MULTILINE)
-    assert match, f"no row {label!r} in:\n{out}"
-    return float(match.group(1))
-
-
-def agree_to_3_digits(shown, value):
-    half_unit = 0.5 * 10 ** (np.floor(np.log10(abs(value))) - 2)
-    return abs(shown - value) <= half_unit * (1 + 1e-9)
 
 
 @pytest.mark.parametrize(
