@@ -23,6 +23,8 @@ def _train(args) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     cfg = load_config(args.config, overrides)
+    if args.init is not None:
+        cfg.train.init = args.init
     try:
         summary = train(
             cfg,
@@ -214,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--force", action="store_true", help="start afresh in an OUT that holds a run")
+    p.add_argument(
+        "--init",
+        metavar="W.npz",
+        help="start the policy from these weights (pgrl export, a checkpoint.npz, or pong) "
+        "instead of a random init; sets train.init",
+    )
     p.add_argument(
         "--address",
         help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '

@@ -126,6 +126,9 @@ class TrainConfig:
     max_steps: int | None = None  # env step budget
     max_seconds: float | None = None  # wall-clock budget
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
+    # start the policy from these weights (a weights file or a run's checkpoint.npz, whose
+    # RMSprop state comes too) instead of train.seed's random init; read once, at the start
+    init: str | None = None
 
 
 @dataclass
@@ -350,6 +353,8 @@ def _check_ranges(cfg: Config, where: str) -> None:
         bad("train.baseline", t.baseline, f"one of {', '.join(BASELINES)}")
     if t.seed < 0:
         bad("train.seed", t.seed, ">= 0")
+    if t.init is not None and not t.init.strip():
+        bad("train.init", t.init, "a path to a weights file or checkpoint (leave it out for none)")
     if t.episodes < 1:
         bad("train.episodes", t.episodes, ">= 1")
     if t.batch_episodes < 1:

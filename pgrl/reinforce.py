@@ -23,10 +23,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from pgrl.checkpoint import load_weights, restore_policy
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
+from pgrl.pretrained import resolve
 from pgrl.returns import batch_returns, explained_variance, standardize_advantages
 from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
@@ -165,6 +167,8 @@ def train(
         raise ConfigError("--out: empty path; give a directory for the run")
     if cfg.log.tensorboard:
         TensorBoard.check_installed()
+    # train.init is read (and checked) before the run directory is touched
+    start = _read_init(cfg.train.init) if cfg.train.init and not resume else None
     run = RunDir(out if out is not None else Path("runs") / name)
     checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
     envs = None
@@ -177,6 +181,8 @@ def train(
         value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
         rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
         if checkpoint is None:
+            if start is not None:
+                _init_policy(policy, start, cfg.train.init)
             state = RunState()
         else:
             state = run.restore(checkpoint, policy, rngs, value)
@@ -188,6 +194,21 @@ def train(
         run.close()
         if envs is not None:
             envs.close()
+
+
+def _read_init(source: str) -> dict:
+    """The weights ``train.init`` names (a file, a run directory, or a shipped name: pong)."""
+    try:
+        path = resolve(source)
+    except FileNotFoundError as e:
+        raise ConfigError(f"train.init: {e}") from None
+    return load_weights(path)
+
+
+def _init_policy(policy: Policy, start: dict, path: str) -> None:
+    """``train.init``: the policy's weights (and a checkpoint's RMSprop state) from ``start``,
+    as :func:`pgrl.checkpoint.load_weights` read it from ``path``."""
+    restore_policy(policy, start, path, optimizer=bool(start["optimizer_state"]))
 
 
 _REMOTE = ("broadcast", "transfer")  # seconds of an update that only remote rollouts spend

@@ -183,6 +183,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.max_seconds",
         "train.solved_mean100",
         "train.checkpoint_every",
+        "train.init",  # read at the start only; the checkpoint holds what came of it
         "env.runner",  # where the slots run: the restored checkpoint must have as many
         "env.num_envs",
         "env.num_workers",

@@ -256,6 +256,11 @@ def bad_inputs(run, tmp_path):
         (["train", CARTPOLE, "--out", ""], "empty path"),
         (["check", CARTPOLE, "--seed", "-1"], "--seed must be >= 0"),
         ([*base, "--allow-changes"], "--allow-changes: only applies with --resume"),
+        ([*base, "--init", str(tmp_path / "missing.npz")], "train.init: "),
+        ([*base, "--init", str(run / "config.toml")], "not an .npz archive"),
+        ([*base, "--init", "pong"], "does not fit this network"),  # 6400 inputs, not 4
+        ([*base, "--init", ckpt, "--set", "policy.head=categorical"], "holds a bernoulli policy"),
+        ([*base, "--init", ""], "train.init"),
         (["train", CARTPOLE, "--out", str(tmp_path / ("d" * 5000))], "File name too long"),
         (["compare", CARTPOLE, "--out", str(tmp_path / ("d" * 5000))], "File name too long"),
     ]
@@ -485,3 +490,45 @@ def test_resume_with_another_number_of_env_slots_names_the_key(tmp_path):
     args = ["train", CARTPOLE, "--out", str(tmp_path), "--resume", "--set", "train.episodes=40"]
     one_line_error(run_cli(*args, "--set", "env.num_envs=2"), "has 4 env slots", "env.num_envs")
     assert rows(tmp_path / "metrics.csv") == before
+
+
+def test_init_through_the_cli_names_the_source_in_the_runs_config(cartpole_run, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", CARTPOLE, "--out", str(out), "--set", "log.progress=false"]
+    result = run_cli(*args, "--set", "train.episodes=30", "--init", str(cartpole_run))
+    assert result.returncode == 0, result.stderr
+    assert f'init = "{cartpole_run}"' in (out / "config.toml").read_text()
+    assert len(rows(out / "metrics.csv")) == 30
+
+
+def test_init_sets_weights_and_optimizer_state_before_the_first_update(
+    cartpole_run, tmp_path, monkeypatch
+):
+    from pgrl.play import export_weights
+
+    source = load_checkpoint(cartpole_run / "checkpoint.npz")
+    weights_file = tmp_path / "w.npz"
+    export_weights(cartpole_run / "checkpoint.npz", weights_file)  # float32, no RMSprop state
+    for init, out in ((cartpole_run / "checkpoint.npz", "a"), (weights_file, "b")):
+        with monkeypatch.context() as m:
+            killed_after_start(m)
+            with pytest.raises(SystemExit):
+                train(small(f"train.init={init}", "train.seed=7"), out=tmp_path / out)
+        start = load_checkpoint(tmp_path / out / "checkpoint.npz")  # the run's initial state
+        assert start["state"]["updates"] == 0
+        for name, w in source["weights"].items():
+            expected = w if out == "a" else w.astype(np.float32).astype(w.dtype)
+            np.testing.assert_array_equal(start["weights"][name], expected)
+        step = int(start["optimizer_state"]["step"])
+        if out == "a":  # a checkpoint's RMSprop state comes with its weights
+            assert step == int(source["optimizer_state"]["step"])
+            for k, v in source["optimizer_state"].items():
+                np.testing.assert_array_equal(start["optimizer_state"][k], v)
+        else:
+            assert step == 0
+    # resuming reads the run's checkpoint, not train.init (gone by now, or left out)
+    weights_file.unlink()
+    cfg = small(f"train.init={weights_file}", "train.seed=7")
+    assert train(cfg, tmp_path / "b", resume=True)["episodes"] == 20
+    resumed = train(small("train.seed=7", episodes=30), tmp_path / "b", resume=True)
+    assert resumed["episodes"] == 30
