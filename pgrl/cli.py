@@ -361,6 +361,9 @@ def _run(args) -> int:
     except RolloutError as e:  # training stopped, its last update checkpointed
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the system refused something no check above foresaw
+        print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

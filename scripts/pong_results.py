@@ -4,12 +4,13 @@
         "pong.toml, NumPy=docs/results/pong-numpy.csv" \
         "pong_fast.toml, NumPy=docs/results/pong_fast-numpy.csv"
 
-Each run is ``label=metrics.csv`` (a run directory's metrics.csv). Running return is Karpathy's
-(0.99 old + 0.01 episode return, from the first episode). A threshold counts as reached at its
-first crossing after episode 100, when the running return has mostly forgotten its start (the
-gist's reference figures count after episode 500; their thresholds are all crossed after episode
-1,200, where the two rules agree). The gist's figures (two seeds, one core each of this
-machine, both cores busy) are drawn as markers.
+Each run is ``label=metrics.csv`` (a run directory's metrics.csv), or ``label=a.csv+b.csv`` for
+a run ``b`` that started from ``a``'s final weights (``pgrl train --init``). Running return is
+Karpathy's (0.99 old + 0.01 episode return, from the first episode). A threshold counts as
+reached at its first crossing after episode 100, when the running return has mostly forgotten its
+start (the gist's reference figures count after episode 500; their thresholds are all crossed
+after episode 1,200, where the two rules agree). The gist's figures (two seeds, one core each of
+this machine, both cores busy) are drawn as markers.
 """
 
 from __future__ import annotations
@@ -36,10 +37,25 @@ GIST = {
 }
 
 
-def read_run(path: Path) -> dict[str, np.ndarray]:
-    run = read_metrics(path)
-    if not run["episode"].size:
-        raise SystemExit(f"{path}: no episodes")
+def read_run(spec: str) -> dict[str, np.ndarray]:
+    """A run's metrics; ``a.csv+b.csv`` is a run ``b`` started from ``a``'s final weights
+    (``pgrl train --init``), drawn as one curve: ``b``'s episodes, steps and hours follow ``a``'s,
+    and its running return continues ``a``'s."""
+    parts = []
+    for path in spec.split("+"):
+        run = read_metrics(Path(path))
+        if not run["episode"].size:
+            raise SystemExit(f"{path}: no episodes")
+        parts.append(run)
+    run = parts[0]
+    for more in parts[1:]:
+        rr = np.empty_like(more["return"])
+        last = run["running_return"][-1]
+        for i, r in enumerate(more["return"]):
+            last = rr[i] = 0.99 * last + 0.01 * r
+        shifted = {k: more[k] + run[k][-1] for k in ("episode", "steps", "wall_time")}
+        more = {**more, **shifted, "running_return": rr}
+        run = {k: np.concatenate([run[k], more[k]]) for k in run}
     return run
 
 
@@ -116,7 +132,7 @@ def main() -> None:
         label, sep, path = spec.rpartition("=")
         if not sep:
             raise SystemExit(f"expected LABEL=METRICS_CSV, got {spec!r}")
-        runs[label] = read_run(Path(path))
+        runs[label] = read_run(path)
     plot(runs, args.png)
     print(table(runs))
     print(f"\nwrote {args.png}")

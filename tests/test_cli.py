@@ -195,3 +195,18 @@ def test_a_closed_stdout_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert err == ""
+
+
+def test_an_unforeseen_os_error_is_one_line(capsys, monkeypatch):
+    import errno
+
+    import pgrl.play
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", "weights.npz")
+
+    monkeypatch.setattr(pgrl.play, "evaluate", fail)
+    assert cli_main(["eval", "pong"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines == ["pgrl eval: error: [Errno 5] Input/output error: 'weights.npz'"], captured
