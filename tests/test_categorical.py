@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+from gradcheck import rel_err
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, load_weights, restore_policy
 from pgrl.config import ConfigError, load_config
@@ -56,12 +57,6 @@ def _pair(n_actions: int, dtype: str = "float64", **kwargs):
     ]
 
 
-def _rel(a, b) -> float:
-    """Largest difference relative to the largest magnitude."""
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
-    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else 0.0
-
-
 @pytest.mark.parametrize("n_actions", ACTION_COUNTS)
 def test_numpy_gradients_match_finite_differences(n_actions):
     policy, _ = _pair(n_actions)
@@ -98,14 +93,14 @@ def test_backends_agree(n_actions, dtype, tol):
     probs = np_policy.action_probs(obs)
     assert probs.shape == (len(obs), n_actions) and probs.dtype == np.dtype(dtype)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=10 * tol)
-    assert _rel(probs, tf_policy.action_probs(obs)) < tol
-    assert _rel(np_policy.logits(obs), tf_policy.logits(obs)) < tol
+    assert rel_err(probs, tf_policy.action_probs(obs)) < tol
+    assert rel_err(np_policy.logits(obs), tf_policy.logits(obs)) < tol
     assert abs(np_policy.loss(obs, actions, adv) - tf_policy.loss(obs, actions, adv)) < tol * abs(
         np_policy.loss(obs, actions, adv)
     )
     g_np, g_tf = np_policy.gradients(obs, actions, adv), tf_policy.gradients(obs, actions, adv)
     for name in g_np:
-        assert _rel(g_np[name], g_tf[name]) < tol, name
+        assert rel_err(g_np[name], g_tf[name]) < tol, name
 
 
 def test_loss_is_the_sum_of_advantage_weighted_cross_entropies():
@@ -145,10 +140,10 @@ def test_saturated_logits_stay_finite_and_agree(dtype, tol):
         assert all(np.all(np.isfinite(g)) for g in grads.values())
         results.append((probs, loss, grads))
     (p_np, l_np, g_np), (p_tf, l_tf, g_tf) = results
-    assert _rel(p_np, p_tf) < tol
+    assert rel_err(p_np, p_tf) < tol
     assert abs(l_np - l_tf) <= tol * abs(l_np) and abs(l_np) > 800
     for name in g_np:
-        assert _rel(g_np[name], g_tf[name]) < tol, name
+        assert rel_err(g_np[name], g_tf[name]) < tol, name
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
@@ -204,7 +199,7 @@ def test_rmsprop_updates_agree_across_backends(dtype, tol, inside):
     w_np, w_tf = (p.get_weights() for p in policies)
     for name in w_np:
         assert not np.allclose(w_np[name], start[name])
-        assert _rel(w_np[name] - start[name], w_tf[name] - start[name]) < tol, name
+        assert rel_err(w_np[name] - start[name], w_tf[name] - start[name]) < tol, name
     s_np, s_tf = (p.get_optimizer_state() for p in policies)
     assert s_np["step"] == s_tf["step"] == 4
     for s in stats:
@@ -223,10 +218,10 @@ def test_backends_agree_on_sparse_integer_observations(dtype, tol):
     ]
     rng = np.random.default_rng(1)
     actions, adv = rng.integers(0, 6, 20), rng.standard_normal(20)
-    assert _rel(*(p.action_probs(obs) for p in policies)) < tol
+    assert rel_err(*(p.action_probs(obs) for p in policies)) < tol
     g_np, g_tf = (p.gradients(obs, actions, adv) for p in policies)
     for name in g_np:
-        assert _rel(g_np[name], g_tf[name]) < tol, name
+        assert rel_err(g_np[name], g_tf[name]) < tol, name
 
 
 def test_bernoulli_action_probs_are_one_minus_p_and_p():

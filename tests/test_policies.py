@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from gradcheck import finite_differences, rel_err
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -27,31 +28,13 @@ def reference_loss(weights, obs, actions, advantages, reduction, n_hidden, bias)
     return loss / len(z) if reduction == "mean" else loss
 
 
-def finite_difference_grads(policy, obs, actions, advantages, eps=1e-6):
-    weights = policy.get_weights()
+def finite_difference_grads(policy, obs, actions, advantages):
     n_hidden = len(policy.hidden_sizes)
 
     def loss(w):
         return reference_loss(w, obs, actions, advantages, policy.reduction, n_hidden, policy.bias)
 
-    grads = {}
-    for name, w in weights.items():
-        g = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            plus = {k: v.copy() for k, v in weights.items()}
-            minus = {k: v.copy() for k, v in weights.items()}
-            plus[name][idx] += eps
-            minus[name][idx] -= eps
-            g[idx] = (loss(plus) - loss(minus)) / (2 * eps)
-        grads[name] = g
-    return grads
-
-
-def rel_err(a, b):
-    """Norm-wise relative error max|a - b| / max(|a|, |b|); 0 when both are exactly zero."""
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
-    diff = np.max(np.abs(a - b))
-    return 0.0 if diff == 0 else diff / scale
+    return finite_differences(loss, policy.get_weights())
 
 
 def reference_forward(weights, obs, n_layers, bias):

@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from gradcheck import finite_differences, rel_err
 
 from pgrl.checkpoint import load_checkpoint
 from pgrl.config import ConfigError, load_config
@@ -47,26 +48,6 @@ def policy_loss(weights, x, actions, advantages, policy):
     h = -np.sum(np.exp(log_pi) * log_pi, axis=1)
     loss = np.sum(advantages * ce) - policy.entropy_coef * np.sum(h)
     return loss / len(z) if policy.reduction == "mean" else loss
-
-
-def finite_differences(loss, weights, eps=1e-6):
-    grads = {}
-    for name, w in weights.items():
-        g = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            plus = {k: v.copy() for k, v in weights.items()}
-            minus = {k: v.copy() for k, v in weights.items()}
-            plus[name][idx] += eps
-            minus[name][idx] -= eps
-            g[idx] = (loss(plus) - loss(minus)) / (2 * eps)
-        grads[name] = g
-    return grads
-
-
-def rel_err(a, b):
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)))
-    diff = np.max(np.abs(a - b))
-    return 0.0 if diff == 0 else diff / scale
 
 
 def assert_grads_close(a, b, tol):
