@@ -39,7 +39,7 @@ def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:
 
 
 def load_policy(source: str | Path, backend: str | None = None):
-    """A trained policy, ready to act: ``load_policy("pong").action_prob(obs)``.
+    """A trained policy, ready to act: ``load_policy("pong").action_probs(obs)``.
 
     Args:
         source: a run's ``checkpoint.npz``, a weights file (``pgrl export``), or the short name
