@@ -34,6 +34,33 @@ from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
 
 
+def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config) -> dict:
+    """One REINFORCE update from a batch of complete episodes (a pgrl.rollout.EpisodeBatch).
+
+    G_t = sum_k gamma^k r_{t+k} (restarting at every point with ``train.reset_on_nonzero``);
+    A_t = G_t, or G_t - V(s_t) with a value network; A standardized as ``train.standardize``;
+    one RMSprop step on sum_t A_t * -log pi(a_t | s_t) (minus the entropy bonus); then
+    ``value.steps`` RMSprop steps of V on (G_t - V(s_t))^2.
+
+    Returns:
+        The policy's stats (loss, grad_norm, mean_prob, entropy); with a value network also
+        its first step's value_loss and the explained variance of V before the fit.
+    """
+    t = cfg.train
+    returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero)
+    advantages = returns
+    if value is not None:  # V(s_t) before this update's fit
+        values = value.predict(batch.obs)
+        advantages = returns - values
+    advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
+    stats = policy.update(batch.obs, batch.actions, advantages)
+    if value is not None:
+        fit = [value.update(batch.obs, returns) for _ in range(cfg.value.steps)]
+        stats.update(fit[0])
+        stats["explained_variance"] = explained_variance(values, returns)
+    return stats
+
+
 def _loop(
     cfg: Config, run: RunDir, envs, policy: Policy, value: ValueNet | None, rngs, state, report
 ) -> dict:
@@ -61,17 +88,7 @@ def _loop(
                 batch = envs.collect(policy, rngs, n)
             t1 = time.perf_counter()
             with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
-                returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero)
-                advantages = returns
-                if value is not None:  # V(s_t) before this update's fit
-                    values = value.predict(batch.obs)
-                    advantages = returns - values
-                advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
-                stats = policy.update(batch.obs, batch.actions, advantages)
-                if value is not None:  # value.steps RMSprop steps; the stats are the first's
-                    fit = [value.update(batch.obs, returns) for _ in range(cfg.value.steps)]
-                    stats.update(fit[0])
-                    stats["explained_variance"] = explained_variance(values, returns)
+                stats = reinforce_update(policy, value, batch, cfg)
                 _check_finite(policy, value, stats, state.updates + 1, cfg)
                 t2 = time.perf_counter()
                 timing = getattr(envs, "timing", {"rollout": t1 - t0})
