@@ -127,7 +127,8 @@ class TrainConfig:
     max_seconds: float | None = None  # wall-clock budget
     checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
     # start the policy from these weights (a weights file or a run's checkpoint.npz, whose
-    # RMSprop state comes too) instead of train.seed's random init; read once, at the start
+    # RMSprop state comes too) instead of train.seed's random init; read once, at the start.
+    # A value network (train.baseline = "value") starts from train.seed as usual
     init: str | None = None
 
 
