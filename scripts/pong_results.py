@@ -22,7 +22,7 @@ import numpy as np
 
 from pgrl.rundir import read_metrics
 
-THRESHOLDS = (-20.0, -19.0, -15.0, -10.0, 0.0)
+THRESHOLDS = (-20.0, -19.0, -15.0, -10.0, 0.0, 10.0)
 AFTER_EPISODE = 100
 # Karpathy's gist on this machine: (episode, running return) crossings and (minutes, return).
 GIST = {
@@ -114,7 +114,7 @@ def plot(runs: dict[str, dict], out: Path) -> None:
     for ax in (ax_ep, ax_h):
         ax.axhline(-21, color="black", lw=0.5)
         ax.grid(alpha=0.3)
-    ax_ep.legend(fontsize=8, loc="center right")
+    ax_ep.legend(fontsize=8, loc="lower right")
     fig.suptitle("Pong from pixels: pgrl runs and Karpathy's gist on 2-core machines")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
