@@ -361,6 +361,8 @@ def _run(args) -> int:
     except RolloutError as e:  # training stopped, its last update checkpointed
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # main() ends quietly on a closed stdout
+        raise
     except OSError as e:  # the system refused something no check above foresaw
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -258,7 +258,8 @@ def bad_inputs(run, tmp_path):
         ([*base, "--allow-changes"], "--allow-changes: only applies with --resume"),
         ([*base, "--init", str(tmp_path / "missing.npz")], "train.init: "),
         ([*base, "--init", str(run / "config.toml")], "not an .npz archive"),
-        ([*base, "--init", "pong"], "does not fit this network"),  # 6400 inputs, not 4
+        ([*base, "--init", "pong"], "holds a categorical policy with 3 actions"),
+        ([*base, "--init", ckpt, "--set", "policy.hidden_sizes=[7]"], "does not fit this network"),
         ([*base, "--init", ckpt, "--set", "policy.head=categorical"], "holds a bernoulli policy"),
         ([*base, "--init", ""], "train.init"),
         (["train", CARTPOLE, "--out", str(tmp_path / ("d" * 5000))], "File name too long"),
