@@ -198,8 +198,8 @@ def train(
         value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
         rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
         if checkpoint is None:
-            if start is not None:
-                _init_policy(policy, start, cfg.train.init)
+            if start is not None:  # weights, and a checkpoint's RMSprop state
+                restore_policy(policy, start, cfg.train.init, bool(start["optimizer_state"]))
             state = RunState()
         else:
             state = run.restore(checkpoint, policy, rngs, value)
@@ -220,12 +220,6 @@ def _read_init(source: str) -> dict:
     except FileNotFoundError as e:
         raise ConfigError(f"train.init: {e}") from None
     return load_weights(path)
-
-
-def _init_policy(policy: Policy, start: dict, path: str) -> None:
-    """``train.init``: the policy's weights (and a checkpoint's RMSprop state) from ``start``,
-    as :func:`pgrl.checkpoint.load_weights` read it from ``path``."""
-    restore_policy(policy, start, path, optimizer=bool(start["optimizer_state"]))
 
 
 _REMOTE = ("broadcast", "transfer")  # seconds of an update that only remote rollouts spend
