@@ -1,0 +1,117 @@
+"""Pinned numbers: short runs whose metrics.csv and updates.csv rows (less wall-clock columns) and final weights must equal files recorded
+earlier (tests/data/pinned/), so that a restructuring of the code cannot change what pgrl computes.
+
+Float64 only: both heads, both backends, the value baseline, the entropy bonus, gradient clipping
+and the mean reduction. Re-record (only for an intended change of the numbers) with
+``python tests/test_pinned.py``.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgrl.checkpoint import load_checkpoint
+from pgrl.config import load_config
+from pgrl.reinforce import train
+
+DATA = Path(__file__).parent / "data" / "pinned"
+ROOT = Path(__file__).parent.parent
+QUIET = ["log.progress=false", "train.checkpoint_every=1"]
+
+# name -> (config, backend, overrides)
+RUNS = {
+    "cartpole": ("cartpole", ["train.episodes=100"]),
+    "cartpole-extras": (
+        "cartpole",
+        [
+            "train.episodes=100",
+            "optimizer.entropy_coef=0.01",
+            "optimizer.max_grad_norm=5.0",
+            "train.baseline='value'",
+            "policy.reduction='mean'",
+        ],
+    ),
+    "acrobot": ("acrobot", ["train.episodes=60"]),
+    "acrobot-extras": (
+        "acrobot",
+        [
+            "train.episodes=60",
+            "optimizer.entropy_coef=0.02",
+            "optimizer.max_grad_norm=1.0",
+            "train.baseline='value'",
+            "train.standardize='episode'",
+        ],
+    ),
+}
+BACKENDS = ("numpy", "tensorflow")
+
+
+def _rows(path: Path) -> list[dict]:
+    """A CSV's rows without its wall-clock columns."""
+    with open(path, newline="") as f:
+        return [
+            {k: v for k, v in r.items() if k != "wall_time" and not k.endswith("_seconds")}
+            for r in csv.DictReader(f)
+        ]
+
+
+def _run(name: str, backend: str, out: Path) -> tuple[list[dict], dict]:
+    """metrics.csv and updates.csv rows (one list) and the final weights of a pinned run."""
+    config, overrides = RUNS[name]
+    cfg = load_config(ROOT / "configs" / f"{config}.toml", [*QUIET, *overrides])
+    train(cfg, out=out, backend=backend)
+    rows = _rows(out / "metrics.csv") + _rows(out / "updates.csv")
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    weights = {f"policy/{k}": v for k, v in ckpt["weights"].items()}
+    weights.update({f"value/{k}": v for k, v in (ckpt.get("value_weights") or {}).items()})
+    return rows, weights
+
+
+def _read(name: str, backend: str) -> tuple[list[dict], dict]:
+    rows = _rows(DATA / f"{name}-{backend}-metrics.csv") + _rows(
+        DATA / f"{name}-{backend}-updates.csv"
+    )
+    with np.load(DATA / f"{name}-{backend}.npz") as z:
+        weights = {k: z[k] for k in z.files}
+    return rows, weights
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(RUNS))
+def test_run_equals_recorded(name, backend, tmp_path, request):
+    if backend == "tensorflow":
+        request.getfixturevalue("tf")
+    rows, weights = _run(name, backend, tmp_path / "run")
+    want_rows, want_weights = _read(name, backend)
+    assert len(rows) == len(want_rows)
+    for got, want in zip(rows, want_rows, strict=True):
+        assert got == want
+    assert sorted(weights) == sorted(want_weights)
+    for k in weights:
+        np.testing.assert_array_equal(weights[k], want_weights[k], err_msg=k)
+
+
+def record() -> None:
+    """Write tests/data/pinned/ from this checkout's code."""
+    import tempfile
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name in RUNS:
+        for backend in BACKENDS:
+            with tempfile.TemporaryDirectory() as tmp:
+                _, weights = _run(name, backend, Path(tmp) / "run")
+                for table in ("metrics", "updates"):
+                    rows = _rows(Path(tmp) / "run" / f"{table}.csv")
+                    with open(DATA / f"{name}-{backend}-{table}.csv", "w", newline="") as f:
+                        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                        writer.writeheader()
+                        writer.writerows(rows)
+            np.savez(DATA / f"{name}-{backend}.npz", **weights)
+            print(name, backend)
+
+
+if __name__ == "__main__":
+    sys.exit(record())
