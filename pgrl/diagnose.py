@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pgrl.nn import sigmoid, softmax
 from pgrl.optim import RMSprop
 from pgrl.policies.base import REDUCTIONS
-from pgrl.policies.numpy_policy import sigmoid, softmax
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
 

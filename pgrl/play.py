@@ -179,24 +179,16 @@ def evaluate(
 
 
 def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None = None):
-    """(return, length) of one episode from ``env.reset(seed=seed)``: actions ``p > 0.5``
-    (greedy) or ``u < p`` with ``u`` from ``rng`` (categorical head: the most probable action, or
-    :func:`pgrl.rollout.sample_actions`); rendered frames appended to ``frames``."""
-    from pgrl.rollout import sample_actions
-
-    categorical = getattr(policy, "head", "bernoulli") == "categorical"
+    """(return, length) of one episode from ``env.reset(seed=seed)``: the most probable action
+    (greedy) or one sampled with ``u`` from ``rng`` (:meth:`pgrl.policies.Policy.sample`);
+    rendered frames appended to ``frames``."""
     obs, _ = env.reset(seed=seed)
     total, length, done = 0.0, 0, False
     while not done:
         if frames is not None:
             frames.append(env.render())
-        if categorical and greedy:
-            action = int(np.argmax(policy.action_probs(obs[None])[0]))
-        elif categorical:
-            action = int(sample_actions(policy, obs[None], np.array([rng.random()]))[0])
-        else:
-            p = float(policy.action_prob(obs[None])[0])
-            action = int(p > 0.5) if greedy else int(rng.random() < p)
+        u = None if greedy else np.array([rng.random()])
+        action = int(policy.sample(obs[None], u, greedy=greedy)[0])
         obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         length += 1

@@ -14,8 +14,9 @@ episodes of ``N * k`` local envs.
 each slot playing an episode draws its ``u``, the policy gives ``p = P(action = 1)`` for all of
 them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. With the
 categorical head the policy gives the probabilities ``pi`` of all actions, and the same single
-``u`` picks the first ``k`` with ``u < cumsum(pi)[k]`` (:func:`sample_actions`). A slot whose
-episode ended starts its next one, or idles when it has played its share.
+``u`` picks the first ``k`` with ``u < cumsum(pi)[k]`` (the head's ``sample`` in
+:mod:`pgrl.distributions`). A slot whose episode ended starts its next one, or idles when it has
+played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
 only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
@@ -76,7 +77,6 @@ __all__ = [
     "collect_episodes",
     "make_vector_env",
     "play_slots",
-    "sample_actions",
     "slot_generators",
 ]
 
@@ -91,20 +91,6 @@ SEED_BOUND = 2**31
 
 class RolloutError(RuntimeError):
     """Rollouts that cannot go on (e.g. remote workers that keep dying)."""
-
-
-def sample_actions(policy, obs, u: np.ndarray) -> np.ndarray:
-    """(N,) actions for (N, obs_dim) ``obs`` from (N,) uniforms ``u`` in [0, 1), one each.
-
-    Bernoulli head: ``a = u < p`` (the gist's). Categorical head: the first ``k`` with
-    ``u < cumsum(pi)[k]``, i.e. the number of ``k`` with ``u >= cumsum(pi)[k]`` (cumsum is
-    non-decreasing); capped at ``n_actions - 1`` for a ``u`` above a total rounded below 1.
-    A policy without a ``head`` attribute is taken as Bernoulli (it needs only ``action_prob``).
-    """
-    if getattr(policy, "head", "bernoulli") == "bernoulli":
-        return u < policy.action_prob(obs)
-    cdf = np.cumsum(policy.action_probs(obs), axis=1)
-    return np.minimum(np.sum(u[:, None] >= cdf, axis=1), policy.n_actions - 1)
 
 
 def slot_generators(seed: int, n_slots: int) -> list[np.random.Generator]:
@@ -269,8 +255,8 @@ def collect_episodes(
             ``n_actions``, and flat Box observations).
         policy: a pgrl policy (``make_policy``) whose ``obs_dim`` is the observation width.
         rngs: one generator per env (:func:`slot_generators`); slot ``j``'s draws its episodes'
-            seeds and the uniforms ``u`` of its actions (:func:`sample_actions`), and is left
-            where it stopped.
+            seeds and the uniforms ``u`` of its actions (``policy.sample``), and is left where
+            it stopped.
         n_episodes: episodes to play, at least 1.
         progress: called as ``progress(episodes_done, steps_done)`` each time an episode ends,
             e.g. ``lambda k, t: bar.update()`` for a tqdm bar.
@@ -322,7 +308,7 @@ def play_slots(
     obs = slots.reset(seeds)
     while True:
         u = np.array([rngs[j].random() for j in playing.tolist()])
-        actions[playing] = sample_actions(policy, obs[playing], u)
+        actions[playing] = policy.sample(obs[playing], u)
         episodes.record(obs, actions, playing)
         obs, rewards, done = slots.step(actions, playing)
         ended = episodes.reward(rewards, done, playing)
@@ -511,21 +497,12 @@ def _check_envs(envs, policy) -> spaces.Box:
             f"itself), got {mode}; build them with pgrl.rollout.make_vector_env"
         )
     obs_dim = getattr(policy, "obs_dim", None)
-    head = getattr(policy, "head", "bernoulli")
-    method = "action_prob" if head == "bernoulli" else "action_probs"
-    if obs_dim is None or not callable(getattr(policy, method, None)):
+    dist = getattr(policy, "distribution", None)
+    if obs_dim is None or dist is None or not callable(getattr(policy, "sample", None)):
         raise ValueError(f"policy must be a pgrl policy (pgrl.make_policy), got {policy!r}")
-    action_space = envs.single_action_space
-    if head == "bernoulli" and action_space != spaces.Discrete(2):
-        raise ValueError(
-            "pgrl's Bernoulli head needs Discrete(2) actions (it gives P(action = 1)), but the "
-            f"env has action space {action_space}; use a categorical policy"
-        )
-    n_actions = getattr(policy, "n_actions", 2)
-    if action_space != spaces.Discrete(n_actions):
-        raise ValueError(
-            f"the policy has {n_actions} actions but the env has action space {action_space}"
-        )
+    problem = dist.check_action_space(envs.single_action_space)
+    if problem:
+        raise ValueError(problem)
     space = envs.single_observation_space
     if not isinstance(space, spaces.Box) or len(space.shape) != 1:
         raise ValueError(f"pgrl needs flat Box observations (obs_dim,), got {space}")

@@ -15,7 +15,6 @@ import numpy as np
 from pgrl import load_policy
 from pgrl.config import load_config
 from pgrl.envs import make_env
-from pgrl.rollout import sample_actions
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     for t in range(args.every * args.rows):
         if t % args.every == args.every - 1:
             rows.append(obs.copy())
-        action = sample_actions(policy, obs[None], np.array([rng.random()]))[0]
+        action = policy.sample(obs[None], np.array([rng.random()]))[0]
         obs, _, terminated, truncated, _ = env.step(int(action))
         if terminated or truncated:
             obs, _ = env.reset()

@@ -9,6 +9,7 @@ from gradcheck import rel_err
 
 from pgrl.checkpoint import CheckpointError, load_checkpoint, load_weights, restore_policy
 from pgrl.config import ConfigError, load_config
+from pgrl.distributions import Categorical
 from pgrl.envs import make_env
 from pgrl.optim import RMSprop
 from pgrl.play import evaluate, export_weights, load_policy
@@ -18,7 +19,6 @@ from pgrl.rollout import (
     SEED_BOUND,
     collect_episodes,
     make_vector_env,
-    sample_actions,
     slot_generators,
 )
 from pgrl.sparse import random_frame_differences
@@ -267,17 +267,15 @@ def test_bad_actions_for_the_categorical_head(backend):
 class FixedProbs:
     """A categorical policy stand-in: the same action probabilities for every observation."""
 
-    head = "categorical"
-
     def __init__(self, probs):
         self.probs = np.asarray(probs, dtype=np.float64)
-        self.n_actions = len(self.probs)
+        self.distribution = Categorical(len(self.probs))
 
-    def action_probs(self, obs):
-        return np.tile(self.probs, (len(obs), 1))
+    def sample(self, obs, u):
+        return self.distribution.sample(np.tile(self.probs, (len(obs), 1)), u)
 
 
-def test_sample_actions_takes_the_first_action_whose_cumulative_probability_exceeds_u():
+def test_sample_takes_the_first_action_whose_cumulative_probability_exceeds_u():
     policy = FixedProbs([0.2, 0.0, 0.5, 0.3])
     u = np.array([0.0, 0.1999, 0.2, 0.6999, 0.7, 0.99999, 0.2 + 0.5])
     obs = np.zeros((len(u), 1))
@@ -289,13 +287,13 @@ def test_sample_actions_takes_the_first_action_whose_cumulative_probability_exce
             if x < total:
                 expected.append(k)
                 break
-    np.testing.assert_array_equal(sample_actions(policy, obs, u), expected)
+    np.testing.assert_array_equal(policy.sample(obs, u), expected)
     # a total rounded below 1 never yields an action past the last
     short = FixedProbs([0.5, 0.5 - 1e-12])
-    assert sample_actions(short, np.zeros((1, 1)), np.array([1 - 1e-13]))[0] == 1
+    assert short.sample(np.zeros((1, 1)), np.array([1 - 1e-13]))[0] == 1
     # frequencies follow the probabilities
     u = np.random.default_rng(0).random(200_000)
-    counts = np.bincount(sample_actions(policy, np.zeros((len(u), 1)), u), minlength=4)
+    counts = np.bincount(policy.sample(np.zeros((len(u), 1)), u), minlength=4)
     np.testing.assert_allclose(counts / len(u), policy.probs, atol=0.005)
 
 

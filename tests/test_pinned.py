@@ -1,5 +1,6 @@
-"""Pinned numbers: short runs whose metrics.csv and updates.csv rows (less wall-clock columns) and final weights must equal files recorded
-earlier (tests/data/pinned/), so that a restructuring of the code cannot change what pgrl computes.
+"""Pinned numbers: short runs whose metrics.csv and updates.csv rows (less wall-clock columns) and
+final weights must equal files recorded earlier (tests/data/pinned/), so that a restructuring of
+the code cannot change what pgrl computes.
 
 Float64 only: both heads, both backends, the value baseline, the entropy bonus, gradient clipping
 and the mean reduction. Re-record (only for an intended change of the numbers) with

@@ -280,7 +280,7 @@ def test_saturated_logits_stay_finite_and_agree():
 def test_sigmoid_is_accurate_everywhere_without_overflow():
     """NumPy's sigmoid against 80-bit long double arithmetic, from exp's underflow (|z| > 745)
     to +-0: full relative precision (a few ulp) also where p is tiny, no overflow warning."""
-    from pgrl.policies.numpy_policy import sigmoid
+    from pgrl.nn import sigmoid
 
     rng = np.random.default_rng(0)
     z = np.concatenate(

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import RecordEpisodeStatistics
 
+from pgrl.distributions import Bernoulli
 from pgrl.envs import make_env
 from pgrl.policies import make_policy
 from pgrl.rollout import (
@@ -42,11 +43,16 @@ def vector_env(env_id, num_envs, asynchronous, stats=False, **kwargs):
 class ConstantPolicy:
     """Gives every observation the same P(action = 1)."""
 
+    distribution = Bernoulli()
+
     def __init__(self, obs_dim, p):
         self.obs_dim, self.p = obs_dim, p
 
     def action_prob(self, obs):
         return np.full(len(obs), self.p)
+
+    def sample(self, obs, u):
+        return self.distribution.sample(self.action_prob(obs), u)
 
 
 class CountingEnv(gym.Env):
@@ -523,10 +529,10 @@ def test_one_policy_call_per_vector_step_for_the_playing_envs():
     calls, rows = [], []
 
     class Counting(type(make_policy("numpy", 4))):
-        def action_prob(self, obs):
+        def sample(self, obs, u):
             calls.append(1)
             rows.append(len(obs))
-            return super().action_prob(obs)
+            return super().sample(obs, u)
 
     for vectorization in ("sync", "async"):
         calls.clear(), rows.clear()

@@ -13,15 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pgrl.distributions import HEADS, make_distribution  # noqa: F401 (HEADS: re-export)
 from pgrl.optim import RMSprop
 from pgrl.policies.threads import limit_blas
 from pgrl.sparse import SparseRows
 
 DTYPES = ("float32", "float64")
 REDUCTIONS = ("sum", "mean")
-# "bernoulli": one logit, P(action = 1) = sigmoid(z) (Karpathy's); "categorical": one logit per
-# action, softmax
-HEADS = ("bernoulli", "categorical")
 
 
 def weight_shapes(
@@ -290,12 +288,14 @@ class Network:
 
 
 class Policy(Network):
-    """A policy ``pi(a | obs)`` from an MLP's logits, trained by REINFORCE.
+    """A policy ``pi(a | obs)``: an MLP whose outputs parameterise the head's distribution
+    (:mod:`pgrl.distributions`), trained by REINFORCE.
 
     The Bernoulli head (Karpathy's) has one logit ``z`` and ``p = sigmoid(z) = P(action = 1)``;
     the categorical head has one logit per action and ``pi = softmax(z)``. The loss is
-    ``L = sum_t A_t * CE(a_t, z_t) - entropy_coef * sum_t H(pi(. | s_t))`` (divided by N with
-    ``reduction="mean"``); ``CE`` is the binary cross-entropy from logits for the Bernoulli head.
+    ``L = -sum_t A_t * log pi(a_t | s_t) - entropy_coef * sum_t H(pi(. | s_t))`` (divided by N
+    with ``reduction="mean"``): ``-log pi`` is the binary cross-entropy from logits for the
+    Bernoulli head, the cross-entropy for the categorical one.
 
     Args (besides :class:`Network`'s; ``bias`` defaults to False, as Karpathy's network):
         head: ``"bernoulli"`` (one logit, actions 0 and 1) or ``"categorical"`` (``n_actions``
@@ -319,23 +319,8 @@ class Policy(Network):
         entropy_coef: float = 0.0,
         max_grad_norm: float | None = None,
     ):
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        self.head = head
-        if head == "bernoulli":
-            if n_actions is not None and n_actions != 2:
-                raise ValueError(
-                    f"the Bernoulli head has 2 actions, got n_actions={n_actions!r} "
-                    "(use head='categorical')"
-                )
-            self.n_actions, self.n_logits = 2, 1
-        else:
-            if n_actions is None:
-                raise ValueError("the categorical head needs n_actions")
-            self.n_actions = check_positive_int("n_actions", n_actions)
-            if self.n_actions < 2:
-                raise ValueError(f"n_actions must be at least 2, got {n_actions!r}")
-            self.n_logits = self.n_actions
+        self.distribution = make_distribution(head, n_actions)
+        self.head, self.n_actions = head, self.distribution.n_actions
         if (
             isinstance(entropy_coef, bool)
             or not isinstance(entropy_coef, int | float | np.number)
@@ -345,7 +330,7 @@ class Policy(Network):
         self.entropy_coef = float(entropy_coef)
         super().__init__(
             obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias, max_grad_norm,
-            self.n_logits,
+            self.distribution.n_outputs,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -366,12 +351,12 @@ class Policy(Network):
         Returns:
             array of shape (N,), in the policy's dtype.
         """
-        if self.head != "bernoulli":
+        if self.distribution.n_outputs != 1:
             raise ValueError(
                 f"action_prob gives P(action = 1) of the Bernoulli head; this policy is "
                 f"{self.head} with {self.n_actions} actions: use action_probs"
             )
-        return self._action_prob(self._check_obs(obs))
+        return self._probs(self._check_obs(obs))
 
     def action_probs(self, obs) -> np.ndarray:
         """The probability of every action, for either head.
@@ -383,11 +368,14 @@ class Policy(Network):
             array of shape (N, n_actions), in the policy's dtype; the Bernoulli head gives
             ``(1 - p, p)``.
         """
-        x = self._check_obs(obs)
-        if self.head == "bernoulli":
-            p = self._action_prob(x)
-            return np.stack([1 - p, p], axis=1)
-        return self._action_probs(x)
+        return self.distribution.action_probs(self._probs(self._check_obs(obs)))
+
+    def sample(self, obs, u: np.ndarray, greedy: bool = False) -> np.ndarray:
+        """(N,) actions for (N, obs_dim) ``obs`` from (N,) uniforms ``u`` in [0, 1), one each
+        (see the head's ``sample``); ``greedy``: the most probable actions, ``u`` unused."""
+        probs = self._probs(self._check_obs(obs))
+        dist = self.distribution
+        return dist.greedy(probs) if greedy else dist.sample(probs, u)
 
     def logits(self, obs) -> np.ndarray:
         """The logits: ``z`` with ``P(action = 1) = sigmoid(z)`` (Bernoulli head), or the
@@ -400,11 +388,16 @@ class Policy(Network):
             array of shape (N,) (Bernoulli) or (N, n_actions) (categorical), in the policy's
             dtype.
         """
-        return self._logits(self._check_obs(obs))
+        return self.distribution.logits(np.asarray(self._outputs(self._check_obs(obs))))
+
+    def log_probs(self, obs, actions) -> np.ndarray:
+        """``log pi(a_t | s_t)``: obs (N, obs_dim), actions (N,) -> (N,), in the policy's dtype."""
+        x = self._check_nonempty_obs(obs)
+        return self._log_probs(x, self._check_actions(actions, x.shape[0]))
 
     def loss(self, obs, actions, advantages) -> float:
-        """``L = sum_t A_t * CE(a_t, z_t) - entropy_coef * sum_t H_t`` (see the class), the
-        quantity :meth:`gradients` differentiates; arguments as there."""
+        """``L`` of the class docstring, the quantity :meth:`gradients` differentiates;
+        arguments as there."""
         return float(self._loss(*self._check_batch(obs, actions, advantages)))
 
     def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
@@ -432,36 +425,33 @@ class Policy(Network):
         return self._update(*self._check_batch(obs, actions, advantages))
 
     def _check_batch(self, obs, actions, advantages):
-        """Validated obs (N, D), actions (N,) (0/1 in the policy's dtype for the Bernoulli head,
-        int64 in [0, n_actions) for the categorical one), advantages (N,) in the policy's dtype."""
+        """Validated obs (N, D), actions (N,) (in the policy's dtype or int64, as the head keeps
+        them), advantages (N,) in the policy's dtype."""
         x = self._check_nonempty_obs(obs)
         n = x.shape[0]
+        return x, self._check_actions(actions, n), self._check_vector("advantages", advantages, n)
+
+    def _check_actions(self, actions, n: int) -> np.ndarray:
+        """(n,) valid actions, in the policy's dtype or int64 as the head keeps them."""
         a = np.asarray(actions)
         if a.shape != (n,):
             raise ValueError(f"actions must have shape ({n},) to match obs, got {a.shape}")
-        if self.head == "bernoulli":
-            if a.dtype.kind not in "biuf" or not np.all((a == 0) | (a == 1)):
-                bad = a[~((a == 0) | (a == 1))][:3] if a.dtype.kind in "biuf" else a.dtype
-                raise ValueError(f"actions must be 0 or 1, got {bad}")
-        else:
-            k = self.n_actions
-            valid = (a == np.round(a)) & (a >= 0) & (a < k) if a.dtype.kind in "biuf" else None
-            if valid is None or not np.all(valid):
-                bad = a[~valid][:3] if valid is not None else a.dtype
-                raise ValueError(f"actions must be integers in [0, {k}), got {bad}")
-        adv = self._check_vector("advantages", advantages, n)
-        a = a.astype(self.dtype) if self.head == "bernoulli" else a.astype(np.int64)
-        return x, a, adv
+        problem = self.distribution.check_actions(a)
+        if problem:
+            raise ValueError(problem)
+        return a.astype(self.dtype if self.distribution.action_kind == "float" else np.int64)
 
     # ----- backend hooks -----
 
-    def _logits(self, obs: np.ndarray) -> np.ndarray:
+    def _outputs(self, obs):
+        """(N, k) network outputs."""
         raise NotImplementedError
 
-    def _action_prob(self, obs: np.ndarray) -> np.ndarray:
+    def _probs(self, obs) -> np.ndarray:
+        """The distribution's ``probs`` of the network's outputs, as NumPy."""
         raise NotImplementedError
 
-    def _action_probs(self, obs: np.ndarray) -> np.ndarray:
+    def _log_probs(self, obs, actions) -> np.ndarray:
         raise NotImplementedError
 
     def _loss(self, obs, actions, advantages) -> float:

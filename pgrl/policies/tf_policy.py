@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from pgrl import objectives
 from pgrl.optim import RMSprop
 from pgrl.policies.base import Policy, ValueNet
 from pgrl.policies.threads import threads
@@ -178,13 +179,6 @@ def clip_by_global_norm(grads: list, max_norm: float | None) -> tuple[list, obje
     return [g * scale for g in grads], norm
 
 
-def entropy(z, bernoulli: bool):
-    """(N,) entropy of the policy, nats, from (N,) Bernoulli or (N, n) categorical logits."""
-    if bernoulli:
-        return tf.sigmoid(z) * tf.math.softplus(-z) + tf.sigmoid(-z) * tf.math.softplus(z)
-    return -tf.reduce_sum(tf.nn.softmax(z) * tf.nn.log_softmax(z), axis=1)
-
-
 def _lazy_concrete(fn, *specs):
     """A callable that traces ``fn`` for ``specs`` on first use, then calls that trace."""
     traced = []
@@ -318,45 +312,40 @@ class KerasNetwork:
 class TensorFlowPolicy(KerasNetwork, Policy):
     """The policy network as Keras ``Dense`` layers; see :class:`pgrl.policies.base.Policy`.
 
-    ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to (N, n_logits)
-    logits, for users who want to inspect or reuse it; its variables are the policy's. pgrl
-    computes with :func:`forward` on them: traced (``tf.function``, batch-size-agnostic, traced
-    once) for gradients and updates, and called eagerly, on a copy of the weights read once after
-    each change, for ``action_prob``. The rollout calls ``action_prob`` every step with 1 to
-    ``num_envs`` rows, and a call of a traced function costs more before any op runs than the
-    handful of eager ops of a small network in all (``python scripts/bench.py policy`` prints
-    both, per call).
+    ``self.model`` is a ``keras.Sequential`` mapping (N, obs_dim) observations to the (N, k)
+    outputs of the head's distribution, for users who want to inspect or reuse it; its variables
+    are the policy's. pgrl computes with :func:`forward` on them: traced (``tf.function``,
+    batch-size-agnostic, traced once) for gradients and updates, and called eagerly, on a copy of
+    the weights read once after each change, for action probabilities. The rollout asks for them
+    every step with 1 to ``num_envs`` rows, and a call of a traced function costs more before any
+    op runs than the handful of eager ops of a small network in all (``python scripts/bench.py
+    policy`` prints both, per call).
     """
 
     backend = "tensorflow"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        bernoulli = self.head == "bernoulli"
-        self._init_keras("logit" if bernoulli else "logits", "pgrl_policy")
-        dt = self.dtype.name
-        vec_spec = tf.TensorSpec([None], dt)
-        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
-        action_spec = vec_spec if bernoulli else tf.TensorSpec([None], tf.int64)
+        self._init_keras("logit" if self.distribution.n_outputs == 1 else "logits", "pgrl_policy")
+        vec_spec = tf.TensorSpec([None], self.dtype.name)
+        kind = self.distribution.action_kind
+        action_spec = vec_spec if kind == "float" else tf.TensorSpec([None], tf.int64)
         self._tf = {}
         for sparse in (False, True):
             batch = (self._obs_spec(sparse), action_spec, vec_spec)
             self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
             self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+            self._tf["log_probs", sparse] = _lazy_concrete(self._graph_log_probs, *batch[:2])
 
     # ----- graphs -----
 
     def _loss_graph(self, obs, actions, advantages):
-        z = forward(self._layers(self._vars), obs)
-        bernoulli = self.head == "bernoulli"
-        if bernoulli:
-            z = z[:, 0]
-            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=actions, logits=z)
-        else:
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=z)
-        loss = tf.reduce_sum(advantages * ce)
+        """``L`` from the objective's per-step terms and the entropy bonus, and the outputs."""
+        dist = self.distribution
+        z = dist.tf_logits(forward(self._layers(self._vars), obs))
+        loss = tf.reduce_sum(objectives.tf_reinforce(dist.tf_log_prob(z, actions), advantages))
         if self.entropy_coef:
-            loss = loss - self.entropy_coef * tf.reduce_sum(entropy(z, bernoulli))
+            loss = loss - self.entropy_coef * tf.reduce_sum(dist.tf_entropy(z))
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
         return loss, z
@@ -366,29 +355,28 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     def _graph_update(self, obs, actions, advantages):
         loss, z, grads = self._graph_gradients(obs, actions, advantages)
-        if self.head == "bernoulli":
-            p = tf.sigmoid(z)
-        else:  # probability of the action taken
-            p = tf.gather(tf.nn.softmax(z), actions, axis=1, batch_dims=1)
-        stats = {
+        return {
             "loss": loss,
             "grad_norm": self._clip_and_apply(grads),
-            "mean_prob": tf.reduce_mean(p),
-            "entropy": tf.reduce_mean(entropy(z, self.head == "bernoulli")),
+            "mean_prob": self.distribution.tf_prob_stat(z, actions),
+            "entropy": tf.reduce_mean(self.distribution.tf_entropy(z)),
         }
-        return stats
+
+    def _graph_log_probs(self, obs, actions):
+        dist = self.distribution
+        return dist.tf_log_prob(dist.tf_logits(forward(self._layers(self._vars), obs)), actions)
 
     # ----- backend hooks -----
 
-    def _logits(self, obs):
-        z = self._eager_outputs(obs).numpy()
-        return z[:, 0] if self.head == "bernoulli" else z
+    def _outputs(self, obs):
+        return self._eager_outputs(obs).numpy()
 
-    def _action_prob(self, obs):
-        return raw.Sigmoid(x=self._eager_outputs(obs)).numpy()[:, 0]
+    def _probs(self, obs):
+        dist = self.distribution
+        return dist.tf_probs(dist.tf_logits(self._eager_outputs(obs))).numpy()
 
-    def _action_probs(self, obs):
-        return raw.Softmax(logits=self._eager_outputs(obs)).numpy()
+    def _log_probs(self, obs, actions):
+        return self._graph_call("log_probs", obs, actions).numpy()
 
     def _loss(self, obs, actions, advantages):
         return float(self._graph_call("gradients", obs, actions, advantages)[0])
@@ -421,7 +409,7 @@ class TensorFlowValueNet(KerasNetwork, ValueNet):
 
     def _loss_graph(self, obs, returns):
         v = forward(self._layers(self._vars), obs)[:, 0]
-        loss = 0.5 * tf.reduce_sum(tf.square(v - returns))
+        loss = tf.reduce_sum(objectives.tf_value_loss(v, returns))
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(v)[0], loss.dtype)
         return loss, v
