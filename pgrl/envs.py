@@ -462,20 +462,11 @@ def make_env(
     check_env_id(env_id)
     _check_common_kwargs(kwargs)
     names = pong_actions(env_id, actions)
-    if env_id.startswith("ALE/"):
-        if "obs_type" in kwargs:
-            raise ValueError(
-                f"make_env builds {env_id}'s observation itself (Karpathy's 80x80 frame "
-                f"difference), so it takes no obs_type (got {kwargs['obs_type']!r})"
-            )
-        _register_ale_envs(env_id)
-        # RAM observations are 128 bytes that KarpathyScreen ignores; "rgb" would have ALE
-        # assemble a frame every step that KarpathyScreen does not need.
-        env = gym.make(env_id, obs_type="ram", **kwargs)
-        env = FrameDifference(KarpathyScreen(env))
-        env = BinaryActionMap(env) if names is None else ALEActionMap(env, names)
-    else:
-        env = gym.make(env_id, **kwargs)
+    env = (
+        _make_pong(env_id, names, kwargs)
+        if env_id.startswith("ALE/")
+        else gym.make(env_id, **kwargs)
+    )
     try:
         check_discrete_env(env)
     except ValueError:
@@ -485,6 +476,20 @@ def make_env(
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def _make_pong(env_id: str, names: list[str] | None, kwargs: dict) -> gym.Env:
+    """Pong with Karpathy's preprocessing and its action map (see :func:`make_env`)."""
+    if "obs_type" in kwargs:
+        raise ValueError(
+            f"make_env builds {env_id}'s observation itself (Karpathy's 80x80 frame "
+            f"difference), so it takes no obs_type (got {kwargs['obs_type']!r})"
+        )
+    _register_ale_envs(env_id)
+    # RAM observations are 128 bytes that KarpathyScreen ignores; "rgb" would have ALE
+    # assemble a frame every step that KarpathyScreen does not need.
+    env = FrameDifference(KarpathyScreen(gym.make(env_id, obs_type="ram", **kwargs)))
+    return BinaryActionMap(env) if names is None else ALEActionMap(env, names)
 
 
 def _check_common_kwargs(kwargs: dict) -> None:

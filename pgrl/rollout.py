@@ -171,6 +171,12 @@ def make_vector_env(
         partial(make_env, env_id, seed=None if seed is None else int(seed) + i, **env_kwargs)
         for i in range(num_envs)
     ]
+    return _vectorize(env_fns, vectorization, context)
+
+
+def _vectorize(env_fns: list, vectorization: str, context: str | None) -> VectorEnv:
+    """The vector env of ``make_vector_env`` for a vectorization other than ``"auto"``."""
+    num_envs = len(env_fns)
     if vectorization == "sync":
         return SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.DISABLED)
     if vectorization == "workers":
