@@ -16,9 +16,17 @@ from pgrl.nn import log_softmax, sigmoid, softmax, softplus
 
 
 def _tf():
-    from pgrl.policies.tf_policy import tf
+    """TensorFlow, as the TensorFlow backend imports it (looked up once: the twins of
+    ``probs`` run eagerly at every rollout step)."""
+    global _tf_module
+    if _tf_module is None:
+        from pgrl.policies.tf_policy import tf
 
-    return tf
+        _tf_module = tf
+    return _tf_module
+
+
+_tf_module = None
 
 
 class Bernoulli:
