@@ -1,15 +1,15 @@
-"""Where many training runs execute: local processes (one per core) or a Ray cluster.
+"""Where many training runs execute: what every executor shares, and local processes.
 
-``pgrl compare`` and ``pgrl sweep`` describe their runs as :class:`Trial` s and hand them to
-:func:`run_trials`; either way every trial's run directory ends up under ``out/<trial.name>/`` on
+``pgrl sweep`` (and ``pgrl compare``, a sweep) describes its runs as :class:`Trial` s and hands
+them to :func:`run_trials_local` or :func:`pgrl.ray_executor.run_trials_ray`, which take the
+same arguments: either way every trial's run directory ends up under ``out/<trial.name>/`` on
 this machine, and every trial comes back as a result dict (``status`` "ok", "error" or
-"stopped", plus the run's summary).
+"stopped", plus the run's summary). Ray is imported only for ``--executor ray``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import time
@@ -20,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pgrl.config import ConfigError, load_config
-from pgrl.rundir import RUN_FILES
+from pgrl.rundir import episodes_logged
 
 EXECUTORS = ("local", "ray")
 
@@ -79,7 +79,7 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
 
 def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
     """A local worker process runs ``run`` (:func:`run_trial`)."""
-    resumed_from = _episodes_done(Path(run_dir)) if trial.resume else ""
+    resumed_from = episodes_logged(Path(run_dir)) if trial.resume else ""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
         return {**run(config_path, trial, run_dir), "node": "local", "resumed_from": resumed_from}
@@ -91,64 +91,43 @@ def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
 
 def _ignore_interrupts() -> None:
     """A local worker between trials: Ctrl-C is the driver's to handle. The worker was started
-    with SIGINT blocked (see :func:`_run_local`), so a Ctrl-C during its start-up waits here and
-    is dropped, instead of ending its start-up with a traceback."""
+    with SIGINT blocked (see :func:`run_trials_local`), so a Ctrl-C during its start-up waits
+    here and is dropped, instead of ending its start-up with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def run_trials(
+class ProgressBar:
+    """A tqdm bar over trials; a running trial counts as the share of its episode budget done."""
+
+    def __init__(self, total: int, episodes: int, progress: bool, desc: str):
+        from tqdm.auto import tqdm
+
+        self.episodes, self.share = episodes, {}
+        self.bar = tqdm(
+            total=total, unit="trial", desc=desc, dynamic_ncols=True, disable=not progress
+        )
+        self.bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+
+    def update(self, trial: str, episodes: float) -> None:
+        self.share[trial] = min(1.0, episodes / self.episodes)
+        self.bar.n = sum(self.share.values())
+        self.bar.refresh()
+
+
+def run_trials_local(
     config_path: str,
     trials: list[Trial],
     out: Path,
     episodes: int,
-    executor: str = "local",
-    workers: int | None = None,
-    address: str | None = None,
-    storage: str | None = None,
-    scheduler: str | None = None,
     progress: bool = True,
     desc: str = "trials",
+    workers: int | None = None,
 ) -> dict[str, dict]:
-    """Run every trial (``episodes``: each one's budget, for the progress bar).
-
-    Returns ``{trial.name: result}``; a trial that is not resumed starts in an emptied
-    ``out/<name>/``.
-    """
-    for t in trials:
-        if not t.resume:
-            _remove_run(out / t.name)
-    if executor == "ray":
-        from pgrl.ray_executor import run_trials_ray
-
-        return run_trials_ray(
-            config_path, trials, out, episodes, address, storage, scheduler, progress, desc
-        )
-    return _run_local(config_path, trials, out, episodes, workers, progress, desc)
-
-
-def _remove_run(run_dir: Path) -> None:
-    for name in (*RUN_FILES, "resumes.log"):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-
-
-def _episodes_done(run_dir: Path) -> int:
-    try:
-        with open(run_dir / "metrics.csv") as f:
-            return max(0, sum(1 for _ in f) - 1)
-    except OSError:
-        return 0
-
-
-def _run_local(config_path, trials, out: Path, episodes: int, workers, progress, desc) -> dict:
-    """A pool of ``workers`` processes (default: one per core), with a tqdm bar over the trials
-    (a running trial counts as the share of its episode budget in its metrics.csv)."""
-    from tqdm.auto import tqdm
-
+    """Every trial in a pool of ``workers`` processes (default: one per core), into
+    ``out/<name>/`` (``episodes``: each one's budget, for the progress bar); ``{name: result}``."""
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(trials), unit="trial", desc=desc, dynamic_ncols=True, disable=not progress)
-    bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+    bar = ProgressBar(len(trials), episodes, progress, desc)
     results = {}
     # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
     pool = ProcessPoolExecutor(
@@ -174,17 +153,27 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
                     results[name] = f.result()
                 except Exception as e:  # the worker itself died (killed, out of memory, ...)
                     results[name] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-            running = sum(min(1.0, _episodes_done(out / n) / episodes) for n in futures.values())
-            bar.n = len(results) + running
-            bar.refresh()
+                bar.update(name, episodes)
+            for name in futures.values():
+                bar.update(name, episodes_logged(out / name))
             if futures:
                 time.sleep(0.25)
     finally:
-        bar.close()
+        bar.bar.close()
         # after Ctrl-C: trials not yet started never start; running ones (interrupted too, in
         # the same process group) end with a checkpoint
         pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def import_ray():
+    """Ray and Ray Tune, or a one-line error saying how to install them."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'pgrl[ray]'") from None
+    return ray, tune
 
 
 def check_executor(executor: str, address: str | None) -> None:
@@ -192,8 +181,6 @@ def check_executor(executor: str, address: str | None) -> None:
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if executor == "ray":
-        from pgrl.ray_executor import import_ray
-
         import_ray()
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
