@@ -17,7 +17,7 @@ import numpy as np
 from pgrl.atomic import write_atomic
 from pgrl.checkpoint import load_checkpoint
 from pgrl.config import ConfigError, load_config
-from pgrl.executor import check_executor
+from pgrl.executor import Executor, Job
 from pgrl.rundir import check_out_dir, os_error_text, read_metrics
 from pgrl.sweep import Report, make_trials, run_trials, summarize, write_reports
 
@@ -34,16 +34,10 @@ STATS = [
     ("mean_steps_per_second", "steps_per_second", "ok", np.mean, 0),
 ]
 REPORT = Report(
-    "comparison.csv",
-    None,
-    "comparison.md",
-    "curves.png",
-    RUN_COLUMNS,
-    "Backend comparison",
-    "Per backend",
-    "Per run",
-    "Failed runs",
+    ("comparison.csv", None, "comparison.md", "curves.png"),
+    ("Backend comparison", "Per backend", "Per run", "Failed runs"),
     "- {backend} seed {seed}: {error}",
+    RUN_COLUMNS,
     per_second=True,
 )
 
@@ -75,16 +69,15 @@ def compare(
     overrides = list(overrides or [])
     out = check_out_dir(out)
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
-    check_executor(executor, address)
+    where = Executor(executor, workers, address)
+    where.check()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {os_error_text(out, e)}") from None
     trials = make_trials([], seeds, backends, overrides, config_path, point_names=False)
-    rows = run_trials(
-        str(config_path), trials, out, cfg.train.episodes, executor, workers, address,
-        progress=progress, desc=f"compare {len(trials)} runs",
-    )  # fmt: skip
+    desc = f"compare {len(trials)} runs"
+    rows = run_trials(Job(str(config_path), trials, out, cfg.train.episodes, desc, progress), where)
     add_divergence(out, rows, backends, seeds)
     table = summarize(rows, STATS, _leading_columns)
     intro = (

@@ -1,10 +1,10 @@
 """Where many training runs execute: what every executor shares, and local processes.
 
-``pgrl sweep`` (and ``pgrl compare``, a sweep) describes its runs as :class:`Trial` s and hands
-them to :func:`run_trials_local` or :func:`pgrl.ray_executor.run_trials_ray`, which take the
-same arguments: either way every trial's run directory ends up under ``out/<trial.name>/`` on
-this machine, and every trial comes back as a result dict (``status`` "ok", "error" or
-"stopped", plus the run's summary). Ray is imported only for ``--executor ray``.
+``pgrl sweep`` (and ``pgrl compare``, a sweep) describes its runs as :class:`Trial` s in a
+:class:`Job` and hands it to :func:`run_trials_local` or :func:`pgrl.ray_executor.run_trials_ray`
+with the :class:`Executor` options: either way every trial's run directory ends up under
+``out/<trial.name>/`` on this machine, and every trial comes back as a result dict (``status``
+"ok", "error" or "stopped", plus the run's summary). Ray is imported only for ``--executor ray``.
 """
 
 from __future__ import annotations
@@ -68,13 +68,10 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
         )
         return {"status": "ok", **summary}
     except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
-        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
-        where = (
-            ""
-            if isinstance(e, ConfigError) or not last
-            else f" at {Path(last[0].filename).name}:{last[0].lineno}"
-        )
-        return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
+        last = traceback.extract_tb(e.__traceback__)[-1:]
+        where = "".join(f" at {Path(f.filename).name}:{f.lineno}" for f in last)
+        error = f"{type(e).__name__}: {e}{'' if isinstance(e, ConfigError) else where}"
+        return {"status": "error", "error": error}
 
 
 def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
@@ -97,15 +94,63 @@ def _ignore_interrupts() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-class ProgressBar:
-    """A tqdm bar over trials; a running trial counts as the share of its episode budget done."""
+@dataclass(frozen=True)
+class Executor:
+    """Where trials run (``--executor`` and its options): "local", ``workers`` processes (default:
+    one per core), or "ray", Ray Tune at ``address`` (else ``RAY_ADDRESS``, else a new local Ray
+    instance) with its checkpoints in ``storage`` (a path every node sees, or a cloud URI) and
+    ``scheduler`` None or "asha"."""
 
-    def __init__(self, total: int, episodes: int, progress: bool, desc: str):
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    storage: str | None = None
+    scheduler: str | None = None
+
+    def check(self) -> None:
+        """Before anything starts: the options fit the executor, Ray is installed, its head
+        answers."""
+        if self.name not in EXECUTORS:
+            raise ConfigError(f"--executor {self.name!r}: expected one of {', '.join(EXECUTORS)}")
+        if self.scheduler is not None and self.name != "ray":
+            raise ConfigError(
+                f"--scheduler {self.scheduler}: needs --executor ray (Ray Tune's schedulers)"
+            )
+        if self.storage is not None and self.name != "ray":
+            raise ConfigError("--storage: needs --executor ray (it is where Ray Tune checkpoints)")
+        if self.name == "ray":
+            import_ray()
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                check_address(address)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Trials as every executor takes them: each trains with the config at ``config_path`` into
+    ``out/<name>/``, with a budget of ``episodes`` (for the progress bar ``desc``, and ASHA)."""
+
+    config_path: str
+    trials: list[Trial]
+    out: Path
+    episodes: int
+    desc: str = "trials"
+    progress: bool = True
+
+
+class TrialsBar:
+    """A tqdm bar over a job's trials; a running trial counts as the share of its budget done."""
+
+    def __init__(self, job: Job):
         from tqdm.auto import tqdm
 
-        self.episodes, self.share = episodes, {}
+        self.episodes, self.share = job.episodes, {}
         self.bar = tqdm(
-            total=total, unit="trial", desc=desc, dynamic_ncols=True, disable=not progress
+            total=len(job.trials),
+            unit="trial",
+            desc=job.desc,
+            dynamic_ncols=True,
+            disable=not job.progress,
         )
         self.bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
 
@@ -115,31 +160,22 @@ class ProgressBar:
         self.bar.refresh()
 
 
-def run_trials_local(
-    config_path: str,
-    trials: list[Trial],
-    out: Path,
-    episodes: int,
-    progress: bool = True,
-    desc: str = "trials",
-    workers: int | None = None,
-) -> dict[str, dict]:
-    """Every trial in a pool of ``workers`` processes (default: one per core), into
-    ``out/<name>/`` (``episodes``: each one's budget, for the progress bar); ``{name: result}``."""
-    workers = workers or os.cpu_count() or 1
-    bar = ProgressBar(len(trials), episodes, progress, desc)
+def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
+    """Every trial of ``job`` in a pool of ``executor.workers`` processes: ``{name: result}``."""
+    workers = executor.workers or os.cpu_count() or 1
+    bar = TrialsBar(job)
     results = {}
     # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_interrupts
     )
     try:
-        queue, futures = list(trials), {}
+        queue, futures = list(job.trials), {}
         while queue or futures:
             # at most one trial per worker is submitted: after Ctrl-C no queued trial starts
             while queue and len(futures) < workers:
                 t = queue.pop(0)
-                args = (run_trial, config_path, t, str(out / t.name))
+                args = (run_trial, job.config_path, t, str(job.out / t.name))
                 # a worker process may start here: it inherits SIGINT blocked; the driver's
                 # own Ctrl-C waits until the mask is restored, then interrupts as usual
                 blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -153,9 +189,9 @@ def run_trials_local(
                     results[name] = f.result()
                 except Exception as e:  # the worker itself died (killed, out of memory, ...)
                     results[name] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-                bar.update(name, episodes)
+                bar.update(name, job.episodes)
             for name in futures.values():
-                bar.update(name, episodes_logged(out / name))
+                bar.update(name, episodes_logged(job.out / name))
             if futures:
                 time.sleep(0.25)
     finally:
@@ -174,17 +210,6 @@ def import_ray():
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'pgrl[ray]'") from None
     return ray, tune
-
-
-def check_executor(executor: str, address: str | None) -> None:
-    """Before anything starts: the executor exists, Ray is installed and its head answers."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-    if executor == "ray":
-        import_ray()
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            check_address(address)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pgrl.executor import ProgressBar, Trial, check_address, import_ray, run_trial
+from pgrl.executor import Executor, Job, Trial, TrialsBar, check_address, import_ray, run_trial
 from pgrl.rundir import episodes_logged, read_run_files, write_run_files
 
 # what a finished trial's result holds (Tune adds its own keys to the last report)
@@ -108,31 +108,12 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_trials_ray(
-    config_path: str,
-    trials: list[Trial],
-    out: Path,
-    episodes: int,
-    progress: bool = True,
-    desc: str = "trials",
-    address: str | None = None,
-    storage: str | None = None,
-    scheduler: str | None = None,
-) -> dict[str, dict]:
-    """:func:`pgrl.executor.run_trials_local` on Ray Tune, at ``address`` (else ``RAY_ADDRESS``,
-    else a new local Ray instance); ``storage``: Tune's checkpoints; ``scheduler``: None or
-    "asha". Returns ``{trial.name: result}``."""
-    ray = connect(address)
+def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
+    """Every trial of ``job`` as a Ray Tune trial (see :class:`pgrl.executor.Executor`):
+    ``{name: result}``."""
+    ray = connect(executor.address)
     _, tune = import_ray()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = ray.get_runtime_context().get_node_id()
-    run_files = (
-        ray.remote(num_cpus=0)(RunFiles)
-        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-        .remote(str(Path(out).resolve()))
-    )
-    bar = ProgressBar(len(trials), episodes, progress, desc)
+    bar, episodes = TrialsBar(job), job.episodes
 
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -147,22 +128,22 @@ def run_trials_ray(
     trainable = tune.with_resources(
         tune.with_parameters(
             _tune_trial,
-            config_path=str(config_path),
-            run_files=run_files,
-            use_storage=bool(storage),
+            config_path=job.config_path,
+            run_files=_run_files_actor(ray, job.out),
+            use_storage=bool(executor.storage),
         ),
         {"cpu": 1},
     )
     run_config = tune.RunConfig(
         name="tune",
-        storage_path=storage or str(Path(out).resolve() / ".tune"),
+        storage_path=executor.storage or str(job.out.resolve() / ".tune"),
         failure_config=tune.FailureConfig(max_failures=1),  # retried once, from its checkpoint
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         verbose=0,
         callbacks=[Progress()],
     )
-    space = {"trial": tune.grid_search([dataclasses.asdict(t) for t in trials])}
-    tune_config = _tune_config(tune, episodes, scheduler)
+    space = {"trial": tune.grid_search([dataclasses.asdict(t) for t in job.trials])}
+    tune_config = _tune_config(tune, episodes, executor.scheduler)
     try:
         grid = tune.Tuner(
             trainable, param_space=space, tune_config=tune_config, run_config=run_config
@@ -170,6 +151,15 @@ def run_trials_ray(
     finally:
         bar.bar.close()
     return {r.config["trial"]["name"]: _result(r) for r in grid}
+
+
+def _run_files_actor(ray, out: Path):
+    """A :class:`RunFiles` actor for ``out`` on the driver's node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0)(RunFiles).options(scheduling_strategy=here)
+    return actor.remote(str(Path(out).resolve()))
 
 
 def _tune_config(tune, episodes: int, scheduler: str | None):

@@ -28,7 +28,7 @@ import numpy as np
 
 from pgrl.atomic import write_atomic
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
-from pgrl.executor import Trial, check_executor, run_trials_local
+from pgrl.executor import Executor, Job, Trial, run_trials_local
 from pgrl.policies import BACKENDS
 from pgrl.rundir import check_out_dir, csv_text, os_error_text, read_metrics, remove_run
 
@@ -56,30 +56,18 @@ _AXES = {"train.seed": "--seeds", "policy.backend": "--backend"}
 class Report:
     """The files and headings of a sweep's reports (:data:`SWEEP_REPORT`; compare has its own)."""
 
-    rows: str  # CSV, a row per trial
-    table: str | None  # CSV of the table per grid point and backend, if any
-    md: str
-    png: str
+    files: tuple[str, str | None, str, str]  # CSV of the rows, CSV of the table (if any), md, png
+    headings: tuple[str, str, str, str]  # title, of the table, of the rows, of the failures
+    failed_line: str  # a failed trial's line in the markdown, formatted with its row
     columns: list[str]  # of the rows' CSV
-    title: str
-    per_group: str  # headings in the markdown
-    per_row: str
-    failed: str
-    failed_line: str  # a failed trial's line, formatted with its row
     per_second: bool = False  # the plot's second panel: running return per second of training
 
 
 SWEEP_REPORT = Report(
-    "trials.csv",
-    "sweep.csv",
-    "sweep.md",
-    "sweep.png",
-    TRIAL_COLUMNS,
-    "Sweep",
-    "Per grid point",
-    "Per trial",
-    "Trials that did not finish",
+    ("trials.csv", "sweep.csv", "sweep.md", "sweep.png"),
+    ("Sweep", "Per grid point", "Per trial", "Trials that did not finish"),
     "- {trial}: {error}",
+    TRIAL_COLUMNS,
 )
 
 
@@ -188,32 +176,16 @@ def sweep(
     """
     overrides = list(overrides or [])
     out = check_out_dir(out)
-    if scheduler is not None and executor != "ray":
-        raise ConfigError(f"--scheduler {scheduler}: needs --executor ray (Ray Tune's schedulers)")
-    if storage is not None and executor != "ray":
-        raise ConfigError("--storage: needs --executor ray (it is where Ray Tune checkpoints)")
+    where = Executor(executor, workers, address, storage, scheduler)
     cfg = load_config(config, overrides)
-    check_executor(executor, address)
+    where.check()
     parsed = parse_grid(config, grid, overrides)
     trials = make_trials(parsed, seeds, backends, overrides, config)
-    spec = {
-        "config": config_path(config).read_text(),
-        "grid": parsed,
-        "seeds": list(seeds),
-        "backends": list(backends),
-        "overrides": overrides,
-        "scheduler": scheduler,
-    }
+    spec = {"config": config_path(config).read_text(), "grid": parsed, "seeds": list(seeds)}
+    spec |= {"backends": list(backends), "overrides": overrides, "scheduler": scheduler}
     done = _prepare(out, spec, trials, resume, force)
-    resumed = [
-        dataclasses.replace(t, resume=resume and (out / t.name / "checkpoint.npz").is_file())
-        for t in trials
-    ]
-    desc = f"sweep {len(trials)} trials"
-    rows = run_trials(
-        str(config), resumed, out, cfg.train.episodes, executor, workers, address, storage,
-        scheduler, progress, desc, done,
-    )  # fmt: skip
+    job = Job(str(config), trials, out, cfg.train.episodes, f"sweep {len(trials)} trials", progress)
+    rows = run_trials(job, where, done, resume)
     try:
         _write_sweep_reports(out, rows, trials, parsed, config, cfg)
     except OSError as e:
@@ -224,36 +196,25 @@ def sweep(
     return rows
 
 
-def run_trials(
-    config: str,
-    trials: list[Trial],
-    out: Path,
-    episodes: int,
-    executor: str = "local",
-    workers: int | None = None,
-    address: str | None = None,
-    storage: str | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-    desc: str = "trials",
-    done: dict | None = None,
-) -> list[dict]:
-    """Run the trials not in ``done`` (``{name: result}`` of finished ones) on ``executor``
-    (``episodes``: each one's budget, for the progress bar); a row per trial (:func:`trial_row`).
-    A trial that is not resumed starts in an emptied ``out/<name>/``."""
+def run_trials(job: Job, executor: Executor, done: dict | None = None, resume=False) -> list[dict]:
+    """Run the job's trials not in ``done`` (``{name: result}`` of finished ones); a row per trial
+    (:func:`trial_row`). With ``resume`` a trial continues the run in ``out/<name>/`` if it has a
+    checkpoint; any other starts in an emptied ``out/<name>/``."""
     results = dict(done or {})
-    todo = [t for t in trials if t.name not in results]
-    for t in todo:
-        if not t.resume:
-            remove_run(out / t.name)
-    if todo and executor == "ray":
-        from pgrl.ray_executor import run_trials_ray
-
-        options = {"address": address, "storage": storage, "scheduler": scheduler}
-        results.update(run_trials_ray(config, todo, out, episodes, progress, desc, **options))
-    elif todo:
-        results.update(run_trials_local(config, todo, out, episodes, progress, desc, workers))
-    return [trial_row(out, t, results[t.name]) for t in trials]
+    todo = []
+    for t in job.trials:
+        if t.name not in results:
+            resumes = resume and (job.out / t.name / "checkpoint.npz").is_file()
+            if not resumes:
+                remove_run(job.out / t.name)
+            todo.append(dataclasses.replace(t, resume=resumes))
+    if executor.name == "ray":
+        from pgrl.ray_executor import run_trials_ray as run
+    else:
+        run = run_trials_local
+    if todo:
+        results.update(run(dataclasses.replace(job, trials=todo), executor))
+    return [trial_row(job.out, t, results[t.name]) for t in job.trials]
 
 
 def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bool) -> dict:
@@ -401,22 +362,24 @@ def _write_sweep_reports(out: Path, rows, trials, grid, config: str, cfg) -> Non
 def write_reports(out: Path, report: Report, rows, table, trials, intro, config, cfg, extra=()):
     """The rows' CSV, the table's, the markdown (``intro``, the table, ``extra`` lines, the rows,
     the failures; also printed) and the plot, as ``report`` names them."""
-    write_atomic(out / report.rows, csv_text(report.columns, rows))
-    if report.table:
-        write_atomic(out / report.table, csv_text(list(table[0]), table))
-    md = [f"# {report.title}: `{config}`", "", intro, "", f"## {report.per_group}", ""]
-    md += [_markdown(table, list(table[0])), "", *extra, f"## {report.per_row}", ""]
+    rows_csv, table_csv, md_file, png = report.files
+    title, per_group, per_row, failures = report.headings
+    write_atomic(out / rows_csv, csv_text(report.columns, rows))
+    if table_csv:
+        write_atomic(out / table_csv, csv_text(list(table[0]), table))
+    md = [f"# {title}: `{config}`", "", intro, "", f"## {per_group}", ""]
+    md += [_markdown(table, list(table[0])), "", *extra, f"## {per_row}", ""]
     md += [_markdown(rows, [c for c in report.columns if c != "error"]), ""]
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [report.failed_line.format(**r) for r in rows if r["status"] != "ok"]
     if failed:
-        md += [f"## {report.failed}", "", *(report.failed_line.format(**r) for r in failed), ""]
+        md += [f"## {failures}", "", *failed, ""]
     text = "\n".join(md)
     print(text)  # first: a full disk below loses none of it
-    write_atomic(out / report.md, text)
+    write_atomic(out / md_file, text)
     groups = curve_groups(out, rows, trials)
     if groups:
         title = f"{cfg.env.id}: {config}"
-        plot_curves(out / report.png, groups, cfg.train.solved_mean100, title, report.per_second)
+        plot_curves(out / png, groups, cfg.train.solved_mean100, title, report.per_second)
 
 
 def _markdown(rows: list[dict], columns: list[str]) -> str:
