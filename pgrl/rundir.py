@@ -90,24 +90,12 @@ class RunState:
             old = self.running_return
             self.running_return = ep_return if old is None else 0.99 * old + 0.01 * ep_return
             mean100 = self.mean100
-            if (
-                solved_mean100 is not None
-                and self.solved_episode is None
-                and len(self.recent_returns) == 100
-                and mean100 >= solved_mean100
-            ):
-                self.solved_episode = self.episodes
+            if solved_mean100 is not None and self.solved_episode is None:
+                if len(self.recent_returns) == 100 and mean100 >= solved_mean100:
+                    self.solved_episode = self.episodes
+            returns = (repr(ep_return), repr(self.running_return), repr(mean100))
             rows.append(
-                [
-                    self.episodes,
-                    self.steps,
-                    f"{wall_time:.3f}",
-                    repr(ep_return),
-                    repr(self.running_return),
-                    repr(mean100),
-                    length,
-                    self.updates,
-                ]
+                [self.episodes, self.steps, f"{wall_time:.3f}", *returns, length, self.updates]
             )
         update = [
             self.updates,
@@ -174,25 +162,13 @@ class RunState:
 
 
 # Config keys a resumed run may change and stay the same run: budgets and the goal that stop it,
-# logging, checkpoints, and the backend (both compute the same mathematics). Any other change
-# needs allow_changes.
+# logging, checkpoints, the backend (both compute the same mathematics), train.init (read at the
+# start only: the checkpoint holds what came of it) and where the slots run (the restored
+# checkpoint must have as many). Any other change needs allow_changes.
 RESUMABLE_CHANGES = frozenset(
-    {
-        "policy.backend",
-        "train.episodes",
-        "train.max_steps",
-        "train.max_seconds",
-        "train.solved_mean100",
-        "train.checkpoint_every",
-        "train.init",  # read at the start only; the checkpoint holds what came of it
-        "env.runner",  # where the slots run: the restored checkpoint must have as many
-        "env.num_envs",
-        "env.num_workers",
-        "env.envs_per_worker",
-        "env.vectorization",
-        "log.progress",
-        "log.tensorboard",
-    }
+    "policy.backend train.episodes train.max_steps train.max_seconds train.solved_mean100 "
+    "train.checkpoint_every train.init env.runner env.num_envs env.num_workers "
+    "env.envs_per_worker env.vectorization log.progress log.tensorboard".split()
 )
 # What a run writes into its directory, in the order a copy writes them: rows before the checkpoint
 # (rows past a checkpoint are cut on resume, missing ones would not be), summary.json last (a
@@ -287,12 +263,8 @@ class RunDir:
         out = self.path
         if allow_changes and not resume:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
-        try:
-            if out.exists() and not out.is_dir():
-                raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
-            self._created = created = not out.exists()
-        except OSError as e:  # e.g. a name too long for the filesystem
-            raise ConfigError(f"--out {os_error_text(out, e)}") from None
+        check_out_dir(out)
+        self._created = created = not out.exists()
         try:
             self._lock()
             checkpoint = self._check(cfg, resume, overwrite, allow_changes)
