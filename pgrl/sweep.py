@@ -424,28 +424,17 @@ def plot_curves(path: Path, groups, threshold, title: str, per_second: bool = Fa
     axes = axes[0]
     for label, color, style, runs in groups:
         line = {"color": plt.get_cmap("tab10")(color % 10), "ls": style, "label": label}
-        n = max(len(m["running_return"]) for m in runs)
-        ys = [np.pad(m["running_return"], (0, n - len(m["running_return"])), "edge") for m in runs]
+        returns = [m["running_return"] for m in runs]
+        n = max(len(r) for r in returns)
+        ys = [np.pad(r, (0, n - len(r)), "edge") for r in returns]
         _band(axes[0], np.arange(1, n + 1), np.array(ys), line)
         if per_second:
-            grid = np.linspace(0, max(m["wall_time"][-1] for m in runs), 400)
-            ys = [
-                np.interp(
-                    grid,
-                    m["wall_time"],
-                    m["running_return"],
-                    left=np.nan,
-                    right=m["running_return"][-1],
-                )
-                for m in runs
-            ]
+            times = [m["wall_time"] for m in runs]
+            grid = np.linspace(0, max(t[-1] for t in times), 400)
+            ys = [np.interp(grid, t, r, np.nan, r[-1]) for t, r in zip(times, returns, strict=True)]
             _band(axes[1], grid, np.array(ys), line)
-    for ax, xlabel, what in zip(
-        axes,
-        ("episode", "wall-clock seconds"),
-        ("per episode", "per second of training"),
-        strict=False,
-    ):
+    titles = [("episode", "per episode"), ("wall-clock seconds", "per second of training")]
+    for ax, (xlabel, what) in zip(axes, titles, strict=False):
         if threshold is not None:
             label = f"solved: mean100 >= {threshold:g}"
             ax.axhline(threshold, color="gray", ls=":", lw=1, label=label)
