@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from pgrl.atomic import write_atomic
 from pgrl.policies import BACKENDS
 
 FORMAT_VERSION = 1
@@ -38,9 +37,8 @@ class CheckpointError(ValueError):
 def save_checkpoint(
     path: str | Path, policy, state: dict, rng_state: dict, config_toml: str, value=None
 ):
-    """Write ``path`` atomically: a temp file in the same folder, fsync, then rename over.
-    ``value``: the run's value network, if it has one (``vw_*`` weights, ``vopt_*`` RMSprop)."""
-    path = Path(path)
+    """Write ``path`` atomically (:func:`pgrl.atomic.write_atomic`). ``value``: the run's value
+    network, if it has one (``vw_*`` weights, ``vopt_*`` RMSprop)."""
     arrays: dict[str, np.ndarray] = {"format_version": np.int64(FORMAT_VERSION)}
     arrays.update({f"w_{k}": v for k, v in policy.get_weights().items()})
     arrays.update({f"opt_{k}": v for k, v in policy.get_optimizer_state().items()})
@@ -60,38 +58,7 @@ def save_checkpoint(
     arrays["backend"] = np.array(policy.backend)
     arrays["head"] = np.array(policy.head)
     arrays["n_actions"] = np.int64(policy.n_actions)
-    _savez_atomic(path, arrays, compressed=False)
-
-
-def _savez_atomic(path: Path, arrays: dict, compressed: bool) -> None:
-    """``np.savez`` into a temp file in ``path``'s folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz.tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # as open() would; mkstemp's 0600 hides shared runs
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -174,7 +141,6 @@ def save_weights(
 ) -> None:
     """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON),
     the policy's head and action count."""
-    path = Path(path)
     arrays: dict[str, np.ndarray] = {
         "kind": np.array(WEIGHTS_KIND),
         "format_version": np.int64(FORMAT_VERSION),
@@ -184,7 +150,7 @@ def save_weights(
         "n_actions": np.int64(n_actions),
     }
     arrays.update({f"w_{k}": np.asarray(v) for k, v in weights.items()})
-    _savez_atomic(path, arrays, compressed=True)
+    write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def _read_head(data: dict, path: Path) -> tuple[str, int]:

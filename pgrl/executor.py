@@ -1,15 +1,15 @@
-"""Where many training runs execute: local processes (one per core) or a Ray cluster.
+"""Where many training runs execute: what every executor shares, and local processes.
 
-``pgrl compare`` and ``pgrl sweep`` describe their runs as :class:`Trial` s and hand them to
-:func:`run_trials`; either way every trial's run directory ends up under ``out/<trial.name>/`` on
-this machine, and every trial comes back as a result dict (``status`` "ok", "error" or
-"stopped", plus the run's summary).
+``pgrl sweep`` (and ``pgrl compare``, a sweep) describes its runs as :class:`Trial` s in a
+:class:`Job` and hands it to :func:`run_trials_local` or :func:`pgrl.ray_executor.run_trials_ray`
+with the :class:`Executor` options: either way every trial's run directory ends up under
+``out/<trial.name>/`` on this machine, and every trial comes back as a result dict (``status``
+"ok", "error" or "stopped", plus the run's summary). Ray is imported only for ``--executor ray``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import time
@@ -20,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pgrl.config import ConfigError, load_config
-from pgrl.rundir import RUN_FILES
+from pgrl.rundir import episodes_logged
 
 EXECUTORS = ("local", "ray")
 
@@ -68,18 +68,15 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
         )
         return {"status": "ok", **summary}
     except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
-        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
-        where = (
-            ""
-            if isinstance(e, ConfigError) or not last
-            else f" at {Path(last[0].filename).name}:{last[0].lineno}"
-        )
-        return {"status": "error", "error": f"{type(e).__name__}: {e}{where}"}
+        last = traceback.extract_tb(e.__traceback__)[-1:]
+        where = "".join(f" at {Path(f.filename).name}:{f.lineno}" for f in last)
+        error = f"{type(e).__name__}: {e}{'' if isinstance(e, ConfigError) else where}"
+        return {"status": "error", "error": error}
 
 
 def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
     """A local worker process runs ``run`` (:func:`run_trial`)."""
-    resumed_from = _episodes_done(Path(run_dir)) if trial.resume else ""
+    resumed_from = episodes_logged(Path(run_dir)) if trial.resume else ""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
         return {**run(config_path, trial, run_dir), "node": "local", "resumed_from": resumed_from}
@@ -91,76 +88,94 @@ def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
 
 def _ignore_interrupts() -> None:
     """A local worker between trials: Ctrl-C is the driver's to handle. The worker was started
-    with SIGINT blocked (see :func:`_run_local`), so a Ctrl-C during its start-up waits here and
-    is dropped, instead of ending its start-up with a traceback."""
+    with SIGINT blocked (see :func:`run_trials_local`), so a Ctrl-C during its start-up waits
+    here and is dropped, instead of ending its start-up with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def run_trials(
-    config_path: str,
-    trials: list[Trial],
-    out: Path,
-    episodes: int,
-    executor: str = "local",
-    workers: int | None = None,
-    address: str | None = None,
-    storage: str | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-    desc: str = "trials",
-) -> dict[str, dict]:
-    """Run every trial (``episodes``: each one's budget, for the progress bar).
+@dataclass(frozen=True)
+class Executor:
+    """Where trials run (``--executor`` and its options): "local", ``workers`` processes (default:
+    one per core), or "ray", Ray Tune at ``address`` (else ``RAY_ADDRESS``, else a new local Ray
+    instance) with its checkpoints in ``storage`` (a path every node sees, or a cloud URI) and
+    ``scheduler`` None or "asha"."""
 
-    Returns ``{trial.name: result}``; a trial that is not resumed starts in an emptied
-    ``out/<name>/``.
-    """
-    for t in trials:
-        if not t.resume:
-            _remove_run(out / t.name)
-    if executor == "ray":
-        from pgrl.ray_executor import run_trials_ray
+    name: str = "local"
+    workers: int | None = None
+    address: str | None = None
+    storage: str | None = None
+    scheduler: str | None = None
 
-        return run_trials_ray(
-            config_path, trials, out, episodes, address, storage, scheduler, progress, desc
+    def check(self) -> None:
+        """Before anything starts: the options fit the executor, Ray is installed, its head
+        answers."""
+        if self.name not in EXECUTORS:
+            raise ConfigError(f"--executor {self.name!r}: expected one of {', '.join(EXECUTORS)}")
+        if self.scheduler is not None and self.name != "ray":
+            raise ConfigError(
+                f"--scheduler {self.scheduler}: needs --executor ray (Ray Tune's schedulers)"
+            )
+        if self.storage is not None and self.name != "ray":
+            raise ConfigError("--storage: needs --executor ray (it is where Ray Tune checkpoints)")
+        if self.name == "ray":
+            import_ray()
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                check_address(address)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Trials as every executor takes them: each trains with the config at ``config_path`` into
+    ``out/<name>/``, with a budget of ``episodes`` (for the progress bar ``desc``, and ASHA)."""
+
+    config_path: str
+    trials: list[Trial]
+    out: Path
+    episodes: int
+    desc: str = "trials"
+    progress: bool = True
+
+
+class TrialsBar:
+    """A tqdm bar over a job's trials; a running trial counts as the share of its budget done."""
+
+    def __init__(self, job: Job):
+        from tqdm.auto import tqdm
+
+        self.episodes, self.share = job.episodes, {}
+        self.bar = tqdm(
+            total=len(job.trials),
+            unit="trial",
+            desc=job.desc,
+            dynamic_ncols=True,
+            disable=not job.progress,
         )
-    return _run_local(config_path, trials, out, episodes, workers, progress, desc)
+        self.bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+
+    def update(self, trial: str, episodes: float) -> None:
+        self.share[trial] = min(1.0, episodes / self.episodes)
+        self.bar.n = sum(self.share.values())
+        self.bar.refresh()
 
 
-def _remove_run(run_dir: Path) -> None:
-    for name in (*RUN_FILES, "resumes.log"):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-
-
-def _episodes_done(run_dir: Path) -> int:
-    try:
-        with open(run_dir / "metrics.csv") as f:
-            return max(0, sum(1 for _ in f) - 1)
-    except OSError:
-        return 0
-
-
-def _run_local(config_path, trials, out: Path, episodes: int, workers, progress, desc) -> dict:
-    """A pool of ``workers`` processes (default: one per core), with a tqdm bar over the trials
-    (a running trial counts as the share of its episode budget in its metrics.csv)."""
-    from tqdm.auto import tqdm
-
-    workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(trials), unit="trial", desc=desc, dynamic_ncols=True, disable=not progress)
-    bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
+    """Every trial of ``job`` in a pool of ``executor.workers`` processes: ``{name: result}``."""
+    workers = executor.workers or os.cpu_count() or 1
+    bar = TrialsBar(job)
     results = {}
     # spawn: TensorFlow does not survive fork, and each run starts from a clean interpreter
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("spawn"), initializer=_ignore_interrupts
     )
     try:
-        queue, futures = list(trials), {}
+        queue, futures = list(job.trials), {}
         while queue or futures:
             # at most one trial per worker is submitted: after Ctrl-C no queued trial starts
             while queue and len(futures) < workers:
                 t = queue.pop(0)
-                args = (run_trial, config_path, t, str(out / t.name))
+                args = (run_trial, job.config_path, t, str(job.out / t.name))
                 # a worker process may start here: it inherits SIGINT blocked; the driver's
                 # own Ctrl-C waits until the mask is restored, then interrupts as usual
                 blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -174,30 +189,27 @@ def _run_local(config_path, trials, out: Path, episodes: int, workers, progress,
                     results[name] = f.result()
                 except Exception as e:  # the worker itself died (killed, out of memory, ...)
                     results[name] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
-            running = sum(min(1.0, _episodes_done(out / n) / episodes) for n in futures.values())
-            bar.n = len(results) + running
-            bar.refresh()
+                bar.update(name, job.episodes)
+            for name in futures.values():
+                bar.update(name, episodes_logged(job.out / name))
             if futures:
                 time.sleep(0.25)
     finally:
-        bar.close()
+        bar.bar.close()
         # after Ctrl-C: trials not yet started never start; running ones (interrupted too, in
         # the same process group) end with a checkpoint
         pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
-def check_executor(executor: str, address: str | None) -> None:
-    """Before anything starts: the executor exists, Ray is installed and its head answers."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-    if executor == "ray":
-        from pgrl.ray_executor import import_ray
-
-        import_ray()
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            check_address(address)
+def import_ray():
+    """Ray and Ray Tune, or a one-line error saying how to install them."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'pgrl[ray]'") from None
+    return ray, tune
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from pgrl.atomic import write_atomic
 from pgrl.checkpoint import (
     CheckpointError,
     is_weights_file,
@@ -229,22 +230,12 @@ def _check_gif_target(path: Path) -> Path:
 
 
 def _write_gif(frames, path: Path, fps: int = 30) -> None:
-    """Every 2nd frame as an animated GIF, written atomically (a temp file, then a rename)."""
+    """Every 2nd frame as an animated GIF, written atomically."""
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames[::2]]  # every 2nd frame keeps files small
-    tmp = path.with_name(f".{path.name}.tmp")
+    save = dict(save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
     try:
-        images[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=int(2000 / fps),
-            loop=0,
-            optimize=True,
-        )
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: images[0].save(f, format="GIF", optimize=True, **save))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"--gif {path}: cannot write it ({e.strerror or e})") from None

@@ -17,21 +17,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pgrl.config import ConfigError
-from pgrl.executor import Trial, check_address, run_trial
+from pgrl.executor import Executor, Job, Trial, TrialsBar, check_address, import_ray, run_trial
+from pgrl.rundir import episodes_logged, read_run_files, write_run_files
 
-# summary.json last: a directory with a summary holds a finished run
-_FILE_ORDER = ("metrics.csv", "updates.csv", "config.toml", "resumes.log", "checkpoint.npz")
-
-
-def import_ray():
-    """Ray and Ray Tune, or a one-line error saying how to install them."""
-    try:
-        import ray
-        from ray import tune
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'pgrl[ray]'") from None
-    return ray, tune
+# what a finished trial's result holds (Tune adds its own keys to the last report)
+_RESULT_KEYS = (
+    "status error backend seed env episodes steps env_steps updates wall_time steps_per_second "
+    "solved solved_episode final_running_return mean100 stopped_by"
+).split()
 
 
 def connect(address: str | None):
@@ -52,23 +45,6 @@ def connect(address: str | None):
         ignore_reinit_error=True,
     )
     return ray
-
-
-def read_run_files(run_dir: Path) -> dict[str, bytes]:
-    """The files of a run directory that describe the run: ``{name: bytes}``."""
-    names = (*_FILE_ORDER, "summary.json")
-    return {n: (run_dir / n).read_bytes() for n in names if (run_dir / n).is_file()}
-
-
-def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Each file atomically, summary.json last (metrics before checkpoint: extra rows past a
-    checkpoint are cut on resume, missing ones would not be)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*_FILE_ORDER, "summary.json"):
-        if name in files:
-            tmp = run_dir / f".{name}.tmp"
-            tmp.write_bytes(files[name])
-            os.replace(tmp, run_dir / name)
 
 
 class RunFiles:
@@ -105,7 +81,7 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
             write_run_files(run_dir, ray.get(run_files.load.remote(trial.name)))
         # a retry after a failure, or a sweep resumed: continue the run the driver holds
         trial = dataclasses.replace(trial, resume=(run_dir / "checkpoint.npz").is_file())
-        resumed_from = _episodes_logged(run_dir) if trial.resume else ""
+        resumed_from = episodes_logged(run_dir) if trial.resume else ""
 
         last = {"running_return": float("nan"), "episodes": 0}
 
@@ -132,59 +108,61 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _episodes_logged(run_dir: Path) -> int:
-    with open(run_dir / "metrics.csv") as f:
-        return max(0, sum(1 for _ in f) - 1)
-
-
-class _ProgressBar:
-    """A tqdm bar over trials for Tune's callbacks (a running trial counts as its share)."""
-
-    def __init__(self, total: int, episodes: int, progress: bool, desc: str):
-        from tqdm.auto import tqdm
-
-        self.episodes = episodes
-        self.share = {}
-        self.bar = tqdm(
-            total=total, unit="trial", desc=desc, dynamic_ncols=True, disable=not progress
-        )
-        self.bar.bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
-
-    def update(self, trial_id: str, share: float) -> None:
-        self.share[trial_id] = min(1.0, share)
-        self.bar.n = sum(self.share.values())
-        self.bar.refresh()
-
-
-def run_trials_ray(
-    config_path, trials, out: Path, episodes, address, storage, scheduler, progress, desc
-) -> dict[str, dict]:
-    """:func:`pgrl.executor.run_trials` on Ray Tune: ``{trial.name: result}``."""
-    ray = connect(address)
+def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
+    """Every trial of ``job`` as a Ray Tune trial (see :class:`pgrl.executor.Executor`):
+    ``{name: result}``."""
+    ray = connect(executor.address)
     _, tune = import_ray()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = ray.get_runtime_context().get_node_id()
-    run_files = (
-        ray.remote(num_cpus=0)(RunFiles)
-        .options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-        .remote(str(Path(out).resolve()))
-    )
-    bar = _ProgressBar(len(trials), episodes, progress, desc)
+    bar, episodes = TrialsBar(job), job.episodes
 
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            bar.update(
-                trial.trial_id,
-                1.0 if result.get("finished") else result.get("episodes", 0) / episodes,
-            )
+            done = episodes if result.get("finished") else result.get("episodes", 0)
+            bar.update(trial.trial_id, done)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            bar.update(trial.trial_id, 1.0)
+            bar.update(trial.trial_id, episodes)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            bar.update(trial.trial_id, 1.0)
+        on_trial_error = on_trial_complete
 
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _tune_trial,
+            config_path=job.config_path,
+            run_files=_run_files_actor(ray, job.out),
+            use_storage=bool(executor.storage),
+        ),
+        {"cpu": 1},
+    )
+    run_config = tune.RunConfig(
+        name="tune",
+        storage_path=executor.storage or str(job.out.resolve() / ".tune"),
+        failure_config=tune.FailureConfig(max_failures=1),  # retried once, from its checkpoint
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        verbose=0,
+        callbacks=[Progress()],
+    )
+    space = {"trial": tune.grid_search([dataclasses.asdict(t) for t in job.trials])}
+    tune_config = _tune_config(tune, episodes, executor.scheduler)
+    try:
+        grid = tune.Tuner(
+            trainable, param_space=space, tune_config=tune_config, run_config=run_config
+        ).fit()
+    finally:
+        bar.bar.close()
+    return {r.config["trial"]["name"]: _result(r) for r in grid}
+
+
+def _run_files_actor(ray, out: Path):
+    """A :class:`RunFiles` actor for ``out`` on the driver's node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0)(RunFiles).options(scheduling_strategy=here)
+    return actor.remote(str(Path(out).resolve()))
+
+
+def _tune_config(tune, episodes: int, scheduler: str | None):
     tune_config = tune.TuneConfig(metric="running_return", mode="max", reuse_actors=True)
     if scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -194,68 +172,28 @@ def run_trials_ray(
         tune_config.scheduler = ASHAScheduler(
             time_attr="episodes", max_t=episodes + 1, grace_period=max(1, episodes // 8)
         )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _tune_trial,
-            config_path=str(config_path),
-            run_files=run_files,
-            use_storage=bool(storage),
-        ),
-        {"cpu": 1},
-    )
-    space = {"trial": tune.grid_search([dataclasses.asdict(t) for t in trials])}
-    run_config = tune.RunConfig(
-        name="tune",
-        storage_path=storage or str(Path(out).resolve() / ".tune"),
-        failure_config=tune.FailureConfig(max_failures=1),  # retried once, from its checkpoint
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        verbose=0,
-        callbacks=[Progress()],
-    )
-    try:
-        grid = tune.Tuner(
-            trainable, param_space=space, tune_config=tune_config, run_config=run_config
-        ).fit()
-    finally:
-        bar.bar.close()
-    results = {}
-    for r in grid:
-        name = r.config["trial"]["name"]
-        metrics = r.metrics or {}
-        if r.error is not None:
-            results[name] = {"status": "error", "error": f"failed twice: {_first_line(r.error)}"}
-        elif metrics.get("finished"):
-            results[name] = {k: v for k, v in metrics.items() if k in _RESULT_KEYS}
-        else:  # stopped by the scheduler
-            results[name] = {
-                "status": "stopped",
-                "error": f"stopped early by ASHA at episode {metrics.get('episodes', 0)}",
-                "episodes": metrics.get("episodes", 0),
-                "final_running_return": metrics.get("running_return", float("nan")),
-            }
-        results[name]["node"] = metrics.get("node", "")
-        results[name]["resumed_from"] = metrics.get("resumed_from", "")
-    return results
+    return tune_config
 
 
-_RESULT_KEYS = (
-    "status",
-    "error",
-    "backend",
-    "seed",
-    "env",
-    "episodes",
-    "steps",
-    "env_steps",
-    "updates",
-    "wall_time",
-    "steps_per_second",
-    "solved",
-    "solved_episode",
-    "final_running_return",
-    "mean100",
-    "stopped_by",
-)
+def _result(r) -> dict:
+    """A trial's result from Tune's ``Result``: finished, failed twice or stopped by ASHA."""
+    metrics = r.metrics or {}
+    if r.error is not None:
+        result = {"status": "error", "error": f"failed twice: {_first_line(r.error)}"}
+    elif metrics.get("finished"):
+        result = {k: v for k, v in metrics.items() if k in _RESULT_KEYS}
+    else:
+        result = {
+            "status": "stopped",
+            "error": f"stopped early by ASHA at episode {metrics.get('episodes', 0)}",
+            "episodes": metrics.get("episodes", 0),
+            "final_running_return": metrics.get("running_return", float("nan")),
+        }
+    return {
+        **result,
+        "node": metrics.get("node", ""),
+        "resumed_from": metrics.get("resumed_from", ""),
+    }
 
 
 def _first_line(error: BaseException) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pgrl.atomic import remove_temp_files, write_atomic
 from pgrl.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -89,24 +90,12 @@ class RunState:
             old = self.running_return
             self.running_return = ep_return if old is None else 0.99 * old + 0.01 * ep_return
             mean100 = self.mean100
-            if (
-                solved_mean100 is not None
-                and self.solved_episode is None
-                and len(self.recent_returns) == 100
-                and mean100 >= solved_mean100
-            ):
-                self.solved_episode = self.episodes
+            if solved_mean100 is not None and self.solved_episode is None:
+                if len(self.recent_returns) == 100 and mean100 >= solved_mean100:
+                    self.solved_episode = self.episodes
+            returns = (repr(ep_return), repr(self.running_return), repr(mean100))
             rows.append(
-                [
-                    self.episodes,
-                    self.steps,
-                    f"{wall_time:.3f}",
-                    repr(ep_return),
-                    repr(self.running_return),
-                    repr(mean100),
-                    length,
-                    self.updates,
-                ]
+                [self.episodes, self.steps, f"{wall_time:.3f}", *returns, length, self.updates]
             )
         update = [
             self.updates,
@@ -173,35 +162,54 @@ class RunState:
 
 
 # Config keys a resumed run may change and stay the same run: budgets and the goal that stop it,
-# logging, checkpoints, and the backend (both compute the same mathematics). Any other change
-# needs allow_changes.
+# logging, checkpoints, the backend (both compute the same mathematics), train.init (read at the
+# start only: the checkpoint holds what came of it) and where the slots run (the restored
+# checkpoint must have as many). Any other change needs allow_changes.
 RESUMABLE_CHANGES = frozenset(
-    {
-        "policy.backend",
-        "train.episodes",
-        "train.max_steps",
-        "train.max_seconds",
-        "train.solved_mean100",
-        "train.checkpoint_every",
-        "train.init",  # read at the start only; the checkpoint holds what came of it
-        "env.runner",  # where the slots run: the restored checkpoint must have as many
-        "env.num_envs",
-        "env.num_workers",
-        "env.envs_per_worker",
-        "env.vectorization",
-        "log.progress",
-        "log.tensorboard",
-    }
+    "policy.backend train.episodes train.max_steps train.max_seconds train.solved_mean100 "
+    "train.checkpoint_every train.init env.runner env.num_envs env.num_workers "
+    "env.envs_per_worker env.vectorization log.progress log.tensorboard".split()
 )
-# What a run writes into its directory: what --force removes before a new run starts.
+# What a run writes into its directory, in the order a copy writes them: rows before the checkpoint
+# (rows past a checkpoint are cut on resume, missing ones would not be), summary.json last (a
+# directory with a summary holds a finished run). Removal goes in the reverse order.
 RUN_FILES = (
-    "checkpoint.npz",
     "metrics.csv",
     "updates.csv",
-    "summary.json",
     "config.toml",
     "resumes.log",
+    "checkpoint.npz",
+    "summary.json",
 )
+
+
+def remove_run(run_dir: Path) -> None:
+    """The files of the run in ``run_dir`` (for a new run there; other files stay)."""
+    for name in reversed(RUN_FILES):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def episodes_logged(run_dir: Path) -> int:
+    """Rows in the run's ``metrics.csv`` (0 without one)."""
+    try:
+        with open(run_dir / "metrics.csv", "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
+def read_run_files(run_dir: Path) -> dict[str, bytes]:
+    """The run's files that exist: ``{name: bytes}``."""
+    return {n: (run_dir / n).read_bytes() for n in RUN_FILES if (run_dir / n).is_file()}
+
+
+def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """``files`` of :func:`read_run_files` into ``run_dir``, each atomically, in RUN_FILES order."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if name in files:
+            write_atomic(run_dir / name, files[name])
 
 
 def show_path(path: str | Path, limit: int = 120) -> str:
@@ -255,12 +263,8 @@ class RunDir:
         out = self.path
         if allow_changes and not resume:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
-        try:
-            if out.exists() and not out.is_dir():
-                raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
-            self._created = created = not out.exists()
-        except OSError as e:  # e.g. a name too long for the filesystem
-            raise ConfigError(f"--out {os_error_text(out, e)}") from None
+        check_out_dir(out)
+        self._created = created = not out.exists()
         try:
             self._lock()
             checkpoint = self._check(cfg, resume, overwrite, allow_changes)
@@ -295,8 +299,7 @@ class RunDir:
 
     def _check(self, cfg: Config, resume: bool, overwrite: bool, allow_changes: bool):
         out = self.path
-        for stale in out.glob(".*.tmp"):  # left by a save that was killed
-            stale.unlink(missing_ok=True)
+        remove_temp_files(out)
         holds_run = self.checkpoint_path.exists() or self.metrics_path.exists()
         if not resume and holds_run and not overwrite:
             raise ConfigError(
@@ -305,11 +308,11 @@ class RunDir:
             )
         if not resume:
             if overwrite:
-                self._remove_run()
+                remove_run(out)
             return None
         if not self.checkpoint_path.exists():
             if holds_run and not _kept_rows(self.metrics_path, METRICS_HEADER, "episode", 2**62):
-                self._remove_run()  # killed while writing its first checkpoint: nothing to lose
+                remove_run(out)  # killed while writing its first checkpoint: nothing to lose
                 return None
             hint = " (add --force to start afresh there)" if holds_run else ""
             raise CheckpointError(
@@ -332,12 +335,6 @@ class RunDir:
         )
         _check_rows(self._kept, state, self.metrics_path, self.updates_path)
         return checkpoint
-
-    def _remove_run(self) -> None:
-        """--force: the directory must hold only the new run, so the old one's files go first."""
-        for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
 
     def restore(
         self, checkpoint: dict, policy, rngs: list[np.random.Generator], value=None
@@ -372,9 +369,9 @@ class RunDir:
         self._started = True
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.path / "config.toml", cfg.to_toml())
-            write_csv_atomic(self.metrics_path, METRICS_HEADER, self._kept[0])
-            write_csv_atomic(self.updates_path, UPDATES_HEADER, self._kept[1])
+            write_atomic(self.path / "config.toml", cfg.to_toml())
+            write_atomic(self.metrics_path, csv_text(METRICS_HEADER, self._kept[0]))
+            write_atomic(self.updates_path, csv_text(UPDATES_HEADER, self._kept[1]))
             if self._changes:
                 with open(self.path / "resumes.log", "a") as f:
                     f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed with: ")
@@ -430,12 +427,9 @@ class RunDir:
             raise self._write_error(self.checkpoint_path, e) from None
 
     def write_summary(self, summary: dict) -> None:
-        tmp = self.path / ".summary.json.tmp"
         try:
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            tmp.replace(self.path / "summary.json")
+            write_atomic(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise self._write_error(self.path / "summary.json", e) from None
 
     def close(self) -> None:
@@ -530,30 +524,13 @@ def check_out_dir(out: str | Path) -> Path:
     return out
 
 
-def write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` a temp file beside ``path``, then rename it over ``path``: a failed write
-    (a full disk) leaves ``path`` as it was and no temp file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` as :func:`write_atomic` writes (line ends as given)."""
-    write_atomic(path, lambda tmp: tmp.write_text(text, newline=""))
-
-
-def write_csv_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
-    """A CSV with ``header`` and ``rows`` (dicts), written as :func:`write_text_atomic` does."""
+def csv_text(header: list[str], rows: list[dict]) -> str:
+    """A CSV with ``header`` and ``rows`` (dicts; keys not in ``header`` are left out)."""
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, header)
+    writer = csv.DictWriter(text, header, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(path, text.getvalue())
+    return text.getvalue()
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps: every grid point x seed x backend of one config, then tables and a plot.
+"""Sweeps: every grid point x seed x backend of one config, then tables and a plot.
 
     pgrl sweep cartpole --grid optimizer.learning_rate=3e-3,1e-2 --seeds 0 1 2 --out runs/sweep
 
@@ -8,47 +8,67 @@ point and backend: solved seeds, mean/min/max of episodes and seconds to solve a
 running return), ``DIR/sweep.png`` (curves per grid point, band over seeds) and ``DIR/best.toml``
 (the best point's config, ready for ``pgrl train``). ``DIR/sweep.json`` records the sweep so
 that ``--resume`` continues it.
+
+``pgrl compare`` (:mod:`pgrl.compare`) is a sweep of one point over backends: the trials, their
+rows, the tables and the plot are made here for both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pgrl.atomic import write_atomic
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
-from pgrl.executor import Trial, check_executor, run_trials
-from pgrl.rundir import (
-    check_out_dir,
-    os_error_text,
-    read_metrics,
-    write_atomic,
-    write_csv_atomic,
-    write_text_atomic,
-)
+from pgrl.executor import Executor, Job, Trial, run_trials_local
+from pgrl.policies import BACKENDS
+from pgrl.rundir import check_out_dir, csv_text, os_error_text, read_metrics, remove_run
 
-TRIAL_COLUMNS = [
-    "trial",
-    "point",
-    "backend",
-    "seed",
-    "status",
-    "node",
-    "resumed_from",
-    "episodes",
-    "solved",
-    "solved_episode",
-    "seconds_to_solve",
-    "wall_time",
-    "final_running_return",
-    "error",
+# a trial's row; trials.csv shows TRIAL_COLUMNS, comparison.csv (pgrl.compare) its own
+ROW_COLUMNS = (
+    "trial point backend seed status node resumed_from episodes solved solved_episode "
+    "seconds_to_solve wall_time final_running_return mean100 steps_per_second error"
+).split()
+TRIAL_COLUMNS = [c for c in ROW_COLUMNS if c not in ("mean100", "steps_per_second")]
+# sweep.csv's statistics: (column, row column, over the "ok" or the "solved" trials, f, decimals)
+SWEEP_STATS = [
+    (f"{name}_{stat}", column, over, f, 2)
+    for name, column, over in (
+        ("episodes_to_solve", "solved_episode", "solved"),
+        ("seconds_to_solve", "seconds_to_solve", "solved"),
+        ("final_running_return", "final_running_return", "ok"),
+    )
+    for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))
 ]
 # keys a grid may not hold: the sweep's own axes
 _AXES = {"train.seed": "--seeds", "policy.backend": "--backend"}
+
+
+@dataclass(frozen=True)
+class Report:
+    """The files and headings of a sweep's reports (:data:`SWEEP_REPORT`; compare has its own)."""
+
+    files: tuple[str, str | None, str, str]  # CSV of the rows, CSV of the table (if any), md, png
+    headings: tuple[str, str, str, str]  # title, of the table, of the rows, of the failures
+    failed_line: str  # a failed trial's line in the markdown, formatted with its row
+    columns: list[str]  # of the rows' CSV
+    per_second: bool = False  # the plot's second panel: running return per second of training
+
+
+SWEEP_REPORT = Report(
+    ("trials.csv", "sweep.csv", "sweep.md", "sweep.png"),
+    ("Sweep", "Per grid point", "Per trial", "Trials that did not finish"),
+    "- {trial}: {error}",
+    TRIAL_COLUMNS,
+)
 
 
 def split_values(raw: str) -> list[str]:
@@ -98,20 +118,24 @@ def parse_grid(config: str, texts: list[str], overrides: list[str]) -> list[tupl
     return grid
 
 
-def make_trials(grid, seeds, backends, overrides, config: str) -> list[Trial]:
-    """Every grid point (``p0``, ``p1``, ... in the order of itertools.product) x seed x backend;
-    each point's combination is checked as a whole."""
+def make_trials(
+    grid, seeds, backends, overrides, config: str, point_names: bool = True
+) -> list[Trial]:
+    """Every grid point (``p0``, ``p1``, ... in the order of itertools.product) x seed x backend,
+    named ``p<i>-<backend>-seed<k>`` (``<backend>-seed<k>`` without ``point_names``); each
+    point's combination is checked as a whole."""
     keys = [k for k, _ in grid]
     trials = []
     for i, values in enumerate(itertools.product(*(v for _, v in grid))):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
         cfg = load_config(config, [*overrides, *point])  # a combination may be invalid
         labels = {k: _value(cfg, k) for k in keys}
-        for seed in seeds:
-            for b in backends:
-                trials.append(
-                    Trial(f"p{i}-{b}-seed{seed}", b, seed, (*overrides, *point), False, i, labels)
-                )
+        prefix = f"p{i}-" if point_names else ""
+        trials += [
+            Trial(f"{prefix}{b}-seed{seed}", b, seed, (*overrides, *point), False, i, labels)
+            for seed in seeds
+            for b in backends
+        ]
     return trials
 
 
@@ -152,53 +176,45 @@ def sweep(
     """
     overrides = list(overrides or [])
     out = check_out_dir(out)
-    if scheduler is not None and executor != "ray":
-        raise ConfigError(f"--scheduler {scheduler}: needs --executor ray (Ray Tune's schedulers)")
-    if storage is not None and executor != "ray":
-        raise ConfigError("--storage: needs --executor ray (it is where Ray Tune checkpoints)")
+    where = Executor(executor, workers, address, storage, scheduler)
     cfg = load_config(config, overrides)
-    check_executor(executor, address)
+    where.check()
     parsed = parse_grid(config, grid, overrides)
     trials = make_trials(parsed, seeds, backends, overrides, config)
-    spec = {
-        "config": config_path(config).read_text(),
-        "grid": parsed,
-        "seeds": list(seeds),
-        "backends": list(backends),
-        "overrides": overrides,
-        "scheduler": scheduler,
-    }
-    results = _prepare(out, spec, trials, resume, force)
-    todo = [t for t in trials if t.name not in results]
-    todo = [
-        Trial(**{**t.__dict__, "resume": (out / t.name / "checkpoint.npz").is_file() and resume})
-        for t in todo
-    ]
-    if todo:
-        results.update(
-            run_trials(
-                str(config),
-                todo,
-                out,
-                cfg.train.episodes,
-                executor=executor,
-                workers=workers,
-                address=address,
-                storage=storage,
-                scheduler=scheduler,
-                progress=progress,
-                desc=f"sweep {len(trials)} trials",
-            )
-        )
-    rows = [_trial_row(out, t, results[t.name]) for t in trials]
+    spec = {"config": config_path(config).read_text(), "grid": parsed, "seeds": list(seeds)}
+    spec |= {"backends": list(backends), "overrides": overrides, "scheduler": scheduler}
+    done = _prepare(out, spec, trials, resume, force)
+    job = Job(str(config), trials, out, cfg.train.episodes, f"sweep {len(trials)} trials", progress)
+    rows = run_trials(job, where, done, resume)
     try:
-        write_reports(out, rows, trials, parsed, config, cfg)
+        _write_sweep_reports(out, rows, trials, parsed, config, cfg)
     except OSError as e:
         raise ConfigError(
             f"--out {os_error_text(out, e)}; the reports were not all written, the trials are "
             "complete: make room, then --resume writes them"
         ) from None
     return rows
+
+
+def run_trials(job: Job, executor: Executor, done: dict | None = None, resume=False) -> list[dict]:
+    """Run the job's trials not in ``done`` (``{name: result}`` of finished ones); a row per trial
+    (:func:`trial_row`). With ``resume`` a trial continues the run in ``out/<name>/`` if it has a
+    checkpoint; any other starts in an emptied ``out/<name>/``."""
+    results = dict(done or {})
+    todo = []
+    for t in job.trials:
+        if t.name not in results:
+            resumes = resume and (job.out / t.name / "checkpoint.npz").is_file()
+            if not resumes:
+                remove_run(job.out / t.name)
+            todo.append(dataclasses.replace(t, resume=resumes))
+    if executor.name == "ray":
+        from pgrl.ray_executor import run_trials_ray as run
+    else:
+        run = run_trials_local
+    if todo:
+        results.update(run(dataclasses.replace(job, trials=todo), executor))
+    return [trial_row(job.out, t, results[t.name]) for t in job.trials]
 
 
 def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bool) -> dict:
@@ -226,9 +242,7 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
             shutil.rmtree(out / Path(name).name, ignore_errors=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            record, json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1)
-        )
+        write_atomic(record, json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1))
     except OSError as e:
         raise ConfigError(f"--out {os_error_text(out, e)}") from None
     done = {}
@@ -243,11 +257,12 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
     return done
 
 
-def _trial_row(out: Path, t: Trial, result: dict) -> dict:
-    row = dict.fromkeys(TRIAL_COLUMNS, "")
+def trial_row(out: Path, t: Trial, result: dict) -> dict:
+    """The row (:data:`ROW_COLUMNS`) of trial ``t`` from its result (see :mod:`pgrl.executor`)."""
+    row = dict.fromkeys(ROW_COLUMNS, "")
     row.update(trial=t.name, point=f"p{t.point}", backend=t.backend, seed=t.seed)
-    row.update(status=result["status"], node=result.get("node", ""), error=result.get("error", ""))
-    row["resumed_from"] = result.get("resumed_from", "")
+    row.update({k: result.get(k, "") for k in ("node", "resumed_from", "error")})
+    row["status"] = result["status"]
     if result["status"] == "stopped":  # by the scheduler: how far it got
         row.update(episodes=result["episodes"], final_running_return=result["final_running_return"])
     if result["status"] != "ok":
@@ -261,34 +276,32 @@ def _trial_row(out: Path, t: Trial, result: dict) -> dict:
         solved=result["solved"],
         solved_episode=solved if solved is not None else "",
         wall_time=result["wall_time"],
-        final_running_return=round(result["final_running_return"], 2),
+        final_running_return=_round(result["final_running_return"]),
+        mean100=_round(result.get("mean100")),
+        steps_per_second=result.get("steps_per_second", ""),
     )
     return row
 
 
-def summarize(rows: list[dict], trials: list[Trial]) -> list[dict]:
-    """Per grid point and backend: seeds solved, and mean/min/max over seeds of episodes and
-    seconds to solve (over the seeds that solved) and of the final running return."""
-    labels = {f"p{t.point}": t.labels for t in trials}
+def _round(x):
+    return "" if x is None else round(x, 2)
+
+
+def summarize(rows: list[dict], stats: list[tuple], head) -> list[dict]:
+    """A table entry per grid point and backend, in the order the rows give them: the leading
+    columns ``head(point, backend, trials, failed, solved)``, then for each ``(name, column,
+    over, f, decimals)`` of ``stats``, ``f`` of ``column`` over the "ok" or "solved" trials."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["point"], r["backend"]), []).append(r)
     table = []
-    for (point, backend), group in itertools.groupby(
-        sorted(rows, key=lambda r: (int(r["point"][1:]), r["backend"])),
-        key=lambda r: (r["point"], r["backend"]),
-    ):
-        group = list(group)
-        ok = [r for r in group if r["status"] == "ok"]
-        solved = [r for r in ok if r["solved"]]
-        entry = {"point": point, **{k: _show(v) for k, v in labels[point].items()}}
-        entry.update(backend=backend, trials=len(group), failed=len(group) - len(ok))
-        entry["solved"] = f"{len(solved)}/{len(group)}"
-        for name, column, runs in (
-            ("episodes_to_solve", "solved_episode", solved),
-            ("seconds_to_solve", "seconds_to_solve", solved),
-            ("final_running_return", "final_running_return", ok),
-        ):
-            xs = [float(r[column]) for r in runs]
-            for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max)):
-                entry[f"{name}_{stat}"] = round(float(f(xs)), 2) if xs else ""
+    for (point, backend), group in groups.items():
+        runs = {"ok": [r for r in group if r["status"] == "ok"]}
+        runs["solved"] = [r for r in runs["ok"] if r["solved"]]
+        entry = head(point, backend, len(group), len(group) - len(runs["ok"]), len(runs["solved"]))
+        for name, column, over, f, decimals in stats:
+            xs = [float(r[column]) for r in runs[over]]
+            entry[name] = round(float(f(xs)), decimals) if xs else ""
         table.append(entry)
     return table
 
@@ -315,24 +328,18 @@ def best_point(table: list[dict]) -> dict | None:
     return ranked[0] if ranked else None
 
 
-def write_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
-    """trials.csv, sweep.csv, sweep.md (also printed), sweep.png and best.toml."""
-    write_csv_atomic(out / "trials.csv", TRIAL_COLUMNS, rows)
-    table = summarize(rows, trials)
-    write_csv_atomic(out / "sweep.csv", list(table[0]), table)
+def _write_sweep_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
+    """best.toml, then the reports of :data:`SWEEP_REPORT`."""
+    labels = {f"p{t.point}": {k: _show(v) for k, v in t.labels.items()} for t in trials}
+
+    def head(point, backend, n, failed, solved):
+        entry = {"point": point, **labels[point], "backend": backend, "trials": n}
+        return {**entry, "failed": failed, "solved": f"{solved}/{n}"}
+
+    ordered = sorted(rows, key=lambda r: (int(r["point"][1:]), r["backend"]))
+    table = summarize(ordered, SWEEP_STATS, head)
     best = best_point(table)
-    keys = [k for k, _ in grid]
-    md = [
-        f"# Sweep: `{config}`",
-        "",
-        f"{cfg.env.id}; grid {', '.join(keys) or '(none)'}; {len(rows)} trials; episode "
-        f"budget {cfg.train.episodes}; solved at mean100 >= {cfg.train.solved_mean100}.",
-        "",
-        "## Per grid point",
-        "",
-        _markdown(table, list(table[0])),
-        "",
-    ]
+    extra = []
     if best is not None:
         point = next(t for t in trials if f"p{t.point}" == best["point"])
         best_cfg = point.config(config)
@@ -340,20 +347,39 @@ def write_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
         best_cfg.train.seed = cfg.train.seed
         header = (
             f"# The best point of the sweep in {out}: {best['point']} "
-            f"({', '.join(f'{k} = {_show(v)}' for k, v in point.labels.items()) or 'no grid'}),"
+            f"({', '.join(f'{k} = {v}' for k, v in labels[best['point']].items()) or 'no grid'}),"
             f" solved {best['solved']} seeds.\n# pgrl train {out / 'best.toml'}\n\n"
         )
-        write_text_atomic(out / "best.toml", header + best_cfg.to_toml())
-        md += [f"Best: **{best['point']}** ({best['backend']}), written to `best.toml`.", ""]
-    md += ["## Per trial", "", _markdown(rows, [c for c in TRIAL_COLUMNS if c != "error"]), ""]
-    failed = [r for r in rows if r["status"] != "ok"]
+        write_atomic(out / "best.toml", header + best_cfg.to_toml())
+        extra = [f"Best: **{best['point']}** ({best['backend']}), written to `best.toml`.", ""]
+    intro = (
+        f"{cfg.env.id}; grid {', '.join(k for k, _ in grid) or '(none)'}; {len(rows)} trials; "
+        f"episode budget {cfg.train.episodes}; solved at mean100 >= {cfg.train.solved_mean100}."
+    )
+    write_reports(out, SWEEP_REPORT, rows, table, trials, intro, config, cfg, extra)
+
+
+def write_reports(out: Path, report: Report, rows, table, trials, intro, config, cfg, extra=()):
+    """The rows' CSV, the table's, the markdown (``intro``, the table, ``extra`` lines, the rows,
+    the failures; also printed) and the plot, as ``report`` names them."""
+    rows_csv, table_csv, md_file, png = report.files
+    title, per_group, per_row, failures = report.headings
+    write_atomic(out / rows_csv, csv_text(report.columns, rows))
+    if table_csv:
+        write_atomic(out / table_csv, csv_text(list(table[0]), table))
+    md = [f"# {title}: `{config}`", "", intro, "", f"## {per_group}", ""]
+    md += [_markdown(table, list(table[0])), "", *extra, f"## {per_row}", ""]
+    md += [_markdown(rows, [c for c in report.columns if c != "error"]), ""]
+    failed = [report.failed_line.format(**r) for r in rows if r["status"] != "ok"]
     if failed:
-        md += ["## Trials that did not finish", ""]
-        md += [f"- {r['trial']}: {r['error']}" for r in failed] + [""]
+        md += [f"## {failures}", "", *failed, ""]
     text = "\n".join(md)
     print(text)  # first: a full disk below loses none of it
-    write_text_atomic(out / "sweep.md", text)
-    plot_sweep(out, rows, trials, cfg.train.solved_mean100, f"{cfg.env.id}: {config}")
+    write_atomic(out / md_file, text)
+    groups = curve_groups(out, rows, trials)
+    if groups:
+        title = f"{cfg.env.id}: {config}"
+        plot_curves(out / png, groups, cfg.train.solved_mean100, title, report.per_second)
 
 
 def _markdown(rows: list[dict], columns: list[str]) -> str:
@@ -362,48 +388,69 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(out: Path, rows, trials, threshold, title: str) -> Path | None:
-    """sweep.png: running return per episode, per grid point and backend: mean over seeds, band
-    min..max (a run that stopped is held at its last value)."""
+def curve_groups(out: Path, rows, trials) -> list[tuple[str, int, str, list[dict]]]:
+    """``(label, color, line style, [metrics of each seed])`` per grid point and backend, of the
+    trials that finished or were stopped. Colors tell the points apart (the backends of one
+    point: line styles), or with one point the backends."""
+    labels = {f"p{t.point}": t.labels for t in trials}
+    curves: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        path = out / r["trial"] / "metrics.csv"
+        if r["status"] in ("ok", "stopped") and path.is_file():
+            metrics = read_metrics(path)
+            if len(metrics["episode"]):
+                curves.setdefault((r["point"], r["backend"]), []).append(metrics)
+    groups = []
+    for (point, backend), runs in curves.items():
+        name = ", ".join(f"{k.split('.')[-1]}={_show(v)}" for k, v in labels[point].items())
+        where = f"{point} {name} " if len(labels) > 1 else ""
+        label = f"{where}{backend} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        color = int(point[1:]) if len(labels) > 1 else BACKENDS.index(backend)
+        groups.append((label, color, "-" if backend == "numpy" else "--", runs))
+    return groups
+
+
+def plot_curves(path: Path, groups, threshold, title: str, per_second: bool = False) -> None:
+    """``path`` (PNG): running return per episode (and with ``per_second``, per second of
+    training) of each group of :func:`curve_groups`: the mean over seeds and a band from min to
+    max (a run that stopped is held at its last value)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_trial = {t.name: t for t in trials}
-    curves: dict[tuple[int, str], list[np.ndarray]] = {}
-    for r in rows:
-        path = out / r["trial"] / "metrics.csv"
-        if r["status"] in ("ok", "stopped") and path.is_file():
-            t = by_trial[r["trial"]]
-            curve = read_metrics(path)["running_return"]
-            if len(curve):
-                curves.setdefault((t.point, t.backend), []).append(curve)
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
-    colors = plt.get_cmap("tab10")
-    for (point, backend), ys in sorted(curves.items()):
-        n = max(len(y) for y in ys)
-        ys = np.array([np.pad(y, (0, n - len(y)), "edge") for y in ys])
-        x = np.arange(1, n + 1)
-        labels = next(t.labels for t in trials if t.point == point)
-        name = ", ".join(f"{k.split('.')[-1]}={_show(v)}" for k, v in labels.items())
-        style = "-" if backend == "numpy" else "--"
-        color = colors(point % 10)
-        label = f"p{point} {name} ({backend}, {len(ys)} seeds)"
-        ax.plot(x, ys.mean(0), color=color, ls=style, label=label)
-        ax.fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.15)
-    if threshold is not None:
-        ax.axhline(threshold, color="gray", ls=":", lw=1, label=f"solved: mean100 >= {threshold:g}")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("running return (0.99 old + 0.01 new)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    ax.set_title(f"{title}: mean over seeds, band = min..max")
-    path = out / "sweep.png"
+    size = (12, 4.5) if per_second else (9, 5)
+    fig, axes = plt.subplots(1, 1 + per_second, figsize=size, squeeze=False, layout="constrained")
+    axes = axes[0]
+    for label, color, style, runs in groups:
+        line = {"color": plt.get_cmap("tab10")(color % 10), "ls": style, "label": label}
+        returns = [m["running_return"] for m in runs]
+        n = max(len(r) for r in returns)
+        ys = [np.pad(r, (0, n - len(r)), "edge") for r in returns]
+        _band(axes[0], np.arange(1, n + 1), np.array(ys), line)
+        if per_second:
+            times = [m["wall_time"] for m in runs]
+            grid = np.linspace(0, max(t[-1] for t in times), 400)
+            ys = [np.interp(grid, t, r, np.nan, r[-1]) for t, r in zip(times, returns, strict=True)]
+            _band(axes[1], grid, np.array(ys), line)
+    titles = [("episode", "per episode"), ("wall-clock seconds", "per second of training")]
+    for ax, (xlabel, what) in zip(axes, titles, strict=False):
+        if threshold is not None:
+            label = f"solved: mean100 >= {threshold:g}"
+            ax.axhline(threshold, color="gray", ls=":", lw=1, label=label)
+        ax.set(xlabel=xlabel, ylabel="running return (0.99 old + 0.01 new)", title=what)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle(f"{title}: mean over seeds, band = min..max")
     try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        write_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     finally:
         plt.close(fig)
-    return path
+
+
+def _band(ax, x, ys, line: dict) -> None:
+    """The mean of ``ys`` (seeds, len(x)) over seeds as a line, and a band from min to max."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN before a seed's first episode
+        ax.plot(x, np.nanmean(ys, 0), **line)
+        ax.fill_between(x, np.nanmin(ys, 0), np.nanmax(ys, 0), color=line["color"], alpha=0.2)

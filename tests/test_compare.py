@@ -11,6 +11,7 @@ from PIL import Image
 
 import pgrl.compare
 import pgrl.executor
+import pgrl.sweep
 from pgrl.check import synthetic_batch
 from pgrl.checkpoint import save_checkpoint
 from pgrl.cli import main as cli_main
@@ -353,9 +354,14 @@ def test_plot_curves_handles_runs_of_different_length(tmp_path):
             f.write("episode,steps,wall_time,return,running_return,mean100,length,update\n")
             for k in range(1, n + 1):
                 f.write(f"{k},{k * 10},{k * 0.1},{k},{k},{k},10,{k}\n")
-    path = pgrl.compare.plot_curves(
-        tmp_path, [("numpy", 0), ("tensorflow", 0)], ("numpy", "tensorflow"), 475.0, "test"
-    )
+    rows = [
+        {"trial": f"{b}-seed0", "point": "p0", "backend": b, "status": "ok"}
+        for b in ("numpy", "tensorflow")
+    ]
+    groups = pgrl.sweep.curve_groups(tmp_path, rows, [Trial("numpy-seed0", "numpy", 0)])
+    assert [len(runs[0]["episode"]) for *_, runs in groups] == [5, 9]
+    path = tmp_path / "curves.png"
+    pgrl.sweep.plot_curves(path, groups, 475.0, "test", per_second=True)
     assert path.is_file()
     assert np.asarray(Image.open(path)).std() > 0
 
