@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.atomic import write_atomic
+from pgrl.distributions import Bernoulli, make_distribution
 from pgrl.policies import BACKENDS
 
 FORMAT_VERSION = 1
 COUNTERS = ("episodes", "steps", "env_steps", "updates")
 WEIGHTS_KIND = "pgrl-weights"
-HEADS = ("bernoulli", "categorical")
 
 
 class CheckpointError(ValueError):
@@ -154,16 +154,20 @@ def save_weights(
 
 
 def _read_head(data: dict, path: Path) -> tuple[str, int]:
-    """The recorded ``(head, n_actions)``; ``("bernoulli", 2)`` for files from before heads."""
+    """The recorded ``(head, n_actions)``; files from before heads hold a Bernoulli policy."""
     if "head" not in data:
-        return "bernoulli", 2
+        return Bernoulli.name, Bernoulli.n_actions
     head = str(data["head"])
     try:
         n_actions = int(data["n_actions"])
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{path}: corrupt or missing action count") from None
-    if head not in HEADS or n_actions < 2 or (head == "bernoulli" and n_actions != 2):
-        raise CheckpointError(f"{path}: corrupt policy head {head!r} with {n_actions} actions")
+    try:
+        make_distribution(head, n_actions)
+    except ValueError:
+        raise CheckpointError(
+            f"{path}: corrupt policy head {head[:40]!r} with {n_actions} actions"
+        ) from None
     return head, n_actions
 
 
@@ -211,6 +215,46 @@ def load_weights(path: str | Path) -> dict:
     }
 
 
+REQUIRED = (
+    *COUNTERS,
+    "wall_time",
+    "running_return",
+    "solved_episode",
+    "recent_returns",
+    "rng_state",
+    "config",
+    "backend",
+)  # what a checkpoint holds besides its arrays
+
+
+def _read_state(data: dict, path: Path) -> dict:
+    """The run's counters, as save_checkpoint takes them, or CheckpointError."""
+    try:
+        running = float(data["running_return"])
+        solved = int(data["solved_episode"])
+        counters = {k: int(data[k]) for k in COUNTERS}
+        if min(counters.values()) < 0:
+            raise ValueError(f"negative counters {counters}")
+        return {
+            **counters,
+            "wall_time": float(data["wall_time"]),
+            "running_return": None if np.isnan(running) else running,
+            "solved_episode": None if solved < 0 else solved,
+            "recent_returns": [
+                float(x) for x in np.asarray(data["recent_returns"], dtype=np.float64).ravel()
+            ],
+        }
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt counters ({e})") from None
+
+
+def _read_rng_state(data: dict, path: Path) -> dict:
+    try:
+        return json.loads(str(data["rng_state"]))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: corrupt RNG state") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint; raises :class:`CheckpointError` naming what is wrong.
 
@@ -227,31 +271,8 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path}: a weights file ({str(data['kind'])}), not a checkpoint: it can be played "
             "(pgrl eval) but not resumed"
         )
-    required = (
-        *COUNTERS,
-        "wall_time",
-        "running_return",
-        "solved_episode",
-        "recent_returns",
-        "rng_state",
-        "config",
-        "backend",
-    )
-    _check_header(data, path, "checkpoint", required)
-    try:
-        rng_state = json.loads(str(data["rng_state"]))
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: corrupt RNG state") from None
-    try:
-        running = float(data["running_return"])
-        solved = int(data["solved_episode"])
-        counters = {k: int(data[k]) for k in COUNTERS}
-        if min(counters.values()) < 0:
-            raise ValueError(f"negative counters {counters}")
-        wall_time = float(data["wall_time"])
-        recent = [float(x) for x in np.asarray(data["recent_returns"], dtype=np.float64).ravel()]
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt counters ({e})") from None
+    _check_header(data, path, "checkpoint", REQUIRED)
+    rng_state, state = _read_rng_state(data, path), _read_state(data, path)
     backend = str(data["backend"])
     if backend not in BACKENDS:
         raise CheckpointError(
@@ -270,13 +291,7 @@ def load_checkpoint(path: str | Path) -> dict:
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
         "value_weights": value_weights,
         "value_optimizer_state": {k[5:]: v for k, v in data.items() if k.startswith("vopt_")},
-        "state": {
-            **counters,
-            "wall_time": wall_time,
-            "running_return": None if np.isnan(running) else running,
-            "solved_episode": None if solved < 0 else solved,
-            "recent_returns": recent,
-        },
+        "state": state,
         "rng_state": rng_state,
         "config": str(data["config"]),
         "backend": backend,
@@ -286,7 +301,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool = True) -> None:
     """Load weights and (with ``optimizer``, as a resume needs) the optimizer state, or raise
     CheckpointError (the policy is then unchanged)."""
-    saved = (checkpoint.get("head", "bernoulli"), checkpoint.get("n_actions", 2))
+    saved = (checkpoint["head"], checkpoint["n_actions"])
     if saved != (policy.head, policy.n_actions):
         raise CheckpointError(
             f"{path}: holds a {saved[0]} policy with {saved[1]} actions, but this policy is "
