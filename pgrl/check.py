@@ -16,6 +16,7 @@ import copy
 
 import numpy as np
 
+from pgrl import nn
 from pgrl.config import Config
 from pgrl.optim import RMSprop
 from pgrl.reinforce import build_policy, build_value_net
@@ -71,7 +72,7 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
         probed = {k: v.copy() for k, v in weights.items()}
         probed[name][idx] = w_i
         net.set_weights(probed)
-        hidden = net._mlp(args[0])[0][1:]  # the activations of the hidden layers
+        hidden = nn.forward(net.params, args[0])[0][1:]  # the activations of the hidden layers
         return net.loss(*args), [h > 0 for h in hidden]
 
     for name, g in grads.items():
