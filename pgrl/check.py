@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from pgrl import nn
 from pgrl.config import Config
-from pgrl.diagnose import dlogits, logit_mistake, onehot, rmsprop_step
+from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, onehot, rmsprop_step
 from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
 from pgrl.reinforce import build_policy, build_value_net
@@ -29,41 +28,6 @@ from pgrl.sparse import random_frame_differences
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
 BACKENDS = ("numpy", "tensorflow")
-
-
-@dataclass(frozen=True)
-class HeadWords:
-    """How the report speaks of one head, and how a naive port computes its probabilities."""
-
-    probs: str  # the policy method (and row) of the head's probabilities
-    header: str  # the head in the report's first line, with {n} = n_actions
-    title: str  # the head under --explain, ditto
-    dlogits: str  # its dL/dz
-    naive: str  # the naive probabilities' row
-    naive_probs: Callable  # (N,) or (N, n) logits -> probabilities, with no guard on exp
-    stable: str  # what pgrl computes instead
-
-
-WORDS = {
-    "bernoulli": HeadWords(
-        "action_prob",
-        "",
-        "the Bernoulli head",
-        "sigmoid(logit) - y",
-        "log of sigmoid(z) = 1 / (1 + exp(-z))",
-        lambda z: 1.0 / (1.0 + np.exp(-z)),
-        "softplus forms and sigmoid_cross_entropy_with_logits",
-    ),
-    "categorical": HeadWords(
-        "action_probs",
-        "categorical head, {n} actions, ",
-        "the categorical head, {n} actions",
-        "softmax(z) - onehot(a)",
-        "log of a softmax without max shift",
-        lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
-        "max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits",
-    ),
-}
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
@@ -77,8 +41,7 @@ def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_ac
     dist = make_distribution(cfg.policy.head, n_actions)
     uniform = dist.probs(dist.logits(np.zeros((n, dist.n_outputs))))
     actions = dist.sample(uniform, rng.random(n)).astype(np.int64)
-    advantages = rng.standard_normal(n)
-    return obs, actions, advantages
+    return obs, actions, rng.standard_normal(n)
 
 
 def _rel(a, b) -> tuple[float, float]:
@@ -87,24 +50,33 @@ def _rel(a, b) -> tuple[float, float]:
     return diff, (diff / scale if scale > 0 else 0.0)
 
 
-def _worst(pairs) -> tuple[float, float]:
-    """The largest (abs, rel) difference over layers: ``pairs`` of (a, b) arrays."""
-    diffs = [_rel(a, b) for a, b in pairs]
+def _vs(x: dict, layer: str | None = None) -> tuple[float, float]:
+    """(abs, rel) difference of the NumPy and TensorFlow numbers ``x[backend]``: arrays, one
+    ``layer`` of dicts of them, or the worst layer."""
+    a, b = x["numpy"], x["tensorflow"]
+    if layer is not None:
+        return _rel(a[layer], b[layer])
+    if not isinstance(a, dict):
+        return _rel(a, b)
+    diffs = [_rel(a[k], b[k]) for k in a]
     return max(d[0] for d in diffs), max(d[1] for d in diffs)
+
+
+def _steps(nets: dict, weights: dict, grads: dict) -> dict:
+    """Per backend, ``after - weights`` of one optimizer step from ``weights`` with the same
+    ``grads`` (which isolates the optimizer)."""
+    out = {}
+    for b, net in nets.items():
+        net.set_weights(weights)
+        net.apply_gradients(grads)
+        out[b] = {k: v - weights[k] for k, v in net.get_weights().items()}
+    return out
 
 
 def _float64(cfg: Config) -> Config:
     cfg64 = copy.deepcopy(cfg)
     cfg64.policy.dtype = "float64"
     return cfg64
-
-
-def finite_difference_errors(
-    cfg: Config, obs_dim: int, weights, batch, seed: int = 0, n_actions: int = 2
-):
-    """Per layer: max relative error of NumPy float64 gradients vs central differences."""
-    policy = build_policy(_float64(cfg), obs_dim, "numpy", n_actions)
-    return _fd_errors(policy, weights, batch, seed)
 
 
 def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
@@ -157,15 +129,16 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
     policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
     weights = policies["numpy"].get_weights()
-    policies["tensorflow"].set_weights(weights)
     batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
     words = WORDS[policies["numpy"].distribution.name]
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
-    fd = finite_difference_errors(cfg, obs_dim, weights, batch, seed, n_actions)
+    fd_net = build_policy(_float64(cfg), obs_dim, "numpy", n_actions)
+    fd = _fd_errors(fd_net, weights, batch, seed)
     policy_rows += [(f"finite diff. {name}", (float("nan"), err), 1e-6) for name, err in fd.items()]
     extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
     extra_rows += [clipped_row(cfg, obs_dim, weights, batch, n_actions, tol)]
     extra_rows += value_rows(cfg, obs_dim, batch, seed, tol)
+    failures = [label for label, (_, rel), limit in policy_rows + extra_rows if not rel <= limit]
     p = cfg.policy
     lines = [
         f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {p.hidden_sizes}, {p.dtype}, "
@@ -179,17 +152,16 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         "The terms besides the policy's loss (all layers in one row):",
         *_table(extra_rows),
         "",
+        f"FAIL: {', '.join(failures)} outside tolerance"
+        if failures
+        else "PASS: the backends agree",
     ]
-    failures = [label for label, (_, rel), limit in policy_rows + extra_rows if not rel <= limit]
-    passed = not failures
-    lines.append(
-        "PASS: the backends agree" if passed else f"FAIL: {', '.join(failures)} outside tolerance"
-    )
     if explain:
-        lines += [""] + explain_causes(
-            cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]
-        )
-    return lines, passed
+        lines += [
+            "",
+            *explain_causes(cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]),
+        ]
+    return lines, not failures
 
 
 def _table(rows) -> list[str]:
@@ -203,20 +175,14 @@ def _table(rows) -> list[str]:
 def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
     """``(label, (abs, rel), limit)`` rows of the policy, NumPy vs TensorFlow: its probabilities
     (the policy method ``probs``), its gradients and one RMSprop step from the NumPy ones."""
+    policies["tensorflow"].set_weights(weights)
     p = {b: getattr(pol, probs)(batch[0]) for b, pol in policies.items()}
     g = {b: pol.gradients(*batch) for b, pol in policies.items()}
-    for pol in policies.values():
-        pol.apply_gradients(g["numpy"])  # the same gradient: isolates the optimizer step
-    step = {
-        b: {k: v - weights[k] for k, v in pol.get_weights().items()} for b, pol in policies.items()
-    }
+    step = _steps(policies, weights, g["numpy"])
     return [
-        (probs, _rel(p["numpy"], p["tensorflow"]), tol),
-        *((f"gradient {k}", _rel(g["numpy"][k], g["tensorflow"][k]), tol) for k in weights),
-        *(
-            (f"RMSprop step {k}", _rel(step["numpy"][k], step["tensorflow"][k]), tol)
-            for k in weights
-        ),
+        (probs, _vs(p), tol),
+        *((f"gradient {k}", _vs(g, k), tol) for k in weights),
+        *((f"RMSprop step {k}", _vs(step, k), tol) for k in weights),
     ]
 
 
@@ -235,20 +201,15 @@ def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions
     last = f"W{len(cfg.policy.hidden_sizes) + 1}"
     z = nets["numpy"].logits(obs)
     w_h = {**weights, last: weights[last] * (2.0 / max(float(np.max(np.abs(z))), 1e-12))}
-    g = {}
-    for b, net in nets.items():
+    for net in nets.values():
         net.set_weights(w_h)
-        g[b] = net.gradients(*entropy_only)
+    g = {b: net.gradients(*entropy_only) for b, net in nets.items()}
     # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
     # batch is large against its gradient, so round-off, not truncation, bounds the difference
     fd_net = build_policy(_float64(cfg_h), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, w_h, entropy_only, seed, 1e-4)
     return [
-        (
-            "entropy bonus grads",
-            _worst((g["numpy"][k], g["tensorflow"][k]) for k in g["numpy"]),
-            tol,
-        ),
+        ("entropy bonus grads", _vs(g), tol),
         ("entropy finite diff.", (float("nan"), max(fd.values())), 1e-6),
     ]
 
@@ -261,15 +222,9 @@ def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: 
     grads = policy.gradients(*batch)
     norm = float(np.sqrt(sum(np.sum(np.square(v, dtype=np.float64)) for v in grads.values())))
     cfg_c = copy.deepcopy(cfg)
-    cfg_c.optimizer.max_grad_norm = cfg.optimizer.max_grad_norm or 0.5 * norm
-    step = {}
-    for b in BACKENDS:
-        net = build_policy(cfg_c, obs_dim, b, n_actions)
-        net.set_weights(weights)
-        net.apply_gradients(grads)
-        step[b] = {k: v - weights[k] for k, v in net.get_weights().items()}
-    label = f"clipped step (c={cfg_c.optimizer.max_grad_norm:.3g})"
-    return label, _worst((step["numpy"][k], step["tensorflow"][k]) for k in weights), tol
+    c = cfg_c.optimizer.max_grad_norm = cfg.optimizer.max_grad_norm or 0.5 * norm
+    nets = {b: build_policy(cfg_c, obs_dim, b, n_actions) for b in BACKENDS}
+    return f"clipped step (c={c:.3g})", _vs(_steps(nets, weights, grads)), tol
 
 
 def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
@@ -287,17 +242,14 @@ def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
         net.set_weights(w_v)
     v = {b: net.predict(obs) for b, net in values.items()}
     g = {b: net.gradients(obs, returns) for b, net in values.items()}
-    for net in values.values():
-        net.apply_gradients(g["numpy"])
-    step = {b: {k: x - w_v[k] for k, x in net.get_weights().items()} for b, net in values.items()}
     # between ReLU kinks the squared error is quadratic in each weight, so a central difference
     # has no truncation error: a 10x larger step only cuts the round-off
     fd_net = build_value_net(_float64(cfg), obs_dim, "numpy")
     fd = _fd_errors(fd_net, w_v, (obs, returns), seed, 1e-4)
     return [
-        ("value V(s)", _rel(v["numpy"], v["tensorflow"]), tol),
-        ("value gradients", _worst((g["numpy"][k], g["tensorflow"][k]) for k in w_v), tol),
-        ("value RMSprop step", _worst((step["numpy"][k], step["tensorflow"][k]) for k in w_v), tol),
+        ("value V(s)", _vs(v), tol),
+        ("value gradients", _vs(g), tol),
+        ("value RMSprop step", _vs(_steps(values, w_v, g["numpy"])), tol),
         (
             "value finite diff.",
             (float("nan"), max(e for e in fd.values() if not np.isnan(e))),

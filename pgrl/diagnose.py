@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,25 +74,51 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class HeadWords:
-    """The words :func:`explain`'s messages use for one head."""
+    """How ``pgrl diagnose`` and ``pgrl check`` speak of one head, and how a naive port computes
+    its probabilities (``{h}``: H_last, ``{n}``: n_actions, ``{last}``: n_actions - 1)."""
 
-    loss: str  # the per-step loss, BCE or CE
-    probability: str  # what the head takes of its logits, for "logit used in place of ..."
-    outputs: str  # the last layer the head needs, with {h} = H_last
-    actions: str  # the actions it takes, with {last} = n_actions - 1
-    note: str = ""  # a report line naming the head, with {n} = n_actions ("": none)
+    loss: str  # the per-step loss
+    probability: str  # what dL/dz takes of the logits, for "logit used in place of ..."
+    dlogits: str  # dL/dz in words
+    outputs: str  # the last layer the head needs
+    actions: str  # the actions it takes
+    note: str  # a report line naming the head ("": none)
+    probs: str  # the policy method (and check's row) of the head's probabilities
+    header: str  # the head in check's first line ("": none)
+    title: str  # the head in check's --explain
+    naive: str  # the probabilities computed naively, for check's row
+    naive_probs: Callable  # (N,) or (N, n) logits -> those probabilities, no guard on exp
+    stable: str  # what pgrl computes instead
 
 
 WORDS = {
     "bernoulli": HeadWords(
-        "BCE", "sigmoid", "the Bernoulli head has one logit: ({h}, 1)", "0 or 1"
+        loss="BCE",
+        probability="sigmoid",
+        dlogits="sigmoid(logit) - y",
+        outputs="the Bernoulli head has one logit: ({h}, 1)",
+        actions="0 or 1",
+        note="",
+        probs="action_prob",
+        header="",
+        title="the Bernoulli head",
+        naive="log of sigmoid(z) = 1 / (1 + exp(-z))",
+        naive_probs=lambda z: 1.0 / (1.0 + np.exp(-z)),
+        stable="softplus forms and sigmoid_cross_entropy_with_logits",
     ),
     "categorical": HeadWords(
-        "CE",
-        "softmax",
-        "the categorical head has one logit per action: ({h}, n), n >= 2",
-        "integers 0 to {last} (one per logit)",
-        "head: categorical, {n} actions (softmax over the last W's columns)",
+        loss="CE",
+        probability="softmax",
+        dlogits="softmax(z) - onehot(a)",
+        outputs="the categorical head has one logit per action: ({h}, n), n >= 2",
+        actions="integers 0 to {last} (one per logit)",
+        note="head: categorical, {n} actions (softmax over the last W's columns)",
+        probs="action_probs",
+        header="categorical head, {n} actions, ",
+        title="the categorical head, {n} actions",
+        naive="log of a softmax without max shift",
+        naive_probs=lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+        stable="max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits",
     ),
 }
 
@@ -130,16 +156,10 @@ def gradient_causes(
         "sign": "missing minus sign: -dL/dW, the ascent direction",
     }
     if rewards:
-        mode_labels = {
-            "none": "returns not standardized",
-            "batch": "returns standardized per batch",
-            "episode": "returns standardized per episode",
-        }
-        for mode in STANDARDIZE:
-            if mode == standardize:
-                continue
+        for mode in (m for m in STANDARDIZE if m != standardize):
+            label = f"standardized per {mode}" if mode != "none" else "not standardized"
             instead = f" instead of per {standardize}" if "none" not in (mode, standardize) else ""
-            causes[f"standardize_{mode}"] = mode_labels[mode] + instead
+            causes[f"standardize_{mode}"] = f"returns {label}{instead}"
         causes["reset"] = (
             "discounted sum not reset at nonzero rewards"
             if reset
@@ -160,12 +180,12 @@ def step_causes(epsilon_inside_sqrt: bool) -> dict:
 
 def combinations(keys, up_to: int = 2) -> list[tuple[str, ...]]:
     """Every set of at most ``up_to`` causes, fewest first; one standardization mode at most."""
-    out = []
-    for k in range(up_to + 1):
-        for combo in itertools.combinations(keys, k):
-            if sum(c.startswith("standardize_") for c in combo) <= 1:
-                out.append(combo)
-    return out
+    return [
+        combo
+        for k in range(up_to + 1)
+        for combo in itertools.combinations(keys, k)
+        if sum(c.startswith("standardize_") for c in combo) <= 1
+    ]
 
 
 # ----- inputs -----
