@@ -307,32 +307,21 @@ def explain_causes(
     dist = make_distribution(p.head, n_actions)
     words = WORDS[dist.name]
     opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
-    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
-    n = len(batch[1])
+    w, n = {k: np.asarray(v, np.float64) for k, v in weights.items()}, len(batch[1])
     first = FirstUpdate(dist, w, batch, 1.0 / n if p.reduction == "mean" else 1.0, opt)
     correct = first.gradients()
-    reference = first.step(correct)
-    tiny = {k: v * 1e-6 for k, v in correct.items()}
-    other = {k: v * (n if p.reduction == "mean" else 1 / n) for k, v in correct.items()}
+    reference, tiny = first.step(correct), {k: v * 1e-6 for k, v in correct.items()}
+    other = "mean" if p.reduction == "sum" else "sum"
+    rescaled = {k: v * (n if other == "sum" else 1 / n) for k, v in correct.items()}
     logit = first.gradients(logit_mistake(dist, first.z, first.actions))
-    rows = [
-        (f"1 logit instead of {words.dlogits}", _change(first.step(logit), reference)),
-        (
-            f"2 epsilon {'outside' if o.epsilon_inside_sqrt else 'inside'} the sqrt",
-            _change(first.step(correct, ("epsilon",)), reference),
-        ),
-        (
-            "2 ... with gradients 1e-6 as large",
-            _change(first.step(tiny, ("epsilon",)), first.step(tiny)),
-        ),
-        (
-            f"3 reduction '{'mean' if p.reduction == 'sum' else 'sum'}'",
-            _change(first.step(other), reference),
-        ),
-        (
-            "4 ReLU mask h < 0 (masks nothing)",
-            _change(first.step(first.gradients(strict_mask=True)), reference),
-        ),
+    unmasked = first.gradients(strict_mask=True)
+    eps = "outside" if o.epsilon_inside_sqrt else "inside"
+    variants = [  # (label, the variant's step, the step it is compared with)
+        (f"1 logit instead of {words.dlogits}", first.step(logit), reference),
+        (f"2 epsilon {eps} the sqrt", first.step(correct, ("epsilon",)), reference),
+        ("2 ... with gradients 1e-6 as large", first.step(tiny, ("epsilon",)), first.step(tiny)),
+        (f"3 reduction '{other}'", first.step(rescaled), reference),
+        ("4 ReLU mask h < 0 (masks nothing)", first.step(unmasked), reference),
     ]
     lines = []
     if tf_policy is not None:
@@ -341,10 +330,11 @@ def explain_causes(
         tf_grads = tf_policy.gradients(*batch)
         agree = max(_rel(correct[k], tf_grads[k])[1] for k in w)
         float32 = _float32_step(cfg, tf_policy, w, batch)
-        rows.append(("5 float32 instead of float64", _change(float32, reference)))
+        variants.append(("5 float32 instead of float64", float32, reference))
         lines.append(f"(the variants' float64 pass gives TensorFlow's gradients to {agree:.1e})")
     lr32 = first.step(correct, ("lr_float32",))
-    rows.append(("7 Keras's float32 learning rate", _change(lr32, reference)))
+    variants.append(("7 Keras's float32 learning rate", lr32, reference))
+    rows = [(label, _change(variant, ref)) for label, variant, ref in variants]
     naive_rows, finite = naive_log_rows(first, words, reference, batch, tf_policy)
     return [
         "How much each usual cause of NumPy/TF disagreement would change this config's",

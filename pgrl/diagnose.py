@@ -2,20 +2,11 @@
 
 The user brings one batch (weights, observations, actions, advantages or rewards), the gradients
 their implementation computed for it and, optionally, the weights after one optimizer step.
-pgrl computes the correct gradients and step for that batch and every variant that one or two
-known mistakes (DESIGN.md's list) would produce, and names the variant the user's numbers match.
-
-Sign convention: pgrl's gradients are ``dL/dW`` of ``L = sum_t A_t * BCE(a_t, z_t)`` (or, for
-the categorical head, ``CE(a_t, z_t) = -log softmax(z_t)[a_t]``), the direction to descend (what
-``tf.GradientTape`` gives for that loss). Karpathy's gist computes the ascent direction
-``-dL/dW`` and adds it; its ``grad`` is saved as ``-grad``.
-
-The head comes from the last weight matrix: one column is Karpathy's Bernoulli head (one logit,
-sigmoid, actions 0/1), ``n >= 2`` columns the categorical head (``n`` logits, softmax, actions
-``0 .. n-1``), unless the user names it (``head=``, ``--set policy.head=...``).
-
-The gradient and the step are diagnosed separately: the step is predicted from the user's own
-gradients, so a wrong gradient and a wrong optimizer are each named as such.
+pgrl computes the correct gradients and step for that batch with :mod:`pgrl.nn` and the head's
+distribution, and every variant that one or two known mistakes (DESIGN.md's list) would produce,
+each a small perturbation of that one computation; it names the variant the user's numbers match.
+The step is predicted from the user's own gradients, so a wrong gradient and a wrong optimizer
+are each named as such. Sign, head and file formats: :func:`explain` and docs/diagnose.md.
 """
 
 from __future__ import annotations
@@ -40,7 +31,7 @@ from pgrl.sparse import SparseRows, is_mostly_zero
 TOL64 = 1e-10  # float64 round-off in a different order of operations, relative to the layer
 TOL32 = 1e-3  # float32 round-off, ditto
 NEAR = 10.0  # candidates within this factor of the best fit count as equally good
-EXIT_CORRECT, EXIT_KNOWN, EXIT_UNKNOWN = 0, 1, 3
+EXIT_CODES = {"correct": 0, "known": 1, "unknown": 3}
 
 # --set keys that describe what the user meant (the network itself comes from the weights)
 SETTINGS = (
@@ -299,14 +290,12 @@ class Batch:
 def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1) and
     its head's distribution ``dist``."""
-    has_adv, has_rewards = "advantages" in batch, "rewards" in batch or "episode_ends" in batch
-    expected = ["obs", "actions", "advantages"] if has_adv else ["obs", "actions"]
-    if has_adv and has_rewards:
+    has_adv = "advantages" in batch
+    if has_adv and ("rewards" in batch or "episode_ends" in batch):
         raise InputError(
             "batch: holds advantages and rewards; give one (rewards with episode_ends)"
         )
-    if not has_adv:
-        expected += ["rewards", "episode_ends"]
+    expected = ["obs", "actions", *(["advantages"] if has_adv else ["rewards", "episode_ends"])]
     missing = [k for k in expected if k not in batch]
     extra = sorted(k for k in batch if k not in expected)
     if missing or extra:
@@ -332,10 +321,8 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
                 hint = "; one-hot rows? save actions.argmax(axis=1)"
             raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
         vectors[key] = v
-    if is_mostly_zero(obs):  # Pong's frame differences: only the nonzeros enter the first layer
-        x = SparseRows.from_dense(obs)
-    else:
-        x = _numeric(obs, "batch obs")
+    # Pong's frame differences: only the nonzeros enter the first layer
+    x = SparseRows.from_dense(obs) if is_mostly_zero(obs) else _numeric(obs, "batch obs")
     actions = check_actions(vectors["actions"], dist)
     if has_adv:
         return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
@@ -424,12 +411,16 @@ class Part:
         return self.candidates[0]
 
     @property
+    def named(self) -> list[str]:
+        """Labels of the best fit's causes, but those that cancel out."""
+        return [self.labels[c] for c in self.best.causes if c not in self.excused]
+
+    @property
     def causes(self) -> list[str]:
         """Labels of the matched causes, float32 precision included; [] when correct."""
         if not self.matched:
             return []
-        out = [self.labels[c] for c in self.best.causes if c not in self.excused]
-        return out + ["float32 precision"] if self.float32 else out
+        return self.named + ["float32 precision"] if self.float32 else self.named
 
     @property
     def status(self) -> str:
@@ -440,11 +431,11 @@ class Part:
 
     def summary(self) -> str:
         """The matched causes, the part and the fit: ``"mean instead of sum (gradients, ...)"``."""
-        named = [self.labels[c] for c in self.best.causes if c not in self.excused]
+        fit = f"rel. error {self.best.error:.2g}"
+        if not self.named:
+            return f"float32 precision ({self.name}, {fit})"
         precision = "float32 precision, " if self.float32 else ""
-        if not named:
-            return f"float32 precision ({self.name}, rel. error {self.best.error:.2g})"
-        return f"{' + '.join(named)} ({self.name}, {precision}rel. error {self.best.error:.2g})"
+        return f"{' + '.join(self.named)} ({self.name}, {precision}{fit})"
 
     def describe(self, causes: tuple[str, ...]) -> str:
         return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
@@ -487,7 +478,7 @@ class Diagnosis:
 
     @property
     def exit_code(self) -> int:
-        return {"correct": EXIT_CORRECT, "known": EXIT_KNOWN, "unknown": EXIT_UNKNOWN}[self.status]
+        return EXIT_CODES[self.status]
 
     @property
     def verdict(self) -> str:
