@@ -463,8 +463,8 @@ class Diagnosis:
     gradients: Part
     step: Part | None
     n_steps: int
+    head: str  # the name of the head the numbers were read with
     notes: list[str] = field(default_factory=list)
-    head: str = "bernoulli"  # the output head the numbers were read with
 
     @property
     def parts(self) -> list[Part]:
@@ -598,7 +598,7 @@ def explain(
                 "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
                 "a descent step on L, as pgrl's"
             )
-    return Diagnosis(gradients, step, len(b.actions), notes, dist.name)
+    return Diagnosis(gradients, step, len(b.actions), dist.name, notes)
 
 
 def _check_settings(head, reduction: str, standardize: str, gamma: float) -> None:
