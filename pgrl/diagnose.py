@@ -126,6 +126,7 @@ def head_of(w_last: np.ndarray, name: str, head: str | None = None):
             continue
         if dist.n_outputs == k:
             return dist
+    # unnamed and fitting none (no columns): the head of n >= 2 outputs, the last, says what fits
     outputs = WORDS[head or HEADS[-1]].outputs.format(h=w_last.shape[0])
     raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
 
