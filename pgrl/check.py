@@ -13,31 +13,35 @@ change the first update.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 
+from pgrl import nn
 from pgrl.config import Config
+from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, onehot, rmsprop_step
+from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
 from pgrl.reinforce import build_policy, build_value_net
 from pgrl.sparse import random_frame_differences
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
+SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
+BACKENDS = ("numpy", "tensorflow")
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
     """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong;
-    actions uniform over ``n_actions`` for the categorical head."""
+    actions drawn by the head from equal probabilities over its ``n_actions``."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
         obs = random_frame_differences(rng, n, obs_dim)
     else:
         obs = rng.standard_normal((n, obs_dim))
-    if cfg.policy.head == "categorical":
-        actions = rng.integers(0, n_actions, n)
-    else:
-        actions = (rng.random(n) < 0.5).astype(np.int8)
-    advantages = rng.standard_normal(n)
-    return obs, actions, advantages
+    dist = make_distribution(cfg.policy.head, n_actions)
+    uniform = dist.probs(dist.logits(np.zeros((n, dist.n_outputs))))
+    actions = dist.sample(uniform, rng.random(n)).astype(np.int64)
+    return obs, actions, rng.standard_normal(n)
 
 
 def _rel(a, b) -> tuple[float, float]:
@@ -46,14 +50,33 @@ def _rel(a, b) -> tuple[float, float]:
     return diff, (diff / scale if scale > 0 else 0.0)
 
 
-def finite_difference_errors(
-    cfg: Config, obs_dim: int, weights, batch, seed: int = 0, n_actions: int = 2
-):
-    """Per layer: max relative error of NumPy float64 gradients vs central differences."""
+def _vs(x: dict, layer: str | None = None) -> tuple[float, float]:
+    """(abs, rel) difference of the NumPy and TensorFlow numbers ``x[backend]``: arrays, one
+    ``layer`` of dicts of them, or the worst layer."""
+    a, b = x["numpy"], x["tensorflow"]
+    if layer is not None:
+        return _rel(a[layer], b[layer])
+    if not isinstance(a, dict):
+        return _rel(a, b)
+    diffs = [_rel(a[k], b[k]) for k in a]
+    return max(d[0] for d in diffs), max(d[1] for d in diffs)
+
+
+def _steps(nets: dict, weights: dict, grads: dict) -> dict:
+    """Per backend, ``after - weights`` of one optimizer step from ``weights`` with the same
+    ``grads`` (which isolates the optimizer)."""
+    out = {}
+    for b, net in nets.items():
+        net.set_weights(weights)
+        net.apply_gradients(grads)
+        out[b] = {k: v - weights[k] for k, v in net.get_weights().items()}
+    return out
+
+
+def _float64(cfg: Config) -> Config:
     cfg64 = copy.deepcopy(cfg)
     cfg64.policy.dtype = "float64"
-    policy = build_policy(cfg64, obs_dim, "numpy", n_actions)
-    return _fd_errors(policy, weights, batch, seed)
+    return cfg64
 
 
 def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
@@ -71,7 +94,7 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
         probed = {k: v.copy() for k, v in weights.items()}
         probed[name][idx] = w_i
         net.set_weights(probed)
-        hidden = net._mlp(args[0])[0][1:]  # the activations of the hidden layers
+        hidden = nn.forward(net.params, args[0])[0][1:]  # the activations of the hidden layers
         return net.loss(*args), [h > 0 for h in hidden]
 
     for name, g in grads.items():
@@ -104,125 +127,112 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
 def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n_actions: int = 2):
     """The report as (lines, passed); ``n_actions`` is the env's action count."""
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
-    policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in ("numpy", "tensorflow")}
+    policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
     weights = policies["numpy"].get_weights()
-    policies["tensorflow"].set_weights(weights)
     batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
-    obs, actions, advantages = batch
-    categorical = cfg.policy.head == "categorical"
-    p = {
-        b: pol.action_probs(obs) if categorical else pol.action_prob(obs)
-        for b, pol in policies.items()
-    }
-    g = {b: pol.gradients(*batch) for b, pol in policies.items()}
-    for pol in policies.values():
-        pol.apply_gradients(g["numpy"])  # the same gradient: isolates the optimizer step
-    stepped = {b: pol.get_weights() for b, pol in policies.items()}
-    fd = finite_difference_errors(cfg, obs_dim, weights, batch, seed, n_actions)
-
+    words = WORDS[policies["numpy"].distribution.name]
+    policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
+    fd_net = build_policy(_float64(cfg), obs_dim, "numpy", n_actions)
+    fd = _fd_errors(fd_net, weights, batch, seed)
+    policy_rows += [(f"finite diff. {name}", (float("nan"), err), 1e-6) for name, err in fd.items()]
+    extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
+    extra_rows += [clipped_row(cfg, obs_dim, weights, batch, n_actions, tol)]
+    extra_rows += value_rows(cfg, obs_dim, batch, seed, tol)
+    failures = [label for label, (_, rel), limit in policy_rows + extra_rows if not rel <= limit]
+    p = cfg.policy
     lines = [
-        f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {cfg.policy.hidden_sizes}, "
-        f"{cfg.policy.dtype}, reduction {cfg.policy.reduction}, bias {cfg.policy.bias}, "
-        + (f"categorical head, {n_actions} actions, " if categorical else "")
-        + f"batch {len(actions)} (seed {seed})",
+        f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {p.hidden_sizes}, {p.dtype}, "
+        f"reduction {p.reduction}, bias {p.bias}, {words.header.format(n=n_actions)}"
+        f"batch {len(batch[1])} (seed {seed})",
         f"tolerance: relative {tol:g} between backends, 1e-6 against finite differences",
         "",
         f"{'quantity':22} {'max abs diff':>13} {'max rel diff':>13}  verdict",
-    ]
-    failures = []
-
-    def row(label, abs_diff, rel_diff, limit):
-        ok = rel_diff <= limit
-        if not ok:
-            failures.append(label)
-        lines.append(f"{label:22} {abs_diff:13.3e} {rel_diff:13.3e}  {'ok' if ok else 'FAIL'}")
-
-    row("action_probs" if categorical else "action_prob", *_rel(p["numpy"], p["tensorflow"]), tol)
-    for name in weights:
-        row(f"gradient {name}", *_rel(g["numpy"][name], g["tensorflow"][name]), tol)
-    for name in weights:
-        step_np = stepped["numpy"][name] - weights[name]
-        step_tf = stepped["tensorflow"][name] - weights[name]
-        row(f"RMSprop step {name}", *_rel(step_np, step_tf), tol)
-    for name, err in fd.items():
-        row(f"finite diff. {name}", float("nan"), err, 1e-6)
-    lines += ["", "The terms besides the policy's loss (all layers in one row):"]
-    for label, diffs, limit in extra_terms(cfg, obs_dim, weights, batch, seed, n_actions, tol):
-        row(label, *diffs, limit)
-    passed = not failures
-    lines += [
+        *_table(policy_rows),
         "",
-        "PASS: the backends agree" if passed else f"FAIL: {', '.join(failures)} outside tolerance",
+        "The terms besides the policy's loss (all layers in one row):",
+        *_table(extra_rows),
+        "",
+        f"FAIL: {', '.join(failures)} outside tolerance"
+        if failures
+        else "PASS: the backends agree",
     ]
     if explain:
-        lines += [""] + explain_causes(
-            cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]
-        )
-    return lines, passed
+        lines += [
+            "",
+            *explain_causes(cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]),
+        ]
+    return lines, not failures
 
 
-def _worst(pairs) -> tuple[float, float]:
-    """The largest (abs, rel) difference over layers: ``pairs`` of (a, b) arrays."""
-    diffs = [_rel(a, b) for a, b in pairs]
-    return max(d[0] for d in diffs), max(d[1] for d in diffs)
+def _table(rows) -> list[str]:
+    """``(label, (abs, rel), limit)`` rows as report lines, with the verdict."""
+    return [
+        f"{label:22} {a:13.3e} {r:13.3e}  {'ok' if r <= limit else 'FAIL'}"
+        for label, (a, r), limit in rows
+    ]
 
 
-def extra_terms(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float):
-    """``(label, (abs, rel), limit)`` rows for the value network (its ``V(s)``, gradients and
-    RMSprop step, NumPy vs TensorFlow, and NumPy vs finite differences), the entropy bonus's
-    gradients alone (advantages 0; coefficient ``optimizer.entropy_coef``, or 0.01 when off) and
-    a step whose gradients are clipped (``optimizer.max_grad_norm``, or half their norm when
-    off), each NumPy vs TensorFlow."""
+def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
+    """``(label, (abs, rel), limit)`` rows of the policy, NumPy vs TensorFlow: its probabilities
+    (the policy method ``probs``), its gradients and one RMSprop step from the NumPy ones."""
+    policies["tensorflow"].set_weights(weights)
+    p = {b: getattr(pol, probs)(batch[0]) for b, pol in policies.items()}
+    g = {b: pol.gradients(*batch) for b, pol in policies.items()}
+    step = _steps(policies, weights, g["numpy"])
+    return [
+        (probs, _vs(p), tol),
+        *((f"gradient {k}", _vs(g, k), tol) for k in weights),
+        *((f"RMSprop step {k}", _vs(step, k), tol) for k in weights),
+    ]
+
+
+def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float):
+    """Rows of the entropy bonus's gradients alone (advantages 0; coefficient
+    ``optimizer.entropy_coef``, or 0.01 when off): NumPy vs TensorFlow, and NumPy vs finite
+    differences of the float64 NumPy loss."""
     obs, actions, advantages = batch
-    backends = ("numpy", "tensorflow")
-    rows = []
-    # the entropy term alone, with finite differences of the float64 NumPy loss
     cfg_h = copy.deepcopy(cfg)
     cfg_h.optimizer.entropy_coef = cfg.optimizer.entropy_coef or 0.01
     cfg_h.optimizer.max_grad_norm = None
     entropy_only = (obs, actions, np.zeros_like(advantages))
-    nets = {b: build_policy(cfg_h, obs_dim, b, n_actions) for b in backends}
+    nets = {b: build_policy(cfg_h, obs_dim, b, n_actions) for b in BACKENDS}
     # logits of order 1: at the near-zero logits of a fresh network the entropy is at its flat
     # maximum, its gradient ~0, and a finite difference would measure only round-off
     last = f"W{len(cfg.policy.hidden_sizes) + 1}"
     z = nets["numpy"].logits(obs)
     w_h = {**weights, last: weights[last] * (2.0 / max(float(np.max(np.abs(z))), 1e-12))}
-    g = {}
-    for b, net in nets.items():
+    for net in nets.values():
         net.set_weights(w_h)
-        g[b] = net.gradients(*entropy_only)
-    rows.append(
-        (
-            "entropy bonus grads",
-            _worst((g["numpy"][k], g["tensorflow"][k]) for k in g["numpy"]),
-            tol,
-        )
-    )
-    cfg_h.policy.dtype = "float64"
+    g = {b: net.gradients(*entropy_only) for b, net in nets.items()}
     # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
     # batch is large against its gradient, so round-off, not truncation, bounds the difference
-    fd = _fd_errors(build_policy(cfg_h, obs_dim, "numpy", n_actions), w_h, entropy_only, seed, 1e-4)
-    rows.append(("entropy finite diff.", (float("nan"), max(fd.values())), 1e-6))
-    # a clipped step: both backends get the NumPy policy gradients of the batch
-    cfg_c = copy.deepcopy(cfg)
-    grads = build_policy(cfg, obs_dim, "numpy", n_actions)
-    grads.set_weights(weights)
-    grads = grads.gradients(obs, actions, advantages)
+    fd_net = build_policy(_float64(cfg_h), obs_dim, "numpy", n_actions)
+    fd = _fd_errors(fd_net, w_h, entropy_only, seed, 1e-4)
+    return [
+        ("entropy bonus grads", _vs(g), tol),
+        ("entropy finite diff.", (float("nan"), max(fd.values())), 1e-6),
+    ]
+
+
+def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: float):
+    """The row of a step whose gradients (the NumPy policy's, for both backends) are clipped
+    by ``optimizer.max_grad_norm``, or half their norm when off: NumPy vs TensorFlow."""
+    policy = build_policy(cfg, obs_dim, "numpy", n_actions)
+    policy.set_weights(weights)
+    grads = policy.gradients(*batch)
     norm = float(np.sqrt(sum(np.sum(np.square(v, dtype=np.float64)) for v in grads.values())))
-    cfg_c.optimizer.max_grad_norm = cfg.optimizer.max_grad_norm or 0.5 * norm
-    stepped = {}
-    for b in backends:
-        net = build_policy(cfg_c, obs_dim, b, n_actions)
-        net.set_weights(weights)
-        net.apply_gradients(grads)
-        stepped[b] = net.get_weights()
-    steps = (
-        (stepped["numpy"][k] - weights[k], stepped["tensorflow"][k] - weights[k]) for k in weights
-    )
-    rows.append((f"clipped step (c={cfg_c.optimizer.max_grad_norm:.3g})", _worst(steps), tol))
-    # the value network, fit to synthetic returns
-    returns = np.random.default_rng(seed + 1).standard_normal(len(advantages))
-    values = {b: build_value_net(cfg, obs_dim, b) for b in backends}
+    cfg_c = copy.deepcopy(cfg)
+    c = cfg_c.optimizer.max_grad_norm = cfg.optimizer.max_grad_norm or 0.5 * norm
+    nets = {b: build_policy(cfg_c, obs_dim, b, n_actions) for b in BACKENDS}
+    return f"clipped step (c={c:.3g})", _vs(_steps(nets, weights, grads)), tol
+
+
+def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
+    """Rows of the value network fit to synthetic returns: ``V(s)``, gradients and one RMSprop
+    step, NumPy vs TensorFlow, and NumPy vs finite differences."""
+    obs = batch[0]
+    returns = np.random.default_rng(seed + 1).standard_normal(len(obs))
+    values = {b: build_value_net(cfg, obs_dim, b) for b in BACKENDS}
     w_v = values["numpy"].get_weights()
     rng = np.random.default_rng(seed + 2)
     for name in w_v:  # biases off zero: no pre-activation of an empty frame on the ReLU's kink
@@ -232,26 +242,55 @@ def extra_terms(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions:
         net.set_weights(w_v)
     v = {b: net.predict(obs) for b, net in values.items()}
     g = {b: net.gradients(obs, returns) for b, net in values.items()}
-    for net in values.values():
-        net.apply_gradients(g["numpy"])
-    stepped = {b: net.get_weights() for b, net in values.items()}
-    rows += [
-        ("value V(s)", _rel(v["numpy"], v["tensorflow"]), tol),
-        ("value gradients", _worst((g["numpy"][k], g["tensorflow"][k]) for k in w_v), tol),
-        (
-            "value RMSprop step",
-            _worst((stepped["numpy"][k] - w_v[k], stepped["tensorflow"][k] - w_v[k]) for k in w_v),
-            tol,
-        ),
-    ]
-    cfg64 = copy.deepcopy(cfg)
-    cfg64.policy.dtype = "float64"
     # between ReLU kinks the squared error is quadratic in each weight, so a central difference
     # has no truncation error: a 10x larger step only cuts the round-off
-    fd = _fd_errors(build_value_net(cfg64, obs_dim, "numpy"), w_v, (obs, returns), seed, 1e-4)
-    fd = {k: e for k, e in fd.items() if not np.isnan(e)}
-    rows.append(("value finite diff.", (float("nan"), max(fd.values())), 1e-6))
-    return rows
+    fd_net = build_value_net(_float64(cfg), obs_dim, "numpy")
+    fd = _fd_errors(fd_net, w_v, (obs, returns), seed, 1e-4)
+    return [
+        ("value V(s)", _vs(v), tol),
+        ("value gradients", _vs(g), tol),
+        ("value RMSprop step", _vs(_steps(values, w_v, g["numpy"])), tol),
+        (
+            "value finite diff.",
+            (float("nan"), max(e for e in fd.values() if not np.isnan(e))),
+            1e-6,
+        ),
+    ]
+
+
+class FirstUpdate:
+    """The config's network in float64 on one batch, and the first update from any
+    ``d log pi / dz``: what every variant of :func:`explain_causes` is computed with."""
+
+    def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop):
+        obs, actions, self.advantages = batch
+        self.dist, self.weights, self.optimizer = dist, weights, optimizer
+        self.actions, self.per_step = np.asarray(actions, np.int64), per_step
+        self.hs, self.out = nn.forward(weights, np.asarray(obs, np.float64))
+        self.z = dist.logits(self.out)
+
+    def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
+        """``dL/dW`` through ``dlogp`` (the head's own when None), ReLU mask as ``nn.backward``."""
+        dz = dlogits(self.dist, self.z, self.actions, self.advantages, dlogp)
+        dout = dz.reshape(self.out.shape) * self.per_step
+        return nn.backward(self.weights, self.hs, dout, strict_mask)
+
+    def step(self, grads: dict, causes=()) -> np.ndarray:
+        """RMSprop's first step from ``grads`` with the optimizer ``causes``, as one vector."""
+        s = rmsprop_step(self.weights, grads, self.optimizer, causes)
+        return np.concatenate([s[k].ravel() for k in self.weights])
+
+    def saturated(self) -> FirstUpdate:
+        """The same with the last layer scaled until ``max |z| = SATURATED``."""
+        n = len(self.hs)
+        scale = SATURATED / max(float(np.max(np.abs(self.z))), 1e-300)
+        w = {k: v * scale if k in (f"W{n}", f"b{n}") else v for k, v in self.weights.items()}
+        batch = (self.hs[0], self.actions, self.advantages)
+        return FirstUpdate(self.dist, w, batch, self.per_step, self.optimizer)
+
+
+def _change(variant, reference) -> float:
+    return float(np.linalg.norm(variant - reference) / np.linalg.norm(reference))
 
 
 def explain_causes(
@@ -260,134 +299,86 @@ def explain_causes(
     """How much each classic mistake, or its categorical analogue, would change this config's
     first update.
 
-    Every variant is pgrl.diagnose's float64 forward and backward pass with the mistake's
-    ``dL/dz`` (or ReLU mask), then one RMSprop step from zero state; ``tf_policy`` (the
-    TensorFlow backend, with the config's network) is the reference that pass is held to, and
-    gives the float32 row.
+    Every variant is a float64 pass of :mod:`pgrl.nn` with the mistake's ``dL/dz`` (or ReLU
+    mask), then one RMSprop step from zero state; ``tf_policy`` (the TensorFlow backend, with
+    the config's network) is the reference that pass is held to, and gives the float32 row.
     """
-    from pgrl.diagnose import HEADS, backward, forward, rmsprop_step
-
-    obs, actions, advantages = batch
     o, p = cfg.optimizer, cfg.policy
-    categorical = p.head == "categorical"
-    head = HEADS[p.head]
+    dist = make_distribution(p.head, n_actions)
+    words = WORDS[dist.name]
     opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
-    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
-    x = np.asarray(obs, np.float64)
-    a = np.asarray(actions, np.int64 if categorical else np.float64)
-    n = len(a)
-    per_step = 1.0 / n if p.reduction == "mean" else 1.0
-    hs, z = forward(w, x)
-    last = f"W{len(hs)}"
-
-    def grads(dlogits, weights=w, strict_mask=False, scale=per_step):
-        return backward(weights, hs, advantages[:, None] * dlogits * scale, strict_mask)
-
-    def step(g, causes=(), weights=w):
-        s = rmsprop_step(weights, g, opt, causes)
-        return np.concatenate([s[k].ravel() for k in weights])
-
-    def change(variant, reference):
-        return float(np.linalg.norm(variant - reference) / np.linalg.norm(reference))
-
-    correct = grads(head.dlogits(z, a, False))
-    reference = step(correct)
-    tiny = {k: v * 1e-6 for k, v in correct.items()}
-    other_reduction = "mean" if p.reduction == "sum" else "sum"
-    probability = "softmax(z) - onehot(a)" if categorical else "sigmoid(logit) - y"
-    rows = [
-        (
-            f"1 logit instead of {probability}",
-            change(step(grads(head.dlogits(z, a, True))), reference),
-        ),
-        (
-            f"2 epsilon {'outside' if o.epsilon_inside_sqrt else 'inside'} the sqrt",
-            change(step(correct, ("epsilon",)), reference),
-        ),
-        ("2 ... with gradients 1e-6 as large", change(step(tiny, ("epsilon",)), step(tiny))),
-        (
-            f"3 reduction '{other_reduction}'",
-            change(
-                step({k: v * (n if p.reduction == "mean" else 1 / n) for k, v in correct.items()}),
-                reference,
-            ),
-        ),
-        (
-            "4 ReLU mask h < 0 (masks nothing)",
-            change(step(grads(head.dlogits(z, a, False), strict_mask=True)), reference),
-        ),
+    w, n = {k: np.asarray(v, np.float64) for k, v in weights.items()}, len(batch[1])
+    first = FirstUpdate(dist, w, batch, 1.0 / n if p.reduction == "mean" else 1.0, opt)
+    correct = first.gradients()
+    reference, tiny = first.step(correct), {k: v * 1e-6 for k, v in correct.items()}
+    other = "mean" if p.reduction == "sum" else "sum"
+    rescaled = {k: v * (n if other == "sum" else 1 / n) for k, v in correct.items()}
+    logit = first.gradients(logit_mistake(dist, first.z, first.actions))
+    unmasked = first.gradients(strict_mask=True)
+    eps = "outside" if o.epsilon_inside_sqrt else "inside"
+    variants = [  # (label, the variant's step, the step it is compared with)
+        (f"1 logit instead of {words.dlogits}", first.step(logit), reference),
+        (f"2 epsilon {eps} the sqrt", first.step(correct, ("epsilon",)), reference),
+        ("2 ... with gradients 1e-6 as large", first.step(tiny, ("epsilon",)), first.step(tiny)),
+        (f"3 reduction '{other}'", first.step(rescaled), reference),
+        ("4 ReLU mask h < 0 (masks nothing)", first.step(unmasked), reference),
     ]
     lines = []
     if tf_policy is not None:
         # the float64 pass that every row uses, against the TensorFlow backend's gradients
         tf_policy.set_weights(weights)
-        tf_grads = tf_policy.gradients(obs, actions, advantages)
+        tf_grads = tf_policy.gradients(*batch)
         agree = max(_rel(correct[k], tf_grads[k])[1] for k in w)
-        rows.append(
-            (
-                "5 float32 instead of float64",
-                change(_float32_step(cfg, tf_policy, w, batch), reference),
-            )
-        )
+        float32 = _float32_step(cfg, tf_policy, w, batch)
+        variants.append(("5 float32 instead of float64", float32, reference))
         lines.append(f"(the variants' float64 pass gives TensorFlow's gradients to {agree:.1e})")
-    rows.append(
-        ("7 Keras's float32 learning rate", change(step(correct, ("lr_float32",)), reference))
-    )
+    lr32 = first.step(correct, ("lr_float32",))
+    variants.append(("7 Keras's float32 learning rate", lr32, reference))
+    rows = [(label, _change(variant, ref)) for label, variant, ref in variants]
+    naive_rows, finite = naive_log_rows(first, words, reference, batch, tf_policy)
+    return [
+        "How much each usual cause of NumPy/TF disagreement would change this config's",
+        "first update (|step_variant - step| / |step|, RMSprop from zero state), for",
+        f"{words.title.format(n=n_actions)}:",
+        "",
+        *(f"  {label:44} {value:10.3g}" for label, value in rows + naive_rows),
+        "",
+        *(f"  {line}" for line in lines),
+        *explain_notes(words.stable, finite),
+    ]
 
-    # a naive log(p): the gradient autodiff takes through log of p computed without the stable
-    # form, at this batch's logits and with the last layer scaled until max |z| = 1000
-    scale = SATURATED / max(float(np.max(np.abs(z))), 1e-300)
-    w_sat = {k: v * scale if k in (last, f"b{len(hs)}") else v for k, v in w.items()}
-    z_sat = z * scale
-    reference_sat = step(grads(head.dlogits(z_sat, a, False), w_sat), weights=w_sat)
+
+def naive_dlog_prob(dist, naive_probs: Callable, z: np.ndarray, a) -> np.ndarray:
+    """``d log p_a / dz`` as autodiff takes it through ``p = naive_probs(z)``:
+    ``(1 / p_a) * dp_a/dz`` with ``dp_a/dz = p_a (onehot(a) - p)``. NaN where ``exp``
+    overflows or ``p_a`` underflows to 0."""
+    p = naive_probs(z)
+    p_a = dist.action_probs(p)[np.arange(len(a)), a].reshape(-1, *[1] * (p.ndim - 1))
+    return (1.0 / p_a) * (p_a * (onehot(dist, z, a) - p))
+
+
+def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_policy):
+    """The rows of a naive ``log(p)``, at this batch's logits and at saturated ones (the last
+    layer scaled until ``max |z| = SATURATED``), and whether pgrl's backends stay finite there."""
+    sat = first.saturated()
+    reference_sat = sat.step(sat.gradients())
     with np.errstate(all="ignore"):
-        naive = step(grads(_naive_log_dlogits(z, a, categorical)))
-        naive_sat = step(grads(_naive_log_dlogits(z_sat, a, categorical), w_sat), weights=w_sat)
-    rows += [
-        (
-            "  log of a softmax without max shift"
-            if categorical
-            else "  log of sigmoid(z) = 1 / (1 + exp(-z))",
-            change(naive, reference),
-        ),
-        (f"  ... at logits scaled to max |z| = {SATURATED:g}", change(naive_sat, reference_sat)),
+        changes = [
+            _change(
+                u.step(u.gradients(naive_dlog_prob(u.dist, words.naive_probs, u.z, u.actions))), ref
+            )
+            for u, ref in ((first, reference), (sat, reference_sat))
+        ]
+    rows = [
+        (f"  {words.naive}", changes[0]),
+        (f"  ... at logits scaled to max |z| = {SATURATED:g}", changes[1]),
     ]
     finite = bool(np.all(np.isfinite(reference_sat)))
     if tf_policy is not None:
-        tf_policy.set_weights({k: v.astype(weights[k].dtype) for k, v in w_sat.items()})
-        saturated = tf_policy.gradients(obs, actions, advantages)
+        tf_policy.set_weights({k: v.astype(tf_policy.dtype) for k, v in sat.weights.items()})
+        saturated = tf_policy.gradients(*batch)
         finite &= all(bool(np.all(np.isfinite(g))) for g in saturated.values())
-        tf_policy.set_weights(weights)
-    what = f"the categorical head, {n_actions} actions" if categorical else "the Bernoulli head"
-    out = [
-        "How much each usual cause of NumPy/TF disagreement would change this config's",
-        "first update (|step_variant - step| / |step|, RMSprop from zero state), for",
-        f"{what}:",
-        "",
-    ]
-    out += [f"  {label:44} {value:10.3g}" for label, value in rows]
-    return out + [""] + [f"  {line}" for line in lines] + explain_notes(categorical, finite)
-
-
-SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
-
-
-def _naive_log_dlogits(z, actions, categorical: bool) -> np.ndarray:
-    """(N, k) ``d(-log p_a)/dz`` as autodiff takes it through a naively computed ``p``:
-    ``-(1 / p_a) * dp_a/dz`` with ``p = exp(z) / sum exp(z)`` (no max shift) or
-    ``p = 1 / (1 + exp(-z))``. NaN where ``exp`` overflows or ``p_a`` underflows to 0."""
-    if categorical:
-        e = np.exp(z)
-        p = e / e.sum(axis=1, keepdims=True)
-        rows = np.arange(len(actions))
-        onehot = np.zeros_like(z)
-        onehot[rows, actions] = 1.0
-        p_a = p[rows, actions][:, None]
-        return -(1.0 / p_a) * (p_a * (onehot - p))
-    p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-    p_a = np.where(actions == 1, p, 1.0 - p)
-    dp_a = np.where(actions == 1, 1.0, -1.0) * p * (1.0 - p)
-    return (-(1.0 / p_a) * dp_a)[:, None]
+    return rows, finite
 
 
 def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
@@ -402,13 +393,9 @@ def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
     return np.concatenate([(after[k].astype(np.float64) - w32[k]).ravel() for k in weights])
 
 
-def explain_notes(categorical: bool, finite: bool) -> list[str]:
-    """What the rows above mean, and the cause they leave out (the returns)."""
-    stable = (
-        "max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits"
-        if categorical
-        else "softplus forms and sigmoid_cross_entropy_with_logits"
-    )
+def explain_notes(stable: str, finite: bool) -> list[str]:
+    """What the rows above mean, and the cause they leave out (the returns); ``stable``: what
+    keeps pgrl's backends finite at saturated logits, for the head."""
     return [
         "",
         "  4: the finite-difference rows above catch it (pgrl masks h <= 0).",

@@ -2,20 +2,11 @@
 
 The user brings one batch (weights, observations, actions, advantages or rewards), the gradients
 their implementation computed for it and, optionally, the weights after one optimizer step.
-pgrl computes the correct gradients and step for that batch and every variant that one or two
-known mistakes (DESIGN.md's list) would produce, and names the variant the user's numbers match.
-
-Sign convention: pgrl's gradients are ``dL/dW`` of ``L = sum_t A_t * BCE(a_t, z_t)`` (or, for
-the categorical head, ``CE(a_t, z_t) = -log softmax(z_t)[a_t]``), the direction to descend (what
-``tf.GradientTape`` gives for that loss). Karpathy's gist computes the ascent direction
-``-dL/dW`` and adds it; its ``grad`` is saved as ``-grad``.
-
-The head comes from the last weight matrix: one column is Karpathy's Bernoulli head (one logit,
-sigmoid, actions 0/1), ``n >= 2`` columns the categorical head (``n`` logits, softmax, actions
-``0 .. n-1``), unless the user names it (``head=``, ``--set policy.head=...``).
-
-The gradient and the step are diagnosed separately: the step is predicted from the user's own
-gradients, so a wrong gradient and a wrong optimizer are each named as such.
+pgrl computes the correct gradients and step for that batch with :mod:`pgrl.nn` and the head's
+distribution, and every variant that one or two known mistakes (DESIGN.md's list) would produce,
+each a small perturbation of that one computation; it names the variant the user's numbers match.
+The step is predicted from the user's own gradients, so a wrong gradient and a wrong optimizer
+are each named as such. Sign, head and file formats: :func:`explain` and docs/diagnose.md.
 """
 
 from __future__ import annotations
@@ -23,23 +14,24 @@ from __future__ import annotations
 import itertools
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pgrl.nn import sigmoid, softmax
+from pgrl import nn, objectives
+from pgrl.config import STANDARDIZE
+from pgrl.distributions import HEADS, make_distribution
 from pgrl.optim import RMSprop
 from pgrl.policies.base import REDUCTIONS
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
 
-STANDARDIZE = ("episode", "batch", "none")
 TOL64 = 1e-10  # float64 round-off in a different order of operations, relative to the layer
 TOL32 = 1e-3  # float32 round-off, ditto
 NEAR = 10.0  # candidates within this factor of the best fit count as equally good
-EXIT_CORRECT, EXIT_KNOWN, EXIT_UNKNOWN = 0, 1, 3
+EXIT_CODES = {"correct": 0, "known": 1, "unknown": 3}
 
 # --set keys that describe what the user meant (the network itself comes from the weights)
 SETTINGS = (
@@ -55,7 +47,7 @@ SETTINGS = (
 )
 
 
-def sign_note(loss: str = "BCE") -> list[str]:
+def sign_note(loss: str) -> list[str]:
     """The report's last lines: pgrl's sign convention, for the head's loss ``BCE`` or ``CE``."""
     return [
         f"sign: pgrl's gradients are dL/dW, L = sum_t A_t * {loss}(a_t, z_t), the direction to "
@@ -64,95 +56,86 @@ def sign_note(loss: str = "BCE") -> list[str]:
     ]
 
 
-SIGN_NOTE = sign_note("BCE")
-
-
 class InputError(ValueError):
     """Input that cannot be diagnosed (a missing array, a shape that does not fit, a pickle)."""
 
 
-# ----- the heads: dL/dz for each output layer pgrl knows -----
+# ----- how the report speaks of each head (its mathematics is pgrl.distributions') -----
 
 
-class BernoulliHead:
-    """One logit ``z``, ``p = sigmoid(z) = P(a = 1)``; ``dBCE(a, z)/dz = sigmoid(z) - a``."""
+@dataclass(frozen=True)
+class HeadWords:
+    """How ``pgrl diagnose`` and ``pgrl check`` speak of one head, and how a naive port computes
+    its probabilities (``{h}``: H_last, ``{n}``: n_actions, ``{last}``: n_actions - 1)."""
 
-    name = "bernoulli"
-    probability = "sigmoid"
-    loss = "BCE"
-
-    def check(self, w_last: np.ndarray, name: str) -> None:
-        """The last layer must have one output: ``(H_last, 1)``."""
-        if w_last.shape[1] != 1:
-            raise InputError(
-                f"weights {name} has shape {w_last.shape}; the Bernoulli head has one logit: "
-                f"({w_last.shape[0]}, 1)"
-            )
-
-    def check_actions(self, actions: np.ndarray, n_logits: int = 1) -> np.ndarray:
-        """(N,) actions as float64 0/1, or InputError quoting a bad one."""
-        if actions.dtype.kind not in "biuf":
-            raise InputError(f"batch actions must be 0 or 1, got dtype {actions.dtype}")
-        ok = (actions == 0) | (actions == 1)
-        if not np.all(ok):
-            raise InputError(f"batch actions must be 0 or 1, got {actions[~ok][:3].tolist()}")
-        return actions.astype(np.float64)
-
-    def dlogits(self, z: np.ndarray, actions: np.ndarray, logit_mistake: bool) -> np.ndarray:
-        """(N, 1) ``dBCE/dz``: ``sigmoid(z) - a``, or ``z - a`` when the logit replaces p."""
-        z = z[:, 0]
-        if logit_mistake:
-            return (z - actions)[:, None]
-        # -sigmoid(-z) for a = 1 keeps full precision where p rounds to 1 (as the NumPy backend)
-        return np.where(actions == 1, -sigmoid(-z), sigmoid(z))[:, None]
+    loss: str  # the per-step loss
+    probability: str  # what dL/dz takes of the logits, for "logit used in place of ..."
+    dlogits: str  # dL/dz in words
+    outputs: str  # the last layer the head needs
+    actions: str  # the actions it takes
+    note: str  # a report line naming the head ("": none)
+    probs: str  # the policy method (and check's row) of the head's probabilities
+    header: str  # the head in check's first line ("": none)
+    title: str  # the head in check's --explain
+    naive: str  # the probabilities computed naively, for check's row
+    naive_probs: Callable  # (N,) or (N, n) logits -> those probabilities, no guard on exp
+    stable: str  # what pgrl computes instead
 
 
-class CategoricalHead:
-    """``n >= 2`` logits, ``pi = softmax(z)``; ``dCE(a, z)/dz = softmax(z) - onehot(a)``."""
-
-    name = "categorical"
-    probability = "softmax"
-    loss = "CE"
-
-    def check(self, w_last: np.ndarray, name: str) -> None:
-        """The last layer must have one output per action: ``(H_last, n)``, ``n >= 2``."""
-        if w_last.shape[1] < 2:
-            raise InputError(
-                f"weights {name} has shape {w_last.shape}; the categorical head has one logit "
-                f"per action: ({w_last.shape[0]}, n), n >= 2"
-            )
-
-    def check_actions(self, actions: np.ndarray, n_logits: int) -> np.ndarray:
-        """(N,) action indices ``0 .. n_logits - 1`` as int64, or InputError quoting a bad one."""
-        expected = f"integers 0 to {n_logits - 1} (one per logit)"
-        if actions.dtype.kind not in "biuf":
-            raise InputError(f"batch actions must be {expected}, got dtype {actions.dtype}")
-        ok = (actions == np.round(actions)) & (actions >= 0) & (actions < n_logits)
-        if not np.all(ok):
-            raise InputError(f"batch actions must be {expected}, got {actions[~ok][:3].tolist()}")
-        return actions.astype(np.int64)
-
-    def dlogits(self, z: np.ndarray, actions: np.ndarray, logit_mistake: bool) -> np.ndarray:
-        """(N, n) ``dCE/dz``: ``softmax(z) - onehot(a)``, or ``z - onehot(a)`` when the logits
-        replace the probabilities."""
-        out = z.copy() if logit_mistake else softmax(z)
-        out[np.arange(len(actions)), actions] -= 1.0
-        return out
-
-
-HEADS = {"bernoulli": BernoulliHead(), "categorical": CategoricalHead()}
+WORDS = {
+    "bernoulli": HeadWords(
+        loss="BCE",
+        probability="sigmoid",
+        dlogits="sigmoid(logit) - y",
+        outputs="the Bernoulli head has one logit: ({h}, 1)",
+        actions="0 or 1",
+        note="",
+        probs="action_prob",
+        header="",
+        title="the Bernoulli head",
+        naive="log of sigmoid(z) = 1 / (1 + exp(-z))",
+        naive_probs=lambda z: 1.0 / (1.0 + np.exp(-z)),
+        stable="softplus forms and sigmoid_cross_entropy_with_logits",
+    ),
+    "categorical": HeadWords(
+        loss="CE",
+        probability="softmax",
+        dlogits="softmax(z) - onehot(a)",
+        outputs="the categorical head has one logit per action: ({h}, n), n >= 2",
+        actions="integers 0 to {last} (one per logit)",
+        note="head: categorical, {n} actions (softmax over the last W's columns)",
+        probs="action_probs",
+        header="categorical head, {n} actions, ",
+        title="the categorical head, {n} actions",
+        naive="log of a softmax without max shift",
+        naive_probs=lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
+        stable="max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits",
+    ),
+}
 
 
-def detect_head(w_last: np.ndarray) -> str:
-    """The head a last weight matrix ``(H_last, n)`` stands for: one column is Bernoulli."""
-    return "bernoulli" if w_last.ndim == 2 and w_last.shape[1] == 1 else "categorical"
+def head_of(w_last: np.ndarray, name: str, head: str | None = None):
+    """The distribution a last layer ``(H_last, k)`` feeds: ``head``'s, or the first of
+    :data:`pgrl.distributions.HEADS` with ``k`` outputs (one column: Bernoulli, more:
+    categorical over ``k`` actions)."""
+    k = w_last.shape[1]
+    for h in [head] if head else HEADS:
+        try:  # a policy has at least two actions; a head with other than k outputs does not fit
+            dist = make_distribution(h, max(k, 2))
+        except ValueError:
+            continue
+        if dist.n_outputs == k:
+            return dist
+    # unnamed and fitting none (no columns): the head of n >= 2 outputs, the last, says what fits
+    outputs = WORDS[head or HEADS[-1]].outputs.format(h=w_last.shape[0])
+    raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
 
 
 # ----- the causes, their labels, and which of them can be combined -----
 
 
 def gradient_causes(
-    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str = "sigmoid"
+    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str
 ) -> dict:
     """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards.
 
@@ -165,16 +148,10 @@ def gradient_causes(
         "sign": "missing minus sign: -dL/dW, the ascent direction",
     }
     if rewards:
-        mode_labels = {
-            "none": "returns not standardized",
-            "batch": "returns standardized per batch",
-            "episode": "returns standardized per episode",
-        }
-        for mode in STANDARDIZE:
-            if mode == standardize:
-                continue
+        for mode in (m for m in STANDARDIZE if m != standardize):
+            label = f"standardized per {mode}" if mode != "none" else "not standardized"
             instead = f" instead of per {standardize}" if "none" not in (mode, standardize) else ""
-            causes[f"standardize_{mode}"] = mode_labels[mode] + instead
+            causes[f"standardize_{mode}"] = f"returns {label}{instead}"
         causes["reset"] = (
             "discounted sum not reset at nonzero rewards"
             if reset
@@ -195,12 +172,12 @@ def step_causes(epsilon_inside_sqrt: bool) -> dict:
 
 def combinations(keys, up_to: int = 2) -> list[tuple[str, ...]]:
     """Every set of at most ``up_to`` causes, fewest first; one standardization mode at most."""
-    out = []
-    for k in range(up_to + 1):
-        for combo in itertools.combinations(keys, k):
-            if sum(c.startswith("standardize_") for c in combo) <= 1:
-                out.append(combo)
-    return out
+    return [
+        combo
+        for k in range(up_to + 1)
+        for combo in itertools.combinations(keys, k)
+        if sum(c.startswith("standardize_") for c in combo) <= 1
+    ]
 
 
 # ----- inputs -----
@@ -251,7 +228,7 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
 
 def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.ndarray], object]:
     """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP ending in ``head``, and the
-    head (from ``Wn``'s columns when ``head`` is None)."""
+    head's distribution (from ``Wn``'s columns when ``head`` is None)."""
     bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]*", k))
     if bad:
         raise InputError(f"weights: unexpected arrays {bad}; expected W1, W2, ... (b1, ...)")
@@ -279,9 +256,7 @@ def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.
             if b.shape != (w.shape[1],):
                 raise InputError(f"weights b{i} has shape {b.shape}, expected ({w.shape[1]},)")
             out[f"b{i}"] = b
-    out_head = HEADS[head or detect_head(out[f"W{n}"])]
-    out_head.check(out[f"W{n}"], f"W{n}")
-    return out, out_head
+    return out, head_of(out[f"W{n}"], f"W{n}", head)
 
 
 def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
@@ -313,17 +288,15 @@ class Batch:
     ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
 
 
-def check_batch(batch: dict, w1_shape: tuple[int, int], head, n_logits: int = 1) -> Batch:
+def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1) and
-    its ``n_logits`` outputs."""
-    has_adv, has_rewards = "advantages" in batch, "rewards" in batch or "episode_ends" in batch
-    expected = ["obs", "actions", "advantages"] if has_adv else ["obs", "actions"]
-    if has_adv and has_rewards:
+    its head's distribution ``dist``."""
+    has_adv = "advantages" in batch
+    if has_adv and ("rewards" in batch or "episode_ends" in batch):
         raise InputError(
             "batch: holds advantages and rewards; give one (rewards with episode_ends)"
         )
-    if not has_adv:
-        expected += ["rewards", "episode_ends"]
+    expected = ["obs", "actions", *(["advantages"] if has_adv else ["rewards", "episode_ends"])]
     missing = [k for k in expected if k not in batch]
     extra = sorted(k for k in batch if k not in expected)
     if missing or extra:
@@ -345,15 +318,13 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], head, n_logits: int = 1)
         v = np.asarray(batch[key])
         if v.shape != (n,):
             hint = f"; save {key}.ravel()" if v.size == n else ""
-            if key == "actions" and v.shape == (n, n_logits) and n_logits > 1:
+            if key == "actions" and v.shape == (n, dist.n_outputs) and dist.n_outputs > 1:
                 hint = "; one-hot rows? save actions.argmax(axis=1)"
             raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
         vectors[key] = v
-    if is_mostly_zero(obs):  # Pong's frame differences: only the nonzeros enter the first layer
-        x = SparseRows.from_dense(obs)
-    else:
-        x = _numeric(obs, "batch obs")
-    actions = head.check_actions(vectors["actions"], n_logits)
+    # Pong's frame differences: only the nonzeros enter the first layer
+    x = SparseRows.from_dense(obs) if is_mostly_zero(obs) else _numeric(obs, "batch obs")
+    actions = check_actions(vectors["actions"], dist)
     if has_adv:
         return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
@@ -368,41 +339,15 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], head, n_logits: int = 1)
     )
 
 
-# ----- the network, forward and backward, with the ReLU mask as a knob -----
-
-
-def _affine(h, weights: dict, i: int) -> np.ndarray:
-    """``h @ W_i + b_i`` (no bias term without ``b_i``), for dense ``h`` or SparseRows."""
-    w = weights[f"W{i}"]
-    a = h.matmul(w) if isinstance(h, SparseRows) else h @ w
-    return a + weights[f"b{i}"] if f"b{i}" in weights else a
-
-
-def forward(weights: dict, obs) -> tuple[list, np.ndarray]:
-    """Activations ``[h_0 = obs, h_1, ..., h_L]`` and logits ``z`` (N, k) of the ReLU MLP."""
-    n = sum(k[0] == "W" for k in weights)
-    hs = [obs]
-    for i in range(1, n):
-        hs.append(np.maximum(_affine(hs[-1], weights, i), 0.0))
-    return hs, _affine(hs[-1], weights, n)
-
-
-def backward(weights: dict, hs: list, dz: np.ndarray, strict_mask: bool = False) -> dict:
-    """``dL/dW_i`` (and ``dL/db_i``) from ``dz = dL/dz`` (N, k).
-
-    The ReLU backward zeroes ``dh`` where ``h <= 0``; ``strict_mask`` zeroes it where ``h < 0``,
-    which after the clamp ``h = max(a, 0)`` is nowhere.
-    """
-    grads, dh = {}, dz
-    for i in range(len(hs), 0, -1):
-        h = hs[i - 1]
-        grads[f"W{i}"] = h.rmatmul(dh) if isinstance(h, SparseRows) else h.T @ dh
-        if f"b{i}" in weights:
-            grads[f"b{i}"] = dh.sum(axis=0)
-        if i > 1:
-            dh = dh @ weights[f"W{i}"].T
-            dh[(h < 0) if strict_mask else (h <= 0)] = 0.0
-    return {name: grads[name] for name in weights}
+def check_actions(actions: np.ndarray, dist) -> np.ndarray:
+    """(N,) actions of ``dist``'s head as int64 indices, or InputError quoting bad ones."""
+    expected = WORDS[dist.name].actions.format(last=dist.n_actions - 1)
+    if actions.dtype.kind not in "biuf":
+        raise InputError(f"batch actions must be {expected}, got dtype {actions.dtype}")
+    if dist.check_actions(actions) is not None:
+        bad = actions[~np.isin(actions, np.arange(dist.n_actions))][:3]
+        raise InputError(f"batch actions must be {expected}, got {bad.tolist()}")
+    return actions.astype(np.int64)
 
 
 # ----- matching -----
@@ -467,12 +412,16 @@ class Part:
         return self.candidates[0]
 
     @property
+    def named(self) -> list[str]:
+        """Labels of the best fit's causes, but those that cancel out."""
+        return [self.labels[c] for c in self.best.causes if c not in self.excused]
+
+    @property
     def causes(self) -> list[str]:
         """Labels of the matched causes, float32 precision included; [] when correct."""
         if not self.matched:
             return []
-        out = [self.labels[c] for c in self.best.causes if c not in self.excused]
-        return out + ["float32 precision"] if self.float32 else out
+        return self.named + ["float32 precision"] if self.float32 else self.named
 
     @property
     def status(self) -> str:
@@ -483,11 +432,11 @@ class Part:
 
     def summary(self) -> str:
         """The matched causes, the part and the fit: ``"mean instead of sum (gradients, ...)"``."""
-        named = [self.labels[c] for c in self.best.causes if c not in self.excused]
+        fit = f"rel. error {self.best.error:.2g}"
+        if not self.named:
+            return f"float32 precision ({self.name}, {fit})"
         precision = "float32 precision, " if self.float32 else ""
-        if not named:
-            return f"float32 precision ({self.name}, rel. error {self.best.error:.2g})"
-        return f"{' + '.join(named)} ({self.name}, {precision}rel. error {self.best.error:.2g})"
+        return f"{' + '.join(self.named)} ({self.name}, {precision}{fit})"
 
     def describe(self, causes: tuple[str, ...]) -> str:
         return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
@@ -515,8 +464,8 @@ class Diagnosis:
     gradients: Part
     step: Part | None
     n_steps: int
+    head: str  # the name of the head the numbers were read with
     notes: list[str] = field(default_factory=list)
-    head: str = "bernoulli"  # the output head the numbers were read with
 
     @property
     def parts(self) -> list[Part]:
@@ -530,7 +479,7 @@ class Diagnosis:
 
     @property
     def exit_code(self) -> int:
-        return {"correct": EXIT_CORRECT, "known": EXIT_KNOWN, "unknown": EXIT_UNKNOWN}[self.status]
+        return EXIT_CODES[self.status]
 
     @property
     def verdict(self) -> str:
@@ -585,7 +534,7 @@ class Diagnosis:
                 out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
-        return out + self.notes + sign_note(HEADS[self.head].loss)
+        return out + self.notes + sign_note(WORDS[self.head].loss)
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -629,88 +578,118 @@ def explain(
     Raises:
         InputError: one line naming a missing array, a shape that does not fit, a bad file.
     """
-    if head is not None and head not in HEADS:
-        raise InputError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    if reduction not in REDUCTIONS:
-        raise InputError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    if standardize not in STANDARDIZE:
-        raise InputError(
-            f"standardize must be one of {', '.join(STANDARDIZE)}, got {standardize!r}"
-        )
-    if not 0.0 <= gamma <= 1.0:
-        raise InputError(f"gamma must be in [0, 1], got {gamma}")
-    optimizer = optimizer or RMSprop()
-    w, out_head = check_network(load_arrays(weights, "weights"), head)
-    w_last = w[f"W{sum(k[0] == 'W' for k in w)}"]
-    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, out_head, w_last.shape[1])
+    _check_settings(head, reduction, standardize, gamma)
+    w, dist = check_network(load_arrays(weights, "weights"), head)
+    b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, dist)
     user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
     raw_after = None if after is None else load_arrays(after, "after")
     user_after = None if raw_after is None else check_like(raw_after, w, "after")
-    n = len(b.actions)
+    returns = (gamma, reset_on_nonzero, standardize)
+    gradients = _gradient_part(w, dist, b, user_grads, reduction, *returns)
+    step = None
+    if user_after is not None:
+        step = _step_part(w, user_grads, raw_after, user_after, optimizer or RMSprop())
+    note = WORDS[dist.name].note
+    notes = [note.format(n=dist.n_actions)] if note else []
+    if step is not None and gradients.matched and step.matched:
+        if "sign" in gradients.best.causes and "ascent" in step.best.causes:
+            gradients.excused.add("sign")
+            step.excused.add("ascent")
+            notes.append(
+                "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
+                "a descent step on L, as pgrl's"
+            )
+    return Diagnosis(gradients, step, len(b.actions), dist.name, notes)
 
+
+def _check_settings(head, reduction: str, standardize: str, gamma: float) -> None:
+    """InputError naming the first of :func:`explain`'s settings out of its choices."""
+    for name, value, choices in (
+        ("head", head, (None, *HEADS)),
+        ("reduction", reduction, REDUCTIONS),
+        ("standardize", standardize, STANDARDIZE),
+    ):
+        if value not in choices:
+            shown = ", ".join(c for c in choices if c)
+            raise InputError(f"{name} must be one of {shown}, got {value!r}")
+    if not 0.0 <= gamma <= 1.0:
+        raise InputError(f"gamma must be in [0, 1], got {gamma}")
+
+
+def dlogits(dist, z: np.ndarray, actions, advantages, dlogp=None) -> np.ndarray:
+    """REINFORCE's ``dL/dz``, shaped as ``z``: ``dL/dlogp * dlogp``, with ``dlogp`` the head's
+    ``d log pi / dz`` or, given, a mistake's."""
+    dlogp = dist.dlog_prob(z, actions) if dlogp is None else dlogp
+    dl = objectives.reinforce(dist.log_prob(z, actions), advantages)[1]
+    return dl.reshape(-1, *[1] * (dlogp.ndim - 1)) * dlogp
+
+
+def onehot(dist, z: np.ndarray, actions) -> np.ndarray:
+    """The indicator of ``actions``, shaped as ``z`` (``a`` itself for one logit).
+
+    ``dlog_prob(z, a) = onehot(a) - probs(z)``; at ``z = 0`` both terms are exact (``1/n`` and
+    ``1 - 1/n`` sum to exactly 1 in floating point), and so is their sum.
+    """
+    z0 = np.zeros_like(z)
+    return dist.dlog_prob(z0, actions) + dist.probs(z0)
+
+
+def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
+    """``d log pi / dz`` with the logits in place of the head's probabilities (DESIGN.md,
+    cause 1): ``onehot(a) - z`` instead of ``onehot(a) - probs(z)``."""
+    return onehot(dist, z, actions) - z
+
+
+def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, standardize) -> Part:
+    """pgrl's ``dL/dW`` for the batch under every set of gradient causes, against ``user``."""
     labels = gradient_causes(
-        reduction, standardize, reset_on_nonzero, b.rewards is not None, out_head.probability
+        reduction, standardize, reset, b.rewards is not None, WORDS[dist.name].probability
     )
-    hs, z = forward(w, b.obs)
-    backward_cache = {}
+    hs, out = nn.forward(w, b.obs)
+    z = dist.logits(out)
+    cache = {}  # one backward pass per (returns, dL/dz, ReLU mask); the rest is a scale
 
-    def predict_grads(combo):
+    def predict(combo):
         mode = next((c[len("standardize_") :] for c in combo if c.startswith("standardize_")), None)
-        key = (mode or standardize, reset_on_nonzero ^ ("reset" in combo))
+        key = (mode or standardize, reset ^ ("reset" in combo))
         key += ("logit" in combo, "relu_mask" in combo)
-        if key not in backward_cache:
-            if b.advantages is not None:
-                adv = b.advantages
-            else:
+        if key not in cache:
+            adv = b.advantages
+            if adv is None:
                 adv = compute_advantages(b.rewards, b.ep_bounds, gamma, key[1], key[0])
-            dz = adv[:, None] * out_head.dlogits(z, b.actions, key[2])
-            backward_cache[key] = backward(w, hs, dz, strict_mask=key[3])
+            dlogp = logit_mistake(dist, z, b.actions) if key[2] else None
+            dout = dlogits(dist, z, b.actions, adv, dlogp).reshape(out.shape)
+            cache[key] = nn.backward(w, hs, dout, strict_mask=key[3])
         used = ({"sum", "mean"} - {reduction}).pop() if "reduction" in combo else reduction
-        scale = (1.0 / n if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
-        return {k: g * scale for k, g in backward_cache[key].items()}
+        scale = (1.0 / len(z) if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
+        return {k: g * scale for k, g in cache[key].items()}
 
     candidates = []
     for combo in combinations(labels):
-        pred = predict_grads(combo)
-        errors = {k: _layer_error(user_grads[k], pred[k]) for k in w}
+        pred = predict(combo)
+        candidates.append(Candidate(combo, pred, {k: _layer_error(user[k], pred[k]) for k in w}))
+    return Part("gradients", labels, candidates, user)
+
+
+def _step_part(w, user_grads: dict, raw_after: dict, user_after: dict, optimizer) -> Part:
+    """pgrl's RMSprop step from the user's gradients under every set of optimizer causes,
+    against the user's ``after - W``."""
+    labels = step_causes(optimizer.epsilon_inside_sqrt)
+    # the spacing of the saved weights: a float32 ``after`` holds the step to its last bit only
+    ulp = {
+        k: np.spacing(np.abs(a)).astype(np.float64) if a.dtype.kind == "f" else 0.0
+        for k, a in raw_after.items()
+    }
+    user = {k: user_after[k] - w[k] for k in w}
+    candidates = []
+    for combo in combinations(labels):
+        pred = rmsprop_step(w, user_grads, optimizer, combo)
+        errors = {k: _layer_error(user[k], pred[k], ulp[k]) for k in w}
         candidates.append(Candidate(combo, pred, errors))
-    gradients = Part("gradients", labels, candidates, user_grads)
-
-    step = None
-    if user_after is not None:
-        step_labels = step_causes(optimizer.epsilon_inside_sqrt)
-        ulp = {
-            k: np.spacing(np.abs(a)).astype(np.float64) if a.dtype.kind == "f" else 0.0
-            for k, a in raw_after.items()
-        }
-        step_candidates = []
-        for combo in combinations(step_labels):
-            pred = rmsprop_step(w, user_grads, optimizer, combo)
-            errors = {k: _layer_error(user_after[k] - w[k], pred[k], ulp[k]) for k in w}
-            step_candidates.append(Candidate(combo, pred, errors))
-        user_step = {k: user_after[k] - w[k] for k in w}
-        step = Part("step", step_labels, step_candidates, user_step)
-        if not step.matched:
-            step.hint = learning_rate_hint(step, optimizer.learning_rate)
-
-    notes = []
-    if out_head.name == "categorical":
-        n_logits = w_last.shape[1]
-        notes.append(f"head: categorical, {n_logits} actions (softmax over the last W's columns)")
-    if (
-        step is not None
-        and gradients.matched
-        and step.matched
-        and "sign" in gradients.best.causes
-        and "ascent" in step.best.causes
-    ):
-        gradients.excused.add("sign")
-        step.excused.add("ascent")
-        notes.append(
-            "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
-            "a descent step on L, as pgrl's"
-        )
-    return Diagnosis(gradients, step, n, notes, out_head.name)
+    step = Part("step", labels, candidates, user)
+    if not step.matched:
+        step.hint = learning_rate_hint(step, optimizer.learning_rate)
+    return step
 
 
 def rmsprop_step(weights: dict, grads: dict, optimizer: RMSprop, causes=()) -> dict:
