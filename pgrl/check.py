@@ -19,7 +19,7 @@ import numpy as np
 
 from pgrl import nn
 from pgrl.config import Config
-from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, onehot, rmsprop_step
+from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, rmsprop_step
 from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
 from pgrl.reinforce import build_policy, build_value_net
@@ -354,7 +354,7 @@ def naive_dlog_prob(dist, naive_probs: Callable, z: np.ndarray, a) -> np.ndarray
     overflows or ``p_a`` underflows to 0."""
     p = naive_probs(z)
     p_a = dist.action_probs(p)[np.arange(len(a)), a].reshape(-1, *[1] * (p.ndim - 1))
-    return (1.0 / p_a) * (p_a * (onehot(dist, z, a) - p))
+    return (1.0 / p_a) * (p_a * (dist.onehot(a) - p))
 
 
 def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_policy):

@@ -624,20 +624,10 @@ def dlogits(dist, z: np.ndarray, actions, advantages, dlogp=None) -> np.ndarray:
     return dl.reshape(-1, *[1] * (dlogp.ndim - 1)) * dlogp
 
 
-def onehot(dist, z: np.ndarray, actions) -> np.ndarray:
-    """The indicator of ``actions``, shaped as ``z`` (``a`` itself for one logit).
-
-    ``dlog_prob(z, a) = onehot(a) - probs(z)``; at ``z = 0`` both terms are exact (``1/n`` and
-    ``1 - 1/n`` sum to exactly 1 in floating point), and so is their sum.
-    """
-    z0 = np.zeros_like(z)
-    return dist.dlog_prob(z0, actions) + dist.probs(z0)
-
-
 def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
     """``d log pi / dz`` with the logits in place of the head's probabilities (DESIGN.md,
     cause 1): ``onehot(a) - z`` instead of ``onehot(a) - probs(z)``."""
-    return onehot(dist, z, actions) - z
+    return dist.onehot(actions).astype(z.dtype) - z
 
 
 def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, standardize) -> Part:

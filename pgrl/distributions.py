@@ -88,6 +88,10 @@ class Bernoulli:
         """(N,) ``log pi(a | z)``."""
         return -np.where(a == 1, softplus(-z), softplus(z))
 
+    def onehot(self, a: np.ndarray) -> np.ndarray:
+        """(N,) the indicator of ``a = 1``: ``d log pi / dz = onehot(a) - probs(z)``."""
+        return np.asarray(a, dtype=np.float64)
+
     def dlog_prob(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """(N,) ``d log pi(a | z) / dz = a - sigmoid(z)`` (DESIGN.md, cause 1: through the
         sigmoid); for ``a = 1`` written ``sigmoid(-z)``, exact where ``p`` rounds to 1."""
@@ -179,6 +183,10 @@ class Categorical:
 
     def log_prob(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return log_softmax(z)[np.arange(len(a)), a]
+
+    def onehot(self, a: np.ndarray) -> np.ndarray:
+        """(N, n) one-hot rows of ``a``: ``d log pi / dz = onehot(a) - probs(z)``."""
+        return np.eye(self.n_actions)[a]
 
     def dlog_prob(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         """(N, n) ``onehot(a) - softmax(z)``."""

@@ -43,6 +43,7 @@ def test_gradients_against_finite_differences(head, n):
         z, a = _draw(dist, rng)
         fd = _fd(lambda zz, a=a: dist.log_prob(zz, a), z)
         assert rel_err(dist.dlog_prob(z, a), fd) < 1e-10
+        assert rel_err(dist.onehot(a) - dist.probs(z), fd) < 1e-10
         assert rel_err(dist.dentropy(z), _fd(dist.entropy, z)) < 1e-10
 
 
