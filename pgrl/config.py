@@ -11,6 +11,7 @@ the env's actions) is checked where those are built (:mod:`pgrl.build`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -29,13 +30,9 @@ from pgrl import validate as valid
 from pgrl.distributions import HEADS
 from pgrl.validate import cut as _cut
 
-# The lowest and highest return an episode can have (CartPole: +1 per step, at most 500 steps;
-# Pong: a game to 21, +1 or -1 per point; Acrobot: -1 per step until the goal, at most 500).
-RETURN_RANGES = {
-    "CartPole-v1": (1.0, 500.0),
-    "ALE/Pong-v5": (-21.0, 21.0),
-    "Acrobot-v1": (-500.0, 0.0),
-}
+# The lowest return an episode can have: a goal at or below it is met at once (CartPole: +1 per
+# step; Pong: a game to 21, -1 per point lost; Acrobot: -1 per step, at most 500).
+LOWEST_RETURNS = {"CartPole-v1": 1.0, "ALE/Pong-v5": -21.0, "Acrobot-v1": -500.0}
 
 
 class ConfigError(ValueError):
@@ -177,19 +174,13 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, where: str = "config") -> Config:
-        """Check every value's type and range, as loading a TOML file does.
-
-        Values are stored as TOML would give them: NumPy ints as ints, ints for float fields as
-        floats, tuples as lists; nothing else changes.
-
-        Args:
-            where: the config's origin, named first in the message (e.g. its file).
-
-        Returns:
-            This config, checked.
+        """This config, its values' types and ranges checked as loading a TOML file checks them,
+        and stored as TOML gives them (NumPy ints as ints, ints for floats as floats, tuples as
+        lists).
 
         Raises:
-            ConfigError: one line naming ``where`` and the first bad key.
+            ConfigError: one line naming ``where`` (the config's origin, e.g. its file) and the
+                first bad key.
         """
         for section, cls in SECTIONS.items():
             values = getattr(self, section)
@@ -245,8 +236,8 @@ def _check_together(cfg: Config, where: str) -> None:
             f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
             f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
         )
-    low = RETURN_RANGES.get(e.id, (-math.inf, math.inf))[0]
-    if t.solved_mean100 is not None and t.solved_mean100 <= low:  # every run solved at once
+    low = LOWEST_RETURNS.get(e.id, -math.inf)
+    if t.solved_mean100 is not None and t.solved_mean100 <= low:
         raise ConfigError(
             f"{where}: 'train.solved_mean100' must be above {e.id}'s lowest return, {low:g}, "
             f"got {_cut(t.solved_mean100)}"
@@ -276,14 +267,15 @@ SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
 
 
-def _all_keys() -> list[str]:
-    return [f"{section}.{key}" for section, keys in _FIELD_TYPES.items() for key in keys]
-
-
 def _unknown(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, _all_keys() + list(SECTIONS), n=1, cutoff=0.6)
+    keys = [*SECTIONS, *(f"{s}.{k}" for s, keys in _FIELD_TYPES.items() for k in keys)]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+# annotation -> the values a field of it takes (bools only where bools are meant)
+_TAKES = {bool: bool, int: numbers.Integral, float: numbers.Real, str: str}
 
 
 def _coerce(value, annotation, key: str, where: str):
@@ -292,39 +284,24 @@ def _coerce(value, annotation, key: str, where: str):
     Ints (NumPy's too) are accepted where floats are expected, and tuples where lists are, as the
     values TOML would give for them.
     """
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-    elif annotation is float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        return None if value is None else _coerce(value, args[0], key, where)
+    if annotation in _TAKES:
+        name = annotation.__name__
+        if isinstance(value, _TAKES[annotation]) and isinstance(value, bool) == (
+            annotation is bool
+        ):
+            return annotation(value)
     elif origin is list:
-        (item,) = typing.get_args(annotation)
+        name = f"list of {args[0].__name__}"
         if isinstance(value, list | tuple):
-            try:
-                return [_coerce(v, item, key, where) for v in value]
-            except ConfigError:
-                pass  # reported below, with the whole list
-    elif origin is dict:
+            with contextlib.suppress(ConfigError):  # reported below, with the whole list
+                return [_coerce(v, args[0], key, where) for v in value]
+    else:  # dict[str, Any]
+        name = "table"
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
-    name = getattr(annotation, "__name__", str(annotation))
-    if origin is list:
-        name = f"list of {typing.get_args(annotation)[0].__name__}"
-    elif origin is dict:
-        name = "table"
     raise ConfigError(f"{where}: '{key}' must be {name}, got {_cut(value)}")
 
 
@@ -434,10 +411,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         file = config_path(path)
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:  # a ValueError too: caught first
+            raise ConfigError(f"{where}: not a text (TOML) file") from None
         except ValueError as e:  # TOMLDecodeError, or an int of 4,300+ digits
             raise ConfigError(f"{where}: TOML syntax error: {str(e)[:200]}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}: not a text (TOML) file") from None
         except OSError as e:
             raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
     for text in overrides or []:
