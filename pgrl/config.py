@@ -289,9 +289,8 @@ def _coerce(value, annotation, key: str, where: str):
         return None if value is None else _coerce(value, args[0], key, where)
     if annotation in _TAKES:
         name = annotation.__name__
-        if isinstance(value, _TAKES[annotation]) and isinstance(value, bool) == (
-            annotation is bool
-        ):
+        takes = isinstance(value, _TAKES[annotation])
+        if takes and isinstance(value, bool) == (annotation is bool):
             return annotation(value)
     elif origin is list:
         name = f"list of {args[0].__name__}"
