@@ -28,6 +28,7 @@ from typing import Any
 
 from pgrl import validate as valid
 from pgrl.distributions import HEADS
+from pgrl.validate import BASELINES, RUNNERS, STANDARDIZE
 from pgrl.validate import cut as _cut
 
 # The lowest return an episode can have: a goal at or below it is met at once (CartPole: +1 per
@@ -64,7 +65,7 @@ class EnvConfig:
     id: str = _key("CartPole-v1", valid.env_id)
     num_envs: int = _key(1, _AT_LEAST_1)
     # "local": the envs run here; "ray": rollout workers as Ray actors (pgrl.ray_runner)
-    runner: str = _key("local", _one_of(valid.RUNNERS))
+    runner: str = _key("local", _one_of(RUNNERS))
     num_workers: int = _key(1, _AT_LEAST_1)  # runner = "ray": rollout workers, one CPU each
     envs_per_worker: int = _key(1, _AT_LEAST_1)  # runner = "ray": env copies per worker
     # "sync": all copies in this process (cheap envs); "workers": a process each (Atari);
@@ -135,10 +136,10 @@ class TrainConfig:
     gamma: float = _key(0.99, valid.rule(lambda g: 0 < g <= 1, "in (0, 1]"))
     reset_on_nonzero: bool = False  # Pong: restart discounted sums at every point
     # advantages: per episode (Karpathy), per batch, or none
-    standardize: str = _key("episode", _one_of(valid.STANDARDIZE))
+    standardize: str = _key("episode", _one_of(STANDARDIZE))
     # "none": advantages are the returns (Karpathy); "value": returns - V(s) of a value network
     # fit to the returns (the [value] section)
-    baseline: str = _key("none", _one_of(valid.BASELINES))
+    baseline: str = _key("none", _one_of(BASELINES))
     # stop once mean100 reaches this (475 for CartPole-v1); above the env's lowest return
     solved_mean100: float | None = _key(None, valid.rule(math.isfinite, "a finite number"))
     max_steps: int | None = _key(None, _AT_LEAST_1)  # env step budget
