@@ -1,10 +1,11 @@
-"""The ``pgrl`` command: train and eval (compare and check build on these).
+"""The ``pgrl`` command: one function per subcommand, its arguments declared on it.
 
 Mistakes a user can make (a config typo, a bad value, a corrupt checkpoint, a missing optional
 package) end with one line on stderr and exit status 2, never a traceback.
 
-The module imports only the standard library at its top: pgrl's modules (and NumPy) are loaded
-inside :func:`main`, so that a Ctrl-C at any moment of the start-up ends with one line.
+At its top the module imports only the standard library and :mod:`pgrl.validate` (which does the
+same): pgrl's other modules (and NumPy) are loaded inside :func:`main`, so that a Ctrl-C at any
+moment of the start-up ends with one line.
 """
 
 from __future__ import annotations
@@ -13,8 +14,78 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+
+from pgrl.validate import BACKENDS
+
+# subcommand -> (help line, the function that runs it, its arguments as add_argument takes them)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int], list[tuple[str, dict]]]] = {}
 
 
+def command(name: str, summary: str, *arguments: tuple[str, dict]):
+    """Register the decorated ``f(args) -> exit status`` as subcommand ``name``."""
+
+    def register(run):
+        COMMANDS[name] = (summary, run, list(arguments))
+        return run
+
+    return register
+
+
+def _arg(flag: str, **options) -> tuple[str, dict]:
+    return flag, options
+
+
+_CONFIG = _arg("config")  # its help lists the shipped configs: see build_parser
+_SET = _arg("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+_EXECUTOR = (
+    _arg(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes on this machine (default); ray: a Ray cluster",
+    ),
+    _arg(
+        "--address",
+        help="with --executor ray: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new "
+        "local Ray instance)",
+    ),
+    _arg("--workers", type=int, help="local runs at once (default: one per core)"),
+)
+
+
+@command(
+    "train",
+    "train a policy from a TOML config",
+    _CONFIG,
+    _arg("--backend", choices=BACKENDS, help="override policy.backend"),
+    _arg("--seed", type=int, help="override train.seed"),
+    _arg("--out", help="run directory (default runs/<env>-<backend>-seed<k>)"),
+    _arg(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.episodes=500 (repeatable)",
+    ),
+    _arg("--resume", action="store_true", help="continue from OUT/checkpoint.npz"),
+    _arg("--force", action="store_true", help="start afresh in an OUT that holds a run"),
+    _arg(
+        "--init",
+        metavar="W.npz",
+        help="start the policy from these weights (pgrl export, a checkpoint.npz, or pong) "
+        "instead of a random init; sets train.init",
+    ),
+    _arg(
+        "--address",
+        help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '
+        "new local Ray instance)",
+    ),
+    _arg(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: accept a config that differs from the run's (recorded in the run)",
+    ),
+)
 def _train(args) -> int:
     from pgrl.config import load_config
     from pgrl.reinforce import Interrupted, train
@@ -42,6 +113,19 @@ def _train(args) -> int:
     return 0
 
 
+@command(
+    "eval",
+    "play episodes with a trained policy",
+    _arg(
+        "checkpoint",
+        help="a run's checkpoint.npz, a weights file (pgrl export), or a shipped policy: pong",
+    ),
+    _arg("--backend", choices=BACKENDS, help="default: the one it was trained with"),
+    _arg("--episodes", type=int, default=10),
+    _arg("--seed", type=int, default=0),
+    _arg("--sample", action="store_true", help="sample actions instead of greedy"),
+    _arg("--gif", help="write an animated GIF of the first episode here"),
+)
 def _eval(args) -> int:
     from pgrl.config import ConfigError
     from pgrl.play import evaluate
@@ -63,6 +147,14 @@ def _eval(args) -> int:
     return 0
 
 
+@command(
+    "export",
+    "write a run's weights alone, as a small weights file",
+    _arg("checkpoint", help="checkpoint.npz of a run"),
+    _arg("out", help="weights file to write, e.g. pong.npz"),
+    _arg("--dtype", choices=("float32", "float64"), default="float32"),
+    _arg("--note", default="", help="a line of text stored with the weights"),
+)
 def _export(args) -> int:
     from pgrl.play import export_weights
 
@@ -71,6 +163,16 @@ def _export(args) -> int:
     return 0
 
 
+@command(
+    "compare",
+    "train every (backend, seed) pair and compare the curves",
+    _CONFIG,
+    _arg("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS)),
+    _arg("--seeds", nargs="+", type=int, default=[0, 1, 2]),
+    _arg("--out", default="runs/compare", help="output directory (default %(default)s)"),
+    *_EXECUTOR,
+    _SET,
+)
 def _compare(args) -> int:
     from pgrl.compare import compare
 
@@ -88,6 +190,36 @@ def _compare(args) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+@command(
+    "sweep",
+    "a hyperparameter grid x seeds, locally or on Ray Tune",
+    _CONFIG,
+    _arg(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a config key and its values, read as --set reads them, e.g. "
+        "--grid policy.hidden_sizes=[16],[32,32] (repeatable: the grid is the product)",
+    ),
+    _arg("--seeds", nargs="+", type=int, default=[0]),
+    _arg("--backend", nargs="+", choices=BACKENDS, default=["numpy"]),
+    _arg("--out", default="runs/sweep", help="output directory (default %(default)s)"),
+    *_EXECUTOR,
+    _arg(
+        "--storage",
+        help="with --executor ray: a directory every node sees, or a cloud URI, for Ray Tune's "
+        "checkpoints (without it, results come back through Ray)",
+    ),
+    _arg(
+        "--scheduler",
+        choices=("none", "asha"),
+        default="none",
+        help="asha: Ray Tune's ASHA stops trials whose running return lags (--executor ray)",
+    ),
+    _SET,
+    _arg("--resume", action="store_true", help="continue the sweep in OUT"),
+    _arg("--force", action="store_true", help="start afresh in an OUT with a sweep"),
+)
 def _sweep(args) -> int:
     from pgrl.config import ConfigError
     from pgrl.sweep import sweep
@@ -139,20 +271,24 @@ def _check_axes(args) -> None:
         raise ConfigError("--address: needs --executor ray")
 
 
+@command(
+    "check",
+    "backend parity and finite differences for a config",
+    _CONFIG,
+    _arg("--explain", action="store_true", help="show what each usual mistake costs"),
+    _arg("--seed", type=int, default=0, help="seed of the synthetic batch"),
+    _SET,
+)
 def _check(args) -> int:
+    from pgrl.build import env_spaces
     from pgrl.check import run_check
     from pgrl.config import ConfigError, load_config
-    from pgrl.envs import make_env
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     cfg = load_config(args.config, args.set)
-    try:
-        env = make_env(cfg.env.id, **cfg.env.make_kwargs())
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"env {cfg.env.id} with env.kwargs {cfg.env.kwargs}: {e}") from None
-    obs_dim, n_actions = int(env.observation_space.shape[0]), int(env.action_space.n)
-    env.close()
+    obs_space, action_space = env_spaces(cfg)
+    obs_dim, n_actions = int(obs_space.shape[0]), int(action_space.n)
     lines, passed = run_check(
         cfg, obs_dim, explain=args.explain, seed=args.seed, n_actions=n_actions
     )
@@ -160,6 +296,28 @@ def _check(args) -> int:
     return 0 if passed else 1
 
 
+@command(
+    "diagnose",
+    "which known porting mistake explains your gradients and RMSprop step "
+    "(exit 0 correct, 1 known cause, 3 none)",
+    _arg("--weights", required=True, metavar="W.npz", help="W1, W2, ... (b1, ...)"),
+    _arg(
+        "--batch",
+        required=True,
+        metavar="B.npz",
+        help="obs, actions and advantages (or rewards and episode_ends)",
+    ),
+    _arg("--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"),
+    _arg("--after", metavar="A.npz", help="your weights after one optimizer step"),
+    _arg("--optimizer", choices=("rmsprop",), default="rmsprop", help="the step's optimizer"),
+    _arg(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="what you meant: optimizer.learning_rate, .decay, .epsilon, .epsilon_inside_sqrt, "
+        "policy.reduction, train.gamma, train.reset_on_nonzero, train.standardize",
+    ),
+)
 def _diagnose(args) -> int:
     from pgrl.config import ConfigError
     from pgrl.diagnose import InputError, explain, settings
@@ -173,158 +331,25 @@ def _diagnose(args) -> int:
     return result.exit_code
 
 
-def _executor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--executor",
-        choices=("local", "ray"),
-        default="local",
-        help="local: processes on this machine (default); ray: a Ray cluster",
-    )
-    p.add_argument(
-        "--address",
-        help="with --executor ray: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new "
-        "local Ray instance)",
-    )
-    p.add_argument("--workers", type=int, help="local runs at once (default: one per core)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pgrl`` parser: a subparser per entry of :data:`COMMANDS`, in their order."""
     from pgrl import __version__
     from pgrl.config import shipped_configs
-    from pgrl.policies import BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="pgrl", description="REINFORCE with NumPy and TF backends"
     )
     parser.add_argument("--version", action="version", version=f"pgrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    shipped = ", ".join(shipped_configs())
     config_help = (
-        "a TOML file, e.g. configs/cartpole.toml, or the name of a shipped config: "
-        + ", ".join(shipped_configs())
+        f"a TOML file, e.g. configs/cartpole.toml, or the name of a shipped config: {shipped}"
     )
-
-    p = sub.add_parser("train", help="train a policy from a TOML config")
-    p.add_argument("config", help=config_help)
-    p.add_argument("--backend", choices=BACKENDS, help="override policy.backend")
-    p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--out", help="run directory (default runs/<env>-<backend>-seed<k>)")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.episodes=500 (repeatable)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--force", action="store_true", help="start afresh in an OUT that holds a run")
-    p.add_argument(
-        "--init",
-        metavar="W.npz",
-        help="start the policy from these weights (pgrl export, a checkpoint.npz, or pong) "
-        "instead of a random init; sets train.init",
-    )
-    p.add_argument(
-        "--address",
-        help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '
-        "new local Ray instance)",
-    )
-    p.add_argument(
-        "--allow-changes",
-        action="store_true",
-        help="with --resume: accept a config that differs from the run's (recorded in the run)",
-    )
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("eval", help="play episodes with a trained policy")
-    p.add_argument(
-        "checkpoint",
-        help="a run's checkpoint.npz, a weights file (pgrl export), or a shipped policy: pong",
-    )
-    p.add_argument("--backend", choices=BACKENDS, help="default: the one it was trained with")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample", action="store_true", help="sample actions instead of greedy")
-    p.add_argument("--gif", help="write an animated GIF of the first episode here")
-    p.set_defaults(func=_eval)
-
-    p = sub.add_parser("export", help="write a run's weights alone, as a small weights file")
-    p.add_argument("checkpoint", help="checkpoint.npz of a run")
-    p.add_argument("out", help="weights file to write, e.g. pong.npz")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--note", default="", help="a line of text stored with the weights")
-    p.set_defaults(func=_export)
-
-    p = sub.add_parser("compare", help="train every (backend, seed) pair and compare the curves")
-    p.add_argument("config", help=config_help)
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", default="runs/compare", help="output directory (default %(default)s)")
-    _executor_arguments(p)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.set_defaults(func=_compare)
-
-    p = sub.add_parser("sweep", help="a hyperparameter grid x seeds, locally or on Ray Tune")
-    p.add_argument("config", help=config_help)
-    p.add_argument(
-        "--grid",
-        action="append",
-        metavar="KEY=V1,V2",
-        help="a config key and its values, read as --set reads them, e.g. "
-        "--grid policy.hidden_sizes=[16],[32,32] (repeatable: the grid is the product)",
-    )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--backend", nargs="+", choices=BACKENDS, default=["numpy"])
-    p.add_argument("--out", default="runs/sweep", help="output directory (default %(default)s)")
-    _executor_arguments(p)
-    p.add_argument(
-        "--storage",
-        help="with --executor ray: a directory every node sees, or a cloud URI, for Ray Tune's "
-        "checkpoints (without it, results come back through Ray)",
-    )
-    p.add_argument(
-        "--scheduler",
-        choices=("none", "asha"),
-        default="none",
-        help="asha: Ray Tune's ASHA stops trials whose running return lags (--executor ray)",
-    )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--resume", action="store_true", help="continue the sweep in OUT")
-    p.add_argument("--force", action="store_true", help="start afresh in an OUT with a sweep")
-    p.set_defaults(func=_sweep)
-
-    p = sub.add_parser("check", help="backend parity and finite differences for a config")
-    p.add_argument("config", help=config_help)
-    p.add_argument("--explain", action="store_true", help="show what each usual mistake costs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic batch")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.set_defaults(func=_check)
-
-    p = sub.add_parser(
-        "diagnose",
-        help="which known porting mistake explains your gradients and RMSprop step "
-        "(exit 0 correct, 1 known cause, 3 none)",
-    )
-    p.add_argument("--weights", required=True, metavar="W.npz", help="W1, W2, ... (b1, ...)")
-    p.add_argument(
-        "--batch",
-        required=True,
-        metavar="B.npz",
-        help="obs, actions and advantages (or rewards and episode_ends)",
-    )
-    p.add_argument(
-        "--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"
-    )
-    p.add_argument("--after", metavar="A.npz", help="your weights after one optimizer step")
-    p.add_argument(
-        "--optimizer", choices=("rmsprop",), default="rmsprop", help="the step's optimizer"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="what you meant: optimizer.learning_rate, .decay, .epsilon, .epsilon_inside_sqrt, "
-        "policy.reduction, train.gamma, train.reset_on_nonzero, train.standardize",
-    )
-    p.set_defaults(func=_diagnose)
+    for name, (summary, run, arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary)
+        for flag, options in arguments:
+            p.add_argument(flag, **(options or {"help": config_help}))
+        p.set_defaults(func=run)
     return parser
 
 
@@ -334,8 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
+            errors = _errors()  # loads pgrl's runtime (NumPy, gymnasium): still the start-up
             command = args.command
-            return _run(args)
+            return _run(args, *errors)
         finally:
             sys.stdout.flush()  # a closed pipe shows here, not at exit
     except KeyboardInterrupt:  # before a run started (imports, TF, envs): nothing written
@@ -348,24 +374,24 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a process a closed pipe ended
 
 
-def _run(args) -> int:
+def _errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The errors a command ends with in one line: (exit 2: a user's mistake, exit 1: training
+    stopped with its last update checkpointed, or the system refused something unforeseen)."""
     from pgrl.checkpoint import CheckpointError
     from pgrl.config import ConfigError
     from pgrl.rollout import RolloutError
 
+    return (ConfigError, CheckpointError, ImportError), (RolloutError, OSError)
+
+
+def _run(args, mistakes: tuple[type, ...], failures: tuple[type, ...]) -> int:
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ImportError) as e:
-        print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except RolloutError as e:  # training stopped, its last update checkpointed
-        print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # main() ends quietly on a closed stdout
         raise
-    except OSError as e:  # the system refused something no check above foresaw
+    except mistakes + failures as e:
         print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, mistakes) else 1
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Run configuration: typed dataclasses loaded from TOML, with ``--set section.key=value``.
 
-One source of truth for every knob of a run. A config is a TOML file or the name of one shipped
-in ``pgrl/configs`` (``"cartpole"``, ``"pong"``; see :func:`config_path`). Every mistake (unknown
-key, wrong type, value out of range, missing file, TOML syntax error) raises :class:`ConfigError`
-with one line naming the file and the key; the command line turns it into exit status 2. A
-:class:`Config` built in Python gets the same checks from :meth:`Config.validate`.
+One source of truth for every knob of a run, and data only: loading a config imports no env, no
+backend. A config is a TOML file or the name of one shipped in ``pgrl/configs`` (``"cartpole"``,
+``"pong"``; see :func:`config_path`). Every mistake (unknown key, wrong type, value out of range,
+missing file, TOML syntax error) raises :class:`ConfigError` with one line naming the file and
+the key; the command line turns it into exit status 2. A :class:`Config` built in Python gets the
+same checks from :meth:`Config.validate`. What needs an env or a backend (gymnasium's registry,
+the env's actions) is checked where those are built (:mod:`pgrl.build`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -18,48 +21,62 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pgrl.envs import RETURN_RANGES, check_env_id, pong_actions
-from pgrl.optim import RMSprop
-from pgrl.policies import BACKENDS
-from pgrl.policies.base import DTYPES, HEADS, REDUCTIONS
-from pgrl.rollout import VECTORIZATIONS
+from pgrl import validate as valid
+from pgrl.distributions import HEADS
+from pgrl.validate import BASELINES, RUNNERS, STANDARDIZE
+from pgrl.validate import cut as _cut
 
-RUNNERS = ("local", "ray")
-
-STANDARDIZE = ("episode", "batch", "none")
-
-BASELINES = ("none", "value")
+# The lowest return an episode can have: a goal at or below it is met at once (CartPole: +1 per
+# step; Pong: a game to 21, -1 per point lost; Acrobot: -1 per step, at most 500).
+LOWEST_RETURNS = {"CartPole-v1": 1.0, "ALE/Pong-v5": -21.0, "Acrobot-v1": -500.0}
 
 
 class ConfigError(ValueError):
     """A configuration mistake, reported as one line."""
 
 
+def _key(default, check=None):
+    """A config field: its default (a fresh copy of a list or dict per config) and the check of
+    its value, ``check(name, value)`` raising ValueError (pgrl.validate); None values skip it."""
+    if isinstance(default, list | dict):
+        return field(default_factory=default.copy, metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+def _one_of(choices):
+    return partial(valid.choice, choices=choices)
+
+
+_AT_LEAST_1 = valid.rule(lambda n: n >= 1, ">= 1")
+_SIZES = valid.rule(lambda sizes: all(h >= 1 for h in sizes), "a list of sizes >= 1")
+
+
 @dataclass
 class EnvConfig:
-    """The environment: ``id`` one of pgrl.envs.SUPPORTED_ENV_IDS or another registered gymnasium
-    env with Discrete(n) actions and flat observations, on ``num_envs`` copies (env slots), or
-    with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
+    """The environment: ``id`` one of pgrl.validate.SUPPORTED_ENV_IDS or another registered
+    gymnasium env with Discrete(n) actions and flat observations, on ``num_envs`` copies (env
+    slots), or with ``runner = "ray"`` on ``num_workers * envs_per_worker`` slots of Ray actors."""
 
-    id: str = "CartPole-v1"
-    num_envs: int = 1
+    id: str = _key("CartPole-v1", valid.env_id)
+    num_envs: int = _key(1, _AT_LEAST_1)
     # "local": the envs run here; "ray": rollout workers as Ray actors (pgrl.ray_runner)
-    runner: str = "local"
-    num_workers: int = 1  # runner = "ray": rollout workers, one CPU each
-    envs_per_worker: int = 1  # runner = "ray": env copies per worker
+    runner: str = _key("local", _one_of(RUNNERS))
+    num_workers: int = _key(1, _AT_LEAST_1)  # runner = "ray": rollout workers, one CPU each
+    envs_per_worker: int = _key(1, _AT_LEAST_1)  # runner = "ray": env copies per worker
     # "sync": all copies in this process (cheap envs); "workers": a process each (Atari);
     # "async": a process each, through gymnasium's slower AsyncVectorEnv;
     # "auto": sync for CartPole, workers for Pong
-    vectorization: str = "auto"
+    vectorization: str = _key("auto", _one_of(valid.VECTORIZATIONS))
     # passed to gymnasium.make, e.g. {frameskip = 4, repeat_action_probability = 0.25}
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = _key({})
     # Pong only: ALE action names, e.g. ["NOOP", "UP", "DOWN"] for the categorical head;
     # empty: Karpathy's two actions (1 = UP, 0 = DOWN)
-    actions: list[str] = field(default_factory=list)
+    actions: list[str] = _key([])
 
     def make_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of pgrl.envs.make_env for this env: ``kwargs`` and ``actions``."""
@@ -70,28 +87,28 @@ class EnvConfig:
 class PolicyConfig:
     """The network and its backend (see pgrl.policies.base.Policy)."""
 
-    backend: str = "numpy"
-    hidden_sizes: list[int] = field(default_factory=lambda: [200])
-    dtype: str = "float64"
+    backend: str = _key("numpy", _one_of(valid.BACKENDS))
+    hidden_sizes: list[int] = _key([200], _SIZES)
+    dtype: str = _key("float64", _one_of(valid.DTYPES))
     bias: bool = False
-    reduction: str = "sum"
+    reduction: str = _key("sum", _one_of(valid.REDUCTIONS))
     # "bernoulli": one logit, P(action = 1) (Karpathy's; Discrete(2) envs only);
     # "categorical": one logit per action of the env's Discrete(n), softmax
-    head: str = "bernoulli"
+    head: str = _key("bernoulli", _one_of(HEADS))
 
 
 @dataclass
 class OptimizerConfig:
     """RMSprop (see pgrl.optim.RMSprop); defaults are Karpathy's."""
 
-    learning_rate: float = 1e-4
-    decay: float = 0.99
-    epsilon: float = 1e-5
+    learning_rate: float = _key(1e-4, valid.learning_rate)
+    decay: float = _key(0.99, valid.decay)
+    epsilon: float = _key(1e-5, valid.epsilon)
     epsilon_inside_sqrt: bool = False
     # the policy loss gains -entropy_coef * sum_t H(pi(. | s_t)); 0: no entropy bonus
-    entropy_coef: float = 0.0
+    entropy_coef: float = _key(0.0, valid.entropy_coef)
     # scale the policy's gradients to at most this global L2 norm before RMSprop; absent: never
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = _key(None, valid.max_grad_norm)
 
 
 @dataclass
@@ -99,37 +116,43 @@ class ValueConfig:
     """The value network V(s) of ``train.baseline = "value"`` (see pgrl.policies.base.ValueNet):
     its own MLP (same backend and dtype as the policy) and its own RMSprop."""
 
-    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    hidden_sizes: list[int] = _key([64], _SIZES)
     bias: bool = True
-    learning_rate: float = 1e-3
-    decay: float = 0.99
-    epsilon: float = 1e-5
+    learning_rate: float = _key(1e-3, valid.learning_rate)
+    decay: float = _key(0.99, valid.decay)
+    epsilon: float = _key(1e-5, valid.epsilon)
     epsilon_inside_sqrt: bool = False
-    max_grad_norm: float | None = None
-    steps: int = 1  # RMSprop steps on each batch's returns, per update
+    max_grad_norm: float | None = _key(None, valid.max_grad_norm)
+    steps: int = _key(1, _AT_LEAST_1)  # RMSprop steps on each batch's returns, per update
 
 
 @dataclass
 class TrainConfig:
     """The REINFORCE loop: budgets, returns and advantages, stopping, checkpoints."""
 
-    seed: int = 0
-    episodes: int = 1000  # episode budget
-    batch_episodes: int = 10  # complete episodes per update (Karpathy: 10)
-    gamma: float = 0.99
+    seed: int = _key(0, valid.rule(lambda n: n >= 0, ">= 0"))
+    episodes: int = _key(1000, _AT_LEAST_1)  # episode budget
+    batch_episodes: int = _key(10, _AT_LEAST_1)  # complete episodes per update (Karpathy: 10)
+    gamma: float = _key(0.99, valid.rule(lambda g: 0 < g <= 1, "in (0, 1]"))
     reset_on_nonzero: bool = False  # Pong: restart discounted sums at every point
-    standardize: str = "episode"  # advantages: per episode (Karpathy), per batch, or none
+    # advantages: per episode (Karpathy), per batch, or none
+    standardize: str = _key("episode", _one_of(STANDARDIZE))
     # "none": advantages are the returns (Karpathy); "value": returns - V(s) of a value network
     # fit to the returns (the [value] section)
-    baseline: str = "none"
-    solved_mean100: float | None = None  # stop once mean100 reaches this (475 for CartPole-v1)
-    max_steps: int | None = None  # env step budget
-    max_seconds: float | None = None  # wall-clock budget
-    checkpoint_every: int = 10  # updates between checkpoints (and one at the end)
+    baseline: str = _key("none", _one_of(BASELINES))
+    # stop once mean100 reaches this (475 for CartPole-v1); above the env's lowest return
+    solved_mean100: float | None = _key(None, valid.rule(math.isfinite, "a finite number"))
+    max_steps: int | None = _key(None, _AT_LEAST_1)  # env step budget
+    # wall-clock budget, seconds
+    max_seconds: float | None = _key(None, valid.rule(lambda s: 0 < s < math.inf, "> 0"))
+    checkpoint_every: int = _key(10, _AT_LEAST_1)  # updates between checkpoints (and at the end)
     # start the policy from these weights (a weights file or a run's checkpoint.npz, whose
     # RMSprop state comes too) instead of train.seed's random init; read once, at the start.
     # A value network (train.baseline = "value") starts from train.seed as usual
-    init: str | None = None
+    init: str | None = _key(
+        None,
+        valid.rule(str.strip, "a path to a weights file or checkpoint (leave it out for none)"),
+    )
 
 
 @dataclass
@@ -152,19 +175,13 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, where: str = "config") -> Config:
-        """Check every value's type and range, as loading a TOML file does.
-
-        Values are stored as TOML would give them: NumPy ints as ints, ints for float fields as
-        floats, tuples as lists; nothing else changes.
-
-        Args:
-            where: the config's origin, named first in the message (e.g. its file).
-
-        Returns:
-            This config, checked.
+        """This config, its values' types and ranges checked as loading a TOML file checks them,
+        and stored as TOML gives them (NumPy ints as ints, ints for floats as floats, tuples as
+        lists).
 
         Raises:
-            ConfigError: one line naming ``where`` and the first bad key.
+            ConfigError: one line naming ``where`` (the config's origin, e.g. its file) and the
+                first bad key.
         """
         for section, cls in SECTIONS.items():
             values = getattr(self, section)
@@ -172,10 +189,16 @@ class Config:
                 raise ConfigError(
                     f"{where}: '{section}' must be a {cls.__name__}, got {_cut(values)}"
                 )
-            for name, annotation in _FIELD_TYPES[section].items():
-                value = _coerce(getattr(values, name), annotation, f"{section}.{name}", where)
-                setattr(values, name, value)
-        _check_ranges(self, where)
+            for f in dataclasses.fields(cls):
+                key = f"{section}.{f.name}"
+                value = _coerce(getattr(values, f.name), _FIELD_TYPES[section][f.name], key, where)
+                setattr(values, f.name, value)
+                if f.metadata.get("check") is not None and value is not None:
+                    try:
+                        f.metadata["check"](f"'{key}'", value)
+                    except ValueError as e:
+                        raise ConfigError(f"{where}: {e}") from None
+        _check_together(self, where)
         return self
 
     @property
@@ -199,10 +222,27 @@ class Config:
         return "\n".join(lines)
 
 
-def _cut(value, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters for one-line messages."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
+def _check_together(cfg: Config, where: str) -> None:
+    """The checks of values that depend on one another: Pong's action names, the head that
+    plays them, and a goal the env can miss."""
+    e, t = cfg.env, cfg.train
+    try:
+        if "actions" in e.kwargs:
+            raise ValueError("give the actions as env.actions, not env.kwargs")
+        actions = valid.pong_actions(e.id, e.actions)
+    except ValueError as err:
+        raise ConfigError(f"{where}: 'env.actions': {err}") from None
+    if actions is not None and cfg.policy.head == "bernoulli" and len(actions) != 2:
+        raise ConfigError(
+            f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
+            f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
+        )
+    low = LOWEST_RETURNS.get(e.id, -math.inf)
+    if t.solved_mean100 is not None and t.solved_mean100 <= low:
+        raise ConfigError(
+            f"{where}: 'train.solved_mean100' must be above {e.id}'s lowest return, {low:g}, "
+            f"got {_cut(t.solved_mean100)}"
+        )
 
 
 def _toml_value(value) -> str:
@@ -228,14 +268,15 @@ SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
 
 
-def _all_keys() -> list[str]:
-    return [f"{section}.{key}" for section, keys in _FIELD_TYPES.items() for key in keys]
-
-
 def _unknown(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, _all_keys() + list(SECTIONS), n=1, cutoff=0.6)
+    keys = [*SECTIONS, *(f"{s}.{k}" for s, keys in _FIELD_TYPES.items() for k in keys)]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+# annotation -> the values a field of it takes (bools only where bools are meant)
+_TAKES = {bool: bool, int: numbers.Integral, float: numbers.Real, str: str}
 
 
 def _coerce(value, annotation, key: str, where: str):
@@ -244,138 +285,24 @@ def _coerce(value, annotation, key: str, where: str):
     Ints (NumPy's too) are accepted where floats are expected, and tuples where lists are, as the
     values TOML would give for them.
     """
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-    elif annotation is float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        return None if value is None else _coerce(value, args[0], key, where)
+    if annotation in _TAKES:
+        name = annotation.__name__
+        takes = isinstance(value, _TAKES[annotation])
+        if takes and isinstance(value, bool) == (annotation is bool):
+            return annotation(value)
     elif origin is list:
-        (item,) = typing.get_args(annotation)
+        name = f"list of {args[0].__name__}"
         if isinstance(value, list | tuple):
-            try:
-                return [_coerce(v, item, key, where) for v in value]
-            except ConfigError:
-                pass  # reported below, with the whole list
-    elif origin is dict:
+            with contextlib.suppress(ConfigError):  # reported below, with the whole list
+                return [_coerce(v, args[0], key, where) for v in value]
+    else:  # dict[str, Any]
+        name = "table"
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
-    name = getattr(annotation, "__name__", str(annotation))
-    if origin is list:
-        name = f"list of {typing.get_args(annotation)[0].__name__}"
-    elif origin is dict:
-        name = "table"
     raise ConfigError(f"{where}: '{key}' must be {name}, got {_cut(value)}")
-
-
-def _check_optimizer(o: OptimizerConfig | ValueConfig, where: str, section: str) -> None:
-    """RMSprop's own checks, reported under the key of the value it rejects."""
-    values = {f.name: getattr(o, f.name) for f in dataclasses.fields(RMSprop)}
-    # RMSprop checks each value on its own: built from one value at a time, it names the bad key.
-    for name, value in values.items():
-        try:
-            RMSprop(**{name: value})
-        except ValueError as e:
-            text, prefix = str(e), f"RMSprop {name} "
-            detail = text.removeprefix(prefix) if text.startswith(prefix) else f"is invalid: {text}"
-            raise ConfigError(f"{where}: '{section}.{name}' {detail}") from None
-    try:
-        RMSprop(**values)
-    except ValueError as e:
-        raise ConfigError(f"{where}: '{section}': {e}") from None
-    if o.max_grad_norm is not None and not (o.max_grad_norm > 0 and math.isfinite(o.max_grad_norm)):
-        raise ConfigError(
-            f"{where}: '{section}.max_grad_norm' must be a finite number > 0 (leave it out for no "
-            f"clipping), got {_cut(o.max_grad_norm)}"
-        )
-
-
-def _check_ranges(cfg: Config, where: str) -> None:
-    def bad(key, value, expected):
-        raise ConfigError(f"{where}: '{key}' must be {expected}, got {_cut(value)}")
-
-    e, p, t = cfg.env, cfg.policy, cfg.train
-    try:
-        check_env_id(e.id)
-    except ValueError:
-        bad("env.id", e.id, "one of CartPole-v1, ALE/Pong-v5 or a registered gymnasium env id")
-    if e.num_envs < 1:
-        bad("env.num_envs", e.num_envs, ">= 1")
-    if e.runner not in RUNNERS:
-        bad("env.runner", e.runner, f"one of {', '.join(RUNNERS)}")
-    for key in ("num_workers", "envs_per_worker"):
-        if getattr(e, key) < 1:
-            bad(f"env.{key}", getattr(e, key), ">= 1")
-    if e.vectorization not in VECTORIZATIONS:
-        bad("env.vectorization", e.vectorization, f"one of {', '.join(VECTORIZATIONS)}")
-    try:
-        if "actions" in e.kwargs:
-            raise ValueError("give the actions as env.actions, not env.kwargs")
-        actions = pong_actions(e.id, e.actions)
-    except ValueError as err:
-        raise ConfigError(f"{where}: 'env.actions': {err}") from None
-    if actions is not None and p.head == "bernoulli" and len(actions) != 2:
-        raise ConfigError(
-            f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
-            f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
-        )
-    if p.backend not in BACKENDS:
-        bad("policy.backend", p.backend, f"one of {', '.join(BACKENDS)}")
-    if any(h < 1 for h in p.hidden_sizes):
-        bad("policy.hidden_sizes", p.hidden_sizes, "a list of sizes >= 1")
-    if p.dtype not in DTYPES:
-        bad("policy.dtype", p.dtype, f"one of {', '.join(DTYPES)}")
-    if p.reduction not in REDUCTIONS:
-        bad("policy.reduction", p.reduction, f"one of {', '.join(REDUCTIONS)}")
-    if p.head not in HEADS:
-        bad("policy.head", p.head, f"one of {', '.join(HEADS)}")
-    _check_optimizer(cfg.optimizer, where, "optimizer")
-    c = cfg.optimizer.entropy_coef
-    if not (c >= 0 and math.isfinite(c)):
-        bad("optimizer.entropy_coef", c, "a finite number >= 0")
-    _check_optimizer(cfg.value, where, "value")
-    if any(h < 1 for h in cfg.value.hidden_sizes):
-        bad("value.hidden_sizes", cfg.value.hidden_sizes, "a list of sizes >= 1")
-    if cfg.value.steps < 1:
-        bad("value.steps", cfg.value.steps, ">= 1")
-    if t.baseline not in BASELINES:
-        bad("train.baseline", t.baseline, f"one of {', '.join(BASELINES)}")
-    if t.seed < 0:
-        bad("train.seed", t.seed, ">= 0")
-    if t.init is not None and not t.init.strip():
-        bad("train.init", t.init, "a path to a weights file or checkpoint (leave it out for none)")
-    if t.episodes < 1:
-        bad("train.episodes", t.episodes, ">= 1")
-    if t.batch_episodes < 1:
-        bad("train.batch_episodes", t.batch_episodes, ">= 1")
-    if not 0 < t.gamma <= 1:
-        bad("train.gamma", t.gamma, "in (0, 1]")
-    if t.standardize not in STANDARDIZE:
-        bad("train.standardize", t.standardize, f"one of {', '.join(STANDARDIZE)}")
-    if t.max_steps is not None and t.max_steps < 1:
-        bad("train.max_steps", t.max_steps, ">= 1")
-    if t.solved_mean100 is not None:
-        if not math.isfinite(t.solved_mean100):
-            bad("train.solved_mean100", t.solved_mean100, "a finite number")
-        low = RETURN_RANGES.get(e.id, (-math.inf, math.inf))[0]
-        if t.solved_mean100 <= low:  # every run would be solved at once (above the highest: never)
-            bad("train.solved_mean100", t.solved_mean100, f"above {e.id}'s lowest return, {low:g}")
-    if t.max_seconds is not None and not (t.max_seconds > 0 and math.isfinite(t.max_seconds)):
-        bad("train.max_seconds", t.max_seconds, "> 0")
-    if t.checkpoint_every < 1:
-        bad("train.checkpoint_every", t.checkpoint_every, ">= 1")
 
 
 def from_dict(data: dict, where: str = "config") -> Config:
@@ -484,10 +411,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         file = config_path(path)
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:  # a ValueError too: caught first
+            raise ConfigError(f"{where}: not a text (TOML) file") from None
         except ValueError as e:  # TOMLDecodeError, or an int of 4,300+ digits
             raise ConfigError(f"{where}: TOML syntax error: {str(e)[:200]}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}: not a text (TOML) file") from None
         except OSError as e:
             raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
     for text in overrides or []:

@@ -33,6 +33,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from pgrl.validate import PONG_ACTION_ALIASES, PONG_ACTIONS, SUPPORTED_ENV_IDS, pong_actions
+
 __all__ = [
     "PONG_ACTIONS",
     "PONG_ACTION_ALIASES",
@@ -47,23 +49,6 @@ __all__ = [
     "make_env",
     "pong_actions",
 ]
-
-# The envs pgrl is built around; any other registered gymnasium env with Discrete(n) actions and
-# a flat Box observation works too (Atari games other than Pong need their own preprocessing).
-SUPPORTED_ENV_IDS = ("CartPole-v1", "ALE/Pong-v5")
-# The lowest and highest return an episode can have (CartPole: +1 per step, at most 500 steps;
-# Pong: a game to 21, +1 or -1 per point; Acrobot: -1 per step until the goal, at most 500).
-RETURN_RANGES = {
-    "CartPole-v1": (1.0, 500.0),
-    "ALE/Pong-v5": (-21.0, 21.0),
-    "Acrobot-v1": (-500.0, 0.0),
-}
-# Pong's minimal action set, as ale-py lists it (env.unwrapped.get_action_meanings()): RIGHT moves
-# the paddle up, LEFT down. FIRE, RIGHTFIRE and LEFTFIRE move it as NOOP, RIGHT and LEFT do, and
-# press the button, which sends the ball back off the paddle twice as fast.
-PONG_ACTIONS = ("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")
-# The paddle's directions by name; ALE's own UP and DOWN exist only in the full action set.
-PONG_ACTION_ALIASES = {"UP": "RIGHT", "DOWN": "LEFT"}
 
 
 class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
@@ -327,39 +312,6 @@ class ALEActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                 f"({', '.join(self.actions)}), got {action!r}"
             )
         return self._ale_actions[action]
-
-
-def pong_actions(env_id: str, actions: Sequence[str] | None) -> list[str] | None:
-    """ALE names of Pong's ``actions`` (``"UP"``, ``"DOWN"`` resolved to RIGHT and LEFT), or None
-    for the default binary map (``actions`` None or empty).
-
-    Raises:
-        ValueError: one line: ``env_id`` is not Pong, a name is unknown or given twice, or fewer
-            than 2 names; it names the valid ones.
-    """
-    if actions is None or (isinstance(actions, list | tuple) and len(actions) == 0):
-        return None
-    valid = ", ".join(
-        [*PONG_ACTIONS, *(f"{alias} (= {name})" for alias, name in PONG_ACTION_ALIASES.items())]
-    )
-    if env_id != "ALE/Pong-v5":
-        raise ValueError(
-            f"action names are for ALE/Pong-v5 only ({valid}); {env_id} keeps its own actions"
-        )
-    if not (isinstance(actions, list | tuple) and all(isinstance(a, str) for a in actions)):
-        raise ValueError(f"expected a list of Pong's action names ({valid}), got {actions!r}")
-    unknown = [a for a in actions if a not in PONG_ACTIONS and a not in PONG_ACTION_ALIASES]
-    if unknown:
-        raise ValueError(f"unknown action {unknown[0]!r}; Pong's actions: {valid}")
-    names = [PONG_ACTION_ALIASES.get(a, a) for a in actions]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            alias = next((a for a in (actions[names.index(name)], actions[i]) if a != name), None)
-            why = f" ({alias!r} stands for {name!r})" if alias is not None else ""
-            raise ValueError(f"action {name!r} is listed twice in {list(actions)}{why}")
-    if len(names) < 2:
-        raise ValueError(f"needs at least 2 actions, got {list(actions)}; Pong's actions: {valid}")
-    return names
 
 
 def check_binary_env(env: gym.Env) -> gym.Env:

@@ -18,8 +18,16 @@ import time
 
 import numpy as np
 
+from pgrl.build import build_policy, env_actions, env_spaces
 from pgrl.config import Config, ConfigError
-from pgrl.rollout import EpisodeBatch, RolloutError, play_slots, slot_states, stack_episodes
+from pgrl.rollout import (
+    EpisodeBatch,
+    RolloutError,
+    make_vector_env,
+    play_slots,
+    slot_states,
+    stack_episodes,
+)
 
 MAX_RESTARTS = 3  # per rollout worker, in one run
 
@@ -28,14 +36,10 @@ class RolloutWorker:
     """A Ray actor: ``k`` envs of the config and a policy that only acts."""
 
     def __init__(self, cfg: Config, backend: str, n_envs: int):
-        from pgrl.reinforce import build_policy
-        from pgrl.rollout import make_vector_env
-
         e = cfg.env
         self.envs = make_vector_env(e.id, n_envs, vectorization=e.vectorization, **e.make_kwargs())
         obs_dim = int(self.envs.single_observation_space.shape[0])
-        n_actions = int(self.envs.single_action_space.n)
-        self.policy = build_policy(cfg, obs_dim, backend, n_actions)
+        self.policy = build_policy(cfg, obs_dim, backend, env_actions(self.envs))
 
     def play(self, weights: dict, states: list[dict], counts: list[int]):
         """``(batch, new generator states, seconds)`` of this worker's slots' episodes."""
@@ -58,9 +62,10 @@ class RayRollouts:
     vector env :func:`pgrl.reinforce.train` plays on (``num_envs``, observation space)."""
 
     def __init__(self, cfg: Config, backend: str, address: str | None = None):
-        from pgrl.envs import make_env
         from pgrl.ray_executor import connect
 
+        # a bad env.id or env.kwargs is reported before a Ray instance starts
+        self.single_observation_space, self.single_action_space = env_spaces(cfg)
         self.ray = connect(address)
         e = cfg.env
         cpus = self.ray.cluster_resources().get("CPU", 0)
@@ -69,10 +74,6 @@ class RayRollouts:
                 f"env.num_workers = {e.num_workers}: the Ray cluster has {cpus:g} CPUs, and each "
                 "rollout worker takes one"
             )
-        env = make_env(e.id, **e.make_kwargs())
-        self.single_observation_space = env.observation_space
-        self.single_action_space = env.action_space
-        env.close()
         self.k = e.envs_per_worker
         self.num_envs = e.num_workers * self.k
         # Ray restarts a worker whose process or node died, and retries its call

@@ -15,20 +15,19 @@ and TensorBoard in :mod:`pgrl.monitor`.
 from __future__ import annotations
 
 import copy
-import itertools
-import os
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
+from pgrl.build import build_policy, build_value_net, env_actions, make_envs
 from pgrl.checkpoint import load_weights, restore_policy
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
-from pgrl.optim import RMSprop
-from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
+from pgrl.policies import Policy, ValueNet
 from pgrl.pretrained import resolve
+from pgrl.ray_runner import RayRollouts
 from pgrl.returns import batch_returns, explained_variance, standardize_advantages
 from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
@@ -190,11 +189,10 @@ def train(
     checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
     envs = None
     try:
-        envs = make_envs(cfg, address)
-        policy = build_policy(
-            cfg, int(envs.single_observation_space.shape[0]), n_actions=env_actions(envs)
-        )
+        local = cfg.env.runner == "local"
+        envs = make_envs(cfg) if local else RayRollouts(cfg, cfg.policy.backend, address)
         obs_dim = int(envs.single_observation_space.shape[0])
+        policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
         value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
         rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
         if checkpoint is None:
@@ -251,89 +249,3 @@ def _check_finite(
                 f"update {update}: {what} became NaN or inf ({section}.learning_rate = {lr:g} "
                 "too large?); the run stopped, its last checkpoint is kept"
             )
-
-
-def make_envs(cfg: Config, address: str | None = None):
-    """The config's vector env (``env.num_envs`` copies), or with ``env.runner = "ray"`` its
-    rollout workers on the Ray cluster at ``address`` (else ``RAY_ADDRESS``, else a new local
-    Ray instance)."""
-    from pgrl.rollout import make_vector_env
-
-    e = cfg.env
-    if e.runner == "ray":
-        from pgrl.ray_runner import RayRollouts
-
-        return RayRollouts(cfg, cfg.policy.backend, address)
-    try:
-        return make_vector_env(
-            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
-        )
-    except (TypeError, ValueError, gym.error.Error) as err:
-        raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
-
-
-def env_actions(envs) -> int:
-    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions."""
-    space = envs.single_action_space
-    if not isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"env actions must be Discrete(n), got {space}")
-    return int(space.n)
-
-
-def build_policy(
-    cfg: Config, obs_dim: int, backend: str | None = None, n_actions: int = 2
-) -> Policy:
-    """The policy a config describes for an env of ``n_actions`` actions, initialised from
-    ``train.seed``; ConfigError if the Bernoulli head meets more than 2 actions."""
-    p, o = cfg.policy, cfg.optimizer
-    if p.head == "bernoulli" and n_actions != 2:
-        raise ConfigError(
-            f"policy.head = 'bernoulli' needs 2 actions, but {cfg.env.id} has {n_actions}; "
-            "set policy.head = 'categorical'"
-        )
-    n_logits = 1 if p.head == "bernoulli" else n_actions
-    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_logits]))
-    if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
-        raise ConfigError(
-            f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
-            "machine's memory holds"
-        )
-    return make_policy(
-        backend or p.backend,
-        obs_dim=obs_dim,
-        hidden_sizes=tuple(p.hidden_sizes),
-        optimizer=RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),
-        seed=cfg.train.seed,
-        dtype=p.dtype,
-        reduction=p.reduction,
-        bias=p.bias,
-        head=p.head,
-        n_actions=n_actions if p.head == "categorical" else None,
-        entropy_coef=o.entropy_coef,
-        max_grad_norm=o.max_grad_norm,
-    )
-
-
-def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> ValueNet:
-    """The value network of ``train.baseline = "value"``: the ``[value]`` section's MLP and
-    RMSprop, in the policy's backend, dtype and reduction, initialised from ``train.seed``."""
-    v = cfg.value
-    return make_value_net(
-        backend or cfg.policy.backend,
-        obs_dim=obs_dim,
-        hidden_sizes=tuple(v.hidden_sizes),
-        optimizer=RMSprop(v.learning_rate, v.decay, v.epsilon, v.epsilon_inside_sqrt),
-        seed=cfg.train.seed,
-        dtype=cfg.policy.dtype,
-        reduction=cfg.policy.reduction,
-        bias=v.bias,
-        max_grad_norm=v.max_grad_norm,
-    )
-
-
-def _memory_bytes() -> int:
-    """This machine's physical memory (a large number where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**62

@@ -16,6 +16,7 @@ import pytest
 
 import pgrl
 import pgrl.reinforce
+from pgrl.build import build_policy
 from pgrl.checkpoint import load_checkpoint
 from pgrl.cli import main as cli_main
 from pgrl.config import (
@@ -26,7 +27,7 @@ from pgrl.config import (
     TrainConfig,
     load_config,
 )
-from pgrl.reinforce import build_policy, train
+from pgrl.reinforce import train
 from pgrl.returns import compute_advantages
 
 CARTPOLE = "configs/cartpole.toml"

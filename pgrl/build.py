@@ -1,0 +1,114 @@
+"""What a config builds: its envs, its policy and its value network.
+
+The checks that need an env or a backend happen here, where those are made: gymnasium's registry
+and the env's spaces (through :func:`pgrl.envs.make_env`), the head against the env's actions,
+the network against this machine's memory. Each mistake is a one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+
+import gymnasium as gym
+
+from pgrl.config import Config, ConfigError, EnvConfig
+from pgrl.envs import make_env
+from pgrl.optim import RMSprop
+from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
+from pgrl.rollout import make_vector_env
+
+
+@contextlib.contextmanager
+def _env_errors(e: EnvConfig):
+    """An env the config cannot make (unknown id, bad kwargs) as one ConfigError line."""
+    try:
+        yield
+    except (TypeError, ValueError, gym.error.Error) as err:
+        raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
+
+
+def make_envs(cfg: Config) -> gym.vector.VectorEnv:
+    """The config's vector env: ``env.num_envs`` copies, seeded from ``train.seed``."""
+    e = cfg.env
+    with _env_errors(e):
+        return make_vector_env(
+            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
+        )
+
+
+def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
+    """``(observation_space, action_space)`` of one env of the config (made, then closed)."""
+    with _env_errors(cfg.env):
+        env = make_env(cfg.env.id, **cfg.env.make_kwargs())
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return spaces
+
+
+def env_actions(envs) -> int:
+    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions."""
+    space = envs.single_action_space
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(f"env actions must be Discrete(n), got {space}")
+    return int(space.n)
+
+
+def build_policy(
+    cfg: Config, obs_dim: int, backend: str | None = None, n_actions: int = 2
+) -> Policy:
+    """The policy a config describes for an env of ``n_actions`` actions, initialised from
+    ``train.seed``; ConfigError if the Bernoulli head meets more than 2 actions."""
+    p, o = cfg.policy, cfg.optimizer
+    if p.head == "bernoulli" and n_actions != 2:
+        raise ConfigError(
+            f"policy.head = 'bernoulli' needs 2 actions, but {cfg.env.id} has {n_actions}; "
+            "set policy.head = 'categorical'"
+        )
+    n_logits = 1 if p.head == "bernoulli" else n_actions
+    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_logits]))
+    if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
+        raise ConfigError(
+            f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
+            "machine's memory holds"
+        )
+    return make_policy(
+        backend or p.backend,
+        obs_dim=obs_dim,
+        hidden_sizes=tuple(p.hidden_sizes),
+        optimizer=RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),
+        seed=cfg.train.seed,
+        dtype=p.dtype,
+        reduction=p.reduction,
+        bias=p.bias,
+        head=p.head,
+        n_actions=n_actions if p.head == "categorical" else None,
+        entropy_coef=o.entropy_coef,
+        max_grad_norm=o.max_grad_norm,
+    )
+
+
+def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> ValueNet:
+    """The value network of ``train.baseline = "value"``: the ``[value]`` section's MLP and
+    RMSprop, in the policy's backend, dtype and reduction, initialised from ``train.seed``."""
+    v = cfg.value
+    return make_value_net(
+        backend or cfg.policy.backend,
+        obs_dim=obs_dim,
+        hidden_sizes=tuple(v.hidden_sizes),
+        optimizer=RMSprop(v.learning_rate, v.decay, v.epsilon, v.epsilon_inside_sqrt),
+        seed=cfg.train.seed,
+        dtype=cfg.policy.dtype,
+        reduction=cfg.policy.reduction,
+        bias=v.bias,
+        max_grad_norm=v.max_grad_norm,
+    )
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory (a large number where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62
