@@ -14,6 +14,7 @@ import os
 import gymnasium as gym
 
 from pgrl.config import Config, ConfigError, EnvConfig
+from pgrl.distributions import make_distribution
 from pgrl.envs import make_env
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
@@ -59,15 +60,16 @@ def build_policy(
     cfg: Config, obs_dim: int, backend: str | None = None, n_actions: int = 2
 ) -> Policy:
     """The policy a config describes for an env of ``n_actions`` actions, initialised from
-    ``train.seed``; ConfigError if the Bernoulli head meets more than 2 actions."""
+    ``train.seed``; ConfigError if the head cannot have that many actions."""
     p, o = cfg.policy, cfg.optimizer
-    if p.head == "bernoulli" and n_actions != 2:
+    try:
+        n_outputs = make_distribution(p.head, n_actions).n_outputs
+    except ValueError as e:
         raise ConfigError(
-            f"policy.head = 'bernoulli' needs 2 actions, but {cfg.env.id} has {n_actions}; "
-            "set policy.head = 'categorical'"
-        )
-    n_logits = 1 if p.head == "bernoulli" else n_actions
-    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_logits]))
+            f"policy.head = {p.head!r} does not fit {cfg.env.id}, which has {n_actions} "
+            f"actions: {e}"
+        ) from None
+    n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_outputs]))
     if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
         raise ConfigError(
             f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
@@ -83,7 +85,7 @@ def build_policy(
         reduction=p.reduction,
         bias=p.bias,
         head=p.head,
-        n_actions=n_actions if p.head == "categorical" else None,
+        n_actions=n_actions,
         entropy_coef=o.entropy_coef,
         max_grad_norm=o.max_grad_norm,
     )

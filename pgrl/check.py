@@ -18,16 +18,16 @@ from collections.abc import Callable
 import numpy as np
 
 from pgrl import nn
+from pgrl.build import build_policy, build_value_net
 from pgrl.config import Config
 from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, rmsprop_step
 from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
-from pgrl.reinforce import build_policy, build_value_net
 from pgrl.sparse import random_frame_differences
+from pgrl.validate import BACKENDS
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
-BACKENDS = ("numpy", "tensorflow")
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):

@@ -23,7 +23,7 @@ import numpy as np
 
 from pgrl.atomic import write_atomic
 from pgrl.distributions import Bernoulli, make_distribution
-from pgrl.policies import BACKENDS
+from pgrl.validate import BACKENDS
 
 FORMAT_VERSION = 1
 COUNTERS = ("episodes", "steps", "env_steps", "updates")

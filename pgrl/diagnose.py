@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from pgrl import nn, objectives
-from pgrl.config import STANDARDIZE
 from pgrl.distributions import HEADS, make_distribution
 from pgrl.optim import RMSprop
-from pgrl.policies.base import REDUCTIONS
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
+from pgrl.validate import REDUCTIONS, STANDARDIZE
 
 TOL64 = 1e-10  # float64 round-off in a different order of operations, relative to the layer
 TOL32 = 1e-3  # float32 round-off, ditto

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgrl.atomic import write_atomic
+from pgrl.build import build_policy
 from pgrl.checkpoint import (
     CheckpointError,
     is_weights_file,
@@ -24,7 +25,6 @@ from pgrl.checkpoint import (
     save_weights,
 )
 from pgrl.config import Config, ConfigError, from_dict
-from pgrl.reinforce import build_policy
 
 
 def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:

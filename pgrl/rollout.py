@@ -66,8 +66,8 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from pgrl.envs import make_env
-from pgrl.policies.base import check_positive_int
 from pgrl.sparse import SparseRows
+from pgrl.validate import VECTORIZATIONS, positive_int
 from pgrl.vector import WorkerVectorEnv
 
 __all__ = [
@@ -82,7 +82,6 @@ __all__ = [
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed a chunk at a time.
 CHUNK_ROWS = 1024
-VECTORIZATIONS = ("auto", "sync", "workers", "async")
 # Envs whose step costs less than a process round trip: vectorized in-process by "auto".
 CHEAP_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
@@ -99,7 +98,7 @@ def slot_generators(seed: int, n_slots: int) -> list[np.random.Generator]:
     ``numpy.random.SeedSequence(seed).spawn``: independent streams, and slot ``j``'s does not
     depend on ``n_slots``.
     """
-    n_slots = check_positive_int("n_slots", n_slots)
+    n_slots = positive_int("n_slots", n_slots)
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_slots)]
 
 
@@ -160,7 +159,7 @@ def make_vector_env(
         ValueError: ``num_envs`` or ``seed`` is not a valid integer, or ``env_id`` is unknown.
         RuntimeError: a ``"workers"`` process could not build its env.
     """
-    num_envs = check_positive_int("num_envs", num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
     if vectorization == "auto":
@@ -275,7 +274,7 @@ def collect_episodes(
             with another action count than the policy's, the wrong autoreset mode or an
             observation width that is not the policy's.
     """
-    n_episodes = check_positive_int("n_episodes", n_episodes)
+    n_episodes = positive_int("n_episodes", n_episodes)
     n_slots = getattr(envs, "num_envs", 0)
     counts = [len(range(j, n_episodes, n_slots)) for j in range(n_slots)]
     return play_slots(envs, policy, rngs, counts, progress)

@@ -29,8 +29,8 @@ import numpy as np
 from pgrl.atomic import write_atomic
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
 from pgrl.executor import Executor, Job, Trial, run_trials_local
-from pgrl.policies import BACKENDS
 from pgrl.rundir import check_out_dir, csv_text, os_error_text, read_metrics, remove_run
+from pgrl.validate import BACKENDS
 
 # a trial's row; trials.csv shows TRIAL_COLUMNS, comparison.csv (pgrl.compare) its own
 ROW_COLUMNS = (

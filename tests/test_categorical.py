@@ -355,7 +355,9 @@ def test_any_discrete_gymnasium_env_by_id():
 
 def test_bernoulli_config_on_a_three_action_env_is_one_line(tmp_path):
     cfg = load_config("acrobot", [*QUIET, "policy.head=bernoulli"])
-    with pytest.raises(ConfigError, match="needs 2 actions, but Acrobot-v1 has 3") as err:
+    with pytest.raises(
+        ConfigError, match="does not fit Acrobot-v1, which has 3 actions: the Bernoulli head has 2"
+    ) as err:
         train(cfg, out=tmp_path / "run")
     assert "\n" not in str(err.value)
 

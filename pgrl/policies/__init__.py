@@ -10,8 +10,7 @@ from __future__ import annotations
 from pgrl.policies.base import Policy, ValueNet
 from pgrl.policies.numpy_policy import NumpyPolicy, NumpyValueNet
 from pgrl.policies.threads import limit_threads, threads
-
-BACKENDS = ("numpy", "tensorflow")
+from pgrl.validate import BACKENDS
 
 __all__ = [
     "BACKENDS",

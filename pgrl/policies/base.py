@@ -13,13 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pgrl.distributions import HEADS, make_distribution  # noqa: F401 (HEADS: re-export)
+from pgrl import validate as valid
+from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
 from pgrl.policies.threads import limit_blas
 from pgrl.sparse import SparseRows
-
-DTYPES = ("float32", "float64")
-REDUCTIONS = ("sum", "mean")
 
 
 def weight_shapes(
@@ -62,24 +60,6 @@ def init_weights(
     return weights
 
 
-def check_positive_int(name: str, value) -> int:
-    """``value`` as an int, or ValueError naming ``name`` unless it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_max_grad_norm(value) -> float | None:
-    """``value`` as a float, or None (no clipping); ValueError unless None or a finite > 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"max_grad_norm must be a number > 0 or None, got {value!r}")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {value!r}")
-    return float(value)
-
-
 class Network:
     """An MLP ``obs -> n_outputs`` with ReLU hidden layers, trained by its own RMSprop.
 
@@ -111,7 +91,7 @@ class Network:
         max_grad_norm: float | None,
         n_outputs: int,
     ):
-        self.obs_dim = check_positive_int("obs_dim", obs_dim)
+        self.obs_dim = valid.positive_int("obs_dim", obs_dim)
         if isinstance(hidden_sizes, int | np.integer) and not isinstance(hidden_sizes, bool):
             hidden_sizes = (hidden_sizes,)
         if not isinstance(hidden_sizes, Sequence) or isinstance(hidden_sizes, str):
@@ -119,7 +99,7 @@ class Network:
                 f"hidden_sizes must be a sequence of positive integers, got {hidden_sizes!r}"
             )
         self.hidden_sizes = tuple(
-            check_positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)
+            valid.positive_int(f"hidden_sizes[{i}]", h) for i, h in enumerate(hidden_sizes)
         )
         if optimizer is None:
             optimizer = RMSprop()
@@ -129,16 +109,12 @@ class Network:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        self.dtype = np.dtype(dtype)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
+        self.dtype = np.dtype(valid.choice("dtype", dtype, valid.DTYPES))
+        self.reduction = valid.choice("reduction", reduction, valid.REDUCTIONS)
         if not isinstance(bias, bool | np.bool_):
             raise ValueError(f"bias must be true or false, got {bias!r}")
         self.bias = bool(bias)
-        self.max_grad_norm = check_max_grad_norm(max_grad_norm)
+        self.max_grad_norm = valid.max_grad_norm("max_grad_norm", max_grad_norm)
         self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias, n_outputs)
         limit_blas()  # one thread per NumPy product by default: see pgrl.policies.threads
 
@@ -321,13 +297,7 @@ class Policy(Network):
     ):
         self.distribution = make_distribution(head, n_actions)
         self.head, self.n_actions = head, self.distribution.n_actions
-        if (
-            isinstance(entropy_coef, bool)
-            or not isinstance(entropy_coef, int | float | np.number)
-            or not (np.isfinite(entropy_coef) and entropy_coef >= 0)
-        ):
-            raise ValueError(f"entropy_coef must be a finite number >= 0, got {entropy_coef!r}")
-        self.entropy_coef = float(entropy_coef)
+        self.entropy_coef = valid.entropy_coef("entropy_coef", entropy_coef)
         super().__init__(
             obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias, max_grad_norm,
             self.distribution.n_outputs,
