@@ -64,77 +64,82 @@ def _loop(
     cfg: Config, run: RunDir, envs, policy: Policy, value: ValueNet | None, rngs, state, report
 ) -> dict:
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
-    from pgrl.rollout import collect_episodes
-
     t = cfg.train
-    desc = f"{cfg.env.id} {policy.backend}"
-    bar = ProgressBar(t.episodes, state.episodes, desc, enabled=cfg.log.progress)
+    bar = ProgressBar(
+        t.episodes, state.episodes, f"{cfg.env.id} {policy.backend}", cfg.log.progress
+    )
     tensorboard = TensorBoard(run.path / "tensorboard") if cfg.log.tensorboard else None
     hold = HoldInterrupts().install()
     clock = time.perf_counter() - state.wall_time
     committed_rng = slot_states(rngs)  # a batch cut short by Ctrl-C restarts from here
-    # NaN and inf are caught by _check_finite after every update, with one clear error, instead
-    # of NumPy's warnings on the way there
-    errors = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    try:
-        errors.__enter__()
-        while (stopped_by := state.stop_reason(t)) is None:
-            t0 = time.perf_counter()
-            n = min(t.batch_episodes, t.episodes - state.episodes)
-            if isinstance(envs, gym.vector.VectorEnv):
-                batch = collect_episodes(envs, policy, rngs, n)
-            else:  # rollout workers elsewhere (pgrl.ray_runner)
-                batch = envs.collect(policy, rngs, n)
-            t1 = time.perf_counter()
-            with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
-                stats = reinforce_update(policy, value, batch, cfg)
-                _check_finite(policy, value, stats, state.updates + 1, cfg)
-                t2 = time.perf_counter()
-                timing = getattr(envs, "timing", {"rollout": t1 - t0})
-                seconds = (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
-                rows, update_row = state.add_batch(
-                    batch, stats, seconds, t2 - clock, t.solved_mean100
-                )
-                run.log(rows, update_row)
-                committed_rng = slot_states(rngs)
-                checkpointed = state.updates % t.checkpoint_every == 0
-                if checkpointed:
-                    run.save_checkpoint(policy, state, committed_rng, cfg, value)
-                if report is not None:
-                    report(state.progress(), checkpointed)
-                sps = state.env_steps / max(state.wall_time, 1e-9)
-                bar.update(
-                    batch.n_episodes,
-                    state.running_return,
-                    state.mean100,
-                    sps,
-                    {**timing, "update": t2 - t1},
-                    stats.get("explained_variance"),
-                )
-                if tensorboard is not None:
-                    scalars = {"running_return": state.running_return, "mean100": state.mean100}
-                    tensorboard.write(state.updates, {**stats, **scalars, "steps_per_second": sps})
-    except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
+
+    def stop(reason: str) -> dict:  # the last update's checkpoint, and the run's summary
         run.save_checkpoint(policy, state, committed_rng, cfg, value)
-        run.write_summary(state.summary(cfg, policy.backend, "interrupted"))
+        summary = state.summary(cfg, policy.backend, reason)
+        run.write_summary(summary)
+        return summary
+
+    try:
+        # NaN and inf: one clear error from _check_finite, not NumPy's warnings on the way
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            while (stopped_by := state.stop_reason(t)) is None:
+                t0 = time.perf_counter()
+                batch = _collect(
+                    envs, policy, rngs, min(t.batch_episodes, t.episodes - state.episodes)
+                )
+                t1 = time.perf_counter()
+                with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
+                    stats = reinforce_update(policy, value, batch, cfg)
+                    _check_finite(policy, value, stats, state.updates + 1, cfg)
+                    t2 = time.perf_counter()
+                    timing = getattr(envs, "timing", {"rollout": t1 - t0})
+                    seconds = (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
+                    rows, update_row = state.add_batch(
+                        batch, stats, seconds, t2 - clock, t.solved_mean100
+                    )
+                    run.log(rows, update_row)
+                    committed_rng = slot_states(rngs)
+                    checkpointed = state.updates % t.checkpoint_every == 0
+                    if checkpointed:
+                        run.save_checkpoint(policy, state, committed_rng, cfg, value)
+                    if report is not None:
+                        report(state.progress(), checkpointed)
+                    _show(bar, tensorboard, state, batch, stats, {**timing, "update": t2 - t1})
+    except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
+        stop("interrupted")
         raise Interrupted(f"checkpoint of update {state.updates} in {run.path}") from None
     except RolloutError as e:  # likewise: the run stops at its last update, resumable
-        run.save_checkpoint(policy, state, committed_rng, cfg, value)
-        run.write_summary(state.summary(cfg, policy.backend, "failed"))
+        stop("failed")
         raise RolloutError(
             f"{e}; checkpoint of update {state.updates} in {run.path}, --resume continues it"
         ) from None
     finally:
-        errors.__exit__(None, None, None)
         hold.uninstall()
         bar.close()
         run.close()
         if tensorboard is not None:
             tensorboard.close()
-    run.save_checkpoint(policy, state, committed_rng, cfg, value)
-    summary = state.summary(cfg, policy.backend, stopped_by)
-    run.write_summary(summary)
-    return summary
+    return stop(stopped_by)
+
+
+def _collect(envs, policy: Policy, rngs, n: int):
+    """The next batch of ``n`` episodes: from a local vector env, or from rollout workers
+    elsewhere (pgrl.ray_runner)."""
+    from pgrl.rollout import collect_episodes
+
+    if isinstance(envs, gym.vector.VectorEnv):
+        return collect_episodes(envs, policy, rngs, n)
+    return envs.collect(policy, rngs, n)
+
+
+def _show(bar, tensorboard, state, batch, stats: dict, timing: dict) -> None:
+    """The progress bar and TensorBoard after an update."""
+    sps = state.env_steps / max(state.wall_time, 1e-9)
+    ev = stats.get("explained_variance")
+    bar.update(batch.n_episodes, state.running_return, state.mean100, sps, timing, ev)
+    if tensorboard is not None:
+        scalars = {"running_return": state.running_return, "mean100": state.mean100}
+        tensorboard.write(state.updates, {**stats, **scalars, "steps_per_second": sps})
 
 
 def train(
@@ -174,33 +179,21 @@ def train(
         Interrupted: a KeyboardInterrupt, after a checkpoint of the last completed update was
             written.
     """
-    cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
-    if backend is not None:
-        cfg.policy.backend = backend
-    cfg.validate()
-    name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
-    if out is not None and str(out).strip() == "":
-        raise ConfigError("--out: empty path; give a directory for the run")
-    if cfg.log.tensorboard:
-        TensorBoard.check_installed()
-    # train.init is read (and checked) before the run directory is touched
-    start = _read_init(cfg.train.init) if cfg.train.init and not resume else None
-    run = RunDir(out if out is not None else Path("runs") / name)
-    checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
+    cfg, run, checkpoint, start = _prepare(cfg, out, resume, backend, overwrite, allow_changes)
     envs = None
     try:
-        local = cfg.env.runner == "local"
-        envs = make_envs(cfg) if local else RayRollouts(cfg, cfg.policy.backend, address)
-        obs_dim = int(envs.single_observation_space.shape[0])
-        policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
-        value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
-        rngs = slot_generators(cfg.train.seed, envs.num_envs)  # one per env slot
-        if checkpoint is None:
+        envs = (
+            make_envs(cfg)
+            if cfg.env.runner == "local"
+            else RayRollouts(cfg, cfg.policy.backend, address)
+        )
+        policy, value, rngs = _build(cfg, envs)
+        if checkpoint is not None:
+            state = run.restore(checkpoint, policy, rngs, value)
+        else:
+            state = RunState()
             if start is not None:  # weights, and a checkpoint's RMSprop state
                 restore_policy(policy, start, cfg.train.init, bool(start["optimizer_state"]))
-            state = RunState()
-        else:
-            state = run.restore(checkpoint, policy, rngs, value)
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
             run.save_checkpoint(policy, state, slot_states(rngs), cfg, value)
@@ -209,6 +202,34 @@ def train(
         run.close()
         if envs is not None:
             envs.close()
+
+
+def _prepare(cfg: Config, out, resume: bool, backend, overwrite: bool, allow_changes: bool):
+    """``(cfg, run, checkpoint, start)``: a validated copy of the config, its run directory
+    (checked and locked), the checkpoint to resume (or None) and ``train.init``'s weights (or
+    None), all read before a file of the run is touched."""
+    cfg = copy.deepcopy(cfg)  # the caller's config is left as it was
+    if backend is not None:
+        cfg.policy.backend = backend
+    cfg.validate()
+    if out is not None and str(out).strip() == "":
+        raise ConfigError("--out: empty path; give a directory for the run")
+    if cfg.log.tensorboard:
+        TensorBoard.check_installed()
+    # train.init is read (and checked) before the run directory is touched
+    start = _read_init(cfg.train.init) if cfg.train.init and not resume else None
+    name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
+    run = RunDir(out if out is not None else Path("runs") / name)
+    checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
+    return cfg, run, checkpoint, start
+
+
+def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, list]:
+    """The policy, the value network (or None) and one generator per env slot, from the seed."""
+    obs_dim = int(envs.single_observation_space.shape[0])
+    policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
+    value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
+    return policy, value, slot_generators(cfg.train.seed, envs.num_envs)
 
 
 def _read_init(source: str) -> dict:
