@@ -13,6 +13,7 @@ import os
 
 import gymnasium as gym
 
+from pgrl import envs
 from pgrl.config import Config, ConfigError, EnvConfig
 from pgrl.distributions import make_distribution
 from pgrl.envs import make_env
@@ -28,6 +29,13 @@ def _env_errors(e: EnvConfig):
         yield
     except (TypeError, ValueError, gym.error.Error) as err:
         raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
+
+
+def check_env_id(cfg: Config) -> None:
+    """ConfigError unless pgrl can make ``env.id`` (gymnasium's registry is read here, not when
+    the config is loaded): for commands that check every run's config before any starts."""
+    with _env_errors(cfg.env):
+        envs.check_env_id(cfg.env.id)
 
 
 def make_envs(cfg: Config) -> gym.vector.VectorEnv:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.atomic import write_atomic
+from pgrl.build import check_env_id
 from pgrl.checkpoint import load_checkpoint
 from pgrl.config import ConfigError, load_config
 from pgrl.executor import Executor, Job
@@ -69,6 +70,7 @@ def compare(
     overrides = list(overrides or [])
     out = check_out_dir(out)
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
+    check_env_id(cfg)
     where = Executor(executor, workers, address)
     where.check()
     try:

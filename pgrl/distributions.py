@@ -16,13 +16,13 @@ from pgrl.nn import log_softmax, sigmoid, softmax, softplus
 
 
 def _tf():
-    """TensorFlow, as the TensorFlow backend imports it (looked up once: the twins of
-    ``probs`` run eagerly at every rollout step)."""
+    """TensorFlow (imported by the TensorFlow backend before any twin runs), looked up once: the
+    twins of ``probs`` run eagerly at every rollout step."""
     global _tf_module
     if _tf_module is None:
-        from pgrl.policies.tf_policy import tf
+        import tensorflow
 
-        _tf_module = tf
+        _tf_module = tensorflow
     return _tf_module
 
 

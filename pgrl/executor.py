@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pgrl.config import ConfigError, load_config
+from pgrl.ray_connect import check_address, import_ray
 from pgrl.rundir import episodes_logged
 
 EXECUTORS = ("local", "ray")
@@ -200,30 +200,3 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
         # the same process group) end with a checkpoint
         pool.shutdown(wait=True, cancel_futures=True)
     return results
-
-
-def import_ray():
-    """Ray and Ray Tune, or a one-line error saying how to install them."""
-    try:
-        import ray
-        from ray import tune
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'pgrl[ray]'") from None
-    return ray, tune
-
-
-def check_address(address: str, timeout: float = 5.0) -> None:
-    """A one-line error, before Ray is started, when nothing listens at ``host:port``."""
-    if address.startswith(("ray://", "auto")) or address == "local":
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(
-            f"--address {address}: expected HOST:PORT of a Ray head, e.g. 10.0.0.1:6379"
-        )
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise ConfigError(
-            f"--address {address}: cannot reach a Ray head there ({e.strerror or e})"
-        ) from None

@@ -31,6 +31,6 @@ def tf_reinforce(log_probs, advantages):
 
 
 def tf_value_loss(values, returns):
-    from pgrl.policies.tf_policy import tf
+    import tensorflow as tf
 
     return 0.5 * tf.square(values - returns)

@@ -11,10 +11,11 @@ with ``v <- decay * v + (1 - decay) * g**2`` in both.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from pgrl import validate as valid
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,10 @@ class RMSprop:
 
     def __post_init__(self):
         for name in ("learning_rate", "decay", "epsilon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"RMSprop {name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"RMSprop {name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if self.learning_rate <= 0:
-            raise ValueError(f"RMSprop learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"RMSprop decay must be in [0, 1), got {self.decay}")
-        if self.epsilon <= 0:
-            raise ValueError(f"RMSprop epsilon must be > 0, got {self.epsilon}")
+            check = getattr(valid, name)
+            object.__setattr__(self, name, check(f"RMSprop {name}", getattr(self, name)))
         if not isinstance(self.epsilon_inside_sqrt, bool):
-            raise ValueError(
-                "RMSprop epsilon_inside_sqrt must be true or false, "
-                f"got {self.epsilon_inside_sqrt!r}"
-            )
+            valid.fail("RMSprop epsilon_inside_sqrt", self.epsilon_inside_sqrt, "true or false")
 
     def init_state(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero running mean of squared gradients, one array per parameter (as the gist)."""

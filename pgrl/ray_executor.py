@@ -12,12 +12,12 @@ back to a trial it retries after a node or a worker died.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from pgrl.executor import Executor, Job, Trial, TrialsBar, check_address, import_ray, run_trial
+from pgrl.executor import Executor, Job, Trial, TrialsBar, run_trial
+from pgrl.ray_connect import connect, import_ray
 from pgrl.rundir import episodes_logged, read_run_files, write_run_files
 
 # what a finished trial's result holds (Tune adds its own keys to the last report)
@@ -25,26 +25,6 @@ _RESULT_KEYS = (
     "status error backend seed env episodes steps env_steps updates wall_time steps_per_second "
     "solved solved_episode final_running_return mean100 stopped_by"
 ).split()
-
-
-def connect(address: str | None):
-    """``ray.init`` at ``address`` (else ``RAY_ADDRESS``, else a new local Ray instance)."""
-    ray, _ = import_ray()
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        check_address(address)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the sweep at once
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(
-        address=address,
-        logging_level="ERROR",
-        log_to_driver=False,
-        include_dashboard=False,
-        configure_logging=True,
-        ignore_reinit_error=True,
-    )
-    return ray
 
 
 class RunFiles:

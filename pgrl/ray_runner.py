@@ -62,7 +62,7 @@ class RayRollouts:
     vector env :func:`pgrl.reinforce.train` plays on (``num_envs``, observation space)."""
 
     def __init__(self, cfg: Config, backend: str, address: str | None = None):
-        from pgrl.ray_executor import connect
+        from pgrl.ray_connect import connect
 
         # a bad env.id or env.kwargs is reported before a Ray instance starts
         self.single_observation_space, self.single_action_space = env_spaces(cfg)

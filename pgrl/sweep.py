@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.atomic import write_atomic
+from pgrl.build import check_env_id
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
 from pgrl.executor import Executor, Job, Trial, run_trials_local
 from pgrl.rundir import check_out_dir, csv_text, os_error_text, read_metrics, remove_run
@@ -129,6 +130,7 @@ def make_trials(
     for i, values in enumerate(itertools.product(*(v for _, v in grid))):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
         cfg = load_config(config, [*overrides, *point])  # a combination may be invalid
+        check_env_id(cfg)
         labels = {k: _value(cfg, k) for k in keys}
         prefix = f"p{i}-" if point_names else ""
         trials += [
