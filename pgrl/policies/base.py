@@ -262,6 +262,20 @@ class Network:
     def _set_optimizer_state(self, velocities: dict[str, np.ndarray], step: int) -> None:
         raise NotImplementedError
 
+    def _outputs(self, obs) -> np.ndarray:
+        """(N, k) network outputs, as NumPy."""
+        raise NotImplementedError
+
+    def _loss(self, obs, *targets) -> float:
+        """The loss of a validated batch: obs and the network's targets (see ``loss``)."""
+        raise NotImplementedError
+
+    def _gradients(self, obs, *targets) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _update(self, obs, *targets) -> dict[str, float]:
+        raise NotImplementedError
+
 
 class Policy(Network):
     """A policy ``pi(a | obs)``: an MLP whose outputs parameterise the head's distribution
@@ -413,24 +427,11 @@ class Policy(Network):
 
     # ----- backend hooks -----
 
-    def _outputs(self, obs):
-        """(N, k) network outputs."""
-        raise NotImplementedError
-
     def _probs(self, obs) -> np.ndarray:
         """The distribution's ``probs`` of the network's outputs, as NumPy."""
         raise NotImplementedError
 
     def _log_probs(self, obs, actions) -> np.ndarray:
-        raise NotImplementedError
-
-    def _loss(self, obs, actions, advantages) -> float:
-        raise NotImplementedError
-
-    def _gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def _update(self, obs, actions, advantages) -> dict[str, float]:
         raise NotImplementedError
 
 
@@ -468,7 +469,7 @@ class ValueNet(Network):
 
     def predict(self, obs) -> np.ndarray:
         """``V(s)`` for a batch: obs (N, obs_dim) -> (N,), in the network's dtype."""
-        return self._predict(self._check_obs(obs))
+        return self._outputs(self._check_obs(obs))[:, 0]
 
     def loss(self, obs, returns) -> float:
         """``0.5 * sum_t (V(s_t) - G_t)^2`` (/ N with ``reduction="mean"``); obs (N, obs_dim),
@@ -490,17 +491,3 @@ class ValueNet(Network):
     def _check_targets(self, obs, returns):
         x = self._check_nonempty_obs(obs)
         return x, self._check_vector("returns", returns, x.shape[0])
-
-    # ----- backend hooks -----
-
-    def _predict(self, obs) -> np.ndarray:
-        raise NotImplementedError
-
-    def _loss(self, obs, returns) -> float:
-        raise NotImplementedError
-
-    def _gradients(self, obs, returns) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def _update(self, obs, returns) -> dict[str, float]:
-        raise NotImplementedError

@@ -13,11 +13,11 @@ from pgrl.policies.base import Policy, ValueNet
 class NumpyNetwork:
     """What both NumPy networks share: weights, RMSprop state and step.
 
-    Mixed into a :class:`pgrl.policies.base.Network` subclass, whose ``__init__`` runs first and
-    then calls :meth:`_init_numpy`.
+    Mixed into a :class:`pgrl.policies.base.Network` subclass, whose ``__init__`` runs first.
     """
 
-    def _init_numpy(self) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.params = self.initial_weights()
         self.cache = self.optimizer.init_state(self.params)
         self.step = 0
@@ -31,6 +31,13 @@ class NumpyNetwork:
 
     def _outputs(self, obs):
         return nn.forward(self.params, obs)[1]
+
+    def _loss(self, obs, *targets):
+        return self._loss_and_dout(self._outputs(obs), *targets)[0]
+
+    def _gradients(self, obs, *targets):
+        hs, out = nn.forward(self.params, obs)
+        return nn.backward(self.params, hs, self._loss_and_dout(out, *targets)[1])
 
     def _get_weights(self):
         return {name: w.copy() for name, w in self.params.items()}
@@ -55,10 +62,6 @@ class NumpyPolicy(NumpyNetwork, Policy):
     """Karpathy's policy network in NumPy; see :class:`pgrl.policies.base.Policy` for arguments."""
 
     backend = "numpy"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_numpy()
 
     def _probs(self, obs):
         dist = self.distribution
@@ -86,13 +89,6 @@ class NumpyPolicy(NumpyNetwork, Policy):
             dz /= n
         return float(loss), dz.reshape(out.shape)
 
-    def _loss(self, obs, actions, advantages):
-        return self._loss_and_dout(self._outputs(obs), actions, advantages)[0]
-
-    def _gradients(self, obs, actions, advantages):
-        hs, out = nn.forward(self.params, obs)
-        return nn.backward(self.params, hs, self._loss_and_dout(out, actions, advantages)[1])
-
     def _update(self, obs, actions, advantages):
         hs, out = nn.forward(self.params, obs)
         loss, dout = self._loss_and_dout(out, actions, advantages)
@@ -110,30 +106,17 @@ class NumpyValueNet(NumpyNetwork, ValueNet):
 
     backend = "numpy"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_numpy()
-
-    def _predict(self, obs):
-        return self._outputs(obs)[:, 0]
-
-    def _loss_and_dout(self, v, returns) -> tuple[float, np.ndarray]:
-        terms, dv = objectives.value_loss(v, returns)
+    def _loss_and_dout(self, out, returns) -> tuple[float, np.ndarray]:
+        """``L`` and ``dL/d(out)`` (N, 1) of the value fit."""
+        terms, dv = objectives.value_loss(out[:, 0], returns)
         loss = float(np.sum(terms))
         if self.reduction == "mean":
-            loss, dv = loss / len(v), dv / len(v)
+            loss, dv = loss / len(dv), dv / len(dv)
         return loss, dv[:, None]
-
-    def _loss(self, obs, returns):
-        return self._loss_and_dout(self._predict(obs), returns)[0]
-
-    def _gradients(self, obs, returns):
-        hs, out = nn.forward(self.params, obs)
-        return nn.backward(self.params, hs, self._loss_and_dout(out[:, 0], returns)[1])
 
     def _update(self, obs, returns):
         hs, out = nn.forward(self.params, obs)
-        loss, dout = self._loss_and_dout(out[:, 0], returns)
+        loss, dout = self._loss_and_dout(out, returns)
         return {
             "value_loss": loss,
             "value_grad_norm": self._step(nn.backward(self.params, hs, dout)),

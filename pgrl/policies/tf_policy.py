@@ -256,6 +256,32 @@ class KerasNetwork:
     def _graph_apply(self, grads):
         self._clip_and_apply(grads)
 
+    def _trace(self, *target_specs, **extra) -> None:
+        """Graphs of ``_graph_gradients`` and ``_graph_update`` (and ``extra``, name -> function)
+        for a batch ``(obs, *targets)``, dense or sparse; each traced on its first call."""
+        self._tf = {}
+        for sparse in (False, True):
+            batch = (self._obs_spec(sparse), *target_specs)
+            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
+            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+            for name, fn in extra.items():
+                self._tf[name, sparse] = _lazy_concrete(fn, *batch[:2])
+
+    def _graph_gradients(self, obs, *targets):
+        return self._tape_gradients(self._loss_graph, obs, *targets)
+
+    def _loss(self, obs, *targets):
+        return float(self._graph_call("gradients", obs, *targets)[0])
+
+    def _gradients(self, obs, *targets):
+        grads = self._graph_call("gradients", obs, *targets)[2]
+        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
+
+    def _update(self, obs, *targets):
+        stats = self._graph_call("update", obs, *targets)
+        self._snapshot = None
+        return {k: float(v) for k, v in stats.items()}
+
     def _get_weights(self):
         return {name: v.numpy() for name, v in self._vars.items()}
 
@@ -291,6 +317,9 @@ class KerasNetwork:
         if self._snapshot is None:
             self._snapshot = {k: tf.constant(v.numpy()) for k, v in self._vars.items()}
         return forward(self._layers(self._snapshot), self._inputs(obs)[0])
+
+    def _outputs(self, obs):
+        return self._eager_outputs(obs).numpy()
 
     def _apply_gradients(self, grads):
         self._tf_apply([tf.constant(grads[name]) for name in self.shapes])
@@ -328,14 +357,10 @@ class TensorFlowPolicy(KerasNetwork, Policy):
         super().__init__(*args, **kwargs)
         self._init_keras("logit" if self.distribution.n_outputs == 1 else "logits", "pgrl_policy")
         vec_spec = tf.TensorSpec([None], self.dtype.name)
-        kind = self.distribution.action_kind
-        action_spec = vec_spec if kind == "float" else tf.TensorSpec([None], tf.int64)
-        self._tf = {}
-        for sparse in (False, True):
-            batch = (self._obs_spec(sparse), action_spec, vec_spec)
-            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
-            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
-            self._tf["log_probs", sparse] = _lazy_concrete(self._graph_log_probs, *batch[:2])
+        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
+        int_spec = tf.TensorSpec([None], tf.int64)
+        action_spec = vec_spec if self.distribution.action_kind == "float" else int_spec
+        self._trace(action_spec, vec_spec, log_probs=self._graph_log_probs)
 
     # ----- graphs -----
 
@@ -349,9 +374,6 @@ class TensorFlowPolicy(KerasNetwork, Policy):
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
         return loss, z
-
-    def _graph_gradients(self, obs, actions, advantages):
-        return self._tape_gradients(self._loss_graph, obs, actions, advantages)
 
     def _graph_update(self, obs, actions, advantages):
         loss, z, grads = self._graph_gradients(obs, actions, advantages)
@@ -368,27 +390,12 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     # ----- backend hooks -----
 
-    def _outputs(self, obs):
-        return self._eager_outputs(obs).numpy()
-
     def _probs(self, obs):
         dist = self.distribution
         return dist.tf_probs(dist.tf_logits(self._eager_outputs(obs))).numpy()
 
     def _log_probs(self, obs, actions):
         return self._graph_call("log_probs", obs, actions).numpy()
-
-    def _loss(self, obs, actions, advantages):
-        return float(self._graph_call("gradients", obs, actions, advantages)[0])
-
-    def _gradients(self, obs, actions, advantages):
-        grads = self._graph_call("gradients", obs, actions, advantages)[2]
-        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
-
-    def _update(self, obs, actions, advantages):
-        stats = self._graph_call("update", obs, actions, advantages)
-        self._snapshot = None
-        return {k: float(v) for k, v in stats.items()}
 
 
 class TensorFlowValueNet(KerasNetwork, ValueNet):
@@ -400,12 +407,7 @@ class TensorFlowValueNet(KerasNetwork, ValueNet):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_keras("value", "pgrl_value")
-        vec_spec = tf.TensorSpec([None], self.dtype.name)
-        self._tf = {}
-        for sparse in (False, True):
-            batch = (self._obs_spec(sparse), vec_spec)
-            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
-            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+        self._trace(tf.TensorSpec([None], self.dtype.name))
 
     def _loss_graph(self, obs, returns):
         v = forward(self._layers(self._vars), obs)[:, 0]
@@ -414,24 +416,6 @@ class TensorFlowValueNet(KerasNetwork, ValueNet):
             loss = loss / tf.cast(tf.shape(v)[0], loss.dtype)
         return loss, v
 
-    def _graph_gradients(self, obs, returns):
-        return self._tape_gradients(self._loss_graph, obs, returns)
-
     def _graph_update(self, obs, returns):
         loss, _, grads = self._graph_gradients(obs, returns)
         return {"value_loss": loss, "value_grad_norm": self._clip_and_apply(grads)}
-
-    def _predict(self, obs):
-        return self._eager_outputs(obs).numpy()[:, 0]
-
-    def _loss(self, obs, returns):
-        return float(self._graph_call("gradients", obs, returns)[0])
-
-    def _gradients(self, obs, returns):
-        grads = self._graph_call("gradients", obs, returns)[2]
-        return {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
-
-    def _update(self, obs, returns):
-        stats = self._graph_call("update", obs, returns)
-        self._snapshot = None
-        return {k: float(v) for k, v in stats.items()}
