@@ -42,7 +42,7 @@ generator)::
             obs, _ = env.reset()
         done = False
         while not done:
-            a = int(rng.random() < policy.action_prob(obs[None])[0])
+            a = int(policy.sample(obs[None], np.array([rng.random()]))[0])  # u < p
             next_obs, r, terminated, truncated, _ = env.step(a)  # record (obs, a, r)
             obs, done = next_obs, terminated or truncated
 
@@ -305,7 +305,7 @@ def play_slots(
     if len(counts) != n_slots or min(counts) < 0 or sum(counts) < 1:
         raise ValueError(f"counts must give each of {n_slots} envs >= 0 episodes, got {counts}")
     slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
-    episodes = _Recorder(n_slots, obs_space, progress, getattr(policy, "n_actions", 2))
+    episodes = _Recorder(n_slots, obs_space, progress, policy.distribution.n_actions)
     left = list(counts)  # episodes each slot has yet to start
     playing = np.flatnonzero(left)  # slots playing an episode of this batch
     seeds = [_next_seed(rngs, left, counts, j) for j in range(n_slots)]
