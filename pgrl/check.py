@@ -3,11 +3,9 @@
 Builds both backends with identical weights, feeds one seeded synthetic batch, and reports per
 layer the largest difference of forward probabilities, gradients and one RMSprop step, plus the
 NumPy gradient's error against central finite differences (float64); then the same for the value
-network (the ``[value]`` section), the entropy bonus's gradients alone, and an RMSprop step with
-its gradients clipped by global norm. ``--explain`` adds, for the
-same batch, how much each classic porting mistake (DESIGN.md), or its analogue for the
-categorical head (the logits in place of ``softmax(z)``, a softmax without max shift), would
-change the first update.
+network, the entropy bonus's gradients alone, and an RMSprop step with clipped gradients.
+``--explain`` adds how much each classic porting mistake (DESIGN.md), or its categorical
+analogue, would change the first update on the same batch.
 """
 
 from __future__ import annotations
@@ -51,20 +49,18 @@ def _rel(a, b) -> tuple[float, float]:
 
 
 def _vs(x: dict, layer: str | None = None) -> tuple[float, float]:
-    """(abs, rel) difference of the NumPy and TensorFlow numbers ``x[backend]``: arrays, one
-    ``layer`` of dicts of them, or the worst layer."""
+    """(abs, rel) difference of ``x["numpy"]`` and ``x["tensorflow"]``: arrays, one ``layer`` of
+    dicts of them, or the worst layer."""
     a, b = x["numpy"], x["tensorflow"]
     if layer is not None:
         return _rel(a[layer], b[layer])
     if not isinstance(a, dict):
         return _rel(a, b)
-    diffs = [_rel(a[k], b[k]) for k in a]
-    return max(d[0] for d in diffs), max(d[1] for d in diffs)
+    return tuple(map(max, zip(*(_rel(a[k], b[k]) for k in a), strict=True)))
 
 
 def _steps(nets: dict, weights: dict, grads: dict) -> dict:
-    """Per backend, ``after - weights`` of one optimizer step from ``weights`` with the same
-    ``grads`` (which isolates the optimizer)."""
+    """Per backend, ``after - weights`` of one step with the same ``grads``."""
     out = {}
     for b, net in nets.items():
         net.set_weights(weights)
@@ -73,17 +69,16 @@ def _steps(nets: dict, weights: dict, grads: dict) -> dict:
     return out
 
 
-def _float64(cfg: Config) -> Config:
-    cfg64 = copy.deepcopy(cfg)
-    cfg64.policy.dtype = "float64"
-    return cfg64
+def _with_dtype(cfg: Config, dtype: str = "float64") -> Config:
+    out = copy.deepcopy(cfg)
+    out.policy.dtype = dtype
+    return out
 
 
 def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
-    """Per layer: max relative error of ``net.gradients(*args)`` (a float64 NumPy network) vs
-    fourth-order central differences of ``net.loss(*args)`` (step ``rel_eps * max(1, |w|)``), on
-    a sample of entries whose probes leave every ReLU on the same side of its kink (a difference
-    across a kink measures the kink, not the gradient)."""
+    """Per layer: max relative error of a float64 NumPy ``net.gradients(*args)`` vs fourth-order
+    central differences of ``net.loss(*args)``, on entries whose probes leave every ReLU on the
+    same side of its kink (a difference across a kink measures the kink, not the gradient)."""
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     net.set_weights(weights)
     grads = net.gradients(*args)
@@ -110,8 +105,8 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
             old = weights[name][idx]
             eps = rel_eps * max(1.0, abs(old))  # truncation ~eps^4, round-off ~1e-16 |L| / eps
             probes = [probe(name, idx, old + k * eps) for k in (2, 1, -1, -2)]
-            masks = [m for _, m in probes]
-            if any(np.any(a != b) for m in masks[1:] for a, b in zip(masks[0], m, strict=True)):
+            masks = [np.concatenate([h.ravel() for h in m]) for _, m in probes]
+            if any(np.any(m != masks[0]) for m in masks[1:]):
                 continue
             l2, l1, m1, m2 = (loss for loss, _ in probes)
             fd = (-l2 + 8 * l1 - 8 * m1 + m2) / (12 * eps)  # the fourth-order central difference
@@ -132,7 +127,7 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
     batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
     words = WORDS[policies["numpy"].distribution.name]
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
-    fd_net = build_policy(_float64(cfg), obs_dim, "numpy", n_actions)
+    fd_net = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, weights, batch, seed)
     policy_rows += [(f"finite diff. {name}", (float("nan"), err), 1e-6) for name, err in fd.items()]
     extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
@@ -206,7 +201,7 @@ def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions
     g = {b: net.gradients(*entropy_only) for b, net in nets.items()}
     # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
     # batch is large against its gradient, so round-off, not truncation, bounds the difference
-    fd_net = build_policy(_float64(cfg_h), obs_dim, "numpy", n_actions)
+    fd_net = build_policy(_with_dtype(cfg_h), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, w_h, entropy_only, seed, 1e-4)
     return [
         ("entropy bonus grads", _vs(g), tol),
@@ -244,7 +239,7 @@ def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
     g = {b: net.gradients(obs, returns) for b, net in values.items()}
     # between ReLU kinks the squared error is quadratic in each weight, so a central difference
     # has no truncation error: a 10x larger step only cuts the round-off
-    fd_net = build_value_net(_float64(cfg), obs_dim, "numpy")
+    fd_net = build_value_net(_with_dtype(cfg), obs_dim, "numpy")
     fd = _fd_errors(fd_net, w_v, (obs, returns), seed, 1e-4)
     return [
         ("value V(s)", _vs(v), tol),
@@ -383,9 +378,9 @@ def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_po
 
 def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
     """The first update of the TensorFlow backend in float32, as one float64 vector."""
-    cfg32 = copy.deepcopy(cfg)
-    cfg32.policy.dtype = "float32"
-    policy = build_policy(cfg32, tf_policy.obs_dim, "tensorflow", tf_policy.n_actions)
+    policy = build_policy(
+        _with_dtype(cfg, "float32"), tf_policy.obs_dim, "tensorflow", tf_policy.n_actions
+    )
     w32 = {k: v.astype(np.float32) for k, v in weights.items()}
     policy.set_weights(w32)
     policy.apply_gradients(policy.gradients(*batch))
