@@ -29,8 +29,7 @@ SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 a
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
-    """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong;
-    actions drawn by the head from equal probabilities over its ``n_actions``."""
+    """Seeded (obs, actions, advantages), uniform actions; Pong-like frame differences for Pong."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
         obs = random_frame_differences(rng, n, obs_dim)
@@ -168,8 +167,7 @@ def _table(rows) -> list[str]:
 
 
 def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
-    """``(label, (abs, rel), limit)`` rows of the policy, NumPy vs TensorFlow: its probabilities
-    (the policy method ``probs``), its gradients and one RMSprop step from the NumPy ones."""
+    """Rows of the policy's ``probs``, gradients and one RMSprop step, NumPy vs TensorFlow."""
     policies["tensorflow"].set_weights(weights)
     p = {b: getattr(pol, probs)(batch[0]) for b, pol in policies.items()}
     g = {b: pol.gradients(*batch) for b, pol in policies.items()}
@@ -182,9 +180,8 @@ def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
 
 
 def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float):
-    """Rows of the entropy bonus's gradients alone (advantages 0; coefficient
-    ``optimizer.entropy_coef``, or 0.01 when off): NumPy vs TensorFlow, and NumPy vs finite
-    differences of the float64 NumPy loss."""
+    """Rows of the entropy bonus's gradients alone (coefficient 0.01 when off), NumPy vs
+    TensorFlow and vs finite differences."""
     obs, actions, advantages = batch
     cfg_h = copy.deepcopy(cfg)
     cfg_h.optimizer.entropy_coef = cfg.optimizer.entropy_coef or 0.01
@@ -210,8 +207,7 @@ def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions
 
 
 def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: float):
-    """The row of a step whose gradients (the NumPy policy's, for both backends) are clipped
-    by ``optimizer.max_grad_norm``, or half their norm when off: NumPy vs TensorFlow."""
+    """The row of a step with the NumPy gradients clipped (to half their norm when off)."""
     policy = build_policy(cfg, obs_dim, "numpy", n_actions)
     policy.set_weights(weights)
     grads = policy.gradients(*batch)
@@ -223,8 +219,7 @@ def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: 
 
 
 def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
-    """Rows of the value network fit to synthetic returns: ``V(s)``, gradients and one RMSprop
-    step, NumPy vs TensorFlow, and NumPy vs finite differences."""
+    """Rows of the value network on synthetic returns, NumPy vs TensorFlow and vs finite diff."""
     obs = batch[0]
     returns = np.random.default_rng(seed + 1).standard_normal(len(obs))
     values = {b: build_value_net(cfg, obs_dim, b) for b in BACKENDS}
@@ -245,17 +240,12 @@ def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
         ("value V(s)", _vs(v), tol),
         ("value gradients", _vs(g), tol),
         ("value RMSprop step", _vs(_steps(values, w_v, g["numpy"])), tol),
-        (
-            "value finite diff.",
-            (float("nan"), max(e for e in fd.values() if not np.isnan(e))),
-            1e-6,
-        ),
+        ("value finite diff.", (float("nan"), np.nanmax(list(fd.values()))), 1e-6),
     ]
 
 
 class FirstUpdate:
-    """The config's network in float64 on one batch, and the first update from any
-    ``d log pi / dz``: what every variant of :func:`explain_causes` is computed with."""
+    """The config's network in float64 on one batch, and its first update from any ``dlogp``."""
 
     def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop):
         obs, actions, self.advantages = batch
@@ -265,13 +255,13 @@ class FirstUpdate:
         self.z = dist.logits(self.out)
 
     def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
-        """``dL/dW`` through ``dlogp`` (the head's own when None), ReLU mask as ``nn.backward``."""
+        """``dL/dW`` through ``dlogp`` (the head's own when None)."""
         dz = dlogits(self.dist, self.z, self.actions, self.advantages, dlogp)
         dout = dz.reshape(self.out.shape) * self.per_step
         return nn.backward(self.weights, self.hs, dout, strict_mask)
 
     def step(self, grads: dict, causes=()) -> np.ndarray:
-        """RMSprop's first step from ``grads`` with the optimizer ``causes``, as one vector."""
+        """RMSprop's first step with the optimizer ``causes``, as one vector."""
         s = rmsprop_step(self.weights, grads, self.optimizer, causes)
         return np.concatenate([s[k].ravel() for k in self.weights])
 
@@ -291,13 +281,8 @@ def _change(variant, reference) -> float:
 def explain_causes(
     cfg: Config, obs_dim: int, weights, batch, n_actions: int = 2, tf_policy=None
 ) -> list[str]:
-    """How much each classic mistake, or its categorical analogue, would change this config's
-    first update.
-
-    Every variant is a float64 pass of :mod:`pgrl.nn` with the mistake's ``dL/dz`` (or ReLU
-    mask), then one RMSprop step from zero state; ``tf_policy`` (the TensorFlow backend, with
-    the config's network) is the reference that pass is held to, and gives the float32 row.
-    """
+    """How much each classic mistake would change this config's first update: float64 passes of
+    :mod:`pgrl.nn`, held to ``tf_policy``'s gradients, which also gives the float32 row."""
     o, p = cfg.optimizer, cfg.policy
     dist = make_distribution(p.head, n_actions)
     words = WORDS[dist.name]
@@ -345,16 +330,15 @@ def explain_causes(
 
 def naive_dlog_prob(dist, naive_probs: Callable, z: np.ndarray, a) -> np.ndarray:
     """``d log p_a / dz`` as autodiff takes it through ``p = naive_probs(z)``:
-    ``(1 / p_a) * dp_a/dz`` with ``dp_a/dz = p_a (onehot(a) - p)``. NaN where ``exp``
-    overflows or ``p_a`` underflows to 0."""
+    ``(1 / p_a) * p_a (onehot(a) - p)``, NaN where ``exp`` overflows or ``p_a`` underflows."""
     p = naive_probs(z)
     p_a = dist.action_probs(p)[np.arange(len(a)), a].reshape(-1, *[1] * (p.ndim - 1))
     return (1.0 / p_a) * (p_a * (dist.onehot(a) - p))
 
 
 def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_policy):
-    """The rows of a naive ``log(p)``, at this batch's logits and at saturated ones (the last
-    layer scaled until ``max |z| = SATURATED``), and whether pgrl's backends stay finite there."""
+    """The rows of a naive ``log(p)`` at this batch's and at saturated logits, and whether pgrl's
+    backends stay finite at the latter."""
     sat = first.saturated()
     reference_sat = sat.step(sat.gradients())
     with np.errstate(all="ignore"):
@@ -389,8 +373,7 @@ def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
 
 
 def explain_notes(stable: str, finite: bool) -> list[str]:
-    """What the rows above mean, and the cause they leave out (the returns); ``stable``: what
-    keeps pgrl's backends finite at saturated logits, for the head."""
+    """What the rows above mean, and the cause they leave out (the returns)."""
     return [
         "",
         "  4: the finite-difference rows above catch it (pgrl masks h <= 0).",

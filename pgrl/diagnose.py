@@ -355,7 +355,17 @@ class Part:
     hint: str = ""  # what else would fit, when nothing known does
 
     def __post_init__(self):
-        self.best, self.matched, self.float32, self.ties = select(self.candidates)
+        """The best fit: the closest, and the fewest causes among equal fits."""
+        best_error = min(c.error for c in self.candidates)
+        self.matched, self.float32, self.ties = best_error <= TOL32, False, []
+        if not self.matched:
+            self.best = min(self.candidates, key=lambda c: (c.error, len(c.causes)))
+            return
+        near = [c for c in self.candidates if c.error <= max(NEAR * best_error, TOL64)]
+        self.best = min(near, key=lambda c: (len(c.causes), c.error))
+        self.float32 = self.best.error > TOL64
+        n = len(self.best.causes)
+        self.ties = [c.causes for c in near if len(c.causes) == n and c is not self.best]
 
     @property
     def blind(self) -> list[str]:
@@ -403,24 +413,9 @@ class Part:
         return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
 
 
-def select(candidates: list[Candidate]) -> tuple[Candidate, bool, bool, list]:
-    """(best, matched, float32, ties): the closest fit, the fewest causes among equal fits."""
-    best_error = min(c.error for c in candidates)
-    if best_error > TOL32:
-        return min(candidates, key=lambda c: (c.error, len(c.causes))), False, False, []
-    near = [c for c in candidates if c.error <= max(NEAR * best_error, TOL64)]
-    best = min(near, key=lambda c: (len(c.causes), c.error))
-    ties = [c.causes for c in near if len(c.causes) == len(best.causes) and c is not best]
-    return best, True, best.error > TOL64, ties
-
-
 @dataclass
 class Diagnosis:
-    """What :func:`explain` found: the gradients' part, the step's (with ``after``), the verdict.
-
-    ``exit_code``: 0 when the numbers are pgrl's correct math, 1 when known causes explain them,
-    3 when none does. ``lines()`` is the report: the verdict, then a per-layer table.
-    """
+    """What :func:`explain` found; ``exit_code``: 0 correct, 1 known causes, 3 none; ``lines()``."""
 
     gradients: Part
     step: Part | None
@@ -434,8 +429,7 @@ class Diagnosis:
     @property
     def status(self) -> str:
         """``correct``, ``known`` or ``unknown``: the worst of the parts."""
-        order = ("correct", "known", "unknown")
-        return max((p.status for p in self.parts), key=order.index)
+        return max((p.status for p in self.parts), key=EXIT_CODES.get)
 
     @property
     def exit_code(self) -> int:
