@@ -3,11 +3,9 @@
 Builds both backends with identical weights, feeds one seeded synthetic batch, and reports per
 layer the largest difference of forward probabilities, gradients and one RMSprop step, plus the
 NumPy gradient's error against central finite differences (float64); then the same for the value
-network (the ``[value]`` section), the entropy bonus's gradients alone, and an RMSprop step with
-its gradients clipped by global norm. ``--explain`` adds, for the
-same batch, how much each classic porting mistake (DESIGN.md), or its analogue for the
-categorical head (the logits in place of ``softmax(z)``, a softmax without max shift), would
-change the first update.
+network, the entropy bonus's gradients alone, and an RMSprop step with clipped gradients.
+``--explain`` adds how much each classic porting mistake (DESIGN.md), or its categorical
+analogue, would change the first update on the same batch.
 """
 
 from __future__ import annotations
@@ -31,8 +29,7 @@ SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 a
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
-    """Seeded (obs, actions, advantages); Pong-like sparse int8 frame differences for Pong;
-    actions drawn by the head from equal probabilities over its ``n_actions``."""
+    """Seeded (obs, actions, advantages), uniform actions; Pong-like frame differences for Pong."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
         obs = random_frame_differences(rng, n, obs_dim)
@@ -51,20 +48,18 @@ def _rel(a, b) -> tuple[float, float]:
 
 
 def _vs(x: dict, layer: str | None = None) -> tuple[float, float]:
-    """(abs, rel) difference of the NumPy and TensorFlow numbers ``x[backend]``: arrays, one
-    ``layer`` of dicts of them, or the worst layer."""
+    """(abs, rel) difference of ``x["numpy"]`` and ``x["tensorflow"]``: arrays, one ``layer`` of
+    dicts of them, or the worst layer."""
     a, b = x["numpy"], x["tensorflow"]
     if layer is not None:
         return _rel(a[layer], b[layer])
     if not isinstance(a, dict):
         return _rel(a, b)
-    diffs = [_rel(a[k], b[k]) for k in a]
-    return max(d[0] for d in diffs), max(d[1] for d in diffs)
+    return tuple(map(max, zip(*(_rel(a[k], b[k]) for k in a), strict=True)))
 
 
 def _steps(nets: dict, weights: dict, grads: dict) -> dict:
-    """Per backend, ``after - weights`` of one optimizer step from ``weights`` with the same
-    ``grads`` (which isolates the optimizer)."""
+    """Per backend, ``after - weights`` of one step with the same ``grads``."""
     out = {}
     for b, net in nets.items():
         net.set_weights(weights)
@@ -73,17 +68,16 @@ def _steps(nets: dict, weights: dict, grads: dict) -> dict:
     return out
 
 
-def _float64(cfg: Config) -> Config:
-    cfg64 = copy.deepcopy(cfg)
-    cfg64.policy.dtype = "float64"
-    return cfg64
+def _with_dtype(cfg: Config, dtype: str = "float64") -> Config:
+    out = copy.deepcopy(cfg)
+    out.policy.dtype = dtype
+    return out
 
 
 def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
-    """Per layer: max relative error of ``net.gradients(*args)`` (a float64 NumPy network) vs
-    fourth-order central differences of ``net.loss(*args)`` (step ``rel_eps * max(1, |w|)``), on
-    a sample of entries whose probes leave every ReLU on the same side of its kink (a difference
-    across a kink measures the kink, not the gradient)."""
+    """Per layer: max relative error of a float64 NumPy ``net.gradients(*args)`` vs fourth-order
+    central differences of ``net.loss(*args)``, on entries whose probes leave every ReLU on the
+    same side of its kink (a difference across a kink measures the kink, not the gradient)."""
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     net.set_weights(weights)
     grads = net.gradients(*args)
@@ -110,8 +104,8 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
             old = weights[name][idx]
             eps = rel_eps * max(1.0, abs(old))  # truncation ~eps^4, round-off ~1e-16 |L| / eps
             probes = [probe(name, idx, old + k * eps) for k in (2, 1, -1, -2)]
-            masks = [m for _, m in probes]
-            if any(np.any(a != b) for m in masks[1:] for a, b in zip(masks[0], m, strict=True)):
+            masks = [np.concatenate([h.ravel() for h in m]) for _, m in probes]
+            if any(np.any(m != masks[0]) for m in masks[1:]):
                 continue
             l2, l1, m1, m2 = (loss for loss, _ in probes)
             fd = (-l2 + 8 * l1 - 8 * m1 + m2) / (12 * eps)  # the fourth-order central difference
@@ -132,7 +126,7 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
     batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
     words = WORDS[policies["numpy"].distribution.name]
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
-    fd_net = build_policy(_float64(cfg), obs_dim, "numpy", n_actions)
+    fd_net = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, weights, batch, seed)
     policy_rows += [(f"finite diff. {name}", (float("nan"), err), 1e-6) for name, err in fd.items()]
     extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
@@ -173,8 +167,7 @@ def _table(rows) -> list[str]:
 
 
 def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
-    """``(label, (abs, rel), limit)`` rows of the policy, NumPy vs TensorFlow: its probabilities
-    (the policy method ``probs``), its gradients and one RMSprop step from the NumPy ones."""
+    """Rows of the policy's ``probs``, gradients and one RMSprop step, NumPy vs TensorFlow."""
     policies["tensorflow"].set_weights(weights)
     p = {b: getattr(pol, probs)(batch[0]) for b, pol in policies.items()}
     g = {b: pol.gradients(*batch) for b, pol in policies.items()}
@@ -187,9 +180,8 @@ def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
 
 
 def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float):
-    """Rows of the entropy bonus's gradients alone (advantages 0; coefficient
-    ``optimizer.entropy_coef``, or 0.01 when off): NumPy vs TensorFlow, and NumPy vs finite
-    differences of the float64 NumPy loss."""
+    """Rows of the entropy bonus's gradients alone (coefficient 0.01 when off), NumPy vs
+    TensorFlow and vs finite differences."""
     obs, actions, advantages = batch
     cfg_h = copy.deepcopy(cfg)
     cfg_h.optimizer.entropy_coef = cfg.optimizer.entropy_coef or 0.01
@@ -206,7 +198,7 @@ def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions
     g = {b: net.gradients(*entropy_only) for b, net in nets.items()}
     # a step of 1e-4: the entropy's curvature is mild at logits of order 1, and its sum over the
     # batch is large against its gradient, so round-off, not truncation, bounds the difference
-    fd_net = build_policy(_float64(cfg_h), obs_dim, "numpy", n_actions)
+    fd_net = build_policy(_with_dtype(cfg_h), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, w_h, entropy_only, seed, 1e-4)
     return [
         ("entropy bonus grads", _vs(g), tol),
@@ -215,8 +207,7 @@ def entropy_rows(cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions
 
 
 def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: float):
-    """The row of a step whose gradients (the NumPy policy's, for both backends) are clipped
-    by ``optimizer.max_grad_norm``, or half their norm when off: NumPy vs TensorFlow."""
+    """The row of a step with the NumPy gradients clipped (to half their norm when off)."""
     policy = build_policy(cfg, obs_dim, "numpy", n_actions)
     policy.set_weights(weights)
     grads = policy.gradients(*batch)
@@ -228,8 +219,7 @@ def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: 
 
 
 def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
-    """Rows of the value network fit to synthetic returns: ``V(s)``, gradients and one RMSprop
-    step, NumPy vs TensorFlow, and NumPy vs finite differences."""
+    """Rows of the value network on synthetic returns, NumPy vs TensorFlow and vs finite diff."""
     obs = batch[0]
     returns = np.random.default_rng(seed + 1).standard_normal(len(obs))
     values = {b: build_value_net(cfg, obs_dim, b) for b in BACKENDS}
@@ -244,23 +234,18 @@ def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
     g = {b: net.gradients(obs, returns) for b, net in values.items()}
     # between ReLU kinks the squared error is quadratic in each weight, so a central difference
     # has no truncation error: a 10x larger step only cuts the round-off
-    fd_net = build_value_net(_float64(cfg), obs_dim, "numpy")
+    fd_net = build_value_net(_with_dtype(cfg), obs_dim, "numpy")
     fd = _fd_errors(fd_net, w_v, (obs, returns), seed, 1e-4)
     return [
         ("value V(s)", _vs(v), tol),
         ("value gradients", _vs(g), tol),
         ("value RMSprop step", _vs(_steps(values, w_v, g["numpy"])), tol),
-        (
-            "value finite diff.",
-            (float("nan"), max(e for e in fd.values() if not np.isnan(e))),
-            1e-6,
-        ),
+        ("value finite diff.", (float("nan"), np.nanmax(list(fd.values()))), 1e-6),
     ]
 
 
 class FirstUpdate:
-    """The config's network in float64 on one batch, and the first update from any
-    ``d log pi / dz``: what every variant of :func:`explain_causes` is computed with."""
+    """The config's network in float64 on one batch, and its first update from any ``dlogp``."""
 
     def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop):
         obs, actions, self.advantages = batch
@@ -270,13 +255,13 @@ class FirstUpdate:
         self.z = dist.logits(self.out)
 
     def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
-        """``dL/dW`` through ``dlogp`` (the head's own when None), ReLU mask as ``nn.backward``."""
+        """``dL/dW`` through ``dlogp`` (the head's own when None)."""
         dz = dlogits(self.dist, self.z, self.actions, self.advantages, dlogp)
         dout = dz.reshape(self.out.shape) * self.per_step
         return nn.backward(self.weights, self.hs, dout, strict_mask)
 
     def step(self, grads: dict, causes=()) -> np.ndarray:
-        """RMSprop's first step from ``grads`` with the optimizer ``causes``, as one vector."""
+        """RMSprop's first step with the optimizer ``causes``, as one vector."""
         s = rmsprop_step(self.weights, grads, self.optimizer, causes)
         return np.concatenate([s[k].ravel() for k in self.weights])
 
@@ -296,13 +281,8 @@ def _change(variant, reference) -> float:
 def explain_causes(
     cfg: Config, obs_dim: int, weights, batch, n_actions: int = 2, tf_policy=None
 ) -> list[str]:
-    """How much each classic mistake, or its categorical analogue, would change this config's
-    first update.
-
-    Every variant is a float64 pass of :mod:`pgrl.nn` with the mistake's ``dL/dz`` (or ReLU
-    mask), then one RMSprop step from zero state; ``tf_policy`` (the TensorFlow backend, with
-    the config's network) is the reference that pass is held to, and gives the float32 row.
-    """
+    """How much each classic mistake would change this config's first update: float64 passes of
+    :mod:`pgrl.nn`, held to ``tf_policy``'s gradients, which also gives the float32 row."""
     o, p = cfg.optimizer, cfg.policy
     dist = make_distribution(p.head, n_actions)
     words = WORDS[dist.name]
@@ -350,16 +330,15 @@ def explain_causes(
 
 def naive_dlog_prob(dist, naive_probs: Callable, z: np.ndarray, a) -> np.ndarray:
     """``d log p_a / dz`` as autodiff takes it through ``p = naive_probs(z)``:
-    ``(1 / p_a) * dp_a/dz`` with ``dp_a/dz = p_a (onehot(a) - p)``. NaN where ``exp``
-    overflows or ``p_a`` underflows to 0."""
+    ``(1 / p_a) * p_a (onehot(a) - p)``, NaN where ``exp`` overflows or ``p_a`` underflows."""
     p = naive_probs(z)
     p_a = dist.action_probs(p)[np.arange(len(a)), a].reshape(-1, *[1] * (p.ndim - 1))
     return (1.0 / p_a) * (p_a * (dist.onehot(a) - p))
 
 
 def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_policy):
-    """The rows of a naive ``log(p)``, at this batch's logits and at saturated ones (the last
-    layer scaled until ``max |z| = SATURATED``), and whether pgrl's backends stay finite there."""
+    """The rows of a naive ``log(p)`` at this batch's and at saturated logits, and whether pgrl's
+    backends stay finite at the latter."""
     sat = first.saturated()
     reference_sat = sat.step(sat.gradients())
     with np.errstate(all="ignore"):
@@ -383,9 +362,9 @@ def naive_log_rows(first: FirstUpdate, words: HeadWords, reference, batch, tf_po
 
 def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
     """The first update of the TensorFlow backend in float32, as one float64 vector."""
-    cfg32 = copy.deepcopy(cfg)
-    cfg32.policy.dtype = "float32"
-    policy = build_policy(cfg32, tf_policy.obs_dim, "tensorflow", tf_policy.n_actions)
+    policy = build_policy(
+        _with_dtype(cfg, "float32"), tf_policy.obs_dim, "tensorflow", tf_policy.n_actions
+    )
     w32 = {k: v.astype(np.float32) for k, v in weights.items()}
     policy.set_weights(w32)
     policy.apply_gradients(policy.gradients(*batch))
@@ -394,8 +373,7 @@ def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
 
 
 def explain_notes(stable: str, finite: bool) -> list[str]:
-    """What the rows above mean, and the cause they leave out (the returns); ``stable``: what
-    keeps pgrl's backends finite at saturated logits, for the head."""
+    """What the rows above mean, and the cause they leave out (the returns)."""
     return [
         "",
         "  4: the finite-difference rows above catch it (pgrl masks h <= 0).",

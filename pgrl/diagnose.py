@@ -1,12 +1,10 @@
 """``pgrl diagnose``: which known porting mistake explains a user's gradients and RMSprop step?
 
-The user brings one batch (weights, observations, actions, advantages or rewards), the gradients
-their implementation computed for it and, optionally, the weights after one optimizer step.
-pgrl computes the correct gradients and step for that batch with :mod:`pgrl.nn` and the head's
-distribution, and every variant that one or two known mistakes (DESIGN.md's list) would produce,
-each a small perturbation of that one computation; it names the variant the user's numbers match.
-The step is predicted from the user's own gradients, so a wrong gradient and a wrong optimizer
-are each named as such. Sign, head and file formats: :func:`explain` and docs/diagnose.md.
+pgrl computes the correct gradients (and RMSprop step) for the user's batch with :mod:`pgrl.nn`
+and the head's distribution, and every variant that one or two known mistakes (DESIGN.md's list)
+would produce, and names the variant the user's numbers match. The step is predicted from the
+user's own gradients, so a wrong gradient and a wrong optimizer are each named as such. Sign, head
+and file formats: :func:`explain` and docs/diagnose.md.
 """
 
 from __future__ import annotations
@@ -46,39 +44,28 @@ SETTINGS = (
 )
 
 
-def sign_note(loss: str) -> list[str]:
-    """The report's last lines: pgrl's sign convention, for the head's loss ``BCE`` or ``CE``."""
-    return [
-        f"sign: pgrl's gradients are dL/dW, L = sum_t A_t * {loss}(a_t, z_t), the direction to "
-        "descend",
-        "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
-    ]
-
-
 class InputError(ValueError):
     """Input that cannot be diagnosed (a missing array, a shape that does not fit, a pickle)."""
 
 
-# ----- how the report speaks of each head (its mathematics is pgrl.distributions') -----
-
-
 @dataclass(frozen=True)
 class HeadWords:
-    """How ``pgrl diagnose`` and ``pgrl check`` speak of one head, and how a naive port computes
-    its probabilities (``{h}``: H_last, ``{n}``: n_actions, ``{last}``: n_actions - 1)."""
+    """How the reports speak of one head (its mathematics is :mod:`pgrl.distributions`'), and how
+    a naive port computes its probabilities; ``{h}``: H_last, ``{n}``: n_actions, ``{last}``: n - 1.
+    """
 
     loss: str  # the per-step loss
     probability: str  # what dL/dz takes of the logits, for "logit used in place of ..."
     dlogits: str  # dL/dz in words
     outputs: str  # the last layer the head needs
     actions: str  # the actions it takes
-    note: str  # a report line naming the head ("": none)
     probs: str  # the policy method (and check's row) of the head's probabilities
-    header: str  # the head in check's first line ("": none)
     title: str  # the head in check's --explain
     naive: str  # the probabilities computed naively, for check's row
     naive_probs: Callable  # (N,) or (N, n) logits -> those probabilities, no guard on exp
     stable: str  # what pgrl computes instead
+    note: str = ""  # a report line naming the head
+    header: str = ""  # the head in check's first line
 
 
 WORDS = {
@@ -88,9 +75,7 @@ WORDS = {
         dlogits="sigmoid(logit) - y",
         outputs="the Bernoulli head has one logit: ({h}, 1)",
         actions="0 or 1",
-        note="",
         probs="action_prob",
-        header="",
         title="the Bernoulli head",
         naive="log of sigmoid(z) = 1 / (1 + exp(-z))",
         naive_probs=lambda z: 1.0 / (1.0 + np.exp(-z)),
@@ -102,21 +87,19 @@ WORDS = {
         dlogits="softmax(z) - onehot(a)",
         outputs="the categorical head has one logit per action: ({h}, n), n >= 2",
         actions="integers 0 to {last} (one per logit)",
-        note="head: categorical, {n} actions (softmax over the last W's columns)",
         probs="action_probs",
-        header="categorical head, {n} actions, ",
         title="the categorical head, {n} actions",
         naive="log of a softmax without max shift",
         naive_probs=lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
         stable="max-shifted log_softmax and sparse_softmax_cross_entropy_with_logits",
+        note="head: categorical, {n} actions (softmax over the last W's columns)",
+        header="categorical head, {n} actions, ",
     ),
 }
 
 
 def head_of(w_last: np.ndarray, name: str, head: str | None = None):
-    """The distribution a last layer ``(H_last, k)`` feeds: ``head``'s, or the first of
-    :data:`pgrl.distributions.HEADS` with ``k`` outputs (one column: Bernoulli, more:
-    categorical over ``k`` actions)."""
+    """The distribution a last layer (H_last, k) feeds: ``head``'s, or the first with k outputs."""
     k = w_last.shape[1]
     for h in [head] if head else HEADS:
         try:  # a policy has at least two actions; a head with other than k outputs does not fit
@@ -130,16 +113,10 @@ def head_of(w_last: np.ndarray, name: str, head: str | None = None):
     raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
 
 
-# ----- the causes, their labels, and which of them can be combined -----
-
-
 def gradient_causes(
     reduction: str, standardize: str, reset: bool, rewards: bool, probability: str
 ) -> dict:
-    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards.
-
-    ``probability``: what the head's ``dL/dz`` takes of the logits, ``sigmoid`` or ``softmax``.
-    """
+    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards."""
     causes = {
         "logit": f"logit used in place of {probability}",
         "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
@@ -179,9 +156,6 @@ def combinations(keys, up_to: int = 2) -> list[tuple[str, ...]]:
     ]
 
 
-# ----- inputs -----
-
-
 def load_arrays(source, what: str) -> dict[str, np.ndarray]:
     """Arrays by name from a dict or an ``.npz`` file (never a pickle); ``what`` names it."""
     if isinstance(source, Mapping):
@@ -205,14 +179,11 @@ def load_arrays(source, what: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except ValueError as e:
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        problem = f"corrupt .npz archive ({e})"
         if "allow_pickle" in str(e):
-            raise InputError(
-                f"{label}: holds object arrays, which need pickle; save numeric arrays"
-            ) from None
-        raise InputError(f"{label}: corrupt .npz archive ({e})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
-        raise InputError(f"{label}: corrupt .npz archive ({e})") from None
+            problem = "holds object arrays, which need pickle; save numeric arrays"
+        raise InputError(f"{label}: {problem}") from None
 
 
 def _numeric(a: np.ndarray, label: str) -> np.ndarray:
@@ -226,8 +197,7 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
 
 
 def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.ndarray], object]:
-    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP ending in ``head``, and the
-    head's distribution (from ``Wn``'s columns when ``head`` is None)."""
+    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP, and its head's distribution."""
     bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]*", k))
     if bad:
         raise InputError(f"weights: unexpected arrays {bad}; expected W1, W2, ... (b1, ...)")
@@ -288,8 +258,7 @@ class Batch:
 
 
 def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
-    """The batch's arrays, checked against the network's first layer ``W1`` (obs_dim, H1) and
-    its head's distribution ``dist``."""
+    """The batch's arrays, checked against ``W1``'s shape (obs_dim, H1) and the head's ``dist``."""
     has_adv = "advantages" in batch
     if has_adv and ("rewards" in batch or "episode_ends" in batch):
         raise InputError(
@@ -349,17 +318,10 @@ def check_actions(actions: np.ndarray, dist) -> np.ndarray:
     return actions.astype(np.int64)
 
 
-# ----- matching -----
-
-
 def _layer_error(user: np.ndarray, pred: np.ndarray, ulp=None) -> float:
-    """Largest difference relative to the layer's largest value; inf for NaN.
-
-    ``ulp``: the spacing of the user's numbers; a difference within it is their last bit.
-    """
-    diff = np.abs(user - pred)
-    if ulp is not None:
-        diff = np.maximum(diff - ulp, 0.0)
+    """Largest difference relative to the layer's largest value, inf for NaN; a difference
+    within ``ulp``, the spacing of the user's numbers, is their last bit."""
+    diff = np.abs(user - pred) if ulp is None else np.maximum(np.abs(user - pred) - ulp, 0.0)
     worst = float(np.max(diff, initial=0.0))
     if worst == 0.0:
         return 0.0
@@ -393,7 +355,17 @@ class Part:
     hint: str = ""  # what else would fit, when nothing known does
 
     def __post_init__(self):
-        self.best, self.matched, self.float32, self.ties = select(self.candidates)
+        """The best fit: the closest, and the fewest causes among equal fits."""
+        best_error = min(c.error for c in self.candidates)
+        self.matched, self.float32, self.ties = best_error <= TOL32, False, []
+        if not self.matched:
+            self.best = min(self.candidates, key=lambda c: (c.error, len(c.causes)))
+            return
+        near = [c for c in self.candidates if c.error <= max(NEAR * best_error, TOL64)]
+        self.best = min(near, key=lambda c: (len(c.causes), c.error))
+        self.float32 = self.best.error > TOL64
+        n = len(self.best.causes)
+        self.ties = [c.causes for c in near if len(c.causes) == n and c is not self.best]
 
     @property
     def blind(self) -> list[str]:
@@ -441,28 +413,12 @@ class Part:
         return " + ".join(self.labels[c] for c in causes) or "pgrl's correct math"
 
 
-def select(candidates: list[Candidate]) -> tuple[Candidate, bool, bool, list]:
-    """(best, matched, float32, ties): the closest fit, the fewest causes among equal fits."""
-    best_error = min(c.error for c in candidates)
-    if best_error > TOL32:
-        return min(candidates, key=lambda c: (c.error, len(c.causes))), False, False, []
-    near = [c for c in candidates if c.error <= max(NEAR * best_error, TOL64)]
-    best = min(near, key=lambda c: (len(c.causes), c.error))
-    ties = [c.causes for c in near if len(c.causes) == len(best.causes) and c is not best]
-    return best, True, best.error > TOL64, ties
-
-
 @dataclass
 class Diagnosis:
-    """What :func:`explain` found: the gradients' part, the step's (with ``after``), the verdict.
-
-    ``exit_code``: 0 when the numbers are pgrl's correct math, 1 when known causes explain them,
-    3 when none does. ``lines()`` is the report: the verdict, then a per-layer table.
-    """
+    """What :func:`explain` found; ``exit_code``: 0 correct, 1 known causes, 3 none; ``lines()``."""
 
     gradients: Part
     step: Part | None
-    n_steps: int
     head: str  # the name of the head the numbers were read with
     notes: list[str] = field(default_factory=list)
 
@@ -473,8 +429,7 @@ class Diagnosis:
     @property
     def status(self) -> str:
         """``correct``, ``known`` or ``unknown``: the worst of the parts."""
-        order = ("correct", "known", "unknown")
-        return max((p.status for p in self.parts), key=order.index)
+        return max((p.status for p in self.parts), key=EXIT_CODES.get)
 
     @property
     def exit_code(self) -> int:
@@ -533,7 +488,13 @@ class Diagnosis:
                 out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
-        return out + self.notes + sign_note(WORDS[self.head].loss)
+        loss = WORDS[self.head].loss
+        return out + [
+            *self.notes,
+            f"sign: pgrl's gradients are dL/dW, L = sum_t A_t * {loss}(a_t, z_t), the direction to "
+            "descend",
+            "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
+        ]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -581,13 +542,10 @@ def explain(
     w, dist = check_network(load_arrays(weights, "weights"), head)
     b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, dist)
     user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
-    raw_after = None if after is None else load_arrays(after, "after")
-    user_after = None if raw_after is None else check_like(raw_after, w, "after")
+    after = None if after is None else load_arrays(after, "after")
     returns = (gamma, reset_on_nonzero, standardize)
     gradients = _gradient_part(w, dist, b, user_grads, reduction, *returns)
-    step = None
-    if user_after is not None:
-        step = _step_part(w, user_grads, raw_after, user_after, optimizer or RMSprop())
+    step = None if after is None else _step_part(w, user_grads, after, optimizer or RMSprop())
     note = WORDS[dist.name].note
     notes = [note.format(n=dist.n_actions)] if note else []
     if step is not None and gradients.matched and step.matched:
@@ -598,7 +556,7 @@ def explain(
                 "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
                 "a descent step on L, as pgrl's"
             )
-    return Diagnosis(gradients, step, len(b.actions), dist.name, notes)
+    return Diagnosis(gradients, step, dist.name, notes)
 
 
 def _check_settings(head, reduction: str, standardize: str, gamma: float) -> None:
@@ -616,16 +574,14 @@ def _check_settings(head, reduction: str, standardize: str, gamma: float) -> Non
 
 
 def dlogits(dist, z: np.ndarray, actions, advantages, dlogp=None) -> np.ndarray:
-    """REINFORCE's ``dL/dz``, shaped as ``z``: ``dL/dlogp * dlogp``, with ``dlogp`` the head's
-    ``d log pi / dz`` or, given, a mistake's."""
+    """REINFORCE's ``dL/dz``, shaped as ``z``, through ``dlogp`` (the head's when None)."""
     dlogp = dist.dlog_prob(z, actions) if dlogp is None else dlogp
     dl = objectives.reinforce(dist.log_prob(z, actions), advantages)[1]
     return dl.reshape(-1, *[1] * (dlogp.ndim - 1)) * dlogp
 
 
 def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
-    """``d log pi / dz`` with the logits in place of the head's probabilities (DESIGN.md,
-    cause 1): ``onehot(a) - z`` instead of ``onehot(a) - probs(z)``."""
+    """``d log pi / dz`` with the logits in place of the probabilities (DESIGN.md, cause 1)."""
     return dist.onehot(actions).astype(z.dtype) - z
 
 
@@ -660,9 +616,10 @@ def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, stand
     return Part("gradients", labels, candidates, user)
 
 
-def _step_part(w, user_grads: dict, raw_after: dict, user_after: dict, optimizer) -> Part:
+def _step_part(w, user_grads: dict, raw_after: dict, optimizer) -> Part:
     """pgrl's RMSprop step from the user's gradients under every set of optimizer causes,
     against the user's ``after - W``."""
+    user_after = check_like(raw_after, w, "after")
     labels = step_causes(optimizer.epsilon_inside_sqrt)
     # the spacing of the saved weights: a float32 ``after`` holds the step to its last bit only
     ulp = {
@@ -719,12 +676,8 @@ def learning_rate_hint(step: Part, learning_rate: float) -> str:
 
 
 def settings(overrides: list[str] | None) -> dict:
-    """:func:`explain`'s keyword arguments from ``--set section.key=value`` strings.
-
-    Values are read and checked as ``pgrl train`` reads them; keys that describe anything but
-    the optimizer, the head, the loss's reduction or the returns are refused (the network comes
-    from the weights). Without ``policy.head`` the head comes from the weights too.
-    """
+    """:func:`explain`'s keyword arguments from ``--set section.key=value`` strings, read as
+    ``pgrl train`` reads them; only :data:`SETTINGS` (the network comes from the weights)."""
     from pgrl.config import ConfigError, from_dict, parse_override
 
     data: dict[str, dict] = {}
