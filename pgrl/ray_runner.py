@@ -1,15 +1,10 @@
 """Rollouts on Ray (``env.runner = "ray"``): a run's env slots on rollout-worker actors.
 
-Worker ``w`` (one CPU) holds slots ``w*k .. w*k + k - 1`` (``k = env.envs_per_worker``): ``k``
-env copies and a copy of the policy. Per update, the learner puts the weights into the object
-store once and sends every worker its slots' generator states and episode counts; each worker
-plays its slots' episodes (:func:`pgrl.rollout.play_slots`) and returns them with its
-generators' new states. The learner lists the episodes as one machine would (round by round,
-by slot), so ``N`` workers of ``k`` envs give the episodes of ``N * k`` local envs.
-
-A worker that dies (its process killed, its node lost) is restarted by Ray (``max_restarts``),
-which calls ``play`` again with the same arguments: its slots' episodes are played again from
-the same generator states, and the batch is unchanged.
+Worker ``w`` (one CPU) holds slots ``w*k .. w*k + k - 1`` (``k = env.envs_per_worker``). Per
+update it gets the weights and its slots' generator states and returns their episodes and new
+states; the learner lists the episodes round by round, by slot, so ``N`` workers of ``k`` envs
+give the episodes of ``N * k`` local envs. Ray restarts a worker that dies and replays its call
+from the same generator states, so the batch is unchanged.
 """
 
 from __future__ import annotations
@@ -51,11 +46,6 @@ class RolloutWorker:
         batch = play_slots(self.envs, self.policy, rngs, counts)
         return batch, slot_states(rngs)["slots"], time.perf_counter() - t0
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
 
 class RayRollouts:
     """The learner's side: ``num_workers`` :class:`RolloutWorker` actors; quacks like the
@@ -76,7 +66,6 @@ class RayRollouts:
             )
         self.k = e.envs_per_worker
         self.num_envs = e.num_workers * self.k
-        # Ray restarts a worker whose process or node died, and retries its call
         actor = self.ray.remote(
             num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS
         )(RolloutWorker)
@@ -129,9 +118,6 @@ class RayRollouts:
         keyed.sort(key=lambda item: item[0])
         episodes = [[episode] for _, episode in keyed]
         return stack_episodes(episodes, [key[1] for key, _ in keyed], env_steps, sparse)
-
-    def worker_pids(self) -> list[int]:
-        return self.ray.get([w.pid.remote() for w in self.workers])
 
     def close(self) -> None:
         for w in self.workers:
