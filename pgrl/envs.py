@@ -80,7 +80,7 @@ class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         return self._LUT.take(observation[35:195:2, ::2, 0]).ravel()
 
 
-class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class KarpathyScreen(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """ALE env -> obs (6400,) int8 in {0, 1}: KarpathyPreprocess's output, from ALE's index screen.
 
     ALE's screen of palette indices (``ale.getScreen``) is ~20x cheaper than its RGB frame; each
@@ -135,18 +135,8 @@ class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self.env.unwrapped.spec = unwrapped_spec
         self._bind_screen()
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        _, info = self.env.reset(seed=seed, options=options)
-        return self._observe(), info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        _, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(), reward, terminated, truncated, info
-
-    def _observe(self) -> np.ndarray:
-        """ALE's current screen -> new (6400,) int8 array in {0, 1}."""
+    def observation(self, observation: Any) -> np.ndarray:
+        """ALE's current screen (not the inner env's ``observation``) -> new (6400,) int8 array."""
         self._ale.getScreen(self._screen)
         obs = self._lut.take(self._crop).ravel()
         if obs.min() == self._UNKNOWN:
