@@ -35,6 +35,16 @@ def _arg(flag: str, **options) -> tuple[str, dict]:
 
 _CONFIG = _arg("config")  # its help lists the shipped configs: see build_parser
 _SET = _arg("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+
+
+def _address(when: str) -> tuple[str, dict]:
+    return _arg(
+        "--address",
+        help=f"with {when}: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new local "
+        "Ray instance)",
+    )
+
+
 _EXECUTOR = (
     _arg(
         "--executor",
@@ -42,11 +52,7 @@ _EXECUTOR = (
         default="local",
         help="local: processes on this machine (default); ray: a Ray cluster",
     ),
-    _arg(
-        "--address",
-        help="with --executor ray: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new "
-        "local Ray instance)",
-    ),
+    _address("--executor ray"),
     _arg("--workers", type=int, help="local runs at once (default: one per core)"),
 )
 
@@ -72,11 +78,7 @@ _EXECUTOR = (
         help="start the policy from these weights (pgrl export, a checkpoint.npz, or pong) "
         "instead of a random init; sets train.init",
     ),
-    _arg(
-        "--address",
-        help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '
-        "new local Ray instance)",
-    ),
+    _address('env.runner = "ray"'),
     _arg(
         "--allow-changes",
         action="store_true",

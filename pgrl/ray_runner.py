@@ -20,6 +20,7 @@ from pgrl.rollout import (
     RolloutError,
     make_vector_env,
     play_slots,
+    set_slot_states,
     slot_states,
     stack_episodes,
 )
@@ -41,8 +42,7 @@ class RolloutWorker:
         t0 = time.perf_counter()
         self.policy.set_weights(weights)
         rngs = [np.random.default_rng() for _ in states]
-        for g, state in zip(rngs, states, strict=True):
-            g.bit_generator.state = state
+        set_slot_states(rngs, {"slots": states})
         batch = play_slots(self.envs, self.policy, rngs, counts)
         return batch, slot_states(rngs)["slots"], time.perf_counter() - t0
 
@@ -98,8 +98,7 @@ class RayRollouts:
         t2 = time.perf_counter()
         batch = self._merge(results)
         for w, (_, new_states, _) in results.items():
-            for g, state in zip(rngs[mine[w]], new_states, strict=True):
-                g.bit_generator.state = state
+            set_slot_states(rngs[mine[w]], {"slots": new_states})
         slowest = max(seconds for _, _, seconds in results.values())
         self.timing = {"rollout": slowest, "broadcast": t1 - t0, "transfer": t2 - t1 - slowest}
         return batch
