@@ -250,9 +250,12 @@ _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS
 
 def _unknown(key: str, where: str) -> ConfigError:
     keys = [*SECTIONS, *(f"{s}.{k}" for s, keys in _FIELD_TYPES.items() for k in keys)]
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+    return ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, keys)}")
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # annotation -> the values a field of it takes (bools only where bools are meant)
@@ -308,7 +311,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an int of 4,300+ digits
+    except ValueError:  # TOMLDecodeError, or an int of 4,300+ digits
         value = raw.strip()  # bare words: backend=tensorflow
     return section, key, value
 
@@ -352,8 +355,7 @@ def config_path(config: str | Path) -> Path:
         mode = path.stat().st_mode
         kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
         raise ConfigError(f"{text}: is {kind}, not a config file")
-    close = difflib.get_close_matches(path.stem.lower(), names, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = _did_you_mean(path.stem.lower(), names)
     what = "config file or shipped config name" if path.name == text else "config file"
     raise ConfigError(f"{text}: no such {what}{hint}; shipped configs: {', '.join(names)}")
 
