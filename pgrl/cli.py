@@ -37,14 +37,6 @@ _CONFIG = _arg("config")  # its help lists the shipped configs: see build_parser
 _SET = _arg("--set", action="append", metavar="KEY=VALUE", help="override a config key")
 
 
-def _address(when: str) -> tuple[str, dict]:
-    return _arg(
-        "--address",
-        help=f"with {when}: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new local "
-        "Ray instance)",
-    )
-
-
 _EXECUTOR = (
     _arg(
         "--executor",
@@ -52,7 +44,11 @@ _EXECUTOR = (
         default="local",
         help="local: processes on this machine (default); ray: a Ray cluster",
     ),
-    _address("--executor ray"),
+    _arg(
+        "--address",
+        help="with --executor ray: HOST:PORT of the Ray head (default: RAY_ADDRESS, else a new "
+        "local Ray instance)",
+    ),
     _arg("--workers", type=int, help="local runs at once (default: one per core)"),
 )
 
@@ -78,7 +74,11 @@ _EXECUTOR = (
         help="start the policy from these weights (pgrl export, a checkpoint.npz, or pong) "
         "instead of a random init; sets train.init",
     ),
-    _address('env.runner = "ray"'),
+    _arg(
+        "--address",
+        help='with env.runner = "ray": HOST:PORT of the Ray head (default: RAY_ADDRESS, else a '
+        "new local Ray instance)",
+    ),
     _arg(
         "--allow-changes",
         action="store_true",
