@@ -35,8 +35,6 @@ def _arg(flag: str, **options) -> tuple[str, dict]:
 
 _CONFIG = _arg("config")  # its help lists the shipped configs: see build_parser
 _SET = _arg("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-
-
 _EXECUTOR = (
     _arg(
         "--executor",
