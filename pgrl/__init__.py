@@ -17,17 +17,7 @@ _LAZY = {
     "standardize": "pgrl.returns",
 }
 
-__all__ = [
-    "RMSprop",
-    "__version__",
-    "discount_rewards",
-    "load_config",
-    "load_policy",
-    "make_policy",
-    "make_value_net",
-    "standardize",
-    "train",
-]
+__all__ = [*_LAZY, "__version__", "load_policy", "train"]
 
 
 def train(

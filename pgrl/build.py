@@ -1,8 +1,7 @@
 """What a config builds: its envs, its policy and its value network.
 
-The checks that need an env or a backend happen here, where those are made: gymnasium's registry
-and the env's spaces (through :func:`pgrl.envs.make_env`), the head against the env's actions,
-the network against this machine's memory. Each mistake is a one-line ConfigError.
+The checks that need an env or a backend happen here (gymnasium's registry, the head against the
+env's actions, the network against this machine's memory), each a one-line ConfigError.
 """
 
 from __future__ import annotations
@@ -32,8 +31,7 @@ def _env_errors(e: EnvConfig):
 
 
 def check_env_id(cfg: Config) -> None:
-    """ConfigError unless pgrl can make ``env.id`` (gymnasium's registry is read here, not when
-    the config is loaded): for commands that check every run's config before any starts."""
+    """ConfigError unless pgrl can make ``env.id``, before any run starts."""
     with _env_errors(cfg.env):
         envs.check_env_id(cfg.env.id)
 
@@ -67,8 +65,7 @@ def env_actions(envs) -> int:
 def build_policy(
     cfg: Config, obs_dim: int, backend: str | None = None, n_actions: int = 2
 ) -> Policy:
-    """The policy a config describes for an env of ``n_actions`` actions, initialised from
-    ``train.seed``; ConfigError if the head cannot have that many actions."""
+    """The config's policy for ``n_actions`` actions, initialised from ``train.seed``."""
     p, o = cfg.policy, cfg.optimizer
     try:
         n_outputs = make_distribution(p.head, n_actions).n_outputs
@@ -100,8 +97,7 @@ def build_policy(
 
 
 def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> ValueNet:
-    """The value network of ``train.baseline = "value"``: the ``[value]`` section's MLP and
-    RMSprop, in the policy's backend, dtype and reduction, initialised from ``train.seed``."""
+    """The ``[value]`` section's network, in the policy's backend, dtype and reduction."""
     v = cfg.value
     return make_value_net(
         backend or cfg.policy.backend,

@@ -1,11 +1,8 @@
 """The ``pgrl`` command: one function per subcommand, its arguments declared on it.
 
-Mistakes a user can make (a config typo, a bad value, a corrupt checkpoint, a missing optional
-package) end with one line on stderr and exit status 2, never a traceback.
-
-At its top the module imports only the standard library and :mod:`pgrl.validate` (which does the
-same): pgrl's other modules (and NumPy) are loaded inside :func:`main`, so that a Ctrl-C at any
-moment of the start-up ends with one line.
+A user's mistake (a config typo, a corrupt checkpoint, a missing optional package) ends with one
+line on stderr and exit status 2, never a traceback. Only the standard library and
+:mod:`pgrl.validate` are imported at the top, so that a Ctrl-C during start-up ends with one line.
 """
 
 from __future__ import annotations
@@ -176,17 +173,7 @@ def _export(args) -> int:
 def _compare(args) -> int:
     from pgrl.compare import compare
 
-    _check_axes(args)
-    rows = compare(
-        args.config,
-        backends=args.backends,
-        seeds=args.seeds,
-        out=args.out,
-        workers=args.workers,
-        overrides=args.set,
-        executor=args.executor,
-        address=args.address,
-    )
+    rows = compare(args.config, **_trial_options(args))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
@@ -202,7 +189,7 @@ def _compare(args) -> int:
         "--grid policy.hidden_sizes=[16],[32,32] (repeatable: the grid is the product)",
     ),
     _arg("--seeds", nargs="+", type=int, default=[0]),
-    _arg("--backend", nargs="+", choices=BACKENDS, default=["numpy"]),
+    _arg("--backend", nargs="+", choices=BACKENDS, default=["numpy"], dest="backends"),
     _arg("--out", default="runs/sweep", help="output directory (default %(default)s)"),
     *_EXECUTOR,
     _arg(
@@ -224,20 +211,14 @@ def _sweep(args) -> int:
     from pgrl.config import ConfigError
     from pgrl.sweep import sweep
 
-    _check_axes(args)
+    options = _trial_options(args)
     if args.resume and args.force:
         raise ConfigError("--resume and --force: choose one")
     try:
         rows = sweep(
             args.config,
             args.grid or [],
-            seeds=args.seeds,
-            backends=args.backend,
-            out=args.out,
-            overrides=args.set,
-            executor=args.executor,
-            workers=args.workers,
-            address=args.address,
+            **options,
             storage=args.storage,
             scheduler=None if args.scheduler == "none" else args.scheduler,
             resume=args.resume,
@@ -253,22 +234,30 @@ def _sweep(args) -> int:
     return 0 if all(r["status"] in ("ok", "stopped") for r in rows) else 1
 
 
-def _check_axes(args) -> None:
-    """Shared checks of compare's and sweep's --seeds, --backends, --workers and --executor."""
+def _trial_options(args) -> dict:
+    """Compare's and sweep's shared options, checked."""
     from pgrl.config import ConfigError
 
-    backends = getattr(args, "backends", None) or args.backend
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.workers is not None and args.executor != "local":
         raise ConfigError("--workers: for --executor local (Ray places trials by their CPUs)")
-    for name, values in (("--seeds", args.seeds), ("--backends", backends)):
+    for name, values in (("--seeds", args.seeds), ("--backends", args.backends)):
         if len(set(values)) != len(values):
             raise ConfigError(f"{name} lists a value twice: {' '.join(map(str, values))}")
     if any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds must be >= 0, got {' '.join(map(str, args.seeds))}")
     if args.address is not None and args.executor != "ray":
         raise ConfigError("--address: needs --executor ray")
+    return {
+        "backends": args.backends,
+        "seeds": args.seeds,
+        "out": args.out,
+        "overrides": args.set,
+        "executor": args.executor,
+        "workers": args.workers,
+        "address": args.address,
+    }
 
 
 @command(

@@ -1,12 +1,8 @@
 """Run configuration: typed dataclasses loaded from TOML, with ``--set section.key=value``.
 
-One source of truth for every knob of a run, and data only: loading a config imports no env, no
-backend. A config is a TOML file or the name of one shipped in ``pgrl/configs`` (``"cartpole"``,
-``"pong"``; see :func:`config_path`). Every mistake (unknown key, wrong type, value out of range,
-missing file, TOML syntax error) raises :class:`ConfigError` with one line naming the file and
-the key; the command line turns it into exit status 2. A :class:`Config` built in Python gets the
-same checks from :meth:`Config.validate`. What needs an env or a backend (gymnasium's registry,
-the env's actions) is checked where those are built (:mod:`pgrl.build`).
+Data only: loading a config imports no env and no backend. Every mistake raises
+:class:`ConfigError` with one line naming the file and the key. What needs an env or a backend
+(gymnasium's registry, the env's actions) is checked where those are built (:mod:`pgrl.build`).
 """
 
 from __future__ import annotations
@@ -41,8 +37,7 @@ class ConfigError(ValueError):
 
 
 def _key(default, check=None):
-    """A config field: its default (a fresh copy of a list or dict per config) and the check of
-    its value, ``check(name, value)`` raising ValueError (pgrl.validate); None values skip it."""
+    """A field with its default (lists and dicts copied per config) and ``check(name, value)``."""
     if isinstance(default, list | dict):
         return field(default_factory=default.copy, metadata={"check": check})
     return field(default=default, metadata={"check": check})
@@ -175,14 +170,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, where: str = "config") -> Config:
-        """This config, its values' types and ranges checked as loading a TOML file checks them,
-        and stored as TOML gives them (NumPy ints as ints, ints for floats as floats, tuples as
-        lists).
-
-        Raises:
-            ConfigError: one line naming ``where`` (the config's origin, e.g. its file) and the
-                first bad key.
-        """
+        """This config, checked as a TOML file is and stored as TOML gives it (ints for floats as
+        floats, tuples as lists); ConfigError naming ``where`` and the first bad key."""
         for section, cls in SECTIONS.items():
             values = getattr(self, section)
             if not isinstance(values, cls):
@@ -201,12 +190,6 @@ class Config:
         _check_together(self, where)
         return self
 
-    @property
-    def n_slots(self) -> int:
-        """Env slots of a run: ``env.num_envs``, or workers x envs per worker on Ray."""
-        e = self.env
-        return e.num_envs if e.runner == "local" else e.num_workers * e.envs_per_worker
-
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
@@ -223,8 +206,7 @@ class Config:
 
 
 def _check_together(cfg: Config, where: str) -> None:
-    """The checks of values that depend on one another: Pong's action names, the head that
-    plays them, and a goal the env can miss."""
+    """Checks across keys: Pong's actions, the head that plays them, a goal the env can miss."""
     e, t = cfg.env, cfg.train
     try:
         if "actions" in e.kwargs:
@@ -251,9 +233,7 @@ def _toml_value(value) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)  # TOML spells inf, -inf and nan as Python does
     if isinstance(value, int):
         return str(value)
     if isinstance(value, list):
@@ -270,9 +250,12 @@ _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS
 
 def _unknown(key: str, where: str) -> ConfigError:
     keys = [*SECTIONS, *(f"{s}.{k}" for s, keys in _FIELD_TYPES.items() for k in keys)]
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+    return ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, keys)}")
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # annotation -> the values a field of it takes (bools only where bools are meant)
@@ -280,11 +263,8 @@ _TAKES = {bool: bool, int: numbers.Integral, float: numbers.Real, str: str}
 
 
 def _coerce(value, annotation, key: str, where: str):
-    """``value`` as a field of type ``annotation`` holds it, or ConfigError naming ``key``.
-
-    Ints (NumPy's too) are accepted where floats are expected, and tuples where lists are, as the
-    values TOML would give for them.
-    """
+    """``value`` as a field of type ``annotation`` holds it (ints for floats, tuples for lists),
+    or ConfigError naming ``key``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):  # X | None
         return None if value is None else _coerce(value, args[0], key, where)
@@ -331,7 +311,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an int of 4,300+ digits
+    except ValueError:  # TOMLDecodeError, or an int of 4,300+ digits
         value = raw.strip()  # bare words: backend=tensorflow
     return section, key, value
 
@@ -359,20 +339,8 @@ _FILE_KINDS = (
 
 
 def config_path(config: str | Path) -> Path:
-    """The TOML file a config argument stands for: an existing file as given, else a shipped one.
-
-    Args:
-        config: a path to a TOML file, or the name of a shipped config with or without ``.toml``
-            (``"cartpole"``, ``"pong.toml"``; see :func:`shipped_configs`). Only a bare name is
-            looked up, never a path such as ``"configs/cartpole.toml"``.
-
-    Returns:
-        The file to read; a shipped config's lies inside the installed package.
-
-    Raises:
-        ConfigError: one line: a directory, something that is not a regular file, or neither a
-            file nor a shipped name (the message lists the shipped names).
-    """
+    """An existing file as given, else the shipped config a bare name (``"cartpole"``,
+    ``"pong.toml"``, never a path) stands for; ConfigError listing the shipped names."""
     path = Path(config)
     if path.is_file():
         return path
@@ -387,8 +355,7 @@ def config_path(config: str | Path) -> Path:
         mode = path.stat().st_mode
         kind = next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
         raise ConfigError(f"{text}: is {kind}, not a config file")
-    close = difflib.get_close_matches(path.stem.lower(), names, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = _did_you_mean(path.stem.lower(), names)
     what = "config file or shipped config name" if path.name == text else "config file"
     raise ConfigError(f"{text}: no such {what}{hint}; shipped configs: {', '.join(names)}")
 

@@ -11,17 +11,10 @@ Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DE
        or ALEActionMap   with ``actions``: Discrete(len(actions)), action i -> the ALE action
                          named ``actions[i]`` (e.g. NOOP, RIGHT, LEFT), for the categorical head
 
-KarpathyPreprocess gives KarpathyScreen's observations from RGB frames (obs (210, 160, 3) uint8,
-``obs_type="rgb"``), for stacks whose inner env is not an ALE env.
-
-Each wrapper records its constructor arguments (gymnasium's ``RecordConstructorArgs``), so
-``env.spec.additional_wrappers`` lists the stack by importable entry points
-(``"pgrl.envs:KarpathyScreen"``, ...) and ``gym.make(env.spec)`` rebuilds it, in this process or
-from ``env.spec.to_json()``. Wrappers pickle and deep-copy with their state; ale-py rebuilds its
-emulator from its constructor arguments instead (a fresh game, until ``env.reset(seed=...)`` or
-``env.unwrapped.restore_state(...)``).
-
-ale-py is optional (``pgrl[atari]``) and imported only when a Pong id is requested.
+Each wrapper records its constructor arguments (``RecordConstructorArgs``), so
+``gym.make(env.spec)`` rebuilds the stack. Wrappers pickle with their state; ale-py rebuilds its
+emulator from its constructor arguments (a fresh game). ale-py is optional (``pgrl[atari]``) and
+imported only when a Pong id is requested.
 """
 
 from __future__ import annotations
@@ -54,13 +47,8 @@ __all__ = [
 class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """210x160x3 uint8 frame -> (6400,) int8 in {0, 1}: the gist's ``prepro`` (80x80, flattened).
 
-    Crop rows 35:195 (drops the score and the bottom border), keep every 2nd row and column of
-    channel 0, erase the background (values 144 and 109) and set everything else that is nonzero
-    (paddles, ball) to 1. int8 instead of the gist's float64: 8x less memory per stored step, and
-    the policy casts to its own dtype anyway.
-
-    make_env does not use it: for ALE envs, KarpathyScreen gives the same observations without
-    the RGB frame, which ALE spends a good part of a step assembling.
+    int8 instead of the gist's float64: 8x less memory per stored step, and the policy casts to
+    its own dtype anyway. make_env uses KarpathyScreen instead, which skips the RGB frame.
     """
 
     FRAME_SHAPE = (210, 160, 3)
@@ -88,25 +76,17 @@ class KarpathyPreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         """(210, 160, 3) uint8 -> new (6400,) int8 array; the input frame is left untouched."""
-        # The slice is a strided view (no copy); take() allocates the only new array, C-ordered,
-        # so ravel() is a view of it.
+        # take() allocates the only new array, C-ordered, so ravel() is a view of it
         return self._LUT.take(observation[35:195:2, ::2, 0]).ravel()
 
 
-class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class KarpathyScreen(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """ALE env -> obs (6400,) int8 in {0, 1}: KarpathyPreprocess's output, from ALE's index screen.
 
-    KarpathyPreprocess only asks, for each pixel of ``frame[35:195:2, ::2]``, whether its red
-    value is background (0, 109 or 144). Instead of the RGB frame (``ale.getScreenRGB()``), this
-    reads ALE's screen of palette indices (``ale.getScreen``, ~20x cheaper, into one
-    (210, 160) uint8 buffer) and maps each index to 0/1 through a 256-entry table. The inner
-    env's observations are ignored, so build it with ``obs_type="ram"``: ale-py then never
-    assembles an RGB frame (``render()`` still does, on request).
-
-    The table is learned, not ALE's palette copied: entries start unknown, and a frame whose
-    crop shows an unknown index is fetched once in RGB to fill the entries of every index in
-    its crop, by KarpathyPreprocess's rule on their red values. In Pong that happens about 3
-    times per env (the reset screen's own colors, the first step, the first serve).
+    ALE's screen of palette indices (``ale.getScreen``) is ~20x cheaper than its RGB frame; each
+    index maps to 0/1 through a 256-entry table. The table is learned, not ALE's palette copied:
+    a crop showing an unknown index is fetched once in RGB to fill it (about 3 times per Pong
+    env). The inner env's observations are ignored: build it with ``obs_type="ram"``.
     """
 
     OBS_SIZE = 80 * 80
@@ -131,8 +111,7 @@ class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._bind_screen()
 
     def _bind_screen(self) -> None:
-        """The ALE handle, the buffer getScreen refills in place, and a strided view of its crop
-        (no slicing per step)."""
+        """The ALE handle, the buffer getScreen refills in place, and a view of its crop."""
         self._ale = self.env.unwrapped.ale
         self._screen = np.zeros(self.SCREEN_SHAPE, dtype=np.uint8)
         self._crop = self._screen[35:195:2, ::2]
@@ -156,20 +135,10 @@ class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self.env.unwrapped.spec = unwrapped_spec
         self._bind_screen()
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        _, info = self.env.reset(seed=seed, options=options)
-        return self._observe(), info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        _, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(), reward, terminated, truncated, info
-
-    def _observe(self) -> np.ndarray:
-        """ALE's current screen -> new (6400,) int8 array in {0, 1}."""
+    def observation(self, observation: Any) -> np.ndarray:
+        """ALE's current screen (not the inner env's ``observation``) -> new (6400,) int8 array."""
         self._ale.getScreen(self._screen)
-        obs = self._lut.take(self._crop).ravel()  # take() copies, C-ordered: ravel() is a view
+        obs = self._lut.take(self._crop).ravel()
         if obs.min() == self._UNKNOWN:
             obs = self._learn_colors()
         return obs
@@ -189,11 +158,10 @@ class KarpathyScreen(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class FrameDifference(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Observation = current frame - previous frame, (n,) int8 in {-1, 0, 1}.
+    """Observation = current frame - previous frame, (n,) int8 in {-1, 0, 1}; zeros on reset.
 
     A single frame does not show which way the ball moves; the difference does (the gist's
-    ``x = cur_x - prev_x``). Zeros on the first step of an episode, where there is no previous
-    frame: ``reset()`` returns zeros and forgets the last episode.
+    ``x = cur_x - prev_x``).
     """
 
     def __init__(self, env: gym.Env):
@@ -230,11 +198,8 @@ class FrameDifference(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
-    """Discrete(2) actions onto ALE's: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3).
-
-    The gist samples ``action = 2 if uniform() < aprob else 3``, so the policy's
-    ``p = P(action = 1)`` is the probability of moving up.
-    """
+    """Discrete(2) actions onto ALE's: 1 -> UP (ALE action 2), 0 -> DOWN (ALE action 3), as the
+    gist's ``action = 2 if uniform() < aprob else 3``."""
 
     UP = 2
     DOWN = 3
@@ -271,12 +236,8 @@ class BinaryActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
 class ALEActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Discrete(len(actions)) actions onto an ALE env's, by name: action i -> the ALE action
-    named ``actions[i]`` in ``env.unwrapped.get_action_meanings()``.
-
-    ``ALEActionMap(env, ["NOOP", "RIGHT", "LEFT"])`` on Pong: 0 leaves the paddle, 1 moves it up,
-    2 down; ``["LEFT", "RIGHT"]`` is BinaryActionMap. Names, not numbers: a name means the same
-    action in the minimal and the full action set.
-    """
+    named ``actions[i]``. Names, not numbers: a name means the same action in the minimal and the
+    full action set."""
 
     def __init__(self, env: gym.Env, actions: Sequence[str]):
         get_action_meanings = getattr(env.unwrapped, "get_action_meanings", None)
@@ -315,24 +276,12 @@ class ALEActionMap(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
 
 def check_binary_env(env: gym.Env) -> gym.Env:
-    """Return ``env`` unchanged if its action space is Discrete(2), else raise ValueError.
-
-    pgrl's Bernoulli head outputs one probability, P(action = 1), so it can only drive envs
-    whose actions are exactly 0 and 1 (the categorical head takes any Discrete(n):
-    :func:`check_discrete_env`).
-
-    Args:
-        env: any gymnasium env.
-
-    Returns:
-        ``env`` itself.
-    """
+    """``env`` itself if its actions are Discrete(2), else ValueError."""
     space = env.action_space
     if space != spaces.Discrete(2):
-        env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         raise ValueError(
-            f"pgrl needs Discrete(2) actions (its policy gives P(action = 1)), but {env_id} has "
-            f"action space {space}"
+            f"pgrl needs Discrete(2) actions (its policy gives P(action = 1)), but {_name(env)} "
+            f"has action space {space}"
         )
     return env
 
@@ -340,7 +289,7 @@ def check_binary_env(env: gym.Env) -> gym.Env:
 def check_discrete_env(env: gym.Env) -> int:
     """The number of actions ``n`` of an env with ``Discrete(n)`` actions (from 0) and a flat
     ``Box`` observation; ValueError naming the env and the space otherwise."""
-    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    env_id = _name(env)
     space = env.action_space
     if not (isinstance(space, spaces.Discrete) and space.start == 0 and space.n >= 2):
         raise ValueError(
@@ -354,6 +303,10 @@ def check_discrete_env(env: gym.Env) -> int:
             f"{obs_space}"
         )
     return int(space.n)
+
+
+def _name(env: gym.Env) -> str:
+    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
 def check_env_id(env_id: str) -> None:
@@ -377,38 +330,27 @@ def make_env(
     """Make an env with Discrete(n) actions and a flat observation.
 
     Args:
-        env_id: ``"CartPole-v1"`` (obs (4,) float32, action 1 pushes right), ``"ALE/Pong-v5"``
-            (obs (6400,) int8 frame difference in {-1, 0, 1}, action 1 = UP, 0 = DOWN; an
-            episode is a game to 21, reward +1/-1 per point), or any other registered gymnasium
-            id with ``Discrete(n)`` actions and a flat ``Box`` observation (``"Acrobot-v1"``,
-            ``"LunarLander-v3"``, ...).
-        seed: if given, ``env.reset(seed=seed)`` and ``env.action_space.seed(seed)`` are called
-            here once. That seeds the env's RNG (for Pong also ALE's emulator, whose sticky
-            actions are random); the caller's next ``env.reset()`` continues that stream, so the
-            same seed gives the same run. Without a seed gymnasium seeds from the OS.
-        actions: Pong only: the actions the policy chooses among, by name from Pong's minimal
-            action set :data:`PONG_ACTIONS` (``"UP"`` and ``"DOWN"`` stand for RIGHT and LEFT,
-            which move the paddle up and down), e.g. ``["NOOP", "UP", "DOWN"]``: Discrete(3),
-            action i -> ``actions[i]`` (:class:`ALEActionMap`). None or empty: Discrete(2),
-            1 = UP, 0 = DOWN (:class:`BinaryActionMap`), the same as ``["DOWN", "UP"]``.
+        env_id: ``"CartPole-v1"``, ``"ALE/Pong-v5"`` (obs (6400,) int8 frame difference in
+            {-1, 0, 1}, action 1 = UP, 0 = DOWN; an episode is a game to 21), or any other
+            registered gymnasium id with ``Discrete(n)`` actions and a flat ``Box`` observation.
+        seed: if given, seeds the env's first reset and its action space here once (for Pong
+            also ALE's sticky actions); the caller's next ``env.reset()`` continues that stream.
+        actions: Pong only: the actions the policy chooses among, by name from
+            :data:`PONG_ACTIONS` (``"UP"`` and ``"DOWN"`` stand for RIGHT and LEFT), e.g.
+            ``["NOOP", "UP", "DOWN"]`` (:class:`ALEActionMap`). None or empty: Discrete(2),
+            1 = UP, 0 = DOWN (:class:`BinaryActionMap`).
         **kwargs: passed to ``gym.make``, e.g. ``render_mode``, ``frameskip``,
-            ``repeat_action_probability``, ``max_episode_steps``. Pong keeps the v5 defaults
-            unless overridden: ``frameskip=4``, ``repeat_action_probability=0.25``; it takes
-            no ``obs_type`` (see Returns).
+            ``max_episode_steps``; Pong takes no ``obs_type``.
 
     Returns:
         The env; for Pong, ``gym.make(env_id, obs_type="ram", **kwargs)`` wrapped in
-        KarpathyScreen, FrameDifference and BinaryActionMap, or ALEActionMap with ``actions``
-        (``env.unwrapped`` is the ALE env;
-        ``render_mode="rgb_array"`` still renders (210, 160, 3) RGB frames). Either way
-        ``gym.make(env.spec)`` builds the same stack, unseeded; for Pong, ``gym.make_vec`` on
-        that spec needs ``vectorization_mode="sync"`` or ``"async"`` (ale-py's own vector env
-        cannot apply wrappers).
+        KarpathyScreen, FrameDifference and BinaryActionMap or ALEActionMap.
+        ``gym.make(env.spec)`` builds the same stack, unseeded (Pong's ``gym.make_vec`` needs
+        ``vectorization_mode="sync"`` or ``"async"``: ale-py's vector env cannot apply wrappers).
 
     Raises:
-        ValueError: ``env_id`` is unknown, its actions are not ``Discrete(n)`` or its
-            observations not flat, ``obs_type`` is passed for Pong, or ``actions`` are not
-            Pong's (see :func:`pong_actions`).
+        ValueError: ``env_id`` is unknown or unfit, ``obs_type`` is passed for Pong, or
+            ``actions`` are not Pong's.
         ImportError: ``env_id`` is an Atari game and ale-py is not installed.
     """
     check_env_id(env_id)
@@ -431,7 +373,7 @@ def make_env(
 
 
 def _make_pong(env_id: str, names: list[str] | None, kwargs: dict) -> gym.Env:
-    """Pong with Karpathy's preprocessing and its action map (see :func:`make_env`)."""
+    """Pong with Karpathy's preprocessing and its action map."""
     if "obs_type" in kwargs:
         raise ValueError(
             f"make_env builds {env_id}'s observation itself (Karpathy's 80x80 frame "
@@ -445,8 +387,8 @@ def _make_pong(env_id: str, names: list[str] | None, kwargs: dict) -> gym.Env:
 
 
 def _check_common_kwargs(kwargs: dict) -> None:
-    """The env keyword arguments users set most, checked here: gymnasium and ale-py accept some
-    impossible values silently (a negative step limit, a probability of 2)."""
+    """Checked here because gymnasium and ale-py accept some impossible values silently (a
+    negative step limit, a probability of 2)."""
     p = kwargs.get("repeat_action_probability")
     if p is not None and not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
         raise ValueError(f"repeat_action_probability must be in [0, 1], got {p!r}")
@@ -459,7 +401,7 @@ def _check_common_kwargs(kwargs: dict) -> None:
 
 
 def _register_ale_envs(env_id: str) -> None:
-    """Import ale-py (optional dependency) and register its ``ALE/...`` ids with gymnasium."""
+    """Import ale-py (optional) and register its ``ALE/...`` ids with gymnasium."""
     try:
         import ale_py
     except ImportError as err:

@@ -19,7 +19,7 @@ def import_ray():
     return ray, tune
 
 
-def check_address(address: str, timeout: float = 5.0) -> None:
+def check_address(address: str) -> None:
     """A one-line error, before Ray is started, when nothing listens at ``host:port``."""
     if address.startswith(("ray://", "auto")) or address == "local":
         return
@@ -29,7 +29,7 @@ def check_address(address: str, timeout: float = 5.0) -> None:
             f"--address {address}: expected HOST:PORT of a Ray head, e.g. 10.0.0.1:6379"
         )
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
     except OSError as e:
         raise ConfigError(
             f"--address {address}: cannot reach a Ray head there ({e.strerror or e})"

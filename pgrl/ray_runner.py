@@ -1,15 +1,10 @@
 """Rollouts on Ray (``env.runner = "ray"``): a run's env slots on rollout-worker actors.
 
-Worker ``w`` (one CPU) holds slots ``w*k .. w*k + k - 1`` (``k = env.envs_per_worker``): ``k``
-env copies and a copy of the policy. Per update, the learner puts the weights into the object
-store once and sends every worker its slots' generator states and episode counts; each worker
-plays its slots' episodes (:func:`pgrl.rollout.play_slots`) and returns them with its
-generators' new states. The learner lists the episodes as one machine would (round by round,
-by slot), so ``N`` workers of ``k`` envs give the episodes of ``N * k`` local envs.
-
-A worker that dies (its process killed, its node lost) is restarted by Ray (``max_restarts``),
-which calls ``play`` again with the same arguments: its slots' episodes are played again from
-the same generator states, and the batch is unchanged.
+Worker ``w`` (one CPU) holds slots ``w*k .. w*k + k - 1`` (``k = env.envs_per_worker``). Per
+update it gets the weights and its slots' generator states and returns their episodes and new
+states; the learner lists the episodes round by round, by slot, so ``N`` workers of ``k`` envs
+give the episodes of ``N * k`` local envs. Ray restarts a worker that dies and replays its call
+from the same generator states, so the batch is unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ from pgrl.rollout import (
     RolloutError,
     make_vector_env,
     play_slots,
+    set_slot_states,
     slot_states,
     stack_episodes,
 )
@@ -46,15 +42,9 @@ class RolloutWorker:
         t0 = time.perf_counter()
         self.policy.set_weights(weights)
         rngs = [np.random.default_rng() for _ in states]
-        for g, state in zip(rngs, states, strict=True):
-            g.bit_generator.state = state
+        set_slot_states(rngs, {"slots": states})
         batch = play_slots(self.envs, self.policy, rngs, counts)
         return batch, slot_states(rngs)["slots"], time.perf_counter() - t0
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
 
 
 class RayRollouts:
@@ -76,7 +66,6 @@ class RayRollouts:
             )
         self.k = e.envs_per_worker
         self.num_envs = e.num_workers * self.k
-        # Ray restarts a worker whose process or node died, and retries its call
         actor = self.ray.remote(
             num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS
         )(RolloutWorker)
@@ -109,8 +98,7 @@ class RayRollouts:
         t2 = time.perf_counter()
         batch = self._merge(results)
         for w, (_, new_states, _) in results.items():
-            for g, state in zip(rngs[mine[w]], new_states, strict=True):
-                g.bit_generator.state = state
+            set_slot_states(rngs[mine[w]], {"slots": new_states})
         slowest = max(seconds for _, _, seconds in results.values())
         self.timing = {"rollout": slowest, "broadcast": t1 - t0, "transfer": t2 - t1 - slowest}
         return batch
@@ -129,9 +117,6 @@ class RayRollouts:
         keyed.sort(key=lambda item: item[0])
         episodes = [[episode] for _, episode in keyed]
         return stack_episodes(episodes, [key[1] for key, _ in keyed], env_steps, sparse)
-
-    def worker_pids(self) -> list[int]:
-        return self.ray.get([w.pid.remote() for w in self.workers])
 
     def close(self) -> None:
         for w in self.workers:

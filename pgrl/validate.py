@@ -1,9 +1,7 @@
-"""The choices a run's values take and the checks of single values, shared by config loading,
-the networks and the env builders (standard library only, so ``pgrl.config`` stays data).
+"""The choices a run's values take and the checks of single values (standard library only).
 
-Every check takes the value's name as the caller shows it (``"dtype"``, ``"'policy.dtype'"``),
-returns the value in its canonical type, or raises ValueError ``"<name> must be <expected>, got
-<value>"`` on one line.
+A check takes the value's name as the caller shows it (``"'policy.dtype'"``) and returns the value
+in its canonical type, or raises ValueError ``"<name> must be <expected>, got <value>"``.
 """
 
 from __future__ import annotations
@@ -107,8 +105,8 @@ def max_grad_norm(name: str, value) -> float | None:
 
 
 def env_id(name: str, value) -> str:
-    """A supported id, or one of gymnasium's form that is no Atari game; whether gymnasium
-    registers it is checked where the env is made (pgrl.envs.check_env_id)."""
+    """A supported id, or one of gymnasium's form that is no Atari game (pgrl.envs.check_env_id
+    reads the registry)."""
     if value not in SUPPORTED_ENV_IDS and not (
         isinstance(value, str) and _ENV_ID.fullmatch(value) and not value.startswith("ALE/")
     ):
@@ -118,12 +116,7 @@ def env_id(name: str, value) -> str:
 
 def pong_actions(env_id: str, actions: Sequence[str] | None) -> list[str] | None:
     """ALE names of Pong's ``actions`` (``"UP"``, ``"DOWN"`` resolved to RIGHT and LEFT), or None
-    for the default binary map (``actions`` None or empty).
-
-    Raises:
-        ValueError: one line: ``env_id`` is not Pong, a name is unknown or given twice, or fewer
-            than 2 names; it names the valid ones.
-    """
+    for the default binary map; ValueError naming the valid ones."""
     if actions is None or (isinstance(actions, list | tuple) and len(actions) == 0):
         return None
     valid = ", ".join(

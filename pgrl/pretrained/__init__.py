@@ -14,15 +14,11 @@ NAMES = {"pong": "pong.npz"}
 
 def resolve(source: str | Path) -> Path:
     """An existing file as given (a run directory: its checkpoint), else the shipped file a short
-    name stands for.
-
-    Raises:
-        FileNotFoundError: neither a file nor a known short name (the message lists the names).
-    """
+    name stands for; FileNotFoundError listing the names."""
     path = Path(source)
     if path.is_file():
         return path
-    if path.is_dir() and (path / "checkpoint.npz").is_file():  # a run directory
+    if path.is_dir() and (path / "checkpoint.npz").is_file():
         return path / "checkpoint.npz"
     name = str(source)
     if name in NAMES:
