@@ -37,11 +37,8 @@ class RunFiles:
         write_run_files(self.out / name, files)
 
     def load(self, name: str) -> dict[str, bytes]:
-        return (
-            read_run_files(self.out / name)
-            if (self.out / name / "checkpoint.npz").is_file()
-            else {}
-        )
+        run_dir = self.out / name
+        return read_run_files(run_dir) if (run_dir / "checkpoint.npz").is_file() else {}
 
 
 def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) -> None:
@@ -68,12 +65,10 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         def report(progress: dict, checkpointed: bool) -> None:
             last.update(progress)
             metrics = {**progress, "node": node}
-            if not checkpointed:
-                tune.report(metrics)
-                return
-            files = read_run_files(run_dir)
-            ray.get(run_files.save.remote(trial.name, files))
-            if not use_storage:
+            if checkpointed:
+                files = read_run_files(run_dir)
+                ray.get(run_files.save.remote(trial.name, files))
+            if not (checkpointed and use_storage):
                 tune.report(metrics)
                 return
             with tempfile.TemporaryDirectory() as d:
@@ -89,8 +84,7 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
 
 
 def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
-    """Every trial of ``job`` as a Ray Tune trial (see :class:`pgrl.executor.Executor`):
-    ``{name: result}``."""
+    """Every trial of ``job`` as a Ray Tune trial: ``{name: result}``."""
     ray = connect(executor.address)
     _, tune = import_ray()
     bar, episodes = TrialsBar(job), job.episodes
@@ -134,7 +128,6 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
 
 
 def _run_files_actor(ray, out: Path):
-    """A :class:`RunFiles` actor for ``out`` on the driver's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -169,11 +162,7 @@ def _result(r) -> dict:
             "episodes": metrics.get("episodes", 0),
             "final_running_return": metrics.get("running_return", float("nan")),
         }
-    return {
-        **result,
-        "node": metrics.get("node", ""),
-        "resumed_from": metrics.get("resumed_from", ""),
-    }
+    return {**result, **{k: metrics.get(k, "") for k in ("node", "resumed_from")}}
 
 
 def _first_line(error: BaseException) -> str:
