@@ -79,6 +79,12 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
 
 
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
 def _check_members(path: Path, what: str) -> None:
     """Read every member's ``.npy`` header, not its data: an object array (which only a pickle
     can load) or a shape larger than the bytes stored is refused before anything is allocated."""
@@ -89,12 +95,10 @@ def _check_members(path: Path, what: str) -> None:
                 raise CheckpointError(f"{path}: not a pgrl {what} ({name!r} is not an array)")
             with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
+                read_header = _HEADER_READERS.get(version)
+                if read_header is None:
                     raise CheckpointError(f"{path}: {name}: unknown .npy version {version}")
+                shape, _, dtype = read_header(f)
                 stored = info.file_size - f.tell()
             if dtype.hasobject:
                 raise CheckpointError(

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -164,7 +163,8 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
                     futures[pool.submit(_run_in_worker, *args)] = t.name
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            for f in [f for f in futures if f.done()]:
+            done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in done:
                 name = futures.pop(f)
                 try:
                     results[name] = f.result()
@@ -173,8 +173,6 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
                 bar.update(name, job.episodes)
             for name in futures.values():
                 bar.update(name, episodes_logged(job.out / name))
-            if futures:
-                time.sleep(0.25)
     finally:
         bar.bar.close()
         # after Ctrl-C: trials not yet started never start; running ones (interrupted too, in

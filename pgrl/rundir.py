@@ -8,6 +8,7 @@ checkpoint (lost work) and torn rows (a crash mid-write) are dropped before anyt
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -167,14 +168,7 @@ RESUMABLE_CHANGES = frozenset(
 # What a run writes into its directory, in the order a copy writes them: rows before the checkpoint
 # (rows past a checkpoint are cut on resume, missing ones would not be), summary.json last (a
 # directory with a summary holds a finished run). Removal goes in the reverse order.
-RUN_FILES = (
-    "metrics.csv",
-    "updates.csv",
-    "config.toml",
-    "resumes.log",
-    "checkpoint.npz",
-    "summary.json",
-)
+RUN_FILES = "metrics.csv updates.csv config.toml resumes.log checkpoint.npz summary.json".split()
 
 
 def remove_run(run_dir: Path) -> None:
@@ -219,14 +213,9 @@ def out_error(path: str | Path, e: OSError, tail: str = "") -> ConfigError:
 
 
 class RunDir:
-    """The run directory ``path``: :meth:`prepare` checks and locks it, :meth:`start` opens it.
-
-    Everything that can refuse a run (a file in the way, another pgrl process writing there, a
-    forgotten ``--resume``, a missing or corrupt checkpoint, a changed config, unreadable CSVs)
-    is checked by :meth:`prepare` before any of the run's files is touched. The lock is an
-    ``flock`` on ``.lock``, held until :meth:`close` (the kernel drops it when a process dies,
-    so a killed run never blocks the next one).
-    """
+    """The run directory ``path``: :meth:`prepare` checks and locks it before any of the run's
+    files is touched, :meth:`start` opens it. The lock is an ``flock`` on ``.lock`` (the kernel
+    drops it when a process dies, so a killed run never blocks the next one)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -432,9 +421,9 @@ def _check_rows(kept: tuple[list, list], state: dict, metrics: Path, updates: Pa
     """The kept rows must number episodes and updates 1..N as the checkpoint counts them, and
     end at its totals; otherwise numbering would restart, skip or repeat silently."""
     fix = "restore the file, or start afresh with --force"
-    for rows, path, key, column in (
-        (kept[0], metrics, "episodes", "episode"),
-        (kept[1], updates, "updates", "update"),
+    for rows, path, key, column, ends in (
+        (kept[0], metrics, "episodes", "episode", ("steps",)),
+        (kept[1], updates, "updates", "update", ("episodes", "steps")),
     ):
         if len(rows) != state[key]:
             raise CheckpointError(
@@ -446,13 +435,11 @@ def _check_rows(kept: tuple[list, list], state: dict, metrics: Path, updates: Pa
                     f"{path}: row {i} is {column} {row[column]}, expected {i} "
                     f"({key} must be numbered 1..{state[key]}); {fix}"
                 )
-    ends = [(kept[0], metrics, ("steps",)), (kept[1], updates, ("episodes", "steps"))]
-    for rows, path, columns in ends:
-        for column in columns if rows else ():
-            if rows[-1][column] != str(state[column]):
+        for end in ends if rows else ():
+            if rows[-1][end] != str(state[end]):
                 raise CheckpointError(
-                    f"{path}: its last row has {column} {_cut(rows[-1][column])}, the "
-                    f"checkpoint {state[column]}; {fix}"
+                    f"{path}: its last row has {end} {_cut(rows[-1][end])}, the "
+                    f"checkpoint {state[end]}; {fix}"
                 )
 
 
@@ -468,16 +455,13 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
         raise CheckpointError(f"{path}: cannot read it to resume ({e})") from None
     kept = []
     for row in rows:
-        for col in VALUE_COLUMNS:  # absent from the rows of older runs
-            if col in header and row.get(col) is None:
-                row[col] = "nan"
-        if any(row.get(col) in (None, "") for col in header):
-            continue
-        try:
-            if int(row[key]) <= last:
-                kept.append({col: row[col] for col in header})
-        except ValueError:
-            continue
+        # the value columns are absent from the rows of older runs
+        row = {
+            c: "nan" if c in VALUE_COLUMNS and row.get(c) is None else row.get(c) for c in header
+        }
+        with contextlib.suppress(ValueError):
+            if None not in row.values() and "" not in row.values() and int(row[key]) <= last:
+                kept.append(row)
     return kept
 
 

@@ -302,18 +302,13 @@ def _show(value) -> str:
 
 
 def best_point(table: list[dict]) -> dict | None:
-    """The point with the most seeds solved, then the fewest episodes to solve, then the
-    highest final running return (all backends of a point count together)."""
+    """The entry with the most seeds solved, then the fewest episodes to solve, then the highest
+    final running return."""
 
     def key(e):
         done, total = map(int, e["solved"].split("/"))
-        episodes = e["episodes_to_solve_mean"]
-        final = e["final_running_return_mean"]
-        return (
-            -done / total,
-            episodes if episodes != "" else math.inf,
-            -final if final != "" else math.inf,
-        )
+        episodes, final = e["episodes_to_solve_mean"], e["final_running_return_mean"]
+        return -done / total, math.inf if episodes == "" else episodes, -final
 
     ranked = sorted((e for e in table if e["final_running_return_mean"] != ""), key=key)
     return ranked[0] if ranked else None
