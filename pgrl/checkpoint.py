@@ -182,13 +182,8 @@ def _read_head(data: dict, path: Path) -> tuple[str, int]:
 
 
 def load_weights(path: str | Path) -> dict:
-    """Read a checkpoint or a weights file for playing (not resuming).
-
-    Returns:
-        dict with ``weights`` (dict of arrays), ``config`` (TOML text), ``info`` (dict: for a
-        checkpoint its counters and running return), ``optimizer_state`` (dict, empty for a
-        weights file), ``head`` and ``n_actions``.
-    """
+    """A checkpoint or weights file for playing: ``weights``, ``config`` (TOML), ``info``,
+    ``optimizer_state`` (empty for a weights file), ``head``, ``n_actions``."""
     path = Path(path)
     data = _read_npz(path, "checkpoint or weights file")
     if "kind" not in data:
@@ -243,14 +238,9 @@ def _read_state(data: dict, path: Path) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read and check a checkpoint; raises :class:`CheckpointError` naming what is wrong.
-
-    Returns:
-        dict with ``weights``, ``optimizer_state``, ``value_weights``, ``value_optimizer_state``
-        (dicts of arrays; the value network's are empty without one), ``state`` (counters, as
-        save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``,
-        ``head`` and ``n_actions``.
-    """
+    """A checked checkpoint: ``weights``, ``optimizer_state``, ``value_weights`` and
+    ``value_optimizer_state`` (empty without a value network), ``state`` (counters),
+    ``rng_state``, ``config`` (TOML), ``backend``, ``head`` and ``n_actions``."""
     path = Path(path)
     data = _read_npz(path, "checkpoint")
     if "kind" in data:

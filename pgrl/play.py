@@ -157,7 +157,7 @@ def evaluate(
         env.close()
     if gif is not None:
         try:
-            _write_gif(frames, Path(gif))
+            _write_gif(frames, gif)
         except ConfigError as e:  # the episodes' results are not lost with the GIF
             raise ConfigError(
                 f"{e} (the {episodes} episodes played: returns {returns}, mean "
