@@ -45,8 +45,7 @@ def save_checkpoint(
     if value is not None:
         arrays.update({f"vw_{k}": v for k, v in value.get_weights().items()})
         arrays.update({f"vopt_{k}": v for k, v in value.get_optimizer_state().items()})
-    for key in COUNTERS:
-        arrays[key] = np.int64(state[key])
+    arrays.update({k: np.int64(state[k]) for k in COUNTERS})
     arrays["wall_time"] = np.float64(state["wall_time"])
     running = state["running_return"]
     arrays["running_return"] = np.float64(np.nan if running is None else running)

@@ -34,7 +34,6 @@ from pgrl.checkpoint import (
 )
 from pgrl.config import Config, ConfigError, _cut, from_dict
 
-# The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "

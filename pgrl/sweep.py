@@ -7,10 +7,7 @@ Each trial is a normal run directory ``DIR/p<i>-<backend>-seed<k>/``. Then ``DIR
 point and backend: solved seeds, mean/min/max of episodes and seconds to solve and of the final
 running return), ``DIR/sweep.png`` (curves per grid point, band over seeds) and ``DIR/best.toml``
 (the best point's config, ready for ``pgrl train``). ``DIR/sweep.json`` records the sweep so
-that ``--resume`` continues it.
-
-``pgrl compare`` (:mod:`pgrl.compare`) is a sweep of one point over backends: the trials, their
-rows, the tables and the plot are made here for both.
+that ``--resume`` continues it. The trials, rows, tables and plot serve :mod:`pgrl.compare` too.
 """
 
 from __future__ import annotations
