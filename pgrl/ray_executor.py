@@ -12,7 +12,6 @@ back to a trial it retries after a node or a worker died.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,8 +47,9 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
 
     trial = Trial(**config["trial"])
     node = ray.util.get_node_ip_address()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"pgrl-{trial.name}-"))
-    try:
+    prefix = f"pgrl-{trial.name}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as tmp:
+        run_dir = Path(tmp)
         checkpoint = tune.get_checkpoint() if use_storage else None
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
@@ -79,8 +79,6 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
         final = {**last, **result, "node": node, "resumed_from": resumed_from}
         tune.report({**final, "finished": True})
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:

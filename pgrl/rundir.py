@@ -291,9 +291,8 @@ class RunDir:
             )
         checkpoint = load_checkpoint(self.checkpoint_path)
         self._changes = _config_changes(checkpoint["config"], cfg, self.checkpoint_path)
-        forbidden = [
-            c.split(":")[0] for c in self._changes if c.split(":")[0] not in RESUMABLE_CHANGES
-        ]
+        changed = [c.split(":")[0] for c in self._changes]
+        forbidden = [key for key in changed if key not in RESUMABLE_CHANGES]
         if forbidden and not allow_changes:
             raise ConfigError(
                 f"--resume {out}: the config differs from the run's in {', '.join(forbidden)}; "
