@@ -13,17 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-_TEMP_GLOB = ".*.tmp"  # the temp files of write_atomic
-
 
 def write_atomic(path: str | Path, content: bytes | str | Callable[[BinaryIO], object]) -> None:
-    """Write ``content`` to ``path``: bytes, text (UTF-8, line ends as given), or a callback
-    ``content(f)`` that writes into the binary file ``f``.
-
-    It goes into a temp file beside ``path``, which is flushed, fsynced and renamed over ``path``;
-    then the directory is fsynced. ``path`` holds its old content or the new, never a part; on any
-    failure (KeyboardInterrupt too) the temp file is removed and the error raised.
-    """
+    """Write bytes, UTF-8 text or ``content(f)`` (a callback writing the binary file ``f``)
+    through a fsynced temp file renamed over ``path``; on any failure the temp file goes."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -49,5 +42,5 @@ def write_atomic(path: str | Path, content: bytes | str | Callable[[BinaryIO], o
 
 def remove_temp_files(directory: Path) -> None:
     """Temp files that :func:`write_atomic` left behind when its process was killed."""
-    for stale in directory.glob(_TEMP_GLOB):
+    for stale in directory.glob(".*.tmp"):
         stale.unlink(missing_ok=True)

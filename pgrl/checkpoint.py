@@ -37,16 +37,15 @@ class CheckpointError(ValueError):
 def save_checkpoint(
     path: str | Path, policy, state: dict, rng_state: dict, config_toml: str, value=None
 ):
-    """Write ``path`` atomically (:func:`pgrl.atomic.write_atomic`). ``value``: the run's value
-    network, if it has one (``vw_*`` weights, ``vopt_*`` RMSprop)."""
+    """Write ``path`` atomically; ``value`` (the run's value network, if any) as ``vw_*``,
+    ``vopt_*``."""
     arrays: dict[str, np.ndarray] = {"format_version": np.int64(FORMAT_VERSION)}
     arrays.update({f"w_{k}": v for k, v in policy.get_weights().items()})
     arrays.update({f"opt_{k}": v for k, v in policy.get_optimizer_state().items()})
     if value is not None:
         arrays.update({f"vw_{k}": v for k, v in value.get_weights().items()})
         arrays.update({f"vopt_{k}": v for k, v in value.get_optimizer_state().items()})
-    for key in COUNTERS:
-        arrays[key] = np.int64(state[key])
+    arrays.update({k: np.int64(state[k]) for k in COUNTERS})
     arrays["wall_time"] = np.float64(state["wall_time"])
     running = state["running_return"]
     arrays["running_return"] = np.float64(np.nan if running is None else running)
@@ -55,8 +54,7 @@ def save_checkpoint(
     arrays["recent_returns"] = np.asarray(state["recent_returns"], dtype=np.float64)
     arrays["rng_state"] = np.array(json.dumps(rng_state))
     arrays["config"] = np.array(config_toml)
-    arrays["backend"] = np.array(policy.backend)
-    arrays["head"] = np.array(policy.head)
+    arrays["backend"], arrays["head"] = np.array(policy.backend), np.array(policy.head)
     arrays["n_actions"] = np.int64(policy.n_actions)
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
@@ -80,6 +78,12 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
 
 
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
 def _check_members(path: Path, what: str) -> None:
     """Read every member's ``.npy`` header, not its data: an object array (which only a pickle
     can load) or a shape larger than the bytes stored is refused before anything is allocated."""
@@ -90,12 +94,10 @@ def _check_members(path: Path, what: str) -> None:
                 raise CheckpointError(f"{path}: not a pgrl {what} ({name!r} is not an array)")
             with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
+                read_header = _HEADER_READERS.get(version)
+                if read_header is None:
                     raise CheckpointError(f"{path}: {name}: unknown .npy version {version}")
+                shape, _, dtype = read_header(f)
                 stored = info.file_size - f.tell()
             if dtype.hasobject:
                 raise CheckpointError(
@@ -110,7 +112,6 @@ def _check_members(path: Path, what: str) -> None:
 
 
 def _check_header(data: dict, path: Path, what: str, required: tuple[str, ...]) -> None:
-    """The arrays every file of this kind has, and the format version this pgrl reads."""
     missing = [k for k in ("format_version", *required) if k not in data]
     if missing:
         raise CheckpointError(f"{path}: not a pgrl {what} (missing {', '.join(missing)})")
@@ -139,8 +140,7 @@ def save_weights(
     head: str = "bernoulli",
     n_actions: int = 2,
 ) -> None:
-    """Write a weights file atomically (compressed): weights, config TOML text, ``info`` (JSON),
-    the policy's head and action count."""
+    """Write a compressed weights file atomically."""
     arrays: dict[str, np.ndarray] = {
         "kind": np.array(WEIGHTS_KIND),
         "format_version": np.int64(FORMAT_VERSION),
@@ -151,6 +151,15 @@ def save_weights(
     }
     arrays.update({f"w_{k}": np.asarray(v) for k, v in weights.items()})
     write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def _float_weights(data: dict, prefix: str, path: Path) -> dict[str, np.ndarray]:
+    """The arrays named ``<prefix><name>``, as ``{name: array}``; CheckpointError unless floats."""
+    weights = {k.removeprefix(prefix): v for k, v in data.items() if k.startswith(prefix)}
+    for name, w in weights.items():
+        if w.dtype.kind != "f":
+            raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
+    return weights
 
 
 def _read_head(data: dict, path: Path) -> tuple[str, int]:
@@ -172,25 +181,15 @@ def _read_head(data: dict, path: Path) -> tuple[str, int]:
 
 
 def load_weights(path: str | Path) -> dict:
-    """Read a checkpoint or a weights file for playing (not resuming).
-
-    Returns:
-        dict with ``weights`` (dict of arrays), ``config`` (TOML text), ``info`` (dict: for a
-        checkpoint its counters and running return), ``optimizer_state`` (dict, empty for a
-        weights file), ``head`` and ``n_actions``.
-    """
+    """A checkpoint or weights file for playing: ``weights``, ``config`` (TOML), ``info``,
+    ``optimizer_state`` (empty for a weights file), ``head``, ``n_actions``."""
     path = Path(path)
     data = _read_npz(path, "checkpoint or weights file")
     if "kind" not in data:
         ckpt = load_checkpoint(path)
-        return {
-            "weights": ckpt["weights"],
-            "config": ckpt["config"],
-            "info": {k: ckpt["state"][k] for k in (*COUNTERS, "running_return")},
-            "optimizer_state": ckpt["optimizer_state"],
-            "head": ckpt["head"],
-            "n_actions": ckpt["n_actions"],
-        }
+        keys = ("weights", "config", "optimizer_state", "head", "n_actions")
+        info = {k: ckpt["state"][k] for k in (*COUNTERS, "running_return")}
+        return {"info": info, **{k: ckpt[k] for k in keys}}
     if str(data["kind"]) != WEIGHTS_KIND:
         raise CheckpointError(f"{path}: not a pgrl weights file (kind {str(data['kind'])!r})")
     _check_header(data, path, "weights file", ("config", "info"))
@@ -198,12 +197,9 @@ def load_weights(path: str | Path) -> dict:
         info = json.loads(str(data["info"]))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: corrupt info text") from None
-    weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
+    weights = _float_weights(data, "w_", path)
     if not weights:
         raise CheckpointError(f"{path}: a weights file without weights")
-    for name, w in weights.items():
-        if w.dtype.kind != "f":
-            raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
     head, n_actions = _read_head(data, path)
     return {
         "weights": weights,
@@ -215,20 +211,12 @@ def load_weights(path: str | Path) -> dict:
     }
 
 
-REQUIRED = (
-    *COUNTERS,
-    "wall_time",
-    "running_return",
-    "solved_episode",
-    "recent_returns",
-    "rng_state",
-    "config",
-    "backend",
-)  # what a checkpoint holds besides its arrays
+# what a checkpoint holds besides its arrays
+REQUIRED = (*COUNTERS, *"wall_time running_return solved_episode recent_returns".split())
+REQUIRED += ("rng_state", "config", "backend")
 
 
 def _read_state(data: dict, path: Path) -> dict:
-    """The run's counters, as save_checkpoint takes them, or CheckpointError."""
     try:
         running = float(data["running_return"])
         solved = int(data["solved_episode"])
@@ -248,22 +236,10 @@ def _read_state(data: dict, path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt counters ({e})") from None
 
 
-def _read_rng_state(data: dict, path: Path) -> dict:
-    try:
-        return json.loads(str(data["rng_state"]))
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: corrupt RNG state") from None
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    """Read and check a checkpoint; raises :class:`CheckpointError` naming what is wrong.
-
-    Returns:
-        dict with ``weights``, ``optimizer_state``, ``value_weights``, ``value_optimizer_state``
-        (dicts of arrays; the value network's are empty without one), ``state`` (counters, as
-        save_checkpoint takes them), ``rng_state`` (dict), ``config`` (TOML text), ``backend``,
-        ``head`` and ``n_actions``.
-    """
+    """A checked checkpoint: ``weights``, ``optimizer_state``, ``value_weights`` and
+    ``value_optimizer_state`` (empty without a value network), ``state`` (counters),
+    ``rng_state``, ``config`` (TOML), ``backend``, ``head`` and ``n_actions``."""
     path = Path(path)
     data = _read_npz(path, "checkpoint")
     if "kind" in data:
@@ -272,17 +248,18 @@ def load_checkpoint(path: str | Path) -> dict:
             "(pgrl eval) but not resumed"
         )
     _check_header(data, path, "checkpoint", REQUIRED)
-    rng_state, state = _read_rng_state(data, path), _read_state(data, path)
+    try:
+        rng_state = json.loads(str(data["rng_state"]))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: corrupt RNG state") from None
+    state = _read_state(data, path)
     backend = str(data["backend"])
     if backend not in BACKENDS:
         raise CheckpointError(
             f"{path}: unknown backend {backend[:40]!r}, expected one of {', '.join(BACKENDS)}"
         )
-    weights = {k[2:]: v for k, v in data.items() if k.startswith("w_")}
-    value_weights = {k[3:]: v for k, v in data.items() if k.startswith("vw_")}
-    for name, w in [*weights.items(), *value_weights.items()]:
-        if w.dtype.kind != "f":
-            raise CheckpointError(f"{path}: weights {name!r} are {w.dtype}, not floats")
+    weights = _float_weights(data, "w_", path)
+    value_weights = _float_weights(data, "vw_", path)
     head, n_actions = _read_head(data, path)
     return {
         "head": head,
@@ -299,8 +276,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool = True) -> None:
-    """Load weights and (with ``optimizer``, as a resume needs) the optimizer state, or raise
-    CheckpointError (the policy is then unchanged)."""
+    """Load weights and (with ``optimizer``) the optimizer state; CheckpointError leaves the
+    policy unchanged."""
     saved = (checkpoint["head"], checkpoint["n_actions"])
     if saved != (policy.head, policy.n_actions):
         raise CheckpointError(
@@ -312,8 +289,7 @@ def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool =
 
 
 def _load(net, weights: dict, optimizer_state: dict | None, what: str) -> None:
-    """Set ``net``'s weights and (unless None) its RMSprop state, all or nothing:
-    CheckpointError ``what: why`` and the network unchanged if either does not fit."""
+    """Set ``net``'s weights and (unless None) its RMSprop state, all or nothing."""
     before = net.get_weights()
     try:
         net.set_weights(weights)
@@ -325,8 +301,7 @@ def _load(net, weights: dict, optimizer_state: dict | None, what: str) -> None:
 
 
 def restore_value(value, checkpoint: dict, path: str | Path) -> None:
-    """Load the value network's weights and RMSprop state, or raise CheckpointError (the network
-    is then unchanged)."""
+    """Load the value network's weights and RMSprop state, all or nothing."""
     if not checkpoint.get("value_weights"):
         raise CheckpointError(
             f"{path}: holds no value network (the run was trained with train.baseline = 'none')"

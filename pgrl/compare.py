@@ -17,9 +17,9 @@ import numpy as np
 from pgrl.atomic import write_atomic
 from pgrl.build import check_env_id
 from pgrl.checkpoint import load_checkpoint
-from pgrl.config import ConfigError, load_config
+from pgrl.config import load_config
 from pgrl.executor import Executor, Job
-from pgrl.rundir import check_out_dir, os_error_text, read_metrics
+from pgrl.rundir import check_out_dir, out_error, read_metrics
 from pgrl.sweep import Report, make_trials, run_trials, summarize, write_reports
 
 RUN_COLUMNS = (
@@ -76,7 +76,7 @@ def compare(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"--out {os_error_text(out, e)}") from None
+        raise out_error(out, e) from None
     trials = make_trials([], seeds, backends, overrides, config_path, point_names=False)
     desc = f"compare {len(trials)} runs"
     rows = run_trials(Job(str(config_path), trials, out, cfg.train.episodes, desc, progress), where)
@@ -92,22 +92,19 @@ def compare(
         report = {"runs": rows, "backends": table}
         write_atomic(out / "comparison.json", json.dumps(report, indent=2, default=str))
     except OSError as e:
-        raise ConfigError(
-            f"--out {os_error_text(out, e)}; the reports were not all written, the runs are "
-            "complete in its <backend>-seed<k> directories"
-        ) from None
+        tail = "; the reports were not all written, the runs are complete in its <backend>-seed<k>"
+        raise out_error(out, e, f"{tail} directories") from None
     return rows
 
 
 def _leading_columns(point: str, backend: str, runs: int, failed: int, solved: int) -> dict:
-    """The first columns of the table per backend (see :func:`pgrl.sweep.summarize`)."""
     return {"backend": backend, "runs": runs, "failed": failed, "solved": solved}
 
 
 def add_divergence(out: Path, rows: list[dict], backends, seeds) -> None:
-    """Per seed, into each backend's row: ``first_diff_episode``, the first episode whose return
-    differs across backends ("identical throughout" if none), and ``max_weight_diff``, the largest
-    difference of their final weights; both "" unless two backends or more finished."""
+    """Per seed, into each backend's row: ``first_diff_episode`` (the first episode whose return
+    differs across backends) and ``max_weight_diff`` (of their final weights), "" unless two
+    backends or more finished."""
     for r in rows:
         r.setdefault("first_diff_episode", "")
         r.setdefault("max_weight_diff", "")

@@ -1,19 +1,16 @@
-"""Where many training runs execute: what every executor shares, and local processes.
+"""Where many training runs execute: local processes here, Ray in :mod:`pgrl.ray_executor`.
 
-``pgrl sweep`` (and ``pgrl compare``, a sweep) describes its runs as :class:`Trial` s in a
-:class:`Job` and hands it to :func:`run_trials_local` or :func:`pgrl.ray_executor.run_trials_ray`
-with the :class:`Executor` options: either way every trial's run directory ends up under
-``out/<trial.name>/`` on this machine, and every trial comes back as a result dict (``status``
-"ok", "error" or "stopped", plus the run's summary). Ray is imported only for ``--executor ray``.
+Either way every trial's run directory ends up under ``out/<trial.name>/`` on this machine, and
+every trial comes back as a result dict (``status`` "ok", "error" or "stopped", plus the run's
+summary).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,11 +24,7 @@ EXECUTORS = ("local", "ray")
 
 @dataclass(frozen=True)
 class Trial:
-    """One training run: a config plus ``overrides``, with a backend and a seed.
-
-    ``name`` is its run directory under the output directory; ``resume`` continues the run
-    found there (the files of one that was stopped) instead of starting afresh.
-    """
+    """One training run, into ``out/<name>/``; ``resume`` continues the run found there."""
 
     name: str
     backend: str
@@ -43,19 +36,13 @@ class Trial:
 
     def config(self, config_path: str | Path):
         """The trial's config (progress bars off: the sweep has its own)."""
-        return load_config(
-            config_path,
-            [*self.overrides, f"train.seed={self.seed}", f"policy.backend={self.backend}"]
-            + ["log.progress=false"],
-        )
+        own = [f"train.seed={self.seed}", f"policy.backend={self.backend}", "log.progress=false"]
+        return load_config(config_path, [*self.overrides, *own])
 
 
 def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict:
-    """Train one trial into ``run_dir``; errors of the run come back as data, never raised.
-
-    ``report(progress, checkpointed)`` is called after every update (see
-    :func:`pgrl.reinforce.train`).
-    """
+    """Train one trial into ``run_dir``; errors come back as data, never raised. ``report``: as
+    :func:`pgrl.reinforce.train` takes it."""
     from pgrl.reinforce import train
 
     try:
@@ -75,7 +62,6 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
 
 
 def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
-    """A local worker process runs ``run`` (:func:`run_trial`)."""
     resumed_from = episodes_logged(Path(run_dir)) if trial.resume else ""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
@@ -87,19 +73,15 @@ def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
 
 
 def _ignore_interrupts() -> None:
-    """A local worker between trials: Ctrl-C is the driver's to handle. The worker was started
-    with SIGINT blocked (see :func:`run_trials_local`), so a Ctrl-C during its start-up waits
-    here and is dropped, instead of ending its start-up with a traceback."""
+    """Between trials Ctrl-C is the driver's. The worker started with SIGINT blocked, so a Ctrl-C
+    during its start-up is dropped here instead of ending it with a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @dataclass(frozen=True)
 class Executor:
-    """Where trials run (``--executor`` and its options): "local", ``workers`` processes (default:
-    one per core), or "ray", Ray Tune at ``address`` (else ``RAY_ADDRESS``, else a new local Ray
-    instance) with its checkpoints in ``storage`` (a path every node sees, or a cloud URI) and
-    ``scheduler`` None or "asha"."""
+    """Where trials run: ``--executor`` and its options (see :func:`pgrl.sweep.sweep`)."""
 
     name: str = "local"
     workers: int | None = None
@@ -108,8 +90,7 @@ class Executor:
     scheduler: str | None = None
 
     def check(self) -> None:
-        """Before anything starts: the options fit the executor, Ray is installed, its head
-        answers."""
+        """Before anything starts: the options fit the executor, Ray's head answers."""
         if self.name not in EXECUTORS:
             raise ConfigError(f"--executor {self.name!r}: expected one of {', '.join(EXECUTORS)}")
         if self.scheduler is not None and self.name != "ray":
@@ -127,8 +108,7 @@ class Executor:
 
 @dataclass(frozen=True)
 class Job:
-    """Trials as every executor takes them: each trains with the config at ``config_path`` into
-    ``out/<name>/``, with a budget of ``episodes`` (for the progress bar ``desc``, and ASHA)."""
+    """Trials as every executor takes them; ``episodes``: each one's budget."""
 
     config_path: str
     trials: list[Trial]
@@ -161,7 +141,7 @@ class TrialsBar:
 
 
 def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
-    """Every trial of ``job`` in a pool of ``executor.workers`` processes: ``{name: result}``."""
+    """Every trial of ``job`` in a pool of processes: ``{name: result}``."""
     workers = executor.workers or os.cpu_count() or 1
     bar = TrialsBar(job)
     results = {}
@@ -183,7 +163,8 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
                     futures[pool.submit(_run_in_worker, *args)] = t.name
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            for f in [f for f in futures if f.done()]:
+            done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            for f in done:
                 name = futures.pop(f)
                 try:
                     results[name] = f.result()
@@ -192,8 +173,6 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
                 bar.update(name, job.episodes)
             for name in futures.values():
                 bar.update(name, episodes_logged(job.out / name))
-            if futures:
-                time.sleep(0.25)
     finally:
         bar.bar.close()
         # after Ctrl-C: trials not yet started never start; running ones (interrupted too, in

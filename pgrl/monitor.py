@@ -35,13 +35,11 @@ class ProgressBar:
         timing: dict | None = None,
         explained_variance: float | None = None,
     ) -> None:
-        """``timing``: seconds of the update's parts (rollout, update, broadcast, transfer),
-        shown when rollouts are remote (it has a ``broadcast``); ``explained_variance``: the
-        value network's, shown when there is one."""
+        """``timing`` (seconds per part of the update) is shown only for remote rollouts, the
+        ones with a ``broadcast`` part."""
         self.bar.update(episodes)
-        shown = (
-            {k: f"{v:.2f}s" for k, v in timing.items()} if timing and "broadcast" in timing else {}
-        )
+        remote = timing and "broadcast" in timing
+        shown = {k: f"{v:.2f}s" for k, v in timing.items()} if remote else {}
         if explained_variance is not None:
             shown["ev"] = f"{explained_variance:.2f}"
         self.bar.set_postfix(
@@ -57,8 +55,8 @@ class ProgressBar:
 
 
 class TensorBoard:
-    """Scalars in TensorBoard's event-file format, one point per update; needs the
-    ``tensorboard`` package only (its record writer and protos), not TensorFlow."""
+    """Scalars in TensorBoard's event files, one point per update; needs ``tensorboard`` only,
+    not TensorFlow."""
 
     @staticmethod
     def check_installed() -> None:
@@ -79,17 +77,15 @@ class TensorBoard:
         name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.pgrl"
         self._file = open(logdir / name, "wb")
         self._writer = RecordWriter(self._file)
-        self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+        self._write(file_version="brain.Event:2")
 
-    def _write(self, event) -> None:
-        self._writer.write(event.SerializeToString())
+    def _write(self, **event) -> None:
+        self._writer.write(self._event(wall_time=time.time(), **event).SerializeToString())
         self._file.flush()
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         values = [self._summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
-        self._write(
-            self._event(wall_time=time.time(), step=step, summary=self._summary(value=values))
-        )
+        self._write(step=step, summary=self._summary(value=values))
 
     def close(self) -> None:
         self._file.close()
@@ -100,10 +96,8 @@ class HoldInterrupts:
     outside, it raises at once (the default). Only the main thread can own signal handlers, so
     elsewhere this does nothing."""
 
-    def __init__(self):
-        self.inside = False
-        self.pending = False
-        self.previous = None
+    inside = pending = False
+    previous = None
 
     def install(self) -> HoldInterrupts:
         if threading.current_thread() is threading.main_thread():

@@ -61,7 +61,7 @@ def load_policy(source: str | Path, backend: str | None = None):
 
 
 def _obs_dim(weights: dict, path: Path) -> int:
-    """The observation width that the first-layer weights W1 (obs_dim, H) take."""
+    """obs_dim of the first-layer weights W1 (obs_dim, H)."""
     first = weights.get("W1")
     if first is None or np.ndim(first) != 2 or first.shape[0] < 1:
         raise CheckpointError(f"{path}: no first-layer weights W1 of shape (obs_dim, H)")
@@ -82,8 +82,7 @@ def export_weights(
 
     The embedded config is the run's, with ``policy.dtype = dtype``. Returns the file's ``info``.
     """
-    path = Path(checkpoint)
-    out = Path(out)
+    path, out = Path(checkpoint), Path(out)
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; give the weights file's name")
     if out.exists() and path.exists() and os.path.samefile(out, path):
@@ -103,12 +102,8 @@ def export_weights(
         if not np.all(np.isfinite(cast)):
             raise CheckpointError(f"{path}: weights {name!r} overflow {dtype}")
         weights[name] = cast
-    state = ckpt["state"]
-    info = {
-        "source_backend": ckpt["backend"],
-        **{k: state[k] for k in ("episodes", "steps", "updates", "wall_time", "running_return")},
-        "note": note,
-    }
+    facts = ("episodes", "steps", "updates", "wall_time", "running_return")
+    info = {"source_backend": ckpt["backend"], **{k: ckpt["state"][k] for k in facts}, "note": note}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_weights(out, weights, cfg.to_toml(), info, policy.head, policy.n_actions)
@@ -162,7 +157,7 @@ def evaluate(
         env.close()
     if gif is not None:
         try:
-            _write_gif(frames, Path(gif))
+            _write_gif(frames, gif)
         except ConfigError as e:  # the episodes' results are not lost with the GIF
             raise ConfigError(
                 f"{e} (the {episodes} episodes played: returns {returns}, mean "
@@ -180,9 +175,7 @@ def evaluate(
 
 
 def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None = None):
-    """(return, length) of one episode from ``env.reset(seed=seed)``: the most probable action
-    (greedy) or one sampled with ``u`` from ``rng`` (:meth:`pgrl.policies.Policy.sample`);
-    rendered frames appended to ``frames``."""
+    """(return, length) of one episode from ``env.reset(seed=seed)``, its frames into ``frames``."""
     obs, _ = env.reset(seed=seed)
     total, length, done = 0.0, 0, False
     while not done:
@@ -198,7 +191,6 @@ def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None 
 
 
 def _make_env(cfg: Config, kwargs: dict, render: bool):
-    """The config's env for playing, rendering RGB frames if asked; ConfigError if it fails."""
     from pgrl.envs import make_env
 
     if render:
@@ -212,7 +204,7 @@ def _make_env(cfg: Config, kwargs: dict, render: bool):
 
 
 def _check_gif_target(path: Path) -> Path:
-    """``path`` if a GIF can be written there: a .gif name in a writable directory."""
+    """``path`` if it is a .gif name in a writable directory."""
     if path.suffix.lower() != ".gif":
         raise ConfigError(f"--gif {path}: give a file name ending in .gif")
     if path.is_dir():
@@ -229,12 +221,11 @@ def _check_gif_target(path: Path) -> Path:
     return path
 
 
-def _write_gif(frames, path: Path, fps: int = 30) -> None:
-    """Every 2nd frame as an animated GIF, written atomically."""
+def _write_gif(frames, path: Path) -> None:
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames[::2]]  # every 2nd frame keeps files small
-    save = dict(save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0)
+    save = dict(save_all=True, append_images=images[1:], duration=int(2000 / 30), loop=0)
     try:
         write_atomic(path, lambda f: images[0].save(f, format="GIF", optimize=True, **save))
     except OSError as e:

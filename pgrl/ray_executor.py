@@ -12,7 +12,6 @@ back to a trial it retries after a node or a worker died.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,11 +36,8 @@ class RunFiles:
         write_run_files(self.out / name, files)
 
     def load(self, name: str) -> dict[str, bytes]:
-        return (
-            read_run_files(self.out / name)
-            if (self.out / name / "checkpoint.npz").is_file()
-            else {}
-        )
+        run_dir = self.out / name
+        return read_run_files(run_dir) if (run_dir / "checkpoint.npz").is_file() else {}
 
 
 def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) -> None:
@@ -51,8 +47,9 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
 
     trial = Trial(**config["trial"])
     node = ray.util.get_node_ip_address()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"pgrl-{trial.name}-"))
-    try:
+    prefix = f"pgrl-{trial.name}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as tmp:
+        run_dir = Path(tmp)
         checkpoint = tune.get_checkpoint() if use_storage else None
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
@@ -68,12 +65,10 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         def report(progress: dict, checkpointed: bool) -> None:
             last.update(progress)
             metrics = {**progress, "node": node}
-            if not checkpointed:
-                tune.report(metrics)
-                return
-            files = read_run_files(run_dir)
-            ray.get(run_files.save.remote(trial.name, files))
-            if not use_storage:
+            if checkpointed:
+                files = read_run_files(run_dir)
+                ray.get(run_files.save.remote(trial.name, files))
+            if not (checkpointed and use_storage):
                 tune.report(metrics)
                 return
             with tempfile.TemporaryDirectory() as d:
@@ -84,13 +79,10 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
         final = {**last, **result, "node": node, "resumed_from": resumed_from}
         tune.report({**final, "finished": True})
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
-    """Every trial of ``job`` as a Ray Tune trial (see :class:`pgrl.executor.Executor`):
-    ``{name: result}``."""
+    """Every trial of ``job`` as a Ray Tune trial: ``{name: result}``."""
     ray = connect(executor.address)
     _, tune = import_ray()
     bar, episodes = TrialsBar(job), job.episodes
@@ -134,7 +126,6 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
 
 
 def _run_files_actor(ray, out: Path):
-    """A :class:`RunFiles` actor for ``out`` on the driver's node."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -169,11 +160,7 @@ def _result(r) -> dict:
             "episodes": metrics.get("episodes", 0),
             "final_running_return": metrics.get("running_return", float("nan")),
         }
-    return {
-        **result,
-        "node": metrics.get("node", ""),
-        "resumed_from": metrics.get("resumed_from", ""),
-    }
+    return {**result, **{k: metrics.get(k, "") for k in ("node", "resumed_from")}}
 
 
 def _first_line(error: BaseException) -> str:

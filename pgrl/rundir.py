@@ -8,6 +8,7 @@ checkpoint (lost work) and torn rows (a crash mid-write) are dropped before anyt
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -33,7 +34,6 @@ from pgrl.checkpoint import (
 )
 from pgrl.config import Config, ConfigError, _cut, from_dict
 
-# The columns of metrics.csv (one row per episode) and updates.csv (one row per update)
 METRICS_HEADER = "episode steps wall_time return running_return mean100 length update".split()
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "
@@ -70,20 +70,16 @@ class RunState:
         wall_time: float,
         solved_mean100: float | None,
     ) -> tuple[list[list], list]:
-        """Count one update and its batch's episodes, in order; returns the rows they add to
-        ``metrics.csv`` (one per episode) and ``updates.csv``.
+        """Count one update and its episodes; the rows they add to metrics.csv and updates.csv.
 
-        Per episode: Karpathy's running return ``0.99 * old + 0.01 * return`` (the first
-        episode's return to begin with), mean100, and the episode at which mean100 first
-        reaches ``solved_mean100``.
+        The running return is Karpathy's ``0.99 * old + 0.01 * return``, from the first return.
         """
         self.updates += 1
         self.env_steps += batch.env_steps
         self.wall_time = wall_time
         rows = []
-        for ep_return, length in zip(
-            batch.ep_returns.tolist(), batch.ep_lengths.tolist(), strict=True
-        ):
+        episodes = zip(batch.ep_returns.tolist(), batch.ep_lengths.tolist(), strict=True)
+        for ep_return, length in episodes:
             self.episodes += 1
             self.steps += length
             self.recent_returns.append(ep_return)
@@ -121,7 +117,6 @@ class RunState:
         return None
 
     def summary(self, cfg: Config, backend: str, stopped_by: str) -> dict:
-        """What ``summary.json`` holds."""
         wall = self.wall_time
         return {
             "backend": backend,
@@ -153,7 +148,6 @@ class RunState:
         }
 
     def to_dict(self) -> dict:
-        """As :func:`pgrl.checkpoint.save_checkpoint` takes it."""
         return {**self.__dict__, "recent_returns": list(self.recent_returns)}
 
     @classmethod
@@ -173,18 +167,11 @@ RESUMABLE_CHANGES = frozenset(
 # What a run writes into its directory, in the order a copy writes them: rows before the checkpoint
 # (rows past a checkpoint are cut on resume, missing ones would not be), summary.json last (a
 # directory with a summary holds a finished run). Removal goes in the reverse order.
-RUN_FILES = (
-    "metrics.csv",
-    "updates.csv",
-    "config.toml",
-    "resumes.log",
-    "checkpoint.npz",
-    "summary.json",
-)
+RUN_FILES = "metrics.csv updates.csv config.toml resumes.log checkpoint.npz summary.json".split()
 
 
 def remove_run(run_dir: Path) -> None:
-    """The files of the run in ``run_dir`` (for a new run there; other files stay)."""
+    """Remove the run's files from ``run_dir``; other files stay."""
     for name in reversed(RUN_FILES):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
@@ -200,12 +187,10 @@ def episodes_logged(run_dir: Path) -> int:
 
 
 def read_run_files(run_dir: Path) -> dict[str, bytes]:
-    """The run's files that exist: ``{name: bytes}``."""
     return {n: (run_dir / n).read_bytes() for n in RUN_FILES if (run_dir / n).is_file()}
 
 
 def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
-    """``files`` of :func:`read_run_files` into ``run_dir``, each atomically, in RUN_FILES order."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if name in files:
@@ -220,22 +205,16 @@ def show_path(path: str | Path, limit: int = 120) -> str:
     return f"{text[: limit // 2]}...{text[-(limit // 3) :]} ({len(text):,} chars)"
 
 
-def os_error_text(path: str | Path, e: OSError) -> str:
-    """``"PATH: reason"`` for an OSError met at ``path``; a full disk is named as such."""
-    if e.errno == errno.ENOSPC:
-        return f"{show_path(path)}: no space left on the device"
-    return f"{show_path(path)}: {e.strerror or e}"
+def out_error(path: str | Path, e: OSError, tail: str = "") -> ConfigError:
+    """``--out PATH: reason`` for an OSError met at ``path``; a full disk is named as such."""
+    reason = "no space left on the device" if e.errno == errno.ENOSPC else e.strerror or e
+    return ConfigError(f"--out {show_path(path)}: {reason}{tail}")
 
 
 class RunDir:
-    """The run directory ``path``: :meth:`prepare` checks and locks it, :meth:`start` opens it.
-
-    Everything that can refuse a run (a file in the way, another pgrl process writing there, a
-    forgotten ``--resume``, a missing or corrupt checkpoint, a changed config, unreadable CSVs)
-    is checked by :meth:`prepare` before any of the run's files is touched. The lock is an
-    ``flock`` on ``.lock``, held until :meth:`close` (the kernel drops it when a process dies,
-    so a killed run never blocks the next one).
-    """
+    """The run directory ``path``: :meth:`prepare` checks and locks it before any of the run's
+    files is touched, :meth:`start` opens it. The lock is an ``flock`` on ``.lock`` (the kernel
+    drops it when a process dies, so a killed run never blocks the next one)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -251,15 +230,7 @@ class RunDir:
     def prepare(
         self, cfg: Config, resume: bool, overwrite: bool, allow_changes: bool = False
     ) -> dict | None:
-        """Lock and check the directory; returns the checkpoint to resume from, or None.
-
-        Raises:
-            ConfigError: the path is a file or unusable (too long, no room, no permission),
-                another process holds the directory, it holds a run and neither ``resume`` nor
-                ``overwrite`` was given, ``allow_changes`` without ``resume``, or the config
-                differs from the run's in keys that ``allow_changes`` must allow.
-            CheckpointError: ``resume`` without a usable checkpoint or consistent CSVs.
-        """
+        """Lock and check the directory; returns the checkpoint to resume from, or None."""
         out = self.path
         if allow_changes and not resume:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
@@ -276,7 +247,7 @@ class RunDir:
             if created:  # the lock may not have been taken
                 shutil.rmtree(out, ignore_errors=True)
             if isinstance(e, OSError):  # a full disk, a vanished directory: nothing was written
-                raise ConfigError(f"--out {os_error_text(out, e)}") from None
+                raise out_error(out, e) from None
             raise
         return checkpoint
 
@@ -285,7 +256,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise ConfigError(f"--out {os_error_text(self.path, e)}") from None
+            raise out_error(self.path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -320,9 +291,8 @@ class RunDir:
             )
         checkpoint = load_checkpoint(self.checkpoint_path)
         self._changes = _config_changes(checkpoint["config"], cfg, self.checkpoint_path)
-        forbidden = [
-            c.split(":")[0] for c in self._changes if c.split(":")[0] not in RESUMABLE_CHANGES
-        ]
+        changed = [c.split(":")[0] for c in self._changes]
+        forbidden = [key for key in changed if key not in RESUMABLE_CHANGES]
         if forbidden and not allow_changes:
             raise ConfigError(
                 f"--resume {out}: the config differs from the run's in {', '.join(forbidden)}; "
@@ -339,11 +309,8 @@ class RunDir:
     def restore(
         self, checkpoint: dict, policy, rngs: list[np.random.Generator], value=None
     ) -> RunState:
-        """Load a checkpoint from :meth:`prepare` into ``policy``, the env slots' generators
-        ``rngs`` and the value network (if the run has one); its counters.
-
-        A value network new to the run (``train.baseline`` changed with ``allow_changes``) keeps
-        its initial weights."""
+        """Load a checkpoint from :meth:`prepare` into the policy, the slots' ``rngs`` and the
+        value network; its counters. A value network new to the run keeps its initial weights."""
         from pgrl.rollout import set_slot_states
 
         restore_policy(policy, checkpoint, self.checkpoint_path)
@@ -359,7 +326,7 @@ class RunDir:
                 'env.envs_per_worker with env.runner = "ray")'
             )
         try:
-            set_slot_states(rngs, checkpoint["rng_state"])
+            set_slot_states(rngs, rng_state)
         except (TypeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{self.checkpoint_path}: unusable RNG state: {e}") from None
         return RunState.from_dict(checkpoint["state"])
@@ -377,37 +344,29 @@ class RunDir:
                     f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed with: ")
                     f.write("; ".join(self._changes) + "\n")
         except OSError as e:
-            raise ConfigError(f"--out {os_error_text(self.path, e)}") from None
+            raise out_error(self.path, e) from None
         self._files = [
             os.open(p, os.O_WRONLY | os.O_APPEND) for p in (self.metrics_path, self.updates_path)
         ]
 
     def log(self, episode_rows: list[list], update_row: list) -> None:
-        """Append rows to ``metrics.csv`` and ``updates.csv``, each file in one write.
-
-        Raises:
-            ConfigError: the disk is full (or another write error); a file that took part of its
-                rows is cut back to where it was, so no row is ever torn.
-        """
-        for fd, rows, path in zip(
-            self._files,
-            (episode_rows, [update_row]),
-            (self.metrics_path, self.updates_path),
-            strict=True,
+        """Append rows to metrics.csv and updates.csv; a failed write is cut back, so no row is
+        ever torn."""
+        metrics, updates = self._files
+        for fd, rows, path in (
+            (metrics, episode_rows, self.metrics_path),
+            (updates, [update_row], self.updates_path),
         ):
             text = io.StringIO()
             csv.writer(text).writerows(rows)
-            self._write(fd, text.getvalue().encode(), path)
-
-    def _write(self, fd: int, data: bytes, path: Path) -> None:
-        end = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as e:
-            os.ftruncate(fd, end)
-            raise self._write_error(path, e) from None
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(text.getvalue().encode())
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as e:
+                os.ftruncate(fd, end)
+                raise self._write_error(path, e) from None
 
     def _write_error(self, path: Path, e: OSError) -> ConfigError:
         return ConfigError(
@@ -418,7 +377,6 @@ class RunDir:
     def save_checkpoint(
         self, policy, state: RunState, rng_state: dict, cfg: Config, value=None
     ) -> None:
-        """Write the checkpoint atomically; on failure the previous one stays as it was."""
         try:
             save_checkpoint(
                 self.checkpoint_path, policy, state.to_dict(), rng_state, cfg.to_toml(), value
@@ -433,7 +391,6 @@ class RunDir:
             raise self._write_error(self.path / "summary.json", e) from None
 
     def close(self) -> None:
-        """Close the CSVs and release the lock."""
         for fd in self._files:
             os.close(fd)
         self._files = []
@@ -445,7 +402,7 @@ class RunDir:
 
 
 def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
-    """``"key: old -> new"`` for every config key whose value differs from the stored run's."""
+    """``"key: old -> new"`` for every key whose value differs from the stored config's."""
     try:
         stored = from_dict(tomllib.loads(stored_toml), f"{path} (embedded config)").to_dict()
     except (tomllib.TOMLDecodeError, ConfigError) as e:
@@ -462,9 +419,9 @@ def _check_rows(kept: tuple[list, list], state: dict, metrics: Path, updates: Pa
     """The kept rows must number episodes and updates 1..N as the checkpoint counts them, and
     end at its totals; otherwise numbering would restart, skip or repeat silently."""
     fix = "restore the file, or start afresh with --force"
-    for rows, path, key, column in (
-        (kept[0], metrics, "episodes", "episode"),
-        (kept[1], updates, "updates", "update"),
+    for rows, path, key, column, ends in (
+        (kept[0], metrics, "episodes", "episode", ("steps",)),
+        (kept[1], updates, "updates", "update", ("episodes", "steps")),
     ):
         if len(rows) != state[key]:
             raise CheckpointError(
@@ -476,13 +433,11 @@ def _check_rows(kept: tuple[list, list], state: dict, metrics: Path, updates: Pa
                     f"{path}: row {i} is {column} {row[column]}, expected {i} "
                     f"({key} must be numbered 1..{state[key]}); {fix}"
                 )
-    ends = [(kept[0], metrics, ("steps",)), (kept[1], updates, ("episodes", "steps"))]
-    for rows, path, columns in ends:
-        for column in columns if rows else ():
-            if rows[-1][column] != str(state[column]):
+        for end in ends if rows else ():
+            if rows[-1][end] != str(state[end]):
                 raise CheckpointError(
-                    f"{path}: its last row has {column} {_cut(rows[-1][column])}, the "
-                    f"checkpoint {state[column]}; {fix}"
+                    f"{path}: its last row has {end} {_cut(rows[-1][end])}, the "
+                    f"checkpoint {state[end]}; {fix}"
                 )
 
 
@@ -498,16 +453,13 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
         raise CheckpointError(f"{path}: cannot read it to resume ({e})") from None
     kept = []
     for row in rows:
-        for col in VALUE_COLUMNS:  # absent from the rows of older runs
-            if col in header and row.get(col) is None:
-                row[col] = "nan"
-        if any(row.get(col) in (None, "") for col in header):
-            continue
-        try:
-            if int(row[key]) <= last:
-                kept.append({col: row[col] for col in header})
-        except ValueError:
-            continue
+        # the value columns are absent from the rows of older runs
+        row = {
+            c: "nan" if c in VALUE_COLUMNS and row.get(c) is None else row.get(c) for c in header
+        }
+        with contextlib.suppress(ValueError):
+            if None not in row.values() and "" not in row.values() and int(row[key]) <= last:
+                kept.append(row)
     return kept
 
 
@@ -520,7 +472,7 @@ def check_out_dir(out: str | Path) -> Path:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
     except OSError as e:  # e.g. a name too long for the filesystem
-        raise ConfigError(f"--out {os_error_text(out, e)}") from None
+        raise out_error(out, e) from None
     return out
 
 

@@ -7,15 +7,13 @@ Each trial is a normal run directory ``DIR/p<i>-<backend>-seed<k>/``. Then ``DIR
 point and backend: solved seeds, mean/min/max of episodes and seconds to solve and of the final
 running return), ``DIR/sweep.png`` (curves per grid point, band over seeds) and ``DIR/best.toml``
 (the best point's config, ready for ``pgrl train``). ``DIR/sweep.json`` records the sweep so
-that ``--resume`` continues it.
-
-``pgrl compare`` (:mod:`pgrl.compare`) is a sweep of one point over backends: the trials, their
-rows, the tables and the plot are made here for both.
+that ``--resume`` continues it. The trials, rows, tables and plot serve :mod:`pgrl.compare` too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -30,7 +28,7 @@ from pgrl.atomic import write_atomic
 from pgrl.build import check_env_id
 from pgrl.config import ConfigError, _cut, config_path, load_config, parse_override
 from pgrl.executor import Executor, Job, Trial, run_trials_local
-from pgrl.rundir import check_out_dir, csv_text, os_error_text, read_metrics, remove_run
+from pgrl.rundir import check_out_dir, csv_text, out_error, read_metrics, remove_run
 from pgrl.validate import BACKENDS
 
 # a trial's row; trials.csv shows TRIAL_COLUMNS, comparison.csv (pgrl.compare) its own
@@ -55,7 +53,7 @@ _AXES = {"train.seed": "--seeds", "policy.backend": "--backend"}
 
 @dataclass(frozen=True)
 class Report:
-    """The files and headings of a sweep's reports (:data:`SWEEP_REPORT`; compare has its own)."""
+    """The files and headings of a sweep's (or a comparison's) reports."""
 
     files: tuple[str, str | None, str, str]  # CSV of the rows, CSV of the table (if any), md, png
     headings: tuple[str, str, str, str]  # title, of the table, of the rows, of the failures
@@ -73,8 +71,7 @@ SWEEP_REPORT = Report(
 
 
 def split_values(raw: str) -> list[str]:
-    """``"1e-3,[16],[32,32]"`` -> ``["1e-3", "[16]", "[32,32]"]``: commas inside brackets or
-    quotes belong to a value."""
+    """``"1e-3,[16],'a,b'"`` -> ``["1e-3", "[16]", "'a,b'"]``."""
     values, depth, quote, start = [], 0, "", 0
     for i, ch in enumerate(raw):
         if quote:
@@ -93,8 +90,7 @@ def split_values(raw: str) -> list[str]:
 
 
 def parse_grid(config: str, texts: list[str], overrides: list[str]) -> list[tuple[str, list[str]]]:
-    """``--grid key=v1,v2`` strings -> ``[(key, [raw values])]``, each value checked by loading
-    the config with it (one-line error naming the key and the value)."""
+    """``--grid key=v1,v2`` strings -> ``[(key, [raw values])]``, each value checked."""
     grid = []
     for text in texts:
         if "=" not in text:
@@ -122,16 +118,15 @@ def parse_grid(config: str, texts: list[str], overrides: list[str]) -> list[tupl
 def make_trials(
     grid, seeds, backends, overrides, config: str, point_names: bool = True
 ) -> list[Trial]:
-    """Every grid point (``p0``, ``p1``, ... in the order of itertools.product) x seed x backend,
-    named ``p<i>-<backend>-seed<k>`` (``<backend>-seed<k>`` without ``point_names``); each
-    point's combination is checked as a whole."""
+    """Every grid point x seed x backend, named ``p<i>-<backend>-seed<k>`` (without
+    ``point_names``: ``<backend>-seed<k>``)."""
     keys = [k for k, _ in grid]
     trials = []
     for i, values in enumerate(itertools.product(*(v for _, v in grid))):
         point = [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
         cfg = load_config(config, [*overrides, *point])  # a combination may be invalid
         check_env_id(cfg)
-        labels = {k: _value(cfg, k) for k in keys}
+        labels = {k: functools.reduce(getattr, k.split("."), cfg) for k in keys}
         prefix = f"p{i}-" if point_names else ""
         trials += [
             Trial(f"{prefix}{b}-seed{seed}", b, seed, (*overrides, *point), False, i, labels)
@@ -139,11 +134,6 @@ def make_trials(
             for b in backends
         ]
     return trials
-
-
-def _value(cfg, key: str):
-    section, name = key.split(".", 1)
-    return getattr(getattr(cfg, section), name)
 
 
 def sweep(
@@ -191,17 +181,14 @@ def sweep(
     try:
         _write_sweep_reports(out, rows, trials, parsed, config, cfg)
     except OSError as e:
-        raise ConfigError(
-            f"--out {os_error_text(out, e)}; the reports were not all written, the trials are "
-            "complete: make room, then --resume writes them"
-        ) from None
+        tail = "; the reports were not all written, the trials are complete: make room, then"
+        raise out_error(out, e, f"{tail} --resume writes them") from None
     return rows
 
 
 def run_trials(job: Job, executor: Executor, done: dict | None = None, resume=False) -> list[dict]:
-    """Run the job's trials not in ``done`` (``{name: result}`` of finished ones); a row per trial
-    (:func:`trial_row`). With ``resume`` a trial continues the run in ``out/<name>/`` if it has a
-    checkpoint; any other starts in an emptied ``out/<name>/``."""
+    """Run the job's trials not in ``done`` (``{name: result}``); a row per trial. With ``resume``
+    a trial with a checkpoint continues it, any other starts in an emptied ``out/<name>/``."""
     results = dict(done or {})
     todo = []
     for t in job.trials:
@@ -246,7 +233,7 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(record, json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1))
     except OSError as e:
-        raise ConfigError(f"--out {os_error_text(out, e)}") from None
+        raise out_error(out, e) from None
     done = {}
     for t in trials if resume else ():
         summary = out / t.name / "summary.json"
@@ -260,7 +247,6 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
 
 
 def trial_row(out: Path, t: Trial, result: dict) -> dict:
-    """The row (:data:`ROW_COLUMNS`) of trial ``t`` from its result (see :mod:`pgrl.executor`)."""
     row = dict.fromkeys(ROW_COLUMNS, "")
     row.update(trial=t.name, point=f"p{t.point}", backend=t.backend, seed=t.seed)
     row.update({k: result.get(k, "") for k in ("node", "resumed_from", "error")})
@@ -290,9 +276,9 @@ def _round(x):
 
 
 def summarize(rows: list[dict], stats: list[tuple], head) -> list[dict]:
-    """A table entry per grid point and backend, in the order the rows give them: the leading
-    columns ``head(point, backend, trials, failed, solved)``, then for each ``(name, column,
-    over, f, decimals)`` of ``stats``, ``f`` of ``column`` over the "ok" or "solved" trials."""
+    """A table entry per grid point and backend: ``head(point, backend, trials, failed, solved)``,
+    then per ``(name, column, over, f, decimals)`` of ``stats``, ``f`` of ``column`` over
+    ``over`` ("ok" or "solved") trials."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["point"], r["backend"]), []).append(r)
@@ -313,25 +299,19 @@ def _show(value) -> str:
 
 
 def best_point(table: list[dict]) -> dict | None:
-    """The point with the most seeds solved, then the fewest episodes to solve, then the
-    highest final running return (all backends of a point count together)."""
+    """The entry with the most seeds solved, then the fewest episodes to solve, then the highest
+    final running return."""
 
     def key(e):
         done, total = map(int, e["solved"].split("/"))
-        episodes = e["episodes_to_solve_mean"]
-        final = e["final_running_return_mean"]
-        return (
-            -done / total,
-            episodes if episodes != "" else math.inf,
-            -final if final != "" else math.inf,
-        )
+        episodes, final = e["episodes_to_solve_mean"], e["final_running_return_mean"]
+        return -done / total, math.inf if episodes == "" else episodes, -final
 
     ranked = sorted((e for e in table if e["final_running_return_mean"] != ""), key=key)
     return ranked[0] if ranked else None
 
 
 def _write_sweep_reports(out: Path, rows, trials, grid, config: str, cfg) -> None:
-    """best.toml, then the reports of :data:`SWEEP_REPORT`."""
     labels = {f"p{t.point}": {k: _show(v) for k, v in t.labels.items()} for t in trials}
 
     def head(point, backend, n, failed, solved):
@@ -391,9 +371,8 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def curve_groups(out: Path, rows, trials) -> list[tuple[str, int, str, list[dict]]]:
-    """``(label, color, line style, [metrics of each seed])`` per grid point and backend, of the
-    trials that finished or were stopped. Colors tell the points apart (the backends of one
-    point: line styles), or with one point the backends."""
+    """``(label, color, line style, [metrics per seed])`` per grid point and backend of the trials
+    that finished or were stopped; colors tell points apart (one point: backends)."""
     labels = {f"p{t.point}": t.labels for t in trials}
     curves: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -413,9 +392,8 @@ def curve_groups(out: Path, rows, trials) -> list[tuple[str, int, str, list[dict
 
 
 def plot_curves(path: Path, groups, threshold, title: str, per_second: bool = False) -> None:
-    """``path`` (PNG): running return per episode (and with ``per_second``, per second of
-    training) of each group of :func:`curve_groups`: the mean over seeds and a band from min to
-    max (a run that stopped is held at its last value)."""
+    """A PNG of running return per episode (and per second) of the :func:`curve_groups`; a run
+    that stopped early is held at its last value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,7 +429,7 @@ def plot_curves(path: Path, groups, threshold, title: str, per_second: bool = Fa
 
 
 def _band(ax, x, ys, line: dict) -> None:
-    """The mean of ``ys`` (seeds, len(x)) over seeds as a line, and a band from min to max."""
+    """The mean of ``ys`` (seeds, len(x)) as a line, in a band from min to max."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN before a seed's first episode
         ax.plot(x, np.nanmean(ys, 0), **line)
