@@ -46,13 +46,7 @@ def make_policy(backend: str, obs_dim: int, **kwargs) -> Policy:
         a :class:`NumpyPolicy` or :class:`TensorFlowPolicy`; with the same arguments both
         start from identical weights.
     """
-    if backend == "numpy":
-        return NumpyPolicy(obs_dim, **kwargs)
-    if backend == "tensorflow":
-        from pgrl.policies import tf_policy
-
-        return tf_policy.TensorFlowPolicy(obs_dim, **kwargs)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return _backend(backend, NumpyPolicy, "TensorFlowPolicy")(obs_dim, **kwargs)
 
 
 def make_value_net(backend: str, obs_dim: int, **kwargs) -> ValueNet:
@@ -63,10 +57,13 @@ def make_value_net(backend: str, obs_dim: int, **kwargs) -> ValueNet:
         a :class:`NumpyValueNet` or :class:`TensorFlowValueNet`; with the same arguments both
         start from identical weights.
     """
-    if backend == "numpy":
-        return NumpyValueNet(obs_dim, **kwargs)
-    if backend == "tensorflow":
-        from pgrl.policies import tf_policy
+    return _backend(backend, NumpyValueNet, "TensorFlowValueNet")(obs_dim, **kwargs)
 
-        return tf_policy.TensorFlowValueNet(obs_dim, **kwargs)
+
+def _backend(backend: str, numpy_class: type, tf_class: str) -> type:
+    """The class of ``backend``; the TensorFlow module is imported only when asked for."""
+    if backend == "numpy":
+        return numpy_class
+    if backend == "tensorflow":
+        return __getattr__(tf_class)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
