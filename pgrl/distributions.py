@@ -113,11 +113,12 @@ class Bernoulli:
     # ----- the same in TensorFlow ops -----
 
     def tf_logits(self, out):
-        raw = _tf().raw_ops  # eager every rollout step: Squeeze costs far less than a slice
-        return raw.Squeeze(input=out, axis=[1])
+        return out[:, 0]
 
-    def tf_probs(self, z):
-        return _tf().raw_ops.Sigmoid(x=z)
+    def tf_probs(self, out):
+        """(N, 1) ``sigmoid`` of the (N, 1) network outputs, as ``logits`` of them reads ``p``:
+        the rollout calls it eagerly every step, where a slice of a tensor would cost more."""
+        return _tf().raw_ops.Sigmoid(x=out)
 
     def tf_log_prob(self, z, a):
         return -_tf().nn.sigmoid_cross_entropy_with_logits(labels=a, logits=z)
@@ -213,8 +214,9 @@ class Categorical:
     def tf_logits(self, out):
         return out
 
-    def tf_probs(self, z):
-        return _tf().raw_ops.Softmax(logits=z)
+    def tf_probs(self, out):
+        """(N, n) ``softmax`` of the network outputs (see Bernoulli.tf_probs)."""
+        return _tf().raw_ops.Softmax(logits=out)
 
     def tf_log_prob(self, z, a):
         return -_tf().nn.sparse_softmax_cross_entropy_with_logits(labels=a, logits=z)

@@ -392,7 +392,7 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     def _probs(self, obs):
         dist = self.distribution
-        return dist.tf_probs(dist.tf_logits(self._eager_outputs(obs))).numpy()
+        return dist.logits(dist.tf_probs(self._eager_outputs(obs)).numpy())
 
     def _log_probs(self, obs, actions):
         return self._graph_call("log_probs", obs, actions).numpy()
