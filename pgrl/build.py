@@ -13,6 +13,7 @@ import os
 import gymnasium as gym
 
 from pgrl import envs
+from pgrl import validate as valid
 from pgrl.config import Config, ConfigError, EnvConfig
 from pgrl.distributions import make_distribution
 from pgrl.envs import make_env
@@ -27,7 +28,7 @@ def _env_errors(e: EnvConfig):
     try:
         yield
     except (TypeError, ValueError, gym.error.Error) as err:
-        raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
+        raise ConfigError(f"env {e.id} with env.kwargs {valid.cut(e.kwargs)}: {err}") from None
 
 
 def check_env_id(cfg: Config) -> None:

@@ -405,7 +405,7 @@ def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
     """``"key: old -> new"`` for every key whose value differs from the stored config's."""
     try:
         stored = from_dict(tomllib.loads(stored_toml), f"{path} (embedded config)").to_dict()
-    except (tomllib.TOMLDecodeError, ConfigError) as e:
+    except (tomllib.TOMLDecodeError, RecursionError, ConfigError) as e:
         raise CheckpointError(f"{path}: unusable embedded config ({e})") from None
     changes = []
     for section, values in cfg.to_dict().items():
