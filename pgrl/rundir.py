@@ -234,7 +234,13 @@ class RunDir:
         out = self.path
         if allow_changes and not resume:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
+        if resume and overwrite:
+            raise ConfigError("--resume and --force: choose one")
         check_out_dir(out)
+        if (out / "sweep.json").is_file():  # --force would mix a run into the sweep's trials
+            raise ConfigError(
+                f"--out {out}: holds a sweep (sweep.json); a run needs a directory of its own"
+            )
         self._created = created = not out.exists()
         try:
             self._lock()

@@ -533,3 +533,32 @@ def test_init_sets_weights_and_optimizer_state_before_the_first_update(
     assert train(cfg, tmp_path / "b", resume=True)["episodes"] == 20
     resumed = train(small("train.seed=7", episodes=30), tmp_path / "b", resume=True)
     assert resumed["episodes"] == 30
+
+
+def test_run_and_sweep_directories_are_told_apart(tmp_path):
+    """A run never lands in a sweep's directory, nor a sweep in a run's, --force or not; and
+    contradictory flags are refused before anything is touched."""
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    for extra in ([], ["--force"]):
+        one_line_error(
+            run_cli("train", CARTPOLE, "--out", str(tmp_path / "sweep"), *extra),
+            "holds a sweep (sweep.json)",
+        )
+    train(small(), out=tmp_path / "run")
+    for extra in ([], ["--force"], ["--resume"]):
+        args = ["--out", str(tmp_path / "run"), "--seeds", "0", "--backend", "numpy", *extra]
+        one_line_error(
+            run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", *args),
+            "holds a pgrl train run",
+        )
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(tmp_path / "run"), "--resume", "--force"),
+        "--resume and --force: choose one",
+    )
+    one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(tmp_path / "run"), "--resume", "--init", "pong"),
+        "--init starts a run from weights, --resume continues one",
+    )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
