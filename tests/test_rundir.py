@@ -562,3 +562,29 @@ def test_run_and_sweep_directories_are_told_apart(tmp_path):
         "--init starts a run from weights, --resume continues one",
     )
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "config, overrides",
+    [
+        (CARTPOLE, []),
+        (CARTPOLE, ["policy.dtype=float32"]),
+        (CARTPOLE, ["policy.reduction=mean", "train.baseline=value"]),
+        (CARTPOLE, ["policy.backend=tensorflow"]),
+        ("configs/acrobot.toml", []),
+    ],
+)
+def test_a_dead_policy_stops_the_run_like_a_divergence(tmp_path, config, overrides):
+    """Far too large a step saturates every logit: zero gradient and zero entropy from then on,
+    a policy no update can change. The run stops after DEAD_UPDATES such updates, with a
+    checkpoint of finite weights, instead of playing out its budget."""
+    cfg = load_config(
+        config,
+        ["log.progress=false", "train.episodes=2000", "train.checkpoint_every=1",
+         "optimizer.learning_rate=1e6", *overrides],
+    )  # fmt: skip
+    with pytest.raises(DivergedError, match="the policy is deterministic, with zero gradient"):
+        train(cfg, out=tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert 1 <= ckpt["state"]["updates"] <= 2 * pgrl.reinforce.DEAD_UPDATES  # of 100
+    assert all(np.isfinite(w).all() for w in ckpt["weights"].values())
