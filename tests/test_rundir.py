@@ -555,6 +555,16 @@ def test_run_and_sweep_directories_are_told_apart(tmp_path):
             run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", *args),
             "holds a pgrl train run",
         )
+    live = RunDir(tmp_path / "live")  # a run that has just taken its lock
+    live.prepare(small(), resume=False, overwrite=False)
+    try:
+        one_line_error(
+            run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9", "--seeds", "0", "--force",
+                    "--out", str(tmp_path / "live")),
+            "holds a pgrl train run",
+        )  # fmt: skip
+    finally:
+        live.close()
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
     one_line_error(
         run_cli("train", CARTPOLE, "--out", str(tmp_path / "run"), "--resume", "--force"),
