@@ -11,14 +11,16 @@ import itertools
 import os
 
 import gymnasium as gym
+import numpy as np
 
 from pgrl import envs
+from pgrl import validate as valid
 from pgrl.config import Config, ConfigError, EnvConfig
 from pgrl.distributions import make_distribution
 from pgrl.envs import make_env
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
-from pgrl.rollout import make_vector_env
+from pgrl.rollout import CHUNK_ROWS, make_vector_env
 
 
 @contextlib.contextmanager
@@ -27,7 +29,7 @@ def _env_errors(e: EnvConfig):
     try:
         yield
     except (TypeError, ValueError, gym.error.Error) as err:
-        raise ConfigError(f"env {e.id} with env.kwargs {e.kwargs}: {err}") from None
+        raise ConfigError(f"env {e.id} with env.kwargs {valid.cut(e.kwargs)}: {err}") from None
 
 
 def check_env_id(cfg: Config) -> None:
@@ -37,8 +39,16 @@ def check_env_id(cfg: Config) -> None:
 
 
 def make_envs(cfg: Config) -> gym.vector.VectorEnv:
-    """The config's vector env: ``env.num_envs`` copies, seeded from ``train.seed``."""
+    """The config's vector env: ``env.num_envs`` copies, seeded from ``train.seed``; refused
+    before any copy is made when their rollout buffers alone would not fit in memory."""
     e = cfg.env
+    space = env_spaces(cfg)[0]
+    per_env = CHUNK_ROWS * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+    if e.num_envs * per_env > _memory_bytes():
+        raise ConfigError(
+            f"env.num_envs {e.num_envs:,}: their rollout buffers alone take "
+            f"{e.num_envs * per_env / 2**30:,.0f} GiB, more than this machine's memory holds"
+        )
     with _env_errors(e):
         return make_vector_env(
             e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
@@ -75,10 +85,13 @@ def build_policy(
             f"actions: {e}"
         ) from None
     n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_outputs]))
-    if n_weights * 8 > _memory_bytes():  # weights are drawn in float64
+    # at least: the float64 draw, the weights, RMSprop's averages, the gradients and a copy (the
+    # TensorFlow backend's snapshot), and the hidden activations of one step of every env copy
+    need = 8 * (5 * n_weights + cfg.env.num_envs * sum(p.hidden_sizes))
+    if need > _memory_bytes():
         raise ConfigError(
-            f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, more than this "
-            "machine's memory holds"
+            f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, at least "
+            f"{need / 2**30:,.1f} GiB to train, more than this machine's memory holds"
         )
     return make_policy(
         backend or p.backend,

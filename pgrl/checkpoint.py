@@ -69,7 +69,7 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
             f"{path}: not a pgrl checkpoint or weights file (not an .npz archive)"
         )
     try:
-        _check_members(path, what)
+        check_npz_members(path, what)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except CheckpointError:
@@ -84,7 +84,7 @@ _HEADER_READERS = {
 }
 
 
-def _check_members(path: Path, what: str) -> None:
+def check_npz_members(path: Path, what: str) -> None:
     """Read every member's ``.npy`` header, not its data: an object array (which only a pickle
     can load) or a shape larger than the bytes stored is refused before anything is allocated."""
     with zipfile.ZipFile(path) as archive:

@@ -84,12 +84,14 @@ _EXECUTOR = (
     ),
 )
 def _train(args) -> int:
-    from pgrl.config import load_config
+    from pgrl.config import ConfigError, load_config
     from pgrl.reinforce import Interrupted, train
 
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
+    if args.init is not None and args.resume:
+        raise ConfigError("--init starts a run from weights, --resume continues one: choose one")
     cfg = load_config(args.config, overrides)
     if args.init is not None:
         cfg.train.init = args.init

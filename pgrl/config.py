@@ -313,6 +313,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except ValueError:  # TOMLDecodeError, or an int of 4,300+ digits
         value = raw.strip()  # bare words: backend=tensorflow
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(f"--set {_cut(text)}: value nested too deeply") from None
     return section, key, value
 
 
@@ -384,6 +386,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{where}: TOML syntax error: {str(e)[:200]}") from None
         except OSError as e:
             raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
+        except RecursionError:  # tomllib recurses once per level of nesting
+            raise ConfigError(f"{where}: TOML nested too deeply to read") from None
     for text in overrides or []:
         section, key, value = parse_override(text)
         data.setdefault(section, {})

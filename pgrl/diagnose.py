@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrl import nn, objectives
+from pgrl.checkpoint import CheckpointError, check_npz_members
 from pgrl.distributions import HEADS, make_distribution
 from pgrl.optim import RMSprop
 from pgrl.returns import compute_advantages
@@ -177,8 +178,14 @@ def load_arrays(source, what: str) -> dict[str, np.ndarray]:
             problem = "is empty" if not head else "is not an .npz archive"
         raise InputError(f"{label}: {problem}")
     try:
+        check_npz_members(path, f"{what} archive")  # before a header's shape is allocated
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
+    except CheckpointError as e:
+        if "object array" not in str(e):
+            raise InputError(f"{what} {e}") from None
+        problem = "holds object arrays, which need pickle; save numeric arrays"
+        raise InputError(f"{label}: {problem}") from None
     except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
         problem = f"corrupt .npz archive ({e})"
         if "allow_pickle" in str(e):

@@ -317,10 +317,13 @@ def check_env_id(env_id: str) -> None:
     spec = gym.envs.registry.get(env_id) if isinstance(env_id, str) else None
     entry = str(spec.entry_point) if spec is not None else ""
     if spec is None or env_id.startswith("ALE/") or "ale_py" in entry:
+        name = env_id.rsplit("-v", 1)[0] if isinstance(env_id, str) else None
+        versions = [k for k in gym.envs.registry if k.rsplit("-v", 1)[0] == name and k != env_id]
+        other = f" (gymnasium has {', '.join(versions)})" if versions and spec is None else ""
         raise ValueError(
-            f"unknown env id {env_id!r}; supported: {', '.join(map(repr, SUPPORTED_ENV_IDS))}, "
-            "and gymnasium's registered envs with Discrete(n) actions and flat Box observations "
-            "(no other Atari game)"
+            f"unknown env id {env_id!r}{other}; supported: "
+            f"{', '.join(map(repr, SUPPORTED_ENV_IDS))}, and gymnasium's registered envs with "
+            "Discrete(n) actions and flat Box observations (no other Atari game)"
         )
 
 

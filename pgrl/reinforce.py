@@ -72,6 +72,7 @@ def _loop(
     hold = HoldInterrupts().install()
     clock = time.perf_counter() - state.wall_time
     committed_rng = slot_states(rngs)  # a batch cut short by Ctrl-C restarts from here
+    dead = 0  # updates in a row whose policy had no gradient and no entropy left
 
     def stop(reason: str) -> dict:  # the last update's checkpoint, and the run's summary
         run.save_checkpoint(policy, state, committed_rng, cfg, value)
@@ -90,10 +91,9 @@ def _loop(
                 t1 = time.perf_counter()
                 with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
                     stats = reinforce_update(policy, value, batch, cfg)
-                    _check_finite(policy, value, stats, state.updates + 1, cfg)
+                    dead = _check_update(policy, value, stats, state.updates + 1, cfg, dead)
                     t2 = time.perf_counter()
-                    timing = getattr(envs, "timing", {"rollout": t1 - t0})
-                    seconds = (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
+                    timing, seconds = _seconds(envs, t0, t1, t2)
                     rows, update_row = state.add_batch(
                         batch, stats, seconds, t2 - clock, t.solved_mean100
                     )
@@ -130,6 +130,13 @@ def _collect(envs, policy: Policy, rngs, n: int):
     if isinstance(envs, gym.vector.VectorEnv):
         return collect_episodes(envs, policy, rngs, n)
     return envs.collect(policy, rngs, n)
+
+
+def _seconds(envs, t0: float, t1: float, t2: float) -> tuple[dict, tuple]:
+    """The update's seconds by phase (remote rollouts time their own), and as updates.csv
+    lists them: rollout, update, broadcast, transfer."""
+    timing = getattr(envs, "timing", {"rollout": t1 - t0})
+    return timing, (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
 
 
 def _show(bar, tensorboard, state, batch, stats: dict, timing: dict) -> None:
@@ -252,10 +259,31 @@ class DivergedError(ConfigError):
     """Training produced NaN or inf; reported as one line."""
 
 
+DEAD_UPDATES = 3  # updates in a row of a policy that can no longer change before a run stops
+
+
+def _check_update(
+    policy: Policy, value: ValueNet | None, stats: dict, update: int, cfg: Config, dead: int
+) -> int:
+    """Stop at the first update whose losses, gradient norms or new weights are not finite, or
+    at the DEAD_UPDATES-th in a row whose policy had exactly zero gradient and zero entropy (a
+    deterministic policy whose every action was its certain one: no update can change it again,
+    as after too large a step). Returns the updates in a row of the latter kind."""
+    _check_finite(policy, value, stats, update, cfg)
+    dead = dead + 1 if stats["grad_norm"] == 0 and stats["entropy"] == 0 else 0
+    if dead >= DEAD_UPDATES:
+        lr = cfg.optimizer.learning_rate
+        raise DivergedError(
+            f"update {update}: the policy is deterministic, with zero gradient for {dead} "
+            f"updates (optimizer.learning_rate = {lr:g} too large?); the run stopped, its last "
+            "checkpoint is kept"
+        )
+    return dead
+
+
 def _check_finite(
     policy: Policy, value: ValueNet | None, stats: dict, update: int, cfg: Config
 ) -> None:
-    """Stop at the first update whose losses, gradient norms or new weights are not finite."""
     for net, keys, section in (
         (policy, ("loss", "grad_norm"), "optimizer"),
         (value, ("value_loss", "value_grad_norm"), "value"),

@@ -234,7 +234,13 @@ class RunDir:
         out = self.path
         if allow_changes and not resume:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
+        if resume and overwrite:
+            raise ConfigError("--resume and --force: choose one")
         check_out_dir(out)
+        if (out / "sweep.json").is_file():  # --force would mix a run into the sweep's trials
+            raise ConfigError(
+                f"--out {out}: holds a sweep (sweep.json); a run needs a directory of its own"
+            )
         self._created = created = not out.exists()
         try:
             self._lock()
@@ -405,7 +411,7 @@ def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
     """``"key: old -> new"`` for every key whose value differs from the stored config's."""
     try:
         stored = from_dict(tomllib.loads(stored_toml), f"{path} (embedded config)").to_dict()
-    except (tomllib.TOMLDecodeError, ConfigError) as e:
+    except (tomllib.TOMLDecodeError, RecursionError, ConfigError) as e:
         raise CheckpointError(f"{path}: unusable embedded config ({e})") from None
     changes = []
     for section, values in cfg.to_dict().items():

@@ -209,6 +209,10 @@ def run_trials(job: Job, executor: Executor, done: dict | None = None, resume=Fa
 def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bool) -> dict:
     """Check ``out`` and record the sweep; with ``resume``, the results of finished trials."""
     record = out / "sweep.json"
+    if any((out / name).is_file() for name in ("checkpoint.npz", "metrics.csv", ".lock")):
+        raise ConfigError(
+            f"--out {out}: holds a pgrl train run; a sweep needs a directory of its own"
+        )
     if record.is_file() and not (resume or force):
         raise ConfigError(
             f"--out {out}: holds a sweep; --resume continues it, --force starts afresh"

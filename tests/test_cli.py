@@ -210,3 +210,63 @@ def test_an_unforeseen_os_error_is_one_line(capsys, monkeypatch):
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert lines == ["pgrl eval: error: [Errno 5] Input/output error: 'weights.npz'"], captured
+
+
+def _nested(depth: int, open_: str = "[", close: str = "]", inner: str = "") -> str:
+    return open_ * depth + inner + close * depth
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "{deep}", "--out", "{out}"], "TOML nested too deeply to read"),
+        (["check", "{deep}"], "TOML nested too deeply to read"),
+        (["train", "cartpole", "--out", "{out}", "--set", "policy.hidden_sizes={list}"],
+         "value nested too deeply"),
+        (["check", "cartpole", "--set", "policy.hidden_sizes={list}"], "value nested too deeply"),
+        (["sweep", "cartpole", "--out", "{out}", "--seeds", "0",
+          "--grid", "policy.hidden_sizes={list}"], "value nested too deeply"),
+    ],
+)  # fmt: skip
+def test_deeply_nested_toml_is_one_line(tmp_path, capsys, argv, expected):
+    """tomllib recurses once per level: a config or a value nested thousands deep is refused
+    with one line, not a RecursionError."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text(f"x = {_nested(5000)}\n[env]\nkwargs = {_nested(2000, '{a=', '}', '1')}\n")
+    values = {"{deep}": str(deep), "{out}": str(tmp_path / "run"), "{list}": _nested(1000)}
+    for key, value in values.items():
+        argv = [a.replace(key, value) for a in argv]
+    line = one_line_error(capsys, argv)
+    assert expected in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_env_version_names_the_registered_one(capsys, tmp_path):
+    line = one_line_error(
+        capsys, ["train", "cartpole", "--out", str(tmp_path / "run"), "--set", "env.id=Taxi-v3"]
+    )
+    assert "unknown env id 'Taxi-v3' (gymnasium has Taxi-v4)" in line
+
+
+@pytest.mark.parametrize("flag", ["--weights", "--batch", "--grads", "--after"])
+def test_diagnose_refuses_an_npz_whose_header_claims_a_huge_array(tmp_path, capsys, flag):
+    """The header is read before anything is allocated: one line, no 8 TB allocation."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        z.writestr("W1.npy", header.getvalue())
+    w = {"W1": np.ones((4, 3)), "W2": np.ones((3, 1))}
+    np.savez(tmp_path / "w.npz", **w)
+    np.savez(tmp_path / "b.npz", obs=np.ones((5, 4)), actions=np.ones(5), advantages=np.ones(5))
+    files = {"--weights": "w.npz", "--batch": "b.npz", "--grads": "w.npz", "--after": "w.npz"}
+    files[flag] = "huge.npz"
+    argv = ["diagnose", *(x for f, name in files.items() for x in (f, str(tmp_path / name)))]
+    line = one_line_error(capsys, argv)
+    assert "header claims shape (1000000, 1000000)" in line

@@ -247,6 +247,9 @@ def bad_inputs(run, tmp_path):
         (["eval", ckpt, "--seed", "-1"], "--seed must be >= 0"),
         (["compare", CARTPOLE, "--out", str(run / "config.toml")], "not a directory"),
         ([*base, "--set", "policy.hidden_sizes=[10000000000]"], "more than this machine's memory"),
+        ([*base, "--set", "policy.hidden_sizes=[100000000]"], "GiB to train, more than this"),
+        (["check", CARTPOLE, "--set", "policy.hidden_sizes=[100000000]"], "GiB to train"),
+        ([*base, "--set", "env.num_envs=100000000"], "rollout buffers alone take 1,526 GiB"),
         (["eval", str(run / "config.toml")], "not an .npz archive"),
         (["eval", str(random_bytes)], "not an .npz archive"),
         ([*base, "--set", "train.seed=" + "9" * 100_000], "chars)"),
@@ -533,3 +536,68 @@ def test_init_sets_weights_and_optimizer_state_before_the_first_update(
     assert train(cfg, tmp_path / "b", resume=True)["episodes"] == 20
     resumed = train(small("train.seed=7", episodes=30), tmp_path / "b", resume=True)
     assert resumed["episodes"] == 30
+
+
+def test_run_and_sweep_directories_are_told_apart(tmp_path):
+    """A run never lands in a sweep's directory, nor a sweep in a run's, --force or not; and
+    contradictory flags are refused before anything is touched."""
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    for extra in ([], ["--force"]):
+        one_line_error(
+            run_cli("train", CARTPOLE, "--out", str(tmp_path / "sweep"), *extra),
+            "holds a sweep (sweep.json)",
+        )
+    train(small(), out=tmp_path / "run")
+    for extra in ([], ["--force"], ["--resume"]):
+        args = ["--out", str(tmp_path / "run"), "--seeds", "0", "--backend", "numpy", *extra]
+        one_line_error(
+            run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", *args),
+            "holds a pgrl train run",
+        )
+    live = RunDir(tmp_path / "live")  # a run that has just taken its lock
+    live.prepare(small(), resume=False, overwrite=False)
+    try:
+        one_line_error(
+            run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9", "--seeds", "0", "--force",
+                    "--out", str(tmp_path / "live")),
+            "holds a pgrl train run",
+        )  # fmt: skip
+    finally:
+        live.close()
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(tmp_path / "run"), "--resume", "--force"),
+        "--resume and --force: choose one",
+    )
+    one_line_error(
+        run_cli("train", CARTPOLE, "--out", str(tmp_path / "run"), "--resume", "--init", "pong"),
+        "--init starts a run from weights, --resume continues one",
+    )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "config, overrides",
+    [
+        (CARTPOLE, []),
+        (CARTPOLE, ["policy.dtype=float32"]),
+        (CARTPOLE, ["policy.reduction=mean", "train.baseline=value"]),
+        (CARTPOLE, ["policy.backend=tensorflow"]),
+        ("configs/acrobot.toml", []),
+    ],
+)
+def test_a_dead_policy_stops_the_run_like_a_divergence(tmp_path, config, overrides):
+    """Far too large a step saturates every logit: zero gradient and zero entropy from then on,
+    a policy no update can change. The run stops after DEAD_UPDATES such updates, with a
+    checkpoint of finite weights, instead of playing out its budget."""
+    cfg = load_config(
+        config,
+        ["log.progress=false", "train.episodes=2000", "train.checkpoint_every=1",
+         "optimizer.learning_rate=1e6", *overrides],
+    )  # fmt: skip
+    with pytest.raises(DivergedError, match="the policy is deterministic, with zero gradient"):
+        train(cfg, out=tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert 1 <= ckpt["state"]["updates"] <= 2 * pgrl.reinforce.DEAD_UPDATES  # of 100
+    assert all(np.isfinite(w).all() for w in ckpt["weights"].values())
