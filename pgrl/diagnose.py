@@ -583,8 +583,7 @@ def _check_settings(head, reduction: str, standardize: str, gamma: float) -> Non
 def dlogits(dist, z: np.ndarray, actions, advantages, dlogp=None) -> np.ndarray:
     """REINFORCE's ``dL/dz``, shaped as ``z``, through ``dlogp`` (the head's when None)."""
     dlogp = dist.dlog_prob(z, actions) if dlogp is None else dlogp
-    dl = objectives.reinforce(dist.log_prob(z, actions), advantages)[1]
-    return dl.reshape(-1, *[1] * (dlogp.ndim - 1)) * dlogp
+    return objectives.chain(objectives.reinforce(dist.log_prob(z, actions), advantages)[1], dlogp)
 
 
 def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:

@@ -26,6 +26,11 @@ def value_loss(values: np.ndarray, returns: np.ndarray) -> tuple[np.ndarray, np.
     return 0.5 * np.square(dv), dv
 
 
+def chain(per_step: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(N,) ``dL/dlogp_t`` (or ``dL/dH_t``) times (N,) or (N, n) ``dlogp_t/dz_t``: ``dL/dz``."""
+    return per_step.reshape(-1, *([1] * (d.ndim - 1))) * d
+
+
 def tf_reinforce(log_probs, advantages):
     return -advantages * log_probs
 

@@ -78,7 +78,7 @@ class NumpyPolicy(NumpyNetwork, Policy):
         z = dist.logits(out)
         terms, dlogp = objectives.reinforce(dist.log_prob(z, actions), advantages)
         loss = float(np.sum(terms))
-        dz = _times(dlogp, dist.dlog_prob(z, actions))
+        dz = objectives.chain(dlogp, dist.dlog_prob(z, actions))
         if self.reduction == "mean":
             loss /= n
         if c:
@@ -121,8 +121,3 @@ class NumpyValueNet(NumpyNetwork, ValueNet):
             "value_loss": loss,
             "value_grad_norm": self._step(nn.backward(self.params, hs, dout)),
         }
-
-
-def _times(per_step: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """(N,) per-step factors times (N, ...) per-step derivatives."""
-    return per_step.reshape(-1, *([1] * (d.ndim - 1))) * d
