@@ -119,6 +119,9 @@ class ValueConfig:
     epsilon_inside_sqrt: bool = False
     max_grad_norm: float | None = _key(None, valid.max_grad_norm)
     steps: int = _key(1, _AT_LEAST_1)  # RMSprop steps on each batch's returns, per update
+    # an episode cut by a time limit (truncated, not terminated) has its returns continue with
+    # gamma * V(s_T) of the state it was cut at, not as if the env had ended there
+    bootstrap: bool = True
 
 
 @dataclass

@@ -111,12 +111,14 @@ class RayRollouts:
             for i in range(batch.n_episodes):
                 slot = w * self.k + int(batch.ep_env[i])
                 r = rounds[slot] = rounds.get(slot, -1) + 1
-                keyed.append(((r, slot), batch.episode(i)))
+                end = (bool(batch.ep_truncated[i]), batch.last_obs[i])
+                keyed.append(((r, slot), batch.episode(i), end))
             sparse = not isinstance(batch.obs, np.ndarray)
             env_steps += batch.env_steps
         keyed.sort(key=lambda item: item[0])
-        episodes = [[episode] for _, episode in keyed]
-        return stack_episodes(episodes, [key[1] for key, _ in keyed], env_steps, sparse)
+        episodes = [[episode] for _, episode, _ in keyed]
+        slots, ends = [key[1] for key, _, _ in keyed], [end for _, _, end in keyed]
+        return stack_episodes(episodes, slots, ends, env_steps, sparse)
 
     def close(self) -> None:
         for w in self.workers:

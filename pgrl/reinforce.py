@@ -36,8 +36,10 @@ from pgrl.rundir import RunDir, RunState
 def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config) -> dict:
     """One REINFORCE update from a batch of complete episodes (a pgrl.rollout.EpisodeBatch).
 
-    G_t = sum_k gamma^k r_{t+k} (restarting at every point with ``train.reset_on_nonzero``);
-    A_t = G_t, or G_t - V(s_t) with a value network; A standardized as ``train.standardize``;
+    G_t = sum_k gamma^k r_{t+k} (restarting at every point with ``train.reset_on_nonzero``;
+    with a value network and ``value.bootstrap``, an episode cut by its time limit continues
+    with gamma^(T-t) V(s_T) of the state it was cut at); A_t = G_t, or G_t - V(s_t) with a
+    value network; A standardized as ``train.standardize``;
     one RMSprop step on sum_t A_t * -log pi(a_t | s_t) (minus the entropy bonus); then
     ``value.steps`` RMSprop steps of V on (G_t - V(s_t))^2.
 
@@ -46,7 +48,10 @@ def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config)
         its first step's value_loss and the explained variance of V before the fit.
     """
     t = cfg.train
-    returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero)
+    bootstrap = None
+    if value is not None and cfg.value.bootstrap and batch.ep_truncated.any():
+        bootstrap = np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
+    returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, bootstrap)
     advantages = returns
     if value is not None:  # V(s_t) before this update's fit
         values = value.predict(batch.obs)

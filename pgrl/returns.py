@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def discount_rewards(rewards, gamma: float, reset_on_nonzero: bool = False) -> np.ndarray:
-    """Discounted returns of one episode: ``G_t = r_t + gamma * G_{t+1}``.
+def discount_rewards(
+    rewards, gamma: float, reset_on_nonzero: bool = False, bootstrap: float = 0.0
+) -> np.ndarray:
+    """Discounted returns of one episode: ``G_t = r_t + gamma * G_{t+1}``, ``G_T = bootstrap``.
 
     Args:
         rewards: 1-D sequence of per-step rewards ``r_t`` of one episode, shape (T,).
@@ -14,6 +16,8 @@ def discount_rewards(rewards, gamma: float, reset_on_nonzero: bool = False) -> n
         reset_on_nonzero: restart the running sum at every nonzero reward. Karpathy's Pong
             trick: a nonzero reward ends a point (a "game boundary"), so rewards of the next
             point must not leak into the returns of the previous one.
+        bootstrap: the return after the last step: 0 for an episode that ended in a terminal
+            state, an estimate ``V(s_T)`` for one cut short by a time limit.
 
     Returns:
         float64 array of shape (T,).
@@ -26,8 +30,11 @@ def discount_rewards(rewards, gamma: float, reset_on_nonzero: bool = False) -> n
     gamma = float(gamma)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    bootstrap = float(bootstrap)
+    if not np.isfinite(bootstrap):
+        raise ValueError(f"bootstrap must be finite, got {bootstrap}")
     returns = np.empty_like(r)
-    running = 0.0
+    running = bootstrap
     for t in range(r.size - 1, -1, -1):
         if reset_on_nonzero and r[t] != 0:
             running = 0.0
@@ -50,7 +57,11 @@ def standardize(x) -> np.ndarray:
 
 
 def batch_returns(
-    rewards: np.ndarray, ep_bounds: np.ndarray, gamma: float, reset_on_nonzero: bool
+    rewards: np.ndarray,
+    ep_bounds: np.ndarray,
+    gamma: float,
+    reset_on_nonzero: bool,
+    bootstrap: np.ndarray | None = None,
 ) -> np.ndarray:
     """Discounted returns of a batch of episodes stacked in time.
 
@@ -58,13 +69,20 @@ def batch_returns(
         rewards: (T,) rewards; episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
         ep_bounds: (E + 1,) offsets of the episodes.
         gamma, reset_on_nonzero: as :func:`discount_rewards`.
+        bootstrap: (E,) the return after each episode's last step (None: all 0).
 
     Returns:
         float64 array of shape (T,).
     """
+    n = len(ep_bounds) - 1
+    bootstrap = np.zeros(n) if bootstrap is None else np.asarray(bootstrap, dtype=np.float64)
+    if bootstrap.shape != (n,):
+        raise ValueError(f"bootstrap must have shape ({n},), one per episode: {bootstrap.shape}")
     returns = np.empty(len(rewards), dtype=np.float64)
-    for start, stop in zip(ep_bounds[:-1], ep_bounds[1:], strict=True):
-        returns[start:stop] = discount_rewards(rewards[start:stop], gamma, reset_on_nonzero)
+    for k, (start, stop) in enumerate(zip(ep_bounds[:-1], ep_bounds[1:], strict=True)):
+        returns[start:stop] = discount_rewards(
+            rewards[start:stop], gamma, reset_on_nonzero, bootstrap[k]
+        )
     return returns
 
 

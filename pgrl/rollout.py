@@ -201,6 +201,10 @@ class EpisodeBatch:
         ep_returns: (E,) float64 sum of each episode's rewards.
         ep_lengths: (E,) int64 steps of each episode.
         ep_env: (E,) int64 env slot that played each episode.
+        ep_truncated: (E,) bool: the episode was cut by a time limit (``truncated``), not ended
+            by a terminal state, so its return would have gone on.
+        last_obs: (E, obs_dim) the observation after each episode's last action, in the env's
+            dtype: the state a value network bootstraps a truncated episode's return from.
         steps: T, the recorded steps.
         env_steps: all env steps taken, including unrecorded ones of idle envs in worker
             processes (for throughput).
@@ -213,6 +217,8 @@ class EpisodeBatch:
     ep_returns: np.ndarray
     ep_lengths: np.ndarray
     ep_env: np.ndarray
+    ep_truncated: np.ndarray
+    last_obs: np.ndarray
     steps: int
     env_steps: int
 
@@ -222,8 +228,8 @@ class EpisodeBatch:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the per-step arrays (obs, actions, rewards)."""
-        return self.obs.nbytes + self.actions.nbytes + self.rewards.nbytes
+        """Bytes held by the per-step arrays (obs, actions, rewards) and the last observations."""
+        return self.obs.nbytes + self.actions.nbytes + self.rewards.nbytes + self.last_obs.nbytes
 
     def split(self, x):
         """Per-episode views of a (T, ...) array (or SparseRows) aligned with the batch."""
@@ -315,8 +321,8 @@ def play_slots(
         u = np.array([rngs[j].random() for j in playing.tolist()])
         actions[playing] = policy.sample(obs[playing], u)
         episodes.record(obs, actions, playing)
-        obs, rewards, done = slots.step(actions, playing)
-        ended = episodes.reward(rewards, done, playing)
+        obs, rewards, done, truncated = slots.step(actions, playing)
+        ended = episodes.reward(obs, rewards, done, truncated, playing)
         if episodes.n_episodes == sum(counts):  # only needed episodes are started: all ended
             return episodes.build(slots.env_steps)
         for i in ended:
@@ -354,6 +360,7 @@ class _InProcess:
         self.obs = np.zeros((len(self.envs), *space.shape), dtype=space.dtype)
         self.rewards = np.zeros(len(self.envs))
         self.done = np.zeros(len(self.envs), dtype=bool)
+        self.truncated = np.zeros(len(self.envs), dtype=bool)
         self.env_steps = 0
 
     def reset(self, seeds: list[int | None]) -> np.ndarray:
@@ -366,8 +373,9 @@ class _InProcess:
         for i in playing.tolist():
             self.obs[i], self.rewards[i], terminated, truncated, _ = self.envs[i].step(actions[i])
             self.done[i] = terminated or truncated
+            self.truncated[i] = truncated and not terminated
         self.env_steps += len(playing)
-        return self.obs, self.rewards, self.done
+        return self.obs, self.rewards, self.done, self.truncated
 
     def reset_done(self, done: np.ndarray, seeds: list[int | None]) -> np.ndarray:
         for i in np.flatnonzero(done).tolist():
@@ -389,7 +397,7 @@ class _Lockstep:
     def step(self, actions: np.ndarray, playing: np.ndarray):
         obs, rewards, terminated, truncated, _ = self.envs.step(actions)
         self.env_steps += self.envs.num_envs
-        return obs, rewards, terminated | truncated
+        return obs, rewards, terminated | truncated, truncated & ~terminated
 
     def reset_done(self, done: np.ndarray, seeds: list[int | None]) -> np.ndarray:
         return self.envs.reset(seed=seeds, options={"reset_mask": done})[0]
@@ -410,7 +418,8 @@ class _Recorder:
         self.rows = [0] * num_envs  # rows filled in each env's chunk
         self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far
         self.rounds = [0] * num_envs  # episodes each env has finished
-        self.finished: list[tuple] = []  # ((round, env), parts, length) of finished episodes
+        # ((round, env), parts, (truncated, last obs)) of finished episodes
+        self.finished: list[tuple] = []
         self.steps = 0
 
     @property
@@ -424,9 +433,10 @@ class _Recorder:
             self.obs[i, j] = obs[i]
             self.actions[i, j] = actions[i]
 
-    def reward(self, rewards: np.ndarray, done: np.ndarray, playing: np.ndarray) -> list[int]:
-        """Each playing env's reward for its last action; returns the envs whose episode ended,
-        ascending, once each has been added to the batch."""
+    def reward(self, obs, rewards, done, truncated, playing: np.ndarray) -> list[int]:
+        """Each playing env's reward for its last action (and, where it ended the episode, the
+        observation it led to); returns the envs whose episode ended, ascending, once each has
+        been added to the batch."""
         ended = []
         for i in playing.tolist():
             j = self.rows[i]
@@ -434,7 +444,7 @@ class _Recorder:
             self.rows[i] = j + 1
             if done[i]:
                 self._flush(i)
-                self._end_episode(i)
+                self._end_episode(i, (bool(truncated[i]), obs[i].copy()))
                 ended.append(i)
             elif j + 1 == CHUNK_ROWS:
                 self._flush(i)
@@ -448,12 +458,11 @@ class _Recorder:
         self.open_parts[i].append((obs, self.actions[i, :j].copy(), self.rewards[i, :j].copy()))
         self.rows[i] = 0
 
-    def _end_episode(self, i: int) -> None:
+    def _end_episode(self, i: int, end: tuple[bool, np.ndarray]) -> None:
         parts, self.open_parts[i] = self.open_parts[i], []
-        length = sum(len(p[1]) for p in parts)
-        self.finished.append(((self.rounds[i], i), parts, length))
+        self.finished.append(((self.rounds[i], i), parts, end))
         self.rounds[i] += 1
-        self.steps += length
+        self.steps += sum(len(p[1]) for p in parts)
         if self.progress is not None:
             self.progress(self.n_episodes, self.steps)
 
@@ -462,12 +471,16 @@ class _Recorder:
         self.finished.sort(key=lambda e: e[0])
         episodes = [parts for _, parts, _ in self.finished]
         slots = [key[1] for key, _, _ in self.finished]
-        return stack_episodes(episodes, slots, env_steps, self.sparse)
+        ends = [end for _, _, end in self.finished]
+        return stack_episodes(episodes, slots, ends, env_steps, self.sparse)
 
 
-def stack_episodes(episodes: list[list[tuple]], slots: list[int], env_steps: int, sparse: bool):
+def stack_episodes(
+    episodes: list[list[tuple]], slots: list[int], ends: list[tuple], env_steps: int, sparse: bool
+) -> EpisodeBatch:
     """An :class:`EpisodeBatch` of ``episodes``, each a list of consecutive ``(obs, actions,
-    rewards)`` parts; ``slots[k]`` is the env slot that played episode ``k``."""
+    rewards)`` parts; ``slots[k]`` is the env slot that played episode ``k`` and ``ends[k]`` is
+    ``(truncated, last_obs)`` of its end."""
     parts = [part for episode in episodes for part in episode]
     obs_parts, action_parts, reward_parts = zip(*parts, strict=True)
     obs = SparseRows.concatenate(list(obs_parts)) if sparse else np.concatenate(obs_parts)
@@ -483,6 +496,8 @@ def stack_episodes(episodes: list[list[tuple]], slots: list[int], env_steps: int
         ep_returns=np.add.reduceat(rewards, bounds[:-1]),
         ep_lengths=lengths,
         ep_env=np.array(slots, dtype=np.int64),
+        ep_truncated=np.array([truncated for truncated, _ in ends], dtype=bool),
+        last_obs=np.stack([last for _, last in ends]),
         steps=int(bounds[-1]),
         env_steps=int(env_steps),
     )

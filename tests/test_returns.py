@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pgrl.returns import discount_rewards, standardize
+from pgrl.returns import batch_returns, discount_rewards, standardize
 
 
 def test_discount_rewards_by_hand():
@@ -51,3 +51,25 @@ def test_standardize_constant_gives_zeros_not_nan(x):
     s = standardize(x)
     assert s.shape == (len(x),)
     assert np.all(s == 0)
+
+
+def test_bootstrap_continues_a_truncated_episode():
+    # G_2 = 3 + 0.9 * 10, G_1 = 2 + 0.9 * G_2, G_0 = 1 + 0.9 * G_1
+    np.testing.assert_allclose(discount_rewards([1, 2, 3], 0.9, bootstrap=10), [12.52, 12.8, 12.0])
+    # a point that ends on the last step takes nothing from after it
+    np.testing.assert_allclose(discount_rewards([0, 1], 0.5, True, bootstrap=8), [0.5, 1.0])
+    np.testing.assert_allclose(discount_rewards([0, 0], 0.5, True, bootstrap=8), [2.0, 4.0])
+    with pytest.raises(ValueError, match="bootstrap must be finite"):
+        discount_rewards([1.0], 0.9, bootstrap=np.nan)
+
+
+def test_batch_returns_bootstrap_per_episode():
+    rewards, bounds = np.array([1.0, 1.0, 1.0, 1.0, 1.0]), np.array([0, 2, 5])
+    got = batch_returns(rewards, bounds, 0.5, False, np.array([0.0, 4.0]))
+    np.testing.assert_allclose(got, [1.5, 1.0, 2.25, 2.5, 3.0])
+    np.testing.assert_array_equal(
+        batch_returns(rewards, bounds, 0.5, False),
+        batch_returns(rewards, bounds, 0.5, False, np.zeros(2)),
+    )
+    with pytest.raises(ValueError, match=r"bootstrap must have shape \(2,\)"):
+        batch_returns(rewards, bounds, 0.5, False, np.zeros(3))

@@ -149,6 +149,8 @@ def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
                 obs, r, terminated, truncated, _ = env.step(int(a))
                 assert r == rewards[t]
                 assert (terminated or truncated) == (t == len(actions) - 1)
+            assert batch.ep_truncated[k] == (truncated and not terminated)
+            np.testing.assert_array_equal(batch.last_obs[k], obs)
         env.close()
 
 
@@ -201,6 +203,22 @@ def test_cartpole_episodes_complete_and_match_record_episode_statistics(num_envs
     finally:
         envs.close()
     replay(batch, "CartPole-v1", num_envs, 7)
+
+
+@pytest.mark.parametrize(("num_envs", "asynchronous"), SETTINGS)
+def test_time_limit_truncation_is_told_from_termination(num_envs, asynchronous):
+    envs = vector_env("CartPole-v1", num_envs, asynchronous, max_episode_steps=25)
+    try:
+        policy = make_policy("numpy", 4, hidden_sizes=(8,), seed=1)
+        batch = collect_episodes(envs, policy, slot_generators(5, envs.num_envs), 16)
+    finally:
+        envs.close()
+    assert batch.ep_truncated.dtype == bool and batch.last_obs.shape == (16, 4)
+    # shorter than 25 steps: the pole fell (terminated); cut at 25: truncated, unless the pole
+    # fell on that very step (the replay checks each flag against the env's own)
+    assert np.all(batch.ep_lengths[batch.ep_truncated] == 25)
+    assert 0 < batch.ep_truncated.sum() < 16
+    replay(batch, "CartPole-v1", num_envs, 5, max_episode_steps=25)
 
 
 @pytest.mark.parametrize(("num_envs", "asynchronous"), [(1, False), (2, False), (2, True)])

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from gradcheck import finite_differences, rel_err
 
+from pgrl.build import build_policy, build_value_net
 from pgrl.checkpoint import load_checkpoint
 from pgrl.config import ConfigError, load_config
 from pgrl.distributions import Bernoulli, Categorical
 from pgrl.optim import RMSprop, clip_by_global_norm
 from pgrl.policies import make_policy, make_value_net
-from pgrl.reinforce import train
+from pgrl.reinforce import reinforce_update, train
 from pgrl.returns import explained_variance
+from pgrl.rollout import collect_episodes, make_vector_env, slot_generators
 from pgrl.rundir import UPDATES_HEADER
 
 QUIET = ["log.progress=false"]
@@ -327,6 +329,42 @@ def test_value_baseline_backends_play_identical_episodes(tmp_path, tf):
         )
     ev = [float(r["explained_variance"]) for r in ua]
     assert np.mean(ev[-5:]) > max(np.mean(ev[:2]), 0.05), ev  # V(s) learned something
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_truncated_episodes_bootstrap_from_v_of_their_last_state(backend, bootstrap):
+    cfg = cartpole(
+        *VALUE_RUN,
+        f"policy.backend={backend}",
+        f"value.bootstrap={str(bootstrap).lower()}",
+        "env.kwargs={max_episode_steps = 25}",
+    )
+    policy, value = build_policy(cfg, 4), build_value_net(cfg, 4)
+    envs = make_vector_env("CartPole-v1", 4, vectorization="sync", max_episode_steps=25)
+    try:
+        batch = collect_episodes(envs, policy, slot_generators(5, 4), 12)
+    finally:
+        envs.close()
+    assert batch.ep_truncated.any() and not batch.ep_truncated.all()
+    # the value net's targets, written out: G_t = r_t + gamma G_{t+1}, and after the last step
+    # V(s_T) of the state a truncated episode was cut at (0 after a fall)
+    gamma, targets = cfg.train.gamma, []
+    for k in range(batch.n_episodes):
+        _, _, rewards = batch.episode(k)
+        cut = batch.ep_truncated[k] and bootstrap
+        g = float(value.predict(batch.last_obs[k : k + 1])[0]) if cut else 0.0
+        returns = []
+        for r in rewards[::-1]:
+            g = r + gamma * g
+            returns.append(g)
+        targets.extend(returns[::-1])
+    expected = build_value_net(cfg, 4)
+    reinforce_update(policy, value, batch, cfg)
+    for _ in range(cfg.value.steps):
+        expected.update(batch.obs, np.array(targets))
+    for name, w in value.get_weights().items():
+        np.testing.assert_allclose(w, expected.get_weights()[name], rtol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
