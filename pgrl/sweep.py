@@ -173,10 +173,11 @@ def sweep(
     where.check()
     parsed = parse_grid(config, grid, overrides)
     trials = make_trials(parsed, seeds, backends, overrides, config)
+    desc = f"sweep {len(trials)} trials"
+    job = where.job(str(config), trials, out, cfg.train.episodes, desc, progress)
     spec = {"config": config_path(config).read_text(), "grid": parsed, "seeds": list(seeds)}
     spec |= {"backends": list(backends), "overrides": overrides, "scheduler": scheduler}
     done = _prepare(out, spec, trials, resume, force)
-    job = Job(str(config), trials, out, cfg.train.episodes, f"sweep {len(trials)} trials", progress)
     rows = run_trials(job, where, done, resume)
     try:
         _write_sweep_reports(out, rows, trials, parsed, config, cfg)

@@ -1,9 +1,15 @@
 """pgrl sweep and pgrl compare on a real two-node Ray cluster (tests/ray_cluster.py): two network
 namespaces, the worker node with a private view of the output directory, the driver in the
-head's namespace. Trials run on both nodes, their files come back through Ray, a lost node's
-trials resume from their checkpoints, and every result equals a local run's."""
+head's namespace. Trials run on both nodes, their configs and files go out and their results
+come back through Ray, a lost node's trials resume from their checkpoints, every result equals a
+local run's. Without a cluster: what the driver ships and how a trial lays it out."""
 
+import contextlib
 import csv
+import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,11 +19,15 @@ import numpy as np
 import pytest
 from ray_cluster import FAST_HEALTH_CHECK, RayCluster, skip_reason
 
-from pgrl.config import load_config
+from pgrl.config import Config, ConfigError, load_config
+from pgrl.executor import ship_files
+from pgrl.pretrained import resolve
+from pgrl.ray_executor import working_directory
 from pgrl.reinforce import train
 from pgrl.rundir import read_metrics
 
-CARTPOLE = str(Path("configs/cartpole.toml").resolve())
+REPO = Path(__file__).resolve().parents[1]
+CARTPOLE = str(REPO / "configs" / "cartpole.toml")
 GRID = ["--grid", "optimizer.learning_rate=3e-3,1e-2", "--seeds", "0", "1"]
 
 
@@ -144,7 +154,6 @@ def test_compare_on_ray_writes_the_local_executors_metrics(cluster, tmp_path):
 def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kept(
     cluster, tmp_path
 ):
-    import os
     import tempfile
 
     out = cluster.private_dir / "sweep-fail"
@@ -171,10 +180,10 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
     # trial's process, then the one that retries it
     killed, deadline = [], time.time() + 180
     while len(killed) < 2 and time.time() < deadline and driver.poll() is None:
-        for lock in Path(tempfile.gettempdir()).glob("pgrl-p1-numpy-seed0-*/.lock"):
+        for lock in Path(tempfile.gettempdir()).glob("pgrl-p1-numpy-seed0-*/run/.lock"):
             text = lock.read_text().strip() if lock.is_file() else ""
             if text.isdigit() and int(text) not in killed and alive(int(text)):
-                os.kill(int(text), 9)
+                os.kill(int(text), signal.SIGKILL)
                 killed.append(int(text))
         time.sleep(0.1)
     _, stderr = driver.communicate(timeout=300)
@@ -185,3 +194,107 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
     failed = trials["p1-numpy-seed0"]
     assert failed["status"] == "error" and failed["error"].startswith("failed twice"), failed
     assert "p1" in (out / "sweep.md").read_text()
+
+
+def _docs_ray_commands() -> list[list[str]]:
+    """The ``pgrl ... --executor ray`` commands of docs/cluster.md's first bash block."""
+    block = (REPO / "docs" / "cluster.md").read_text().split("```bash\n", 1)[1].split("```")[0]
+    commands = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").split("\n")]
+    return [c for c in commands if c[:1] == ["pgrl"] and "--executor ray" in shlex.join(c)]
+
+
+@pytest.fixture
+def project(cluster, request):
+    """A working directory holding configs/, where the worker node sees an empty tmpfs."""
+    path = cluster.private_dir / f"project-{request.node.name[:40]}"
+    shutil.copytree(REPO / "configs", path / "configs")
+    return path
+
+
+def test_the_docs_commands_run_from_a_project_directory_with_trials_on_both_nodes(cluster, project):
+    commands = _docs_ray_commands()
+    assert [(c[1], c[2]) for c in commands] == [
+        ("sweep", "cartpole"),
+        ("compare", "configs/cartpole.toml"),
+    ]
+    for args in commands:
+        if "--address" in args:  # the docs' head is another machine's: this cluster's instead
+            args[args.index("--address") + 1] = cluster.address
+        args += ["--set", "train.episodes=40"]
+        done = cluster.run_in_head(args, cwd=project, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    trials = _trials(project / "runs" / "lr")
+    assert len(trials) == 9 and {r["status"] for r in trials.values()} <= {"ok", "stopped"}
+    assert {r["node"] for r in trials.values()} == set(cluster.node_ips)
+    with open(project / "runs" / "compare" / "comparison.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 10 and all(r["status"] == "ok" and r["episodes"] == "40" for r in runs)
+
+
+def test_a_relative_train_init_is_read_by_the_driver_and_used_on_both_nodes(
+    cluster, project, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(project)
+    start = load_config("configs/cartpole.toml", ["train.episodes=20", "log.progress=false"])
+    train(start, out="runs/start")  # initial weights: a run directory and, one level up, a copy
+    shutil.copy("runs/start/checkpoint.npz", project.parent / "start.npz")
+    inits = ["runs/start", "../start.npz"]
+    args = ["pgrl", "sweep", "configs/cartpole.toml", "--grid", f"train.init={','.join(inits)}"]
+    args += ["--seeds", "0", "1", "--set", "train.episodes=60", "--out", "runs/sweep"]
+    done = cluster.run_in_head(
+        [*args, "--executor", "ray"], cwd=project, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = _trials(project / "runs" / "sweep")
+    assert all(r["status"] == "ok" for r in trials.values()) and len(trials) == 4
+    assert {r["node"] for r in trials.values()} == set(cluster.node_ips)
+    for point, init in enumerate(inits):
+        for seed in (0, 1):
+            run = project / "runs" / "sweep" / f"p{point}-numpy-seed{seed}"
+            assert load_config(run / "config.toml").train.init == init  # as the local executor
+            sets = [f"train.init={init}", f"train.seed={seed}", "train.episodes=60"]
+            train(load_config("configs/cartpole.toml", sets), out=tmp_path / run.name)
+            local = read_metrics(tmp_path / run.name / "metrics.csv")
+            np.testing.assert_array_equal(
+                read_metrics(run / "metrics.csv")["return"], local["return"]
+            )
+
+
+def test_a_trial_finds_what_the_driver_shipped_where_its_config_names_it(tmp_path, monkeypatch):
+    driver, node = tmp_path / "driver" / "project", tmp_path / "node"
+    (driver / "runs" / "start").mkdir(parents=True)
+    node.mkdir()
+    contents = [b"a file", b"a run directory's checkpoint", b"one level up", b"absolute"]
+    for path, data in zip(
+        [driver / "w.npz", driver / "runs/start/checkpoint.npz", driver.parent / "up.npz"],
+        contents,
+        strict=False,
+    ):
+        path.write_bytes(data)
+    (tmp_path / "abs.npz").write_bytes(contents[3])
+    given = ["w.npz", "runs/start", "runs/../../up.npz", str(tmp_path / "abs.npz"), "pong", None]
+    configs = {f"t{i}": Config() for i in range(len(given))}
+    for cfg, init in zip(configs.values(), given, strict=True):
+        cfg.train.init = init
+    monkeypatch.chdir(driver)
+    files = ship_files(configs)
+    # relative paths stay as given, an absolute one becomes relative to the driver's directory;
+    # pong is pgrl's own, on every node
+    named = [cfg.train.init for cfg in configs.values()]
+    assert named == [*given[:3], "../../abs.npz", "pong", None]
+    assert list(files) == named[:4] and [data for _, data in files.values()] == contents
+    monkeypatch.chdir(node)  # none of the driver's files are here
+    for name, init in zip(configs, named[:4], strict=False):
+        path, data = files[init]
+        with contextlib.chdir(working_directory(node / name, {path: data})):
+            assert resolve(init).read_bytes() == data
+        laid = [p for p in (node / name).rglob("*") if p.is_file()]
+        assert [p.read_bytes() for p in laid] == [data]  # inside the trial's directory
+    assert sorted(p.name for p in node.iterdir()) == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_train_init_the_driver_cannot_find_is_one_line(tmp_path):
+    cfg = Config()
+    cfg.train.init = str(tmp_path / "missing.npz")
+    with pytest.raises(ConfigError, match=r"^train.init: .*missing.npz: no such file"):
+        ship_files({"t": cfg})

@@ -60,9 +60,11 @@ def test_bad_grid_is_one_line_and_starts_nothing(tmp_path, capsys, grid, message
         (["--workers", "0"], "--workers must be >= 1"),
         (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray head"),
         (["--executor", "ray", "--address", "nonsense"], "expected HOST:PORT"),
+        (["--executor", "ray", "--set", "train.init=nowhere.npz"], "train.init: nowhere.npz: no"),
     ],
 )
-def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the driver's checks only: no Ray started
     out = tmp_path / "sweep"
     argv = ["sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", "--out", str(out), *args]
     assert cli_main(argv) == 2
