@@ -2,7 +2,7 @@
 
 Each trial is a Tune trial of one CPU, wherever Tune places it. It gets its config, and the
 files the config names, from the driver (a trial reads no file of the driver's by path), and
-trains in a temporary directory on its node. At every pgrl checkpoint and at the end it sends
+trains in a directory of its own on its node. At every pgrl checkpoint and at the end it sends
 its run files to :class:`RunFiles`, an actor pinned to the driver's node that writes them under
 ``out/<name>/``: results travel through Ray, never through a path that only looks shared. The
 same copy lets a retried or resumed trial continue from its last checkpoint. With ``storage`` (a
@@ -14,15 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import itertools
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pgrl.atomic import write_atomic
 from pgrl.executor import Executor, Job, Trial, TrialsBar, run_trial
 from pgrl.ray_connect import connect, import_ray
 from pgrl.rundir import episodes_logged, read_run_files, write_run_files
+
+# A node's trial directories, one per trial running there. A trial's process holds an flock on
+# its directory, which the kernel drops when the process ends however it ends (SIGKILL too): a
+# directory nobody locks is a killed trial's, removed by the next trial on the node and by the
+# driver when the trials are done.
+TRIALS_DIR = Path(tempfile.gettempdir()) / f"pgrl-trials-{os.getuid()}"
+_HIDDEN_GRACE = 60.0  # seconds a directory may stay hidden (being made) before it counts as left
 
 # what a finished trial's result holds (Tune adds its own keys to the last report)
 _RESULT_KEYS = (
@@ -43,6 +54,52 @@ class RunFiles:
     def load(self, name: str) -> dict[str, bytes]:
         run_dir = self.out / name
         return read_run_files(run_dir) if (run_dir / "checkpoint.npz").is_file() else {}
+
+
+@contextlib.contextmanager
+def trial_directory(name: str) -> Iterator[Path]:
+    """A new directory for one trial in :data:`TRIALS_DIR`, locked by this process from the
+    start and removed at the end; first, the directories killed trials left there go."""
+    TRIALS_DIR.mkdir(mode=0o700, exist_ok=True)
+    remove_stale_trial_dirs()
+    # made under a hidden name and locked before it is renamed: no cleaner sees it unlocked
+    path = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=TRIALS_DIR))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        visible = path.with_name(path.name[1:])
+        os.rename(path, visible)
+        path = visible
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+
+
+def remove_stale_trial_dirs() -> list[str]:
+    """Remove the trial directories in :data:`TRIALS_DIR` that no process holds (their trials
+    were killed); returns their names."""
+    try:
+        entries = list(TRIALS_DIR.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            if entry.name.startswith(".") and time.time() - entry.stat().st_mtime < _HIDDEN_GRACE:
+                continue  # being made
+            fd = os.open(entry, os.O_RDONLY)
+        except OSError:  # removed meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        except BlockingIOError:  # its trial is running
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def working_directory(work: Path, files: dict[str, bytes]) -> Path:
@@ -69,9 +126,7 @@ def _tune_trial(config: dict, configs: dict, files: dict, run_files, use_storage
     trial = Trial(**config["trial"])
     cfg = configs[trial.name]
     node = ray.util.get_node_ip_address()
-    prefix = f"pgrl-{trial.name}-"
-    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as name:
-        tmp = Path(name)
+    with trial_directory(trial.name) as tmp:
         run_dir = tmp / "run"
         # train.init names the driver's file, laid here (Tune made another directory current)
         own = {}
@@ -154,7 +209,22 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
         ).fit()
     finally:
         bar.bar.close()
+    _remove_stale_trial_dirs_on_every_node(ray)
     return {r.config["trial"]["name"]: _result(r) for r in grid}
+
+
+def _remove_stale_trial_dirs_on_every_node(ray, timeout: float = 30.0) -> None:
+    """:func:`remove_stale_trial_dirs` on every alive node (a trial killed last on its node
+    has no next trial there to remove its directory)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(remove_stale_trial_dirs)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    refs = [
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+        for n in nodes
+    ]
+    ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
 
 def _run_files_actor(ray, out: Path):

@@ -2,7 +2,8 @@
 namespaces, the worker node with a private view of the output directory, the driver in the
 head's namespace. Trials run on both nodes, their configs and files go out and their results
 come back through Ray, a lost node's trials resume from their checkpoints, every result equals a
-local run's. Without a cluster: what the driver ships and how a trial lays it out."""
+local run's, and a killed trial leaves no directory behind. Without a cluster: what the driver
+ships and how a trial lays it out, and the trial directories' cleanup."""
 
 import contextlib
 import csv
@@ -19,10 +20,16 @@ import numpy as np
 import pytest
 from ray_cluster import FAST_HEALTH_CHECK, RayCluster, skip_reason
 
+import pgrl.ray_executor
 from pgrl.config import Config, ConfigError, load_config
 from pgrl.executor import ship_files
 from pgrl.pretrained import resolve
-from pgrl.ray_executor import working_directory
+from pgrl.ray_executor import (
+    TRIALS_DIR,
+    remove_stale_trial_dirs,
+    trial_directory,
+    working_directory,
+)
 from pgrl.reinforce import train
 from pgrl.rundir import read_metrics
 
@@ -154,8 +161,6 @@ def test_compare_on_ray_writes_the_local_executors_metrics(cluster, tmp_path):
 def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kept(
     cluster, tmp_path
 ):
-    import tempfile
-
     out = cluster.private_dir / "sweep-fail"
     sets = ["train.solved_mean100=100000", "train.checkpoint_every=1"]
     cmd = [sys.executable, "-m", "pgrl.cli", "sweep", CARTPOLE, "--seeds", "0"]
@@ -176,15 +181,16 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
         except OSError:
             return False
 
-    # a trial trains in a temporary run directory whose .lock names its process: kill the long
-    # trial's process, then the one that retries it
-    killed, deadline = [], time.time() + 180
+    # a trial trains in a run directory whose .lock names its process: end the long trial's
+    # process with SIGTERM, then the one that retries it with SIGKILL
+    killed, dirs, deadline = [], [], time.time() + 180
     while len(killed) < 2 and time.time() < deadline and driver.poll() is None:
-        for lock in Path(tempfile.gettempdir()).glob("pgrl-p1-numpy-seed0-*/run/.lock"):
+        for lock in TRIALS_DIR.glob("p1-numpy-seed0-*/run/.lock"):
             text = lock.read_text().strip() if lock.is_file() else ""
             if text.isdigit() and int(text) not in killed and alive(int(text)):
-                os.kill(int(text), signal.SIGKILL)
+                os.kill(int(text), (signal.SIGTERM, signal.SIGKILL)[len(killed)])
                 killed.append(int(text))
+                dirs.append(lock.parent.parent)
         time.sleep(0.1)
     _, stderr = driver.communicate(timeout=300)
     assert len(killed) == 2, stderr[-2000:]
@@ -194,6 +200,7 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
     failed = trials["p1-numpy-seed0"]
     assert failed["status"] == "error" and failed["error"].startswith("failed twice"), failed
     assert "p1" in (out / "sweep.md").read_text()
+    assert not any(d.exists() for d in dirs), "a killed trial's directory was left behind"
 
 
 def _docs_ray_commands() -> list[list[str]]:
@@ -298,3 +305,47 @@ def test_a_train_init_the_driver_cannot_find_is_one_line(tmp_path):
     cfg.train.init = str(tmp_path / "missing.npz")
     with pytest.raises(ConfigError, match=r"^train.init: .*missing.npz: no such file"):
         ship_files({"t": cfg})
+
+
+_HOLD_TRIAL_DIRECTORY = """
+import sys, time
+from pathlib import Path
+import pgrl.ray_executor as r
+r.TRIALS_DIR = Path(sys.argv[1])
+with r.trial_directory(sys.argv[2]) as d:
+    (d / "run").mkdir()
+    print(d, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_directory_of_a_killed_trial_goes_at_the_next_cleanup(tmp_path, monkeypatch):
+    trials = tmp_path / "trials"
+    monkeypatch.setattr(pgrl.ray_executor, "TRIALS_DIR", trials)
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", _HOLD_TRIAL_DIRECTORY, str(trials), name],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("killed", "terminated", "running")
+    }
+    try:
+        dirs = {name: Path(p.stdout.readline().strip()) for name, p in procs.items()}
+        procs["killed"].send_signal(signal.SIGKILL)
+        procs["terminated"].send_signal(signal.SIGTERM)
+        for name in ("killed", "terminated"):
+            procs[name].wait(timeout=30)
+        assert all(d.is_dir() and d.parent == trials for d in dirs.values())  # left behind
+        removed = remove_stale_trial_dirs()
+        assert sorted(removed) == sorted(dirs[n].name for n in ("killed", "terminated"))
+        assert dirs["running"].is_dir() and not dirs["killed"].exists()
+        procs["running"].kill()
+        procs["running"].wait(timeout=30)
+        with trial_directory("next") as d:  # a new trial removes what was left on its node
+            assert not dirs["running"].exists() and list(trials.iterdir()) == [d]
+        assert list(trials.iterdir()) == []
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
