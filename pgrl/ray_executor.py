@@ -224,7 +224,8 @@ def _remove_stale_trial_dirs_on_every_node(ray, timeout: float = 30.0) -> None:
         task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
         for n in nodes
     ]
-    ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
 
 def _run_files_actor(ray, out: Path):

@@ -272,13 +272,9 @@ def test_a_trial_finds_what_the_driver_shipped_where_its_config_names_it(tmp_pat
     (driver / "runs" / "start").mkdir(parents=True)
     node.mkdir()
     contents = [b"a file", b"a run directory's checkpoint", b"one level up", b"absolute"]
-    for path, data in zip(
-        [driver / "w.npz", driver / "runs/start/checkpoint.npz", driver.parent / "up.npz"],
-        contents,
-        strict=False,
-    ):
-        path.write_bytes(data)
-    (tmp_path / "abs.npz").write_bytes(contents[3])
+    paths = ["project/w.npz", "project/runs/start/checkpoint.npz", "up.npz", "../abs.npz"]
+    for path, data in zip(paths, contents, strict=True):
+        (driver.parent / path).write_bytes(data)
     given = ["w.npz", "runs/start", "runs/../../up.npz", str(tmp_path / "abs.npz"), "pong", None]
     configs = {f"t{i}": Config() for i in range(len(given))}
     for cfg, init in zip(configs.values(), given, strict=True):
