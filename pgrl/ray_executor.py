@@ -12,9 +12,11 @@ which Tune hands back to a trial it retries after a node or a worker died.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import itertools
 import os
 import shutil
@@ -65,14 +67,19 @@ def trial_directory(name: str) -> Iterator[Path]:
     # made under a hidden name and locked before it is renamed: no cleaner sees it unlocked
     path = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=TRIALS_DIR))
     fd = os.open(path, os.O_RDONLY)
+    remove = functools.partial(shutil.rmtree, path, ignore_errors=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         visible = path.with_name(path.name[1:])
         os.rename(path, visible)
-        path = visible
-        yield path
+        remove = functools.partial(shutil.rmtree, visible, ignore_errors=True)
+        # SIGTERM ends a Ray worker through SystemExit: the interpreter exits (atexit runs) and
+        # the trial's thread dies with it, never reaching the finally below
+        atexit.register(remove)
+        yield visible
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        atexit.unregister(remove)
+        remove()
         os.close(fd)
 
 

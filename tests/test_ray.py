@@ -200,6 +200,10 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
     failed = trials["p1-numpy-seed0"]
     assert failed["status"] == "error" and failed["error"].startswith("failed twice"), failed
     assert "p1" in (out / "sweep.md").read_text()
+    # gone once the killed processes are: SIGTERM's exits on its own time, after the sweep's end
+    deadline = time.time() + 30
+    while any(d.exists() for d in dirs) and time.time() < deadline:
+        time.sleep(0.2)
     assert not any(d.exists() for d in dirs), "a killed trial's directory was left behind"
 
 
@@ -304,38 +308,49 @@ def test_a_train_init_the_driver_cannot_find_is_one_line(tmp_path):
 
 
 _HOLD_TRIAL_DIRECTORY = """
-import sys, time
+import signal, sys, threading, time
 from pathlib import Path
 import pgrl.ray_executor as r
+
+def hold():
+    with r.trial_directory(sys.argv[2]) as d:
+        (d / "run").mkdir()
+        print(d, flush=True)
+        time.sleep(600)
+
 r.TRIALS_DIR = Path(sys.argv[1])
-with r.trial_directory(sys.argv[2]) as d:
-    (d / "run").mkdir()
-    print(d, flush=True)
+if sys.argv[2] == "exited":  # as a Ray worker holds a Tune trial, and exits on SIGTERM
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    threading.Thread(target=hold, daemon=True).start()
     time.sleep(600)
+else:
+    hold()
 """
 
 
 def test_the_directory_of_a_killed_trial_goes_at_the_next_cleanup(tmp_path, monkeypatch):
     trials = tmp_path / "trials"
     monkeypatch.setattr(pgrl.ray_executor, "TRIALS_DIR", trials)
+    names = ("killed", "terminated", "exited", "running")
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-c", _HOLD_TRIAL_DIRECTORY, str(trials), name],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for name in ("killed", "terminated", "running")
+        for name in names
     }
     try:
         dirs = {name: Path(p.stdout.readline().strip()) for name, p in procs.items()}
-        procs["killed"].send_signal(signal.SIGKILL)
-        procs["terminated"].send_signal(signal.SIGTERM)
-        for name in ("killed", "terminated"):
+        assert all(d.is_dir() and d.parent == trials for d in dirs.values())
+        for name, sig in zip(names, (signal.SIGKILL, signal.SIGTERM, signal.SIGTERM), strict=False):
+            procs[name].send_signal(sig)
             procs[name].wait(timeout=30)
-        assert all(d.is_dir() and d.parent == trials for d in dirs.values())  # left behind
+        assert not dirs["exited"].exists()  # the interpreter exited: its own cleanup ran
+        assert dirs["killed"].is_dir() and dirs["terminated"].is_dir()  # nothing of theirs ran
         removed = remove_stale_trial_dirs()
         assert sorted(removed) == sorted(dirs[n].name for n in ("killed", "terminated"))
-        assert dirs["running"].is_dir() and not dirs["killed"].exists()
+        assert dirs["running"].is_dir()
         procs["running"].kill()
         procs["running"].wait(timeout=30)
         with trial_directory("next") as d:  # a new trial removes what was left on its node
