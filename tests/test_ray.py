@@ -216,9 +216,11 @@ def _docs_ray_commands() -> list[list[str]]:
 
 @pytest.fixture
 def project(cluster, request):
-    """A working directory holding configs/, where the worker node sees an empty tmpfs."""
+    """A working directory holding configs/, where the worker node sees an empty tmpfs; the
+    cluster idle, so that the first two trials start on both nodes."""
     path = cluster.private_dir / f"project-{request.node.name[:40]}"
     shutil.copytree(REPO / "configs", path / "configs")
+    cluster.wait_idle()
     return path
 
 
@@ -228,10 +230,13 @@ def test_the_docs_commands_run_from_a_project_directory_with_trials_on_both_node
         ("sweep", "cartpole"),
         ("compare", "configs/cartpole.toml"),
     ]
+    # the sweep's trials last long enough for both nodes' trial actors to start (Tune reuses
+    # the first one for short trials); the comparison's need not
+    episodes = {"sweep": 300, "compare": 40}
     for args in commands:
         if "--address" in args:  # the docs' head is another machine's: this cluster's instead
             args[args.index("--address") + 1] = cluster.address
-        args += ["--set", "train.episodes=40"]
+        args += ["--set", f"train.episodes={episodes[args[1]]}"]
         done = cluster.run_in_head(args, cwd=project, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
     trials = _trials(project / "runs" / "lr")
@@ -251,7 +256,7 @@ def test_a_relative_train_init_is_read_by_the_driver_and_used_on_both_nodes(
     shutil.copy("runs/start/checkpoint.npz", project.parent / "start.npz")
     inits = ["runs/start", "../start.npz"]
     args = ["pgrl", "sweep", "configs/cartpole.toml", "--grid", f"train.init={','.join(inits)}"]
-    args += ["--seeds", "0", "1", "--set", "train.episodes=60", "--out", "runs/sweep"]
+    args += ["--seeds", "0", "1", "--set", "train.episodes=300", "--out", "runs/sweep"]
     done = cluster.run_in_head(
         [*args, "--executor", "ray"], cwd=project, capture_output=True, text=True, timeout=300
     )
@@ -263,7 +268,8 @@ def test_a_relative_train_init_is_read_by_the_driver_and_used_on_both_nodes(
         for seed in (0, 1):
             run = project / "runs" / "sweep" / f"p{point}-numpy-seed{seed}"
             assert load_config(run / "config.toml").train.init == init  # as the local executor
-            sets = [f"train.init={init}", f"train.seed={seed}", "train.episodes=60"]
+            sets = [f"train.init={init}", f"train.seed={seed}", "train.episodes=300"]
+            sets.append("log.progress=false")
             train(load_config("configs/cartpole.toml", sets), out=tmp_path / run.name)
             local = read_metrics(tmp_path / run.name / "metrics.csv")
             np.testing.assert_array_equal(
