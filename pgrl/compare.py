@@ -18,7 +18,7 @@ from pgrl.atomic import write_atomic
 from pgrl.build import check_env_id
 from pgrl.checkpoint import load_checkpoint
 from pgrl.config import load_config
-from pgrl.executor import Executor, Job
+from pgrl.executor import Executor
 from pgrl.rundir import check_out_dir, out_error, read_metrics
 from pgrl.sweep import Report, make_trials, run_trials, summarize, write_reports
 
@@ -73,13 +73,14 @@ def compare(
     check_env_id(cfg)
     where = Executor(executor, workers, address)
     where.check()
+    trials = make_trials([], seeds, backends, overrides, config_path, point_names=False)
+    desc = f"compare {len(trials)} runs"
+    job = where.job(str(config_path), trials, out, cfg.train.episodes, desc, progress)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise out_error(out, e) from None
-    trials = make_trials([], seeds, backends, overrides, config_path, point_names=False)
-    desc = f"compare {len(trials)} runs"
-    rows = run_trials(Job(str(config_path), trials, out, cfg.train.episodes, desc, progress), where)
+    rows = run_trials(job, where)
     add_divergence(out, rows, backends, seeds)
     table = summarize(rows, STATS, _leading_columns)
     intro = (

@@ -1,8 +1,9 @@
 """Where many training runs execute: local processes here, Ray in :mod:`pgrl.ray_executor`.
 
-Either way every trial's run directory ends up under ``out/<trial.name>/`` on this machine, and
-every trial comes back as a result dict (``status`` "ok", "error" or "stopped", plus the run's
-summary).
+Either way the driver reads every trial's config (and, for Ray, the files it names) and hands it
+over, so a trial opens no file of the driver's by path; every trial's run directory ends up under
+``out/<trial.name>/`` on this machine, and every trial comes back as a result dict (``status``
+"ok", "error" or "stopped", plus the run's summary).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from pgrl.config import ConfigError, load_config
+from pgrl.config import Config, ConfigError, load_config
+from pgrl.pretrained import resolve
 from pgrl.ray_connect import check_address, import_ray
 from pgrl.rundir import episodes_logged
 
@@ -40,14 +42,14 @@ class Trial:
         return load_config(config_path, [*self.overrides, *own])
 
 
-def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict:
-    """Train one trial into ``run_dir``; errors come back as data, never raised. ``report``: as
-    :func:`pgrl.reinforce.train` takes it."""
+def run_trial(cfg: Config, trial: Trial, run_dir: str, report=None) -> dict:
+    """Train one trial (its config ``cfg``) into ``run_dir``; errors come back as data, never
+    raised. ``report``: as :func:`pgrl.reinforce.train` takes it."""
     from pgrl.reinforce import train
 
     try:
         summary = train(
-            trial.config(config_path),
+            cfg,
             out=run_dir,
             resume=trial.resume,
             overwrite=not trial.resume,
@@ -61,11 +63,11 @@ def run_trial(config_path: str, trial: Trial, run_dir: str, report=None) -> dict
         return {"status": "error", "error": error}
 
 
-def _run_in_worker(run, config_path: str, trial: Trial, run_dir: str) -> dict:
+def _run_in_worker(run, cfg: Config, trial: Trial, run_dir: str) -> dict:
     resumed_from = episodes_logged(Path(run_dir)) if trial.resume else ""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: a checkpoint, then stop
     try:
-        return {**run(config_path, trial, run_dir), "node": "local", "resumed_from": resumed_from}
+        return {**run(cfg, trial, run_dir), "node": "local", "resumed_from": resumed_from}
     except KeyboardInterrupt:
         return {"status": "error", "error": "interrupted"}
     finally:
@@ -105,17 +107,60 @@ class Executor:
             if address:
                 check_address(address)
 
+    def job(
+        self, config: str, trials: list[Trial], out: Path, episodes: int, desc: str, progress: bool
+    ) -> Job:
+        """The trials with their configs, read here from ``config`` (a file or a shipped name),
+        and for Ray the files the configs name: a Ray trial reads no file of this machine's."""
+        configs = {t.name: t.config(config) for t in trials}
+        files = ship_files(configs) if self.name == "ray" else {}
+        return Job(configs, trials, out, episodes, desc, progress, files)
+
 
 @dataclass(frozen=True)
 class Job:
-    """Trials as every executor takes them; ``episodes``: each one's budget."""
+    """Trials as every executor takes them, each with its config (read by the driver);
+    ``episodes``: each one's budget; ``files``: for Ray, what the configs name (see
+    :func:`ship_files`)."""
 
-    config_path: str
+    configs: dict[str, Config]  # trial name -> its config
     trials: list[Trial]
     out: Path
     episodes: int
     desc: str = "trials"
     progress: bool = True
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+
+def ship_files(configs: dict[str, Config]) -> dict[str, tuple[str, bytes]]:
+    """The files the configs name (``train.init``), read here for trials that cannot read them
+    by path: ``{train.init: (relative path, bytes)}``. A trial lays the bytes at that path under a
+    working directory of its own, in which its ``train.init`` then names them. A relative
+    ``train.init`` stays as given; an absolute one is made relative to this working directory
+    (in ``configs``). A pretrained name (``pong``) names no file here: every node has its own."""
+    files = {}
+    for cfg in configs.values():
+        init = cfg.train.init
+        if init is None:
+            continue
+        try:
+            source = resolve(init)
+        except FileNotFoundError as e:
+            raise ConfigError(f"train.init: {e}") from None
+        given = Path(init)
+        if source not in (given, given / "checkpoint.npz"):
+            continue  # a pretrained name
+        if given.is_absolute():
+            cfg.train.init = os.path.relpath(init)
+        if cfg.train.init not in files:
+            path = cfg.train.init
+            if source != given:  # a run directory
+                path = os.path.join(path, "checkpoint.npz")
+            try:
+                files[cfg.train.init] = (path, source.read_bytes())
+            except OSError as e:
+                raise ConfigError(f"train.init: {init}: cannot read: {e.strerror or e}") from None
+    return files
 
 
 class TrialsBar:
@@ -155,7 +200,7 @@ def run_trials_local(job: Job, executor: Executor) -> dict[str, dict]:
             # at most one trial per worker is submitted: after Ctrl-C no queued trial starts
             while queue and len(futures) < workers:
                 t = queue.pop(0)
-                args = (run_trial, job.config_path, t, str(job.out / t.name))
+                args = (run_trial, job.configs[t.name], t, str(job.out / t.name))
                 # a worker process may start here: it inherits SIGINT blocked; the driver's
                 # own Ctrl-C waits until the mask is restored, then interrupts as usual
                 blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -1,23 +1,41 @@
 """Trials on a Ray cluster, through Ray Tune (imported only by ``--executor ray``).
 
-Each trial is a Tune trial of one CPU, wherever Tune places it. It trains into a directory local
-to its node and, at every pgrl checkpoint and at the end, sends its run files to
-:class:`RunFiles`, an actor pinned to the driver's node that writes them under ``out/<name>/``:
-results travel through Ray, never through a path that only looks shared. The same copy lets a
-retried or resumed trial continue from its last checkpoint. With ``storage`` (a directory every
-node sees, or a cloud URI), pgrl checkpoints are also Tune checkpoints there, which Tune hands
-back to a trial it retries after a node or a worker died.
+Each trial is a Tune trial of one CPU, wherever Tune places it. It gets its config, and the
+files the config names, from the driver (a trial reads no file of the driver's by path), and
+trains in a directory of its own on its node. At every pgrl checkpoint and at the end it sends
+its run files to :class:`RunFiles`, an actor pinned to the driver's node that writes them under
+``out/<name>/``: results travel through Ray, never through a path that only looks shared. The
+same copy lets a retried or resumed trial continue from its last checkpoint. With ``storage`` (a
+directory every node sees, or a cloud URI), pgrl checkpoints are also Tune checkpoints there,
+which Tune hands back to a trial it retries after a node or a worker died.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
+import fcntl
+import functools
+import itertools
+import os
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from pgrl.atomic import write_atomic
 from pgrl.executor import Executor, Job, Trial, TrialsBar, run_trial
 from pgrl.ray_connect import connect, import_ray
 from pgrl.rundir import episodes_logged, read_run_files, write_run_files
+
+# A node's trial directories, one per trial running there. A trial's process holds an flock on
+# its directory, which the kernel drops when the process ends however it ends (SIGKILL too): a
+# directory nobody locks is a killed trial's, removed by the next trial on the node and by the
+# driver when the trials are done.
+TRIALS_DIR = Path(tempfile.gettempdir()) / f"pgrl-trials-{os.getuid()}"
+_HIDDEN_GRACE = 60.0  # seconds a directory may stay hidden (being made) before it counts as left
 
 # what a finished trial's result holds (Tune adds its own keys to the last report)
 _RESULT_KEYS = (
@@ -40,16 +58,89 @@ class RunFiles:
         return read_run_files(run_dir) if (run_dir / "checkpoint.npz").is_file() else {}
 
 
-def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) -> None:
+@contextlib.contextmanager
+def trial_directory(name: str) -> Iterator[Path]:
+    """A new directory for one trial in :data:`TRIALS_DIR`, locked by this process from the
+    start and removed at the end; first, the directories killed trials left there go."""
+    TRIALS_DIR.mkdir(mode=0o700, exist_ok=True)
+    remove_stale_trial_dirs()
+    # made under a hidden name and locked before it is renamed: no cleaner sees it unlocked
+    path = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=TRIALS_DIR))
+    fd = os.open(path, os.O_RDONLY)
+    remove = functools.partial(shutil.rmtree, path, ignore_errors=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        visible = path.with_name(path.name[1:])
+        os.rename(path, visible)
+        remove = functools.partial(shutil.rmtree, visible, ignore_errors=True)
+        # SIGTERM ends a Ray worker through SystemExit: the interpreter exits (atexit runs) and
+        # the trial's thread dies with it, never reaching the finally below
+        atexit.register(remove)
+        yield visible
+    finally:
+        atexit.unregister(remove)
+        remove()
+        os.close(fd)
+
+
+def remove_stale_trial_dirs() -> list[str]:
+    """Remove the trial directories in :data:`TRIALS_DIR` that no process holds (their trials
+    were killed); returns their names."""
+    try:
+        entries = list(TRIALS_DIR.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            if entry.name.startswith(".") and time.time() - entry.stat().st_mtime < _HIDDEN_GRACE:
+                continue  # being made
+            fd = os.open(entry, os.O_RDONLY)
+        except OSError:  # removed meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        except BlockingIOError:  # its trial is running
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def working_directory(work: Path, files: dict[str, bytes]) -> Path:
+    """A working directory in ``work`` that holds ``files`` (``{relative path: bytes}``, as
+    :func:`pgrl.executor.ship_files` gives them) at their paths, ``..`` included."""
+    ups = [
+        sum(1 for _ in itertools.takewhile("..".__eq__, Path(os.path.normpath(p)).parts))
+        for p in files
+    ]
+    cwd = work.joinpath(*["d"] * max(ups, default=0))  # deep enough for every ".."
+    cwd.mkdir(parents=True)
+    for path, data in files.items():
+        target = cwd / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data)
+    return cwd
+
+
+def _tune_trial(config: dict, configs: dict, files: dict, run_files, use_storage: bool) -> None:
     """One Tune trial: restore (Tune checkpoint, else the driver's copy), train, report."""
     import ray
     from ray import tune
 
     trial = Trial(**config["trial"])
+    cfg = configs[trial.name]
     node = ray.util.get_node_ip_address()
-    prefix = f"pgrl-{trial.name}-"
-    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as tmp:
-        run_dir = Path(tmp)
+    with trial_directory(trial.name) as tmp:
+        run_dir = tmp / "run"
+        # train.init names the driver's file, laid here (Tune made another directory current)
+        own = {}
+        if cfg.train.init in files:
+            path, ref = files[cfg.train.init]
+            own[path] = ray.get(ref)
+        cwd = working_directory(tmp / "work", own)
         checkpoint = tune.get_checkpoint() if use_storage else None
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
@@ -66,16 +157,17 @@ def _tune_trial(config: dict, config_path: str, run_files, use_storage: bool) ->
             last.update(progress)
             metrics = {**progress, "node": node}
             if checkpointed:
-                files = read_run_files(run_dir)
-                ray.get(run_files.save.remote(trial.name, files))
+                saved = read_run_files(run_dir)
+                ray.get(run_files.save.remote(trial.name, saved))
             if not (checkpointed and use_storage):
                 tune.report(metrics)
                 return
             with tempfile.TemporaryDirectory() as d:
-                write_run_files(Path(d), files)
+                write_run_files(Path(d), saved)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-        result = run_trial(config_path, trial, str(run_dir), report=report)
+        with contextlib.chdir(cwd):
+            result = run_trial(cfg, trial, str(run_dir), report=report)
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
         final = {**last, **result, "node": node, "resumed_from": resumed_from}
         tune.report({**final, "finished": True})
@@ -97,10 +189,12 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
 
         on_trial_error = on_trial_complete
 
+    files = {init: (path, ray.put(data)) for init, (path, data) in job.files.items()}
     trainable = tune.with_resources(
         tune.with_parameters(
             _tune_trial,
-            config_path=job.config_path,
+            configs=job.configs,
+            files=files,
             run_files=_run_files_actor(ray, job.out),
             use_storage=bool(executor.storage),
         ),
@@ -122,7 +216,23 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
         ).fit()
     finally:
         bar.bar.close()
+    _remove_stale_trial_dirs_on_every_node(ray)
     return {r.config["trial"]["name"]: _result(r) for r in grid}
+
+
+def _remove_stale_trial_dirs_on_every_node(ray, timeout: float = 30.0) -> None:
+    """:func:`remove_stale_trial_dirs` on every alive node (a trial killed last on its node
+    has no next trial there to remove its directory)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(remove_stale_trial_dirs)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    refs = [
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+        for n in nodes
+    ]
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
 
 def _run_files_actor(ray, out: Path):

@@ -17,6 +17,7 @@ import functools
 import itertools
 import json
 import math
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ SWEEP_STATS = [
     )
     for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))
 ]
+# a trial's name, as make_trials gives it (sweep.json lists them; --force removes them)
+_TRIAL_NAME = re.compile(r"p\d+-[a-z]+-seed\d+")
 # keys a grid may not hold: the sweep's own axes
 _AXES = {"train.seed": "--seeds", "policy.backend": "--backend"}
 
@@ -164,7 +167,9 @@ def sweep(
         scheduler: None (every trial runs its budget) or "asha" (Ray Tune's ASHA stops trials
             whose running return lags; ray executor only).
         resume: continue the sweep in ``out``: finished trials are kept, the others continue
-            from their checkpoints. ``force``: start afresh in an ``out`` that holds a sweep.
+            from their checkpoints. ``force``: start afresh in an ``out`` that holds a sweep,
+            removing the directories of its trials; a sweep.json that cannot be read is
+            replaced, and every directory is left as it is (the trials it named are unknown).
     """
     overrides = list(overrides or [])
     out = check_out_dir(out)
@@ -173,10 +178,11 @@ def sweep(
     where.check()
     parsed = parse_grid(config, grid, overrides)
     trials = make_trials(parsed, seeds, backends, overrides, config)
+    desc = f"sweep {len(trials)} trials"
+    job = where.job(str(config), trials, out, cfg.train.episodes, desc, progress)
     spec = {"config": config_path(config).read_text(), "grid": parsed, "seeds": list(seeds)}
     spec |= {"backends": list(backends), "overrides": overrides, "scheduler": scheduler}
     done = _prepare(out, spec, trials, resume, force)
-    job = Job(str(config), trials, out, cfg.train.episodes, f"sweep {len(trials)} trials", progress)
     rows = run_trials(job, where, done, resume)
     try:
         _write_sweep_reports(out, rows, trials, parsed, config, cfg)
@@ -213,26 +219,39 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
         raise ConfigError(
             f"--out {out}: holds a pgrl train run; a sweep needs a directory of its own"
         )
-    if record.is_file() and not (resume or force):
+    if record.exists() and not record.is_file():
         raise ConfigError(
-            f"--out {out}: holds a sweep; --resume continues it, --force starts afresh"
+            f"--out {out}: its sweep.json is not a file; remove it or choose another directory"
         )
     if resume and not record.is_file():
         raise ConfigError(f"--resume: {out} holds no sweep (no sweep.json)")
-    if resume:
+    old = None
+    if record.is_file():
         try:
-            old = json.loads(record.read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--resume: {record} is unreadable ({e})") from None
+            old = _read_record(record)
+        except ValueError as e:
+            if resume:
+                raise ConfigError(f"--resume: {record} is unreadable ({e})") from None
+            if not force:  # --force replaces it; which directories were its trials is unknown
+                raise ConfigError(
+                    f"--out {out}: holds a sweep whose sweep.json is unreadable ({e}); "
+                    "--force starts afresh there"
+                ) from None
+        else:
+            if not (resume or force):
+                raise ConfigError(
+                    f"--out {out}: holds a sweep; --resume continues it, --force starts afresh"
+                )
+    if resume:
         changed = [k for k in spec if json.dumps(old.get(k)) != json.dumps(spec[k])]
         if changed:
             raise ConfigError(
                 f"--resume: the sweep in {out} was started with other {', '.join(changed)}; "
                 "resume it with the same arguments, or --force to start afresh"
             )
-    elif force and record.is_file():
-        for name in json.loads(record.read_text()).get("trials", []):
-            shutil.rmtree(out / Path(name).name, ignore_errors=True)
+    elif old is not None:  # --force
+        for name in old["trials"]:
+            shutil.rmtree(out / name, ignore_errors=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(record, json.dumps({**spec, "trials": [t.name for t in trials]}, indent=1))
@@ -245,9 +264,25 @@ def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bo
             s = json.loads(summary.read_text())
         except (OSError, ValueError):
             continue
-        if s.get("stopped_by") not in (None, "interrupted"):
+        if isinstance(s, dict) and s.get("stopped_by") not in (None, "interrupted"):
             done[t.name] = {"status": "ok", **s}
     return done
+
+
+def _read_record(record: Path) -> dict:
+    """A sweep.json as :func:`_prepare` wrote it; ValueError saying why it is not one."""
+    try:
+        old = json.loads(record.read_bytes())
+    except OSError as e:
+        raise ValueError(e.strerror or str(e)) from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    trials = old.get("trials") if isinstance(old, dict) else None
+    if not isinstance(trials, list) or not all(
+        isinstance(name, str) and _TRIAL_NAME.fullmatch(name) for name in trials
+    ):
+        raise ValueError("not a pgrl sweep record: no list of trial names")
+    return old
 
 
 def trial_row(out: Path, t: Trial, result: dict) -> dict:

@@ -48,6 +48,17 @@ print(json.dumps(alive))
 """
 
 
+_WAIT_IDLE = """
+import sys, time, ray
+deadline = time.time() + float(sys.argv[1])
+ray.init(logging_level="ERROR", log_to_driver=False)
+total = ray.cluster_resources().get("CPU", 0)
+while ray.available_resources().get("CPU", 0) < total and time.time() < deadline:
+    time.sleep(0.2)
+print(ray.available_resources().get("CPU", 0), total)
+"""
+
+
 def skip_reason(prefix: str = "pgrl") -> str | None:
     """Return why a namespaced cluster cannot be built here, or None if it can."""
     if not sys.platform.startswith("linux"):
@@ -214,6 +225,20 @@ class RayCluster:
             msg = f"{len(alive)}/{n} nodes alive after {self.timeout:.0f}s ({alive})"
             raise RuntimeError(f"Ray cluster: {msg}; logs under {self.base}")
         return alive
+
+    def wait_idle(self) -> None:
+        """Wait until every CPU of the cluster is free (the actors of a driver that ended go
+        some time after it); raise a one-line error after the timeout."""
+        cmd = [BIN / "python", "-c", _WAIT_IDLE, self.timeout]
+        res = self.run_in_head(cmd, capture_output=True, text=True, timeout=self.timeout + 60)
+        if res.returncode != 0:
+            last = (res.stderr.strip() or "no output").splitlines()[-1]
+            raise RuntimeError(f"cannot query Ray at {self.address}: {last}")
+        free, total = map(float, res.stdout.split()[-2:])
+        if free < total:
+            raise RuntimeError(
+                f"Ray cluster: {free:g}/{total:g} CPUs free after {self.timeout:.0f}s"
+            )
 
     def kill_worker_node(self, wait: bool = True) -> float:
         """SIGKILL all worker-node processes (a node loss); optionally wait until Ray sees it.

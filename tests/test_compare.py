@@ -67,10 +67,10 @@ def test_float64_cartpole_runs_are_identical_for_200_episodes(tmp_path):
     assert float(rows[0]["max_weight_diff"]) < 1e-9
 
 
-def _failing_run(config_path, trial, run_dir, report=None):
+def _failing_run(cfg, trial, run_dir, report=None):
     if trial.seed == 1:
         raise RuntimeError("simulated crash in a worker")
-    return _REAL_RUN_ONE(config_path, trial, run_dir)
+    return _REAL_RUN_ONE(cfg, trial, run_dir)
 
 
 _REAL_RUN_ONE = pgrl.executor.run_trial
@@ -142,7 +142,7 @@ def _write_run(run_dir, returns, weights):
     save_checkpoint(run_dir / "checkpoint.npz", policy, state.to_dict(), {}, "")
 
 
-def _scripted_run(config_path, trial, out, report=None):
+def _scripted_run(cfg, trial, out, report=None):
     """Stands for run_trial: writes the scenario's run, or fails as it says."""
     backend, seed = trial.backend, trial.seed
     numpy_returns, tf_returns, _ = SCENARIOS[seed]
@@ -167,7 +167,7 @@ def test_divergence_first_differing_episode_and_weight_gap(tmp_path):
     rows = []
     for seed in SCENARIOS:
         for b in backends:
-            result = _scripted_run("", Trial("", b, seed), str(tmp_path / f"{b}-seed{seed}"))
+            result = _scripted_run(None, Trial("", b, seed), str(tmp_path / f"{b}-seed{seed}"))
             rows.append({**dict.fromkeys(RUN_COLUMNS, ""), "backend": b, "seed": seed, **result})
     gap = max(
         float(np.max(np.abs(_final_weights("tensorflow", 0)[k] - w)))

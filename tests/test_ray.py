@@ -1,9 +1,16 @@
 """pgrl sweep and pgrl compare on a real two-node Ray cluster (tests/ray_cluster.py): two network
 namespaces, the worker node with a private view of the output directory, the driver in the
-head's namespace. Trials run on both nodes, their files come back through Ray, a lost node's
-trials resume from their checkpoints, and every result equals a local run's."""
+head's namespace. Trials run on both nodes, their configs and files go out and their results
+come back through Ray, a lost node's trials resume from their checkpoints, every result equals a
+local run's, and a killed trial leaves no directory behind. Without a cluster: what the driver
+ships and how a trial lays it out, and the trial directories' cleanup."""
 
+import contextlib
 import csv
+import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,11 +20,21 @@ import numpy as np
 import pytest
 from ray_cluster import FAST_HEALTH_CHECK, RayCluster, skip_reason
 
-from pgrl.config import load_config
+import pgrl.ray_executor
+from pgrl.config import Config, ConfigError, load_config
+from pgrl.executor import ship_files
+from pgrl.pretrained import resolve
+from pgrl.ray_executor import (
+    TRIALS_DIR,
+    remove_stale_trial_dirs,
+    trial_directory,
+    working_directory,
+)
 from pgrl.reinforce import train
 from pgrl.rundir import read_metrics
 
-CARTPOLE = str(Path("configs/cartpole.toml").resolve())
+REPO = Path(__file__).resolve().parents[1]
+CARTPOLE = str(REPO / "configs" / "cartpole.toml")
 GRID = ["--grid", "optimizer.learning_rate=3e-3,1e-2", "--seeds", "0", "1"]
 
 
@@ -144,9 +161,6 @@ def test_compare_on_ray_writes_the_local_executors_metrics(cluster, tmp_path):
 def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kept(
     cluster, tmp_path
 ):
-    import os
-    import tempfile
-
     out = cluster.private_dir / "sweep-fail"
     sets = ["train.solved_mean100=100000", "train.checkpoint_every=1"]
     cmd = [sys.executable, "-m", "pgrl.cli", "sweep", CARTPOLE, "--seeds", "0"]
@@ -167,15 +181,16 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
         except OSError:
             return False
 
-    # a trial trains in a temporary run directory whose .lock names its process: kill the long
-    # trial's process, then the one that retries it
-    killed, deadline = [], time.time() + 180
+    # a trial trains in a run directory whose .lock names its process: end the long trial's
+    # process with SIGTERM, then the one that retries it with SIGKILL
+    killed, dirs, deadline = [], [], time.time() + 180
     while len(killed) < 2 and time.time() < deadline and driver.poll() is None:
-        for lock in Path(tempfile.gettempdir()).glob("pgrl-p1-numpy-seed0-*/.lock"):
+        for lock in TRIALS_DIR.glob("p1-numpy-seed0-*/run/.lock"):
             text = lock.read_text().strip() if lock.is_file() else ""
             if text.isdigit() and int(text) not in killed and alive(int(text)):
-                os.kill(int(text), 9)
+                os.kill(int(text), (signal.SIGTERM, signal.SIGKILL)[len(killed)])
                 killed.append(int(text))
+                dirs.append(lock.parent.parent)
         time.sleep(0.1)
     _, stderr = driver.communicate(timeout=300)
     assert len(killed) == 2, stderr[-2000:]
@@ -185,3 +200,169 @@ def test_a_trial_that_fails_twice_is_a_row_with_its_error_and_the_others_are_kep
     failed = trials["p1-numpy-seed0"]
     assert failed["status"] == "error" and failed["error"].startswith("failed twice"), failed
     assert "p1" in (out / "sweep.md").read_text()
+    # gone once the killed processes are: SIGTERM's exits on its own time, after the sweep's end
+    deadline = time.time() + 30
+    while any(d.exists() for d in dirs) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(d.exists() for d in dirs), "a killed trial's directory was left behind"
+
+
+def _docs_ray_commands() -> list[list[str]]:
+    """The ``pgrl ... --executor ray`` commands of docs/cluster.md's first bash block."""
+    block = (REPO / "docs" / "cluster.md").read_text().split("```bash\n", 1)[1].split("```")[0]
+    commands = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").split("\n")]
+    return [c for c in commands if c[:1] == ["pgrl"] and "--executor ray" in shlex.join(c)]
+
+
+@pytest.fixture
+def project(cluster, request):
+    """A working directory holding configs/, where the worker node sees an empty tmpfs; the
+    cluster idle, so that the first two trials start on both nodes."""
+    path = cluster.private_dir / f"project-{request.node.name[:40]}"
+    shutil.copytree(REPO / "configs", path / "configs")
+    cluster.wait_idle()
+    return path
+
+
+def test_the_docs_commands_run_from_a_project_directory_with_trials_on_both_nodes(cluster, project):
+    commands = _docs_ray_commands()
+    assert [(c[1], c[2]) for c in commands] == [
+        ("sweep", "cartpole"),
+        ("compare", "configs/cartpole.toml"),
+    ]
+    # the sweep's trials last long enough for both nodes' trial actors to start (Tune reuses
+    # the first one for short trials); the comparison's need not
+    episodes = {"sweep": 300, "compare": 40}
+    for args in commands:
+        if "--address" in args:  # the docs' head is another machine's: this cluster's instead
+            args[args.index("--address") + 1] = cluster.address
+        args += ["--set", f"train.episodes={episodes[args[1]]}"]
+        done = cluster.run_in_head(args, cwd=project, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    trials = _trials(project / "runs" / "lr")
+    assert len(trials) == 9 and {r["status"] for r in trials.values()} <= {"ok", "stopped"}
+    assert {r["node"] for r in trials.values()} == set(cluster.node_ips)
+    with open(project / "runs" / "compare" / "comparison.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 10 and all(r["status"] == "ok" and r["episodes"] == "40" for r in runs)
+
+
+def test_a_relative_train_init_is_read_by_the_driver_and_used_on_both_nodes(
+    cluster, project, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(project)
+    start = load_config("configs/cartpole.toml", ["train.episodes=20", "log.progress=false"])
+    train(start, out="runs/start")  # initial weights: a run directory and, one level up, a copy
+    shutil.copy("runs/start/checkpoint.npz", project.parent / "start.npz")
+    inits = ["runs/start", "../start.npz"]
+    args = ["pgrl", "sweep", "configs/cartpole.toml", "--grid", f"train.init={','.join(inits)}"]
+    args += ["--seeds", "0", "1", "--set", "train.episodes=300", "--out", "runs/sweep"]
+    done = cluster.run_in_head(
+        [*args, "--executor", "ray"], cwd=project, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = _trials(project / "runs" / "sweep")
+    assert all(r["status"] == "ok" for r in trials.values()) and len(trials) == 4
+    assert {r["node"] for r in trials.values()} == set(cluster.node_ips)
+    for point, init in enumerate(inits):
+        for seed in (0, 1):
+            run = project / "runs" / "sweep" / f"p{point}-numpy-seed{seed}"
+            assert load_config(run / "config.toml").train.init == init  # as the local executor
+            sets = [f"train.init={init}", f"train.seed={seed}", "train.episodes=300"]
+            sets.append("log.progress=false")
+            train(load_config("configs/cartpole.toml", sets), out=tmp_path / run.name)
+            local = read_metrics(tmp_path / run.name / "metrics.csv")
+            np.testing.assert_array_equal(
+                read_metrics(run / "metrics.csv")["return"], local["return"]
+            )
+
+
+def test_a_trial_finds_what_the_driver_shipped_where_its_config_names_it(tmp_path, monkeypatch):
+    driver, node = tmp_path / "driver" / "project", tmp_path / "node"
+    (driver / "runs" / "start").mkdir(parents=True)
+    node.mkdir()
+    contents = [b"a file", b"a run directory's checkpoint", b"one level up", b"absolute"]
+    paths = ["project/w.npz", "project/runs/start/checkpoint.npz", "up.npz", "../abs.npz"]
+    for path, data in zip(paths, contents, strict=True):
+        (driver.parent / path).write_bytes(data)
+    given = ["w.npz", "runs/start", "runs/../../up.npz", str(tmp_path / "abs.npz"), "pong", None]
+    configs = {f"t{i}": Config() for i in range(len(given))}
+    for cfg, init in zip(configs.values(), given, strict=True):
+        cfg.train.init = init
+    monkeypatch.chdir(driver)
+    files = ship_files(configs)
+    # relative paths stay as given, an absolute one becomes relative to the driver's directory;
+    # pong is pgrl's own, on every node
+    named = [cfg.train.init for cfg in configs.values()]
+    assert named == [*given[:3], "../../abs.npz", "pong", None]
+    assert list(files) == named[:4] and [data for _, data in files.values()] == contents
+    monkeypatch.chdir(node)  # none of the driver's files are here
+    for name, init in zip(configs, named[:4], strict=False):
+        path, data = files[init]
+        with contextlib.chdir(working_directory(node / name, {path: data})):
+            assert resolve(init).read_bytes() == data
+        laid = [p for p in (node / name).rglob("*") if p.is_file()]
+        assert [p.read_bytes() for p in laid] == [data]  # inside the trial's directory
+    assert sorted(p.name for p in node.iterdir()) == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_train_init_the_driver_cannot_find_is_one_line(tmp_path):
+    cfg = Config()
+    cfg.train.init = str(tmp_path / "missing.npz")
+    with pytest.raises(ConfigError, match=r"^train.init: .*missing.npz: no such file"):
+        ship_files({"t": cfg})
+
+
+_HOLD_TRIAL_DIRECTORY = """
+import signal, sys, threading, time
+from pathlib import Path
+import pgrl.ray_executor as r
+
+def hold():
+    with r.trial_directory(sys.argv[2]) as d:
+        (d / "run").mkdir()
+        print(d, flush=True)
+        time.sleep(600)
+
+r.TRIALS_DIR = Path(sys.argv[1])
+if sys.argv[2] == "exited":  # as a Ray worker holds a Tune trial, and exits on SIGTERM
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    threading.Thread(target=hold, daemon=True).start()
+    time.sleep(600)
+else:
+    hold()
+"""
+
+
+def test_the_directory_of_a_killed_trial_goes_at_the_next_cleanup(tmp_path, monkeypatch):
+    trials = tmp_path / "trials"
+    monkeypatch.setattr(pgrl.ray_executor, "TRIALS_DIR", trials)
+    names = ("killed", "terminated", "exited", "running")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", _HOLD_TRIAL_DIRECTORY, str(trials), name],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    }
+    try:
+        dirs = {name: Path(p.stdout.readline().strip()) for name, p in procs.items()}
+        assert all(d.is_dir() and d.parent == trials for d in dirs.values())
+        for name, sig in zip(names, (signal.SIGKILL, signal.SIGTERM, signal.SIGTERM), strict=False):
+            procs[name].send_signal(sig)
+            procs[name].wait(timeout=30)
+        assert not dirs["exited"].exists()  # the interpreter exited: its own cleanup ran
+        assert dirs["killed"].is_dir() and dirs["terminated"].is_dir()  # nothing of theirs ran
+        removed = remove_stale_trial_dirs()
+        assert sorted(removed) == sorted(dirs[n].name for n in ("killed", "terminated"))
+        assert dirs["running"].is_dir()
+        procs["running"].kill()
+        procs["running"].wait(timeout=30)
+        with trial_directory("next") as d:  # a new trial removes what was left on its node
+            assert not dirs["running"].exists() and list(trials.iterdir()) == [d]
+        assert list(trials.iterdir()) == []
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()

@@ -60,9 +60,11 @@ def test_bad_grid_is_one_line_and_starts_nothing(tmp_path, capsys, grid, message
         (["--workers", "0"], "--workers must be >= 1"),
         (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray head"),
         (["--executor", "ray", "--address", "nonsense"], "expected HOST:PORT"),
+        (["--executor", "ray", "--set", "train.init=nowhere.npz"], "train.init: nowhere.npz: no"),
     ],
 )
-def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the driver's checks only: no Ray started
     out = tmp_path / "sweep"
     argv = ["sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", "--out", str(out), *args]
     assert cli_main(argv) == 2
@@ -142,6 +144,58 @@ def test_an_existing_sweep_is_refused_and_a_changed_one_does_not_resume(finished
     assert "--resume continues it, --force starts afresh" in capsys.readouterr().err
     assert cli_main([*argv, "--grid", "optimizer.learning_rate=1e-3", "--resume"]) == 2
     assert "other grid" in capsys.readouterr().err
+
+
+UNREADABLE_RECORDS = {
+    "garbage bytes": b"\xff\xfe\x00\x81garbage",
+    "not JSON": b"trials = p0",
+    "not an object": b"[1, 2]",
+    "no trial list": b'{"trials": "p0-numpy-seed0"}',
+    "a name outside the sweep": b'{"trials": ["..", "p0-numpy-seed0"]}',
+}
+
+
+@pytest.mark.parametrize("content", UNREADABLE_RECORDS.values(), ids=UNREADABLE_RECORDS)
+def test_an_unreadable_sweep_json_is_one_line(tmp_path, capsys, content):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_bytes(content)
+    argv = ["sweep", CARTPOLE, "--out", str(out), *sum((["--set", s] for s in SMALL), [])]
+    for extra, message in (
+        ([], "holds a sweep whose sweep.json is unreadable ("),
+        (["--resume"], "sweep.json is unreadable ("),
+    ):
+        assert cli_main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert (out / "sweep.json").read_bytes() == content and list(out.iterdir()) == [
+        out / "sweep.json"
+    ]
+
+
+@pytest.mark.parametrize("name", ["garbage bytes", "a name outside the sweep"])
+def test_force_replaces_an_unreadable_sweep_json_and_removes_no_directory(tmp_path, name):
+    out = tmp_path / "sweep"
+    for kept in (tmp_path / "beside", out / "p1-numpy-seed0"):  # which trials it had is unknown
+        kept.mkdir(parents=True)
+        (kept / "notes.txt").write_text("mine")
+    (out / "sweep.json").write_bytes(UNREADABLE_RECORDS[name])
+    argv = ["sweep", CARTPOLE, "--out", str(out), "--force", "--set", "train.episodes=20"]
+    assert cli_main([*argv, "--set", "log.progress=false"]) == 0
+    assert json.loads((out / "sweep.json").read_text())["trials"] == ["p0-numpy-seed0"]
+    assert (tmp_path / "beside" / "notes.txt").is_file()
+    assert (out / "p1-numpy-seed0" / "notes.txt").is_file()
+
+
+def test_a_sweep_json_that_is_no_file_is_one_line_even_with_force(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    (out / "sweep.json").mkdir(parents=True)
+    argv = ["sweep", CARTPOLE, "--out", str(out), "--set", "train.episodes=20"]
+    for extra in ([], ["--force"], ["--resume"]):
+        assert cli_main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "sweep.json is not a file" in err and err.count("\n") == 1, err
+    assert list(out.iterdir()) == [out / "sweep.json"]
 
 
 def test_resume_keeps_finished_trials_and_continues_the_others(tmp_path):
