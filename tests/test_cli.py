@@ -270,3 +270,85 @@ def test_diagnose_refuses_an_npz_whose_header_claims_a_huge_array(tmp_path, caps
     argv = ["diagnose", *(x for f, name in files.items() for x in (f, str(tmp_path / name)))]
     line = one_line_error(capsys, argv)
     assert "header claims shape (1000000, 1000000)" in line
+
+
+def argparse_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.endswith("\n")
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["train", "cartpole", "--seed", "x"],
+            "pgrl train: error: argument --seed: invalid int value: 'x' (see pgrl train --help)",
+        ),
+        ([], "pgrl: error: the following arguments are required: command (see pgrl --help)"),
+        (
+            ["compare", "cartpole", "--executor", "slurm"],
+            "pgrl compare: error: argument --executor: invalid choice: 'slurm' (choose from "
+            "'local', 'ray') (see pgrl compare --help)",
+        ),
+        (
+            ["train", "cartpole", "--backend", "num\npy"],
+            "pgrl train: error: argument --backend: invalid choice: 'num\\npy' (choose from "
+            "'numpy', 'tensorflow') (see pgrl train --help)",
+        ),
+    ],
+)
+def test_argparse_errors_are_one_line(capsys, argv, line):
+    """argparse prints its usage (several lines) before the error; pgrl prints the error."""
+    assert argparse_error(capsys, argv) == line
+
+
+def test_a_huge_argument_is_cut_in_the_error_line(capsys):
+    line = argparse_error(capsys, ["train", "cartpole", "--seed", "9" * 5000])
+    assert line.startswith("pgrl train: error: argument --seed: invalid int value: '999")
+    assert "(5," in line and len(line) < 1100 and line.endswith("(see pgrl train --help)")
+
+
+@pytest.mark.parametrize(
+    "grid, line",
+    [
+        (
+            "episodes=10,20",
+            "--grid 'episodes=10,20': expected section.key=v1,v2,..., "
+            "e.g. optimizer.learning_rate=3e-3,1e-2",
+        ),
+        ("=1,2", "--grid '=1,2': expected section.key=v1,v2,..., e.g. "),
+        ("policy.hidden_sizes=[16]," + "[" * 5000, "--grid 'policy.hidden_sizes=[[[["),
+    ],
+)
+def test_a_bad_grid_value_is_named_as_a_grid_value(capsys, tmp_path, grid, line):
+    argv = ["sweep", "cartpole", "--grid", grid, "--out", str(tmp_path / "sw")]
+    got = one_line_error(capsys, argv)
+    assert got.startswith(f"pgrl sweep: error: {line}"), got
+    assert "--set" not in got and not (tmp_path / "sw").exists()
+
+
+def test_address_without_the_ray_runner_is_refused(capsys, tmp_path):
+    argv = ["train", "cartpole", "--address", "10.0.0.1:6379", "--out", str(tmp_path / "run")]
+    assert one_line_error(capsys, argv) == (
+        'pgrl train: error: --address: needs env.runner = "ray" (--set env.runner=ray)'
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_names_with_control_characters_stay_on_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a\nb").write_text("a file")
+    assert one_line_error(capsys, ["eval", "a\nb.npz"]) == (
+        "pgrl eval: error: a\\nb.npz: no such file, and not a pretrained policy name (pong)"
+    )
+    assert one_line_error(capsys, ["train", "cartpole", "--out", "a\nb"]) == (
+        "pgrl train: error: --out a\\nb: exists and is not a directory"
+    )
+    line = one_line_error(capsys, ["eval", "x\rpgrl eval: fine\x1b[2K.npz"])
+    assert line.startswith("pgrl eval: error: x\\rpgrl eval: fine\\x1b[2K.npz: no such file")
