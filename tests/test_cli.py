@@ -9,6 +9,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pgrl
@@ -352,3 +353,87 @@ def test_names_with_control_characters_stay_on_one_line(capsys, tmp_path, monkey
     )
     line = one_line_error(capsys, ["eval", "x\rpgrl eval: fine\x1b[2K.npz"])
     assert line.startswith("pgrl eval: error: x\\rpgrl eval: fine\\x1b[2K.npz: no such file")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny CartPole run: its directory."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    argv = ["train", "cartpole", "--set", "train.episodes=20", "--set", "log.progress=false"]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def zip_field(data: bytes, local: int, central: int, value: int) -> bytes:
+    """A zip archive with a 2-byte field of every member's local and central header set."""
+    import io
+    import struct
+    import zipfile
+
+    out = bytearray(data)
+    pos = struct.unpack("<I", data[data.rfind(b"PK\x05\x06") + 16 :][:4])[0]
+    for info in zipfile.ZipFile(io.BytesIO(data)).infolist():
+        struct.pack_into("<H", out, info.header_offset + local, value)
+        struct.pack_into("<H", out, pos + central, value)
+        n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        pos += 46 + n + m + k
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "what, local, central, value, reason",
+    [
+        ("encrypted", 6, 8, 1, "is encrypted, password required for extraction"),
+        ("compression", 8, 10, 99, "That compression method is not supported"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "export", "init", "resume"])
+def test_an_archive_zipfile_cannot_open_is_one_line(
+    capsys, tmp_path, trained, command, what, local, central, value, reason
+):
+    """zipfile raises RuntimeError for a member flagged as encrypted and NotImplementedError for
+    an unknown compression method: both are a corrupt file."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    bad = run / "checkpoint.npz"
+    bad.write_bytes(zip_field(bad.read_bytes(), local, central, value))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    tiny = ["--set", "train.episodes=20", "--set", "log.progress=false"]
+    argv = {
+        "eval": ["eval", str(bad)],
+        "export": ["export", str(bad), str(tmp_path / "w.npz")],
+        "init": ["train", "cartpole", *tiny, "--init", str(bad), "--out", str(tmp_path / "new")],
+        "resume": ["train", "cartpole", *tiny, "--resume", "--out", str(run)],
+    }[command]
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"pgrl {argv[0]}: error: {bad}: corrupt or truncated "), line
+    assert reason in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("wall_time", np.float64(np.nan), "wall_time = nan"),
+        ("wall_time", np.float64(-1.0), "wall_time = -1"),
+        ("episodes", np.float64(1e300), "episodes = 1e+300"),
+        ("updates", np.float64(2.5), "updates = 2.5"),
+    ],
+)
+def test_resume_refuses_impossible_counters(capsys, tmp_path, trained, key, value, reason):
+    """A NaN wall time would make every later time NaN; a counter beyond int64 or not whole
+    would be reported as a digit string thousands long."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with np.load(run / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = value
+    np.savez(run / "checkpoint.npz", **arrays)
+    argv = ["train", "cartpole", "--set", "train.episodes=20", "--resume", "--out", str(run)]
+    line = one_line_error(capsys, argv)
+    checkpoint = run / "checkpoint.npz"
+    assert line == f"pgrl train: error: {checkpoint}: corrupt counters ({reason})"
