@@ -437,3 +437,60 @@ def test_resume_refuses_impossible_counters(capsys, tmp_path, trained, key, valu
     line = one_line_error(capsys, argv)
     checkpoint = run / "checkpoint.npz"
     assert line == f"pgrl train: error: {checkpoint}: corrupt counters ({reason})"
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("env.id=Pendulum-v1", "env Pendulum-v1 with env.kwargs {}: pgrl needs Discrete(n)"),
+        ("env.id=Blackjack-v1", "env Blackjack-v1 with env.kwargs {}: pgrl needs flat Box"),
+        (
+            "env.kwargs={a=1}",
+            "env CartPole-v1 with env.kwargs {'a': 1}: CartPoleEnv.__init__() got an unexpected "
+            "keyword argument 'a'",
+        ),
+    ],
+)
+def test_sweep_refuses_an_env_it_cannot_make_before_any_trial(capsys, tmp_path, grid, message):
+    out = tmp_path / "sw"
+    argv = ["sweep", "cartpole", "--grid", grid, "--set", "train.episodes=5", "--out", str(out)]
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"pgrl sweep: error: {message}"), line
+    assert not out.exists()
+
+
+@pytest.fixture
+def missing_module_env():
+    import gymnasium as gym
+
+    gym.register("PgrlMissingModule-v0", entry_point="pgrl_no_such_module:Env")
+    yield "PgrlMissingModule-v0"
+    del gym.envs.registry["PgrlMissingModule-v0"]
+
+
+def test_an_env_whose_package_is_missing_is_named(capsys, tmp_path, missing_module_env):
+    argv = ["train", "cartpole", "--set", f"env.id={missing_module_env}"]
+    assert one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")]) == (
+        "pgrl train: error: env PgrlMissingModule-v0 with env.kwargs {}: "
+        "No module named 'pgrl_no_such_module'"
+    )
+
+
+def test_huge_env_errors_are_cut(capsys, tmp_path):
+    kwargs = "{" + ", ".join(f"k{i} = 1" for i in range(5000)) + "}"
+    config = tmp_path / "cfg.toml"
+    config.write_text(f'[env]\nid = "{"C" * 100_000}-v1"\n')
+    for argv in (
+        ["train", "cartpole", "--set", f"env.kwargs={kwargs}"],
+        ["train", str(config)],
+    ):
+        line = one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")])
+        assert line.startswith("pgrl train: error: env C") and len(line) < 1000, line[:300]
+
+
+def test_render_mode_that_is_no_string_is_one_line(capsys, tmp_path):
+    argv = ["train", "cartpole", "--set", "env.kwargs={render_mode=1}"]
+    assert one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")]) == (
+        "pgrl train: error: env CartPole-v1 with env.kwargs {'render_mode': 1}: render_mode "
+        "must be a string such as 'rgb_array', got 1"
+    )
