@@ -494,3 +494,16 @@ def test_render_mode_that_is_no_string_is_one_line(capsys, tmp_path):
         "pgrl train: error: env CartPole-v1 with env.kwargs {'render_mode': 1}: render_mode "
         "must be a string such as 'rgb_array', got 1"
     )
+
+
+def test_eval_of_a_file_whose_config_fits_no_policy_names_the_file(capsys, tmp_path, trained):
+    with np.load(trained / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["config"] = np.array('[env]\nid = "Acrobot-v1"\n[policy]\nhidden_sizes = [32]\n')
+    bad = tmp_path / "other.npz"
+    np.savez(bad, **arrays)
+    line = one_line_error(capsys, ["eval", str(bad), "--episodes", "1"])
+    assert line.startswith(
+        f"pgrl eval: error: {bad}: policy.head = 'bernoulli' does not fit Acrobot-v1, which "
+        "has 3 actions"
+    ), line
