@@ -2299,6 +2299,14 @@ def rundir_cases() -> list[Case]:
         needs=RUN,
     )
     add(
+        "train-resume-metrics-crlf",
+        same_run(["--resume"]),
+        expect=(0,),
+        setup=steps(copy("run"), edit_file("run/metrics.csv", lambda d: d.replace(b"\n", b"\r\n"))),
+        check=rows_ok("run", 40),
+        needs=RUN,
+    )
+    add(
         "train-resume-config-toml-missing",
         same_run(["--resume"]),
         expect=(0,),
@@ -2788,6 +2796,17 @@ def kill_cases() -> list[Case]:
                 seed=seed,
             )
         )
+    cases.append(
+        Case(
+            "kill",
+            "read-while-training",
+            ["eval", "run/checkpoint.npz", "(while training)"],
+            (0,),
+            runner=read_while_training,
+            needs=("ref_every1",),
+            timeout=180,
+        )
+    )
     for resume in (False, True):
         cases.append(
             Case(
@@ -2830,6 +2849,39 @@ def export_kill_runner(case: Case, work: Path, fixtures: Path):
             return "corruption", f"{detail}: w.npz is torn: {type(e).__name__}: {e}", res
         return "ok", f"{detail}: whole", res
     return "ok", f"{detail}: absent", res
+
+
+def read_while_training(case: Case, work: Path, fixtures: Path):
+    """``pgrl eval`` and ``pgrl export`` of a run's checkpoint while the run rewrites it after
+    every update: each reads a whole file (exit 0), or finds none yet (exit 2, one line)."""
+    shutil.copy2(fixtures / "kill_every1.toml", work / "cfg.toml")
+    train = [sys.executable, "-m", "pgrl", "train", "cfg.toml", "--out", "run"]
+    proc = subprocess.Popen(
+        train,
+        cwd=work,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    readers = 0
+    try:
+        while proc.poll() is None and readers < 8:
+            readers += 1
+            argv = ["eval", "run/checkpoint.npz", "--episodes", "1"]
+            if readers % 2:
+                argv = ["export", "run/checkpoint.npz", f"w{readers}.npz"]
+            reader = dataclasses.replace(case, argv=argv, expect=(0, 2), names=("checkpoint.npz",))
+            res = run(reader.command(), work, 60)
+            outcome, detail = classify(reader, res)
+            if outcome != "ok":
+                return outcome, f"{argv[0]} #{readers}: {detail}", res
+        proc.wait(timeout=case.timeout)
+    finally:
+        kill_group(proc)
+    found = check_rows(work / "run", None, fixtures / "ref_every1")
+    return *(found or ("ok", f"{readers} reads while training")), Result(0, "", "", 0)
 
 
 def concurrent_runner(resume: bool):
@@ -2908,10 +2960,42 @@ def disk_full_runner(size_kb: int):
     return runner
 
 
+def read_only_runner(case: Case, work: Path, fixtures: Path):
+    """A run directory on a read-only filesystem: --resume and --force are refused in one line
+    and the run is left as it was."""
+    mnt = work / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)]).returncode:
+        return "ok", "skipped: cannot mount a tmpfs here", Result(0, "", "", 0)
+    try:
+        shutil.copytree(fixtures / "run", mnt / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        before = digest(mnt / "run")
+        res = run(case.command(), work, case.timeout)
+        outcome, detail = classify(case, res)
+        if outcome == "ok" and digest(mnt / "run") != before:
+            outcome, detail = "corruption", "the run on the read-only filesystem changed"
+        return outcome, detail, res
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def disk_full_cases() -> list[Case]:
     if os.geteuid() != 0 or sys.platform != "linux":
         return []
-    return [
+    read_only = [
+        Case(
+            "disk-full",
+            f"read-only-{flag.strip('-') or 'new'}",
+            ["train", "cartpole", *TINY, *([flag] if flag else []), "--out", f"mnt/{out}"],
+            (2,),
+            runner=read_only_runner,
+            names=("mnt/",),
+            needs=("run",),
+        )
+        for flag, out in (("--resume", "run"), ("--force", "run"), ("", "new"))
+    ]
+    return read_only + [
         Case(
             "disk-full",
             f"tmpfs-{kb}k",
