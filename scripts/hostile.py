@@ -964,7 +964,7 @@ PONG_ACTIONS = [
 # valid env settings that a tiny run trains on
 GOOD_ENVS = [
     "env.id=CartPole-v0",
-    "env.id=Acrobot-v1",
+    "env.id=Acrobot-v1 policy.head=categorical",  # 3 actions
     "env.kwargs={max_episode_steps=5}",
     "env.kwargs={sutton_barto_reward=true}",
 ]
@@ -1033,7 +1033,8 @@ def env_cases() -> list[Case]:
             Case(
                 "env",
                 f"valid-{text}",
-                ["train", "cartpole", *TINY, "--set", text, "--out", "run"],
+                ["train", "cartpole", *TINY, *(a for t in text.split() for a in ("--set", t))]
+                + ["--out", "run"],
                 (0,),
                 check=rows_ok("run"),
             )
