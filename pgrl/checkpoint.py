@@ -234,6 +234,8 @@ def _read_state(data: dict, path: Path) -> dict:
         running = float(data["running_return"])
         solved = int(data["solved_episode"])
         counters = {k: _count(data[k], k) for k in COUNTERS}
+        if min(counters.values()) < 0:
+            raise ValueError(f"negative counters {counters}")
         wall_time = float(data["wall_time"])
         if not 0 <= wall_time < math.inf:
             raise ValueError(f"wall_time = {wall_time:g}")
@@ -251,9 +253,9 @@ def _read_state(data: dict, path: Path) -> dict:
 
 
 def _count(value, name: str) -> int:
-    """A counter as int: a whole number in [0, 2**63), as ``np.int64`` stores it."""
+    """A counter as int: a whole number in int64's range, as ``np.int64`` stores it."""
     number = float(value)
-    if not (0 <= number < 2**63 and number == int(number)):
+    if not (abs(number) < 2**63 and number == int(number)):
         raise ValueError(f"{name} = {number:g}")
     return int(value)
 
