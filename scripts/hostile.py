@@ -367,7 +367,7 @@ def diagnose_files() -> dict[str, dict[str, np.ndarray]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Setup helpers: each returns setup(dir, fixtures)
+# Setup steps: each returns setup(dir, fixtures)
 
 
 def copy(*names: str) -> Callable[[Path, Path], None]:

@@ -567,7 +567,8 @@ def test_cli_an_archive_zipfile_cannot_open_is_one_line(files, tmp_path, capsys)
 
 
 def test_cli_a_huge_layer_number_is_refused_at_once(files, case, tmp_path, capsys):
-    """W99999999999 once made a list of the 10^11 layers it implies were missing."""
+    """A layer number like W99999999999 is refused at once, without a list of the 10^11 layers
+    it implies missing."""
     w = case[0]
     for name, weights, words in (
         ("gap", {"W1": w["W1"], "W99999": w["W2"]}, "weights: missing W2, W3, W4, W5, W6 ..."),
