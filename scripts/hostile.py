@@ -1,7 +1,7 @@
 """Hostile-input campaign for the ``pgrl`` command: hundreds of bad inputs, each run as a
 subprocess (``python -m pgrl ...``) in a temp directory of its own, with tiny budgets.
 
-    python scripts/hostile.py                       # the full campaign (~10 minutes on 2 cores)
+    python scripts/hostile.py                       # the full campaign (6-9 minutes, 2 cores)
     python scripts/hostile.py --quick               # a few cases of every class (< 1 minute)
     python scripts/hostile.py --classes npz kill --jobs 4 --report runs/hostile/report.json
     python scripts/hostile.py --list                # the cases, without running them
@@ -2058,6 +2058,13 @@ def rundir_cases() -> list[Case]:
         setup=steps(copy("sweep"), write("sweep/sweep.json", b"[1, 2]")),
         names=("sweep.json",),
         guard="sweep",
+        needs=("sweep",),
+    )
+    add(
+        "sweep-force-corrupt-record",
+        [*sweep_argv, "--force", "--out", "sweep"],
+        expect=(0, 2),
+        setup=steps(copy("sweep"), write("sweep/sweep.json", b"{not json")),
         needs=("sweep",),
     )
     add(
