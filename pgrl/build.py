@@ -7,6 +7,7 @@ env's actions, the network against this machine's memory), each a one-line Confi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import os
 
@@ -25,17 +26,30 @@ from pgrl.rollout import CHUNK_ROWS, make_vector_env
 
 @contextlib.contextmanager
 def _env_errors(e: EnvConfig):
-    """An env the config cannot make (unknown id, bad kwargs) as one ConfigError line."""
+    """An env the config cannot make (unknown id, bad kwargs, a missing package) as one
+    ConfigError line, of bounded length (gymnasium's messages repeat the kwargs)."""
     try:
         yield
-    except (TypeError, ValueError, gym.error.Error) as err:
-        raise ConfigError(f"env {e.id} with env.kwargs {valid.cut(e.kwargs)}: {err}") from None
+    except (TypeError, ValueError, ImportError, gym.error.Error) as err:
+        raise ConfigError(
+            f"env {_short(e.id, 100)} with env.kwargs {valid.cut(e.kwargs)}: {_short(err, 400)}"
+        ) from None
+
+
+def _short(text, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text):,} chars)"
 
 
 def check_env_id(cfg: Config) -> None:
-    """ConfigError unless pgrl can make ``env.id``, before any run starts."""
+    """ConfigError unless pgrl can make the config's env (its id, ``env.kwargs`` and spaces,
+    made once), before any run starts. An Atari env whose package is not installed here is
+    checked by id only: rollout workers elsewhere may have it."""
     with _env_errors(cfg.env):
         envs.check_env_id(cfg.env.id)
+    if cfg.env.id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
+        return
+    env_spaces(cfg)
 
 
 def make_envs(cfg: Config) -> gym.vector.VectorEnv:

@@ -74,8 +74,21 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
             return {k: npz[k] for k in npz.files}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, MemoryError) as e:
+    except (*ZIP_ERRORS, MemoryError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({e})") from None
+
+
+# What zipfile and np.load raise on a damaged archive: besides the usual, RuntimeError for a
+# member flagged as encrypted and NotImplementedError for an unknown compression method
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+)
 
 
 _HEADER_READERS = {
@@ -220,12 +233,15 @@ def _read_state(data: dict, path: Path) -> dict:
     try:
         running = float(data["running_return"])
         solved = int(data["solved_episode"])
-        counters = {k: int(data[k]) for k in COUNTERS}
+        counters = {k: _count(data[k], k) for k in COUNTERS}
         if min(counters.values()) < 0:
             raise ValueError(f"negative counters {counters}")
+        wall_time = float(data["wall_time"])
+        if not 0 <= wall_time < math.inf:
+            raise ValueError(f"wall_time = {wall_time:g}")
         return {
             **counters,
-            "wall_time": float(data["wall_time"]),
+            "wall_time": wall_time,
             "running_return": None if np.isnan(running) else running,
             "solved_episode": None if solved < 0 else solved,
             "recent_returns": [
@@ -234,6 +250,14 @@ def _read_state(data: dict, path: Path) -> dict:
         }
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt counters ({e})") from None
+
+
+def _count(value, name: str) -> int:
+    """A counter as int: a whole number in int64's range, as ``np.int64`` stores it."""
+    number = float(value)
+    if not (abs(number) < 2**63 and number == int(number)):
+        raise ValueError(f"{name} = {number:g}")
+    return int(value)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from pgrl.validate import BACKENDS
 
@@ -93,6 +94,8 @@ def _train(args) -> int:
     if args.init is not None and args.resume:
         raise ConfigError("--init starts a run from weights, --resume continues one: choose one")
     cfg = load_config(args.config, overrides)
+    if args.address is not None and cfg.env.runner != "ray":
+        raise ConfigError('--address: needs env.runner = "ray" (--set env.runner=ray)')
     if args.init is not None:
         cfg.train.init = args.init
     try:
@@ -216,6 +219,7 @@ def _sweep(args) -> int:
     options = _trial_options(args)
     if args.resume and args.force:
         raise ConfigError("--resume and --force: choose one")
+    _check_grid(args.grid or [])
     try:
         rows = sweep(
             args.config,
@@ -234,6 +238,18 @@ def _sweep(args) -> int:
         )
         return 130
     return 0 if all(r["status"] in ("ok", "stopped") for r in rows) else 1
+
+
+def _check_grid(texts: list[str]) -> None:
+    """Each ``--grid key=v1,v2`` read as ``--set`` reads its values; a ConfigError names --grid."""
+    from pgrl.config import parse_override
+    from pgrl.sweep import split_values
+
+    for text in texts:
+        parse_override(text, flag="--grid")  # the form: section.key=...
+        key, raw = text.split("=", 1)
+        for value in split_values(raw):
+            parse_override(f"{key}={value}", flag="--grid")
 
 
 def _trial_options(args) -> dict:
@@ -322,14 +338,20 @@ def _diagnose(args) -> int:
     return result.exit_code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line like every other pgrl error (the usage it
+    would print first is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pgrl`` parser: a subparser per entry of :data:`COMMANDS`, in their order."""
     from pgrl import __version__
     from pgrl.config import shipped_configs
 
-    parser = argparse.ArgumentParser(
-        prog="pgrl", description="REINFORCE with NumPy and TF backends"
-    )
+    parser = Parser(prog="pgrl", description="REINFORCE with NumPy and TF backends")
     parser.add_argument("--version", action="version", version=f"pgrl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     shipped = ", ".join(shipped_configs())
@@ -381,8 +403,17 @@ def _run(args, mistakes: tuple[type, ...], failures: tuple[type, ...]) -> int:
     except BrokenPipeError:  # main() ends quietly on a closed stdout
         raise
     except mistakes + failures as e:
-        print(f"pgrl {args.command}: error: {e}", file=sys.stderr)
+        print(f"pgrl {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, mistakes) else 1
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """``text`` as one terminal line: control characters escaped (a file name may hold a
+    newline), and the middle of a text longer than ``limit`` left out (a value may be huge)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 300]} ... ({len(text):,} characters) ... {text[-250:]}"
 
 
 if __name__ == "__main__":

@@ -231,19 +231,50 @@ def _check_together(cfg: Config, where: str) -> None:
 
 
 def _toml_value(value) -> str:
+    """``value`` as a TOML value: Python's and NumPy's scalars, arrays, lists and tuples, dicts."""
+    if hasattr(value, "tolist") and not isinstance(value, list | dict):
+        value = value.tolist()  # NumPy scalars and arrays: Python's bool, int, float, str, list
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(value)
     if isinstance(value, float):
-        return repr(value)  # TOML spells inf, -inf and nan as Python does
+        return repr(float(value))  # TOML spells inf, -inf and nan as Python does
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
+        return str(int(value))
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {_cut(value)} as TOML")
+
+
+# TOML's short escapes; other control characters are written \uXXXX
+_TOML_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = (
+        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+        for c in text
+    )
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key) -> str:
+    """A table key: bare where TOML allows it (A-Z a-z 0-9 _ -), else quoted."""
+    key = str(key)
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else _toml_string(key)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Config)
@@ -253,7 +284,8 @@ _FIELD_TYPES = {section: typing.get_type_hints(cls) for section, cls in SECTIONS
 
 def _unknown(key: str, where: str) -> ConfigError:
     keys = [*SECTIONS, *(f"{s}.{k}" for s, keys in _FIELD_TYPES.items() for k in keys)]
-    return ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, keys)}")
+    hint = _did_you_mean(key, keys) if len(key) < 100 else ""
+    return ConfigError(f"{where}: unknown key {_cut(key)}{hint}")
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -306,18 +338,26 @@ def from_dict(data: dict, where: str = "config") -> Config:
     return cfg.validate(where)
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """``"train.seed=3"`` -> ("train", "seed", 3); the value is read as TOML, else as a string."""
-    if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise ConfigError(f"--set {_cut(text)}: expected section.key=value, e.g. train.seed=3")
-    path, raw = text.split("=", 1)
-    section, key = path.strip().split(".", 1)
+# the flags that take section.key=... and the form they expect
+_OVERRIDE_FORMS = {
+    "--set": "section.key=value, e.g. train.seed=3",
+    "--grid": "section.key=v1,v2,..., e.g. optimizer.learning_rate=3e-3,1e-2",
+}
+
+
+def parse_override(text: str, flag: str = "--set") -> tuple[str, str, Any]:
+    """``"train.seed=3"`` -> ("train", "seed", 3); the value is read as TOML, else as a string.
+    Errors name ``flag``, the option the text came from."""
+    path, _, raw = text.partition("=")
+    section, _, key = path.strip().partition(".")
+    if "=" not in text or not section.strip() or not key.strip():
+        raise ConfigError(f"{flag} {_cut(text)}: expected {_OVERRIDE_FORMS[flag]}")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except ValueError:  # TOMLDecodeError, or an int of 4,300+ digits
         value = raw.strip()  # bare words: backend=tensorflow
     except RecursionError:  # tomllib recurses once per level of nesting
-        raise ConfigError(f"--set {_cut(text)}: value nested too deeply") from None
+        raise ConfigError(f"{flag} {_cut(text)}: value nested too deeply") from None
     return section, key, value
 
 
@@ -394,7 +434,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         section, key, value = parse_override(text)
         data.setdefault(section, {})
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"--set {_cut(text)}: '{section}' is not a section")
+        if not isinstance(data[section], dict):  # the file's [[section]] or section = value
+            raise ConfigError(
+                f"{where}: '{section}' must be a table [{section}], got {_cut(data[section])}"
+            )
         data[section][key] = value
     return from_dict(data, where)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from pgrl import nn, objectives
-from pgrl.checkpoint import CheckpointError, check_npz_members
+from pgrl.checkpoint import ZIP_ERRORS, CheckpointError, check_npz_members
 from pgrl.distributions import HEADS, make_distribution
 from pgrl.optim import RMSprop
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
-from pgrl.validate import REDUCTIONS, STANDARDIZE
+from pgrl.validate import REDUCTIONS, STANDARDIZE, cut
 
 TOL64 = 1e-10  # float64 round-off in a different order of operations, relative to the layer
 TOL32 = 1e-3  # float32 round-off, ditto
@@ -186,11 +185,17 @@ def load_arrays(source, what: str) -> dict[str, np.ndarray]:
             raise InputError(f"{what} {e}") from None
         problem = "holds object arrays, which need pickle; save numeric arrays"
         raise InputError(f"{label}: {problem}") from None
-    except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+    except ZIP_ERRORS as e:
         problem = f"corrupt .npz archive ({e})"
         if "allow_pickle" in str(e):
             problem = "holds object arrays, which need pickle; save numeric arrays"
         raise InputError(f"{label}: {problem}") from None
+
+
+def _listed(names: list[str], limit: int = 8) -> str:
+    """``"a, b, c"``; past ``limit`` names, how many more (an archive may hold thousands)."""
+    more = f" and {len(names) - limit:,} more" if len(names) > limit else ""
+    return ", ".join(n if len(n) <= 40 else f"{n[:30]}..." for n in names[:limit]) + more
 
 
 def _numeric(a: np.ndarray, label: str) -> np.ndarray:
@@ -205,16 +210,20 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
 
 def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.ndarray], object]:
     """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP, and its head's distribution."""
-    bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]*", k))
+    bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]{0,5}", k))
     if bad:
-        raise InputError(f"weights: unexpected arrays {bad}; expected W1, W2, ... (b1, ...)")
+        raise InputError(f"weights: unexpected arrays {cut(bad)}; expected W1, W2, ... (b1, ...)")
     n = max((int(k[1:]) for k in weights if k[0] == "W"), default=0)
-    missing = [f"W{i}" for i in range(1, max(n, 1) + 1) if f"W{i}" not in weights]
+    # the first gaps only: a name like W99999999999 must not make a list of all the others
+    missing = list(
+        itertools.islice((f"W{i}" for i in range(1, max(n, 1) + 1) if f"W{i}" not in weights), 5)
+    )
     if missing:
-        raise InputError(f"weights: missing {', '.join(missing)}")
+        more = " ..." if n - sum(k[0] == "W" for k in weights) > len(missing) else ""
+        raise InputError(f"weights: missing {', '.join(missing)}{more}")
     stray = sorted(k for k in weights if k[0] == "b" and int(k[1:]) > n)
     if stray:
-        raise InputError(f"weights: {', '.join(stray)} without a matching W")
+        raise InputError(f"weights: {_listed(stray)} without a matching W")
     out = {}
     for i in range(1, n + 1):
         w = _numeric(np.asarray(weights[f"W{i}"]), f"weights W{i}")
@@ -240,9 +249,9 @@ def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
     missing = [k for k in weights if k not in arrays]
     extra = sorted(k for k in arrays if k not in weights)
     if missing or extra:
-        parts = [f"missing {', '.join(missing)}"] if missing else []
-        parts += [f"unexpected {', '.join(extra)}"] if extra else []
-        raise InputError(f"{what}: {'; '.join(parts)} (weights hold {', '.join(weights)})")
+        parts = [f"missing {_listed(missing)}"] if missing else []
+        parts += [f"unexpected {_listed(extra)}"] if extra else []
+        raise InputError(f"{what}: {'; '.join(parts)} (weights hold {_listed(list(weights))})")
     out = {}
     for name, w in weights.items():
         a = _numeric(np.asarray(arrays[name]), f"{what} {name}")
@@ -275,7 +284,7 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     missing = [k for k in expected if k not in batch]
     extra = sorted(k for k in batch if k not in expected)
     if missing or extra:
-        what = f"missing {', '.join(missing)}" if missing else f"unexpected {', '.join(extra)}"
+        what = f"missing {_listed(missing)}" if missing else f"unexpected {_listed(extra)}"
         raise InputError(
             f"batch: {what}; expected obs, actions and advantages (or rewards and episode_ends)"
         )

@@ -391,7 +391,8 @@ def _make_pong(env_id: str, names: list[str] | None, kwargs: dict) -> gym.Env:
 
 def _check_common_kwargs(kwargs: dict) -> None:
     """Checked here because gymnasium and ale-py accept some impossible values silently (a
-    negative step limit, a probability of 2)."""
+    negative step limit, a probability of 2) or fail on them with a traceback (a render mode
+    that is no string)."""
     p = kwargs.get("repeat_action_probability")
     if p is not None and not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
         raise ValueError(f"repeat_action_probability must be in [0, 1], got {p!r}")
@@ -401,6 +402,9 @@ def _check_common_kwargs(kwargs: dict) -> None:
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    mode = kwargs.get("render_mode")
+    if mode is not None and not isinstance(mode, str):  # gymnasium calls str methods on it
+        raise ValueError(f"render_mode must be a string such as 'rgb_array', got {mode!r}")
 
 
 def _register_ale_envs(env_id: str) -> None:

@@ -55,9 +55,17 @@ def load_policy(source: str | Path, backend: str | None = None):
         CheckpointError: no such file or name, a corrupt file, weights that do not fit.
     """
     path, data, cfg = _read_playable(source)
-    policy = build_policy(cfg, _obs_dim(data["weights"], path), backend, data["n_actions"])
+    policy = _policy_of(path, cfg, _obs_dim(data["weights"], path), backend, data["n_actions"])
     restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     return policy
+
+
+def _policy_of(path: Path, cfg: Config, obs_dim: int, backend: str | None, n_actions: int):
+    """build_policy for the config a file holds; a config that builds no policy names the file."""
+    try:
+        return build_policy(cfg, obs_dim, backend, n_actions)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def _obs_dim(weights: dict, path: Path) -> int:
@@ -92,7 +100,7 @@ def export_weights(
     ckpt = load_checkpoint(path)
     cfg = _embedded_config(ckpt["config"], path)
     # the weights must fit the network their config describes
-    policy = build_policy(cfg, _obs_dim(ckpt["weights"], path), "numpy", ckpt["n_actions"])
+    policy = _policy_of(path, cfg, _obs_dim(ckpt["weights"], path), "numpy", ckpt["n_actions"])
     restore_policy(policy, ckpt, path)
     cfg.policy.dtype = dtype
     weights = {}
@@ -135,9 +143,14 @@ def evaluate(
         gif = _check_gif_target(Path(gif))  # before the episodes are played, not after
     path, data, cfg = _read_playable(checkpoint_path)
     env = _make_env(cfg, dict(cfg.env.make_kwargs(), **(env_kwargs or {})), render=gif is not None)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    policy = build_policy(cfg, obs_dim, backend, int(getattr(env.action_space, "n", 2)))
-    restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
+    try:
+        obs_dim = int(np.prod(env.observation_space.shape))
+        n_actions = int(getattr(env.action_space, "n", 2))
+        policy = _policy_of(path, cfg, obs_dim, backend, n_actions)
+        restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
+    except BaseException:
+        env.close()
+        raise
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pgrl
@@ -270,3 +271,239 @@ def test_diagnose_refuses_an_npz_whose_header_claims_a_huge_array(tmp_path, caps
     argv = ["diagnose", *(x for f, name in files.items() for x in (f, str(tmp_path / name)))]
     line = one_line_error(capsys, argv)
     assert "header claims shape (1000000, 1000000)" in line
+
+
+def argparse_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.endswith("\n")
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["train", "cartpole", "--seed", "x"],
+            "pgrl train: error: argument --seed: invalid int value: 'x' (see pgrl train --help)",
+        ),
+        ([], "pgrl: error: the following arguments are required: command (see pgrl --help)"),
+        (
+            ["compare", "cartpole", "--executor", "slurm"],
+            "pgrl compare: error: argument --executor: invalid choice: 'slurm' (choose from "
+            "'local', 'ray') (see pgrl compare --help)",
+        ),
+        (
+            ["train", "cartpole", "--backend", "num\npy"],
+            "pgrl train: error: argument --backend: invalid choice: 'num\\npy' (choose from "
+            "'numpy', 'tensorflow') (see pgrl train --help)",
+        ),
+    ],
+)
+def test_argparse_errors_are_one_line(capsys, argv, line):
+    """argparse prints its usage (several lines) before the error; pgrl prints the error."""
+    assert argparse_error(capsys, argv) == line
+
+
+def test_a_huge_argument_is_cut_in_the_error_line(capsys):
+    line = argparse_error(capsys, ["train", "cartpole", "--seed", "9" * 5000])
+    assert line.startswith("pgrl train: error: argument --seed: invalid int value: '999")
+    assert "(5," in line and len(line) < 1100 and line.endswith("(see pgrl train --help)")
+
+
+@pytest.mark.parametrize(
+    "grid, line",
+    [
+        (
+            "episodes=10,20",
+            "--grid 'episodes=10,20': expected section.key=v1,v2,..., "
+            "e.g. optimizer.learning_rate=3e-3,1e-2",
+        ),
+        ("=1,2", "--grid '=1,2': expected section.key=v1,v2,..., e.g. "),
+        ("policy.hidden_sizes=[16]," + "[" * 5000, "--grid 'policy.hidden_sizes=[[[["),
+    ],
+)
+def test_a_bad_grid_value_is_named_as_a_grid_value(capsys, tmp_path, grid, line):
+    argv = ["sweep", "cartpole", "--grid", grid, "--out", str(tmp_path / "sw")]
+    got = one_line_error(capsys, argv)
+    assert got.startswith(f"pgrl sweep: error: {line}"), got
+    assert "--set" not in got and not (tmp_path / "sw").exists()
+
+
+def test_address_without_the_ray_runner_is_refused(capsys, tmp_path):
+    argv = ["train", "cartpole", "--address", "10.0.0.1:6379", "--out", str(tmp_path / "run")]
+    assert one_line_error(capsys, argv) == (
+        'pgrl train: error: --address: needs env.runner = "ray" (--set env.runner=ray)'
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_names_with_control_characters_stay_on_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a\nb").write_text("a file")
+    assert one_line_error(capsys, ["eval", "a\nb.npz"]) == (
+        "pgrl eval: error: a\\nb.npz: no such file, and not a pretrained policy name (pong)"
+    )
+    assert one_line_error(capsys, ["train", "cartpole", "--out", "a\nb"]) == (
+        "pgrl train: error: --out a\\nb: exists and is not a directory"
+    )
+    line = one_line_error(capsys, ["eval", "x\rpgrl eval: fine\x1b[2K.npz"])
+    assert line.startswith("pgrl eval: error: x\\rpgrl eval: fine\\x1b[2K.npz: no such file")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny CartPole run: its directory."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    argv = ["train", "cartpole", "--set", "train.episodes=20", "--set", "log.progress=false"]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def zip_field(data: bytes, local: int, central: int, value: int) -> bytes:
+    """A zip archive with a 2-byte field of every member's local and central header set."""
+    import io
+    import struct
+    import zipfile
+
+    out = bytearray(data)
+    pos = struct.unpack("<I", data[data.rfind(b"PK\x05\x06") + 16 :][:4])[0]
+    for info in zipfile.ZipFile(io.BytesIO(data)).infolist():
+        struct.pack_into("<H", out, info.header_offset + local, value)
+        struct.pack_into("<H", out, pos + central, value)
+        n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+        pos += 46 + n + m + k
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "what, local, central, value, reason",
+    [
+        ("encrypted", 6, 8, 1, "is encrypted, password required for extraction"),
+        ("compression", 8, 10, 99, "That compression method is not supported"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "export", "init", "resume"])
+def test_an_archive_zipfile_cannot_open_is_one_line(
+    capsys, tmp_path, trained, command, what, local, central, value, reason
+):
+    """zipfile raises RuntimeError for a member flagged as encrypted and NotImplementedError for
+    an unknown compression method: both are a corrupt file."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    bad = run / "checkpoint.npz"
+    bad.write_bytes(zip_field(bad.read_bytes(), local, central, value))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"}
+    tiny = ["--set", "train.episodes=20", "--set", "log.progress=false"]
+    argv = {
+        "eval": ["eval", str(bad)],
+        "export": ["export", str(bad), str(tmp_path / "w.npz")],
+        "init": ["train", "cartpole", *tiny, "--init", str(bad), "--out", str(tmp_path / "new")],
+        "resume": ["train", "cartpole", *tiny, "--resume", "--out", str(run)],
+    }[command]
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"pgrl {argv[0]}: error: {bad}: corrupt or truncated "), line
+    assert reason in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [
+        ("wall_time", np.float64(np.nan), "wall_time = nan"),
+        ("wall_time", np.float64(-1.0), "wall_time = -1"),
+        ("episodes", np.float64(1e300), "episodes = 1e+300"),
+        ("updates", np.float64(2.5), "updates = 2.5"),
+    ],
+)
+def test_resume_refuses_impossible_counters(capsys, tmp_path, trained, key, value, reason):
+    """A NaN wall time would make every later time NaN; a counter beyond int64 or not whole
+    would be reported as a digit string thousands long."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with np.load(run / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = value
+    np.savez(run / "checkpoint.npz", **arrays)
+    argv = ["train", "cartpole", "--set", "train.episodes=20", "--resume", "--out", str(run)]
+    line = one_line_error(capsys, argv)
+    checkpoint = run / "checkpoint.npz"
+    assert line == f"pgrl train: error: {checkpoint}: corrupt counters ({reason})"
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("env.id=Pendulum-v1", "env Pendulum-v1 with env.kwargs {}: pgrl needs Discrete(n)"),
+        ("env.id=Blackjack-v1", "env Blackjack-v1 with env.kwargs {}: pgrl needs flat Box"),
+        (
+            "env.kwargs={a=1}",
+            "env CartPole-v1 with env.kwargs {'a': 1}: CartPoleEnv.__init__() got an unexpected "
+            "keyword argument 'a'",
+        ),
+    ],
+)
+def test_sweep_refuses_an_env_it_cannot_make_before_any_trial(capsys, tmp_path, grid, message):
+    out = tmp_path / "sw"
+    argv = ["sweep", "cartpole", "--grid", grid, "--set", "train.episodes=5", "--out", str(out)]
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"pgrl sweep: error: {message}"), line
+    assert not out.exists()
+
+
+@pytest.fixture
+def missing_module_env():
+    import gymnasium as gym
+
+    gym.register("PgrlMissingModule-v0", entry_point="pgrl_no_such_module:Env")
+    yield "PgrlMissingModule-v0"
+    del gym.envs.registry["PgrlMissingModule-v0"]
+
+
+def test_an_env_whose_package_is_missing_is_named(capsys, tmp_path, missing_module_env):
+    argv = ["train", "cartpole", "--set", f"env.id={missing_module_env}"]
+    assert one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")]) == (
+        "pgrl train: error: env PgrlMissingModule-v0 with env.kwargs {}: "
+        "No module named 'pgrl_no_such_module'"
+    )
+
+
+def test_huge_env_errors_are_cut(capsys, tmp_path):
+    kwargs = "{" + ", ".join(f"k{i} = 1" for i in range(5000)) + "}"
+    config = tmp_path / "cfg.toml"
+    config.write_text(f'[env]\nid = "{"C" * 100_000}-v1"\n')
+    for argv in (
+        ["train", "cartpole", "--set", f"env.kwargs={kwargs}"],
+        ["train", str(config)],
+    ):
+        line = one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")])
+        assert line.startswith("pgrl train: error: env C") and len(line) < 1000, line[:300]
+
+
+def test_render_mode_that_is_no_string_is_one_line(capsys, tmp_path):
+    argv = ["train", "cartpole", "--set", "env.kwargs={render_mode=1}"]
+    assert one_line_error(capsys, [*argv, "--out", str(tmp_path / "run")]) == (
+        "pgrl train: error: env CartPole-v1 with env.kwargs {'render_mode': 1}: render_mode "
+        "must be a string such as 'rgb_array', got 1"
+    )
+
+
+def test_eval_of_a_file_whose_config_fits_no_policy_names_the_file(capsys, tmp_path, trained):
+    with np.load(trained / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["config"] = np.array('[env]\nid = "Acrobot-v1"\n[policy]\nhidden_sizes = [32]\n')
+    bad = tmp_path / "other.npz"
+    np.savez(bad, **arrays)
+    line = one_line_error(capsys, ["eval", str(bad), "--episodes", "1"])
+    assert line.startswith(
+        f"pgrl eval: error: {bad}: policy.head = 'bernoulli' does not fit Acrobot-v1, which "
+        "has 3 actions"
+    ), line

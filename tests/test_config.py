@@ -18,6 +18,7 @@ from pgrl.config import (
     config_path,
     from_dict,
     load_config,
+    parse_override,
     shipped_configs,
 )
 
@@ -300,3 +301,85 @@ def test_validate_returns_the_config_with_toml_types():
     assert type(cfg.train.gamma) is float and cfg.train.gamma == 0.5
     assert from_dict(tomllib.loads(cfg.to_toml())) == cfg
     assert Config().validate() == Config()
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (np.float64(0.9), 0.9),
+        (np.float32(0.5), 0.5),
+        (np.int64(7), 7),
+        (np.int32(-3), -3),
+        (np.bool_(True), True),
+        (np.str_("rgb_array"), "rgb_array"),
+        (np.array([8, 4]), [8, 4]),
+        (np.array(2.5), 2.5),
+        ((8, np.int64(4)), [8, 4]),
+        ([np.float64(1.5), np.bool_(False)], [1.5, False]),
+    ],
+    ids=repr,
+)
+def test_numpy_values_are_written_as_toml(value, expected):
+    """A config that holds NumPy values (from the Python API, before validation; or in
+    env.kwargs, which pass to the env as they are) writes TOML that reads back to them."""
+    cfg = Config()
+    cfg.env.kwargs = {"x": value}
+    cfg.train.gamma = np.float64(0.9)
+    cfg.train.seed = np.int64(7)
+    cfg.policy.bias = np.bool_(True)
+    back = tomllib.loads(cfg.to_toml())
+    assert back["env"]["kwargs"] == {"x": expected}
+    assert (back["train"]["gamma"], back["train"]["seed"], back["policy"]["bias"]) == (0.9, 7, True)
+    assert type(back["train"]["seed"]) is int and type(back["policy"]["bias"]) is bool
+
+
+def test_strings_and_keys_that_need_escapes_are_written_as_toml():
+    cfg = Config()
+    text = 'a\nb\tc\r\x00\x1b[2K\x7f"quoted" \\ back é'
+    cfg.train.init = text
+    cfg.env.kwargs = {"a b": 1, "a.b": 2, "": 3, "é": 4, 'q"': 5, "plain_key-1": 6}
+    back = tomllib.loads(cfg.to_toml())
+    assert back["train"]["init"] == text
+    assert back["env"]["kwargs"] == cfg.env.kwargs
+    assert "plain_key-1 = 6" in cfg.to_toml()  # bare keys stay bare
+
+
+def test_a_huge_unknown_key_is_cut_in_the_message(tmp_path):
+    bad = tmp_path / "long.toml"
+    bad.write_text("[train]\n" + "k" * 100_000 + " = 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    text = str(err.value)
+    assert text.startswith(f"{bad}: unknown key 'train.kkk") and len(text) < 300, text[:300]
+    assert "(100,008 chars)" in text
+
+
+@pytest.mark.parametrize("body", ["[[train]]\nseed = 1\n", "train = 3\n"])
+def test_a_section_that_is_no_table_is_named_with_its_file_under_set(tmp_path, body):
+    """``--set train.episodes=40`` cannot go into a file's ``[[train]]``: the file is named."""
+    bad = tmp_path / "cfg.toml"
+    bad.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, ["train.episodes=40"])
+    got = str(err.value)
+    assert got.startswith(f"{bad}: 'train' must be a table [train], got "), got
+
+
+@pytest.mark.parametrize(
+    "text, flag, message",
+    [
+        (".seed=1", "--set", "--set '.seed=1': expected section.key=value, e.g. train.seed=3"),
+        ("train.=1", "--set", "--set 'train.=1': expected section.key=value, e.g. train.seed=3"),
+        (" . =1", "--set", "--set ' . =1': expected section.key=value, e.g. train.seed=3"),
+        (
+            "episodes=10,20",
+            "--grid",
+            "--grid 'episodes=10,20': expected section.key=v1,v2,..., "
+            "e.g. optimizer.learning_rate=3e-3,1e-2",
+        ),
+    ],
+)
+def test_overrides_without_a_section_or_a_key_name_their_flag(text, flag, message):
+    with pytest.raises(ConfigError) as err:
+        parse_override(text, flag=flag)
+    assert str(err.value) == message

@@ -532,6 +532,63 @@ def test_cli_bad_input_is_one_line(files, case, tmp_path, capsys):
         assert lines[0].startswith("pgrl diagnose: error: ") and words in lines[0], (name, lines)
 
 
+def one_line(capsys, argv) -> str:
+    assert cli_main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1, captured
+    return lines[0]
+
+
+def test_cli_an_archive_zipfile_cannot_open_is_one_line(files, tmp_path, capsys):
+    """A member flagged as encrypted (zipfile's RuntimeError) or compressed by an unknown method
+    (NotImplementedError) is a corrupt archive, not a traceback."""
+    import io
+    import struct
+    import zipfile
+
+    data = open(files["weights"], "rb").read()
+    for name, (local, central, value), reason in (
+        ("encrypted", (6, 8, 1), "is encrypted, password required for extraction"),
+        ("compressed", (8, 10, 99), "That compression method is not supported"),
+    ):
+        out = bytearray(data)
+        pos = struct.unpack("<I", data[data.rfind(b"PK\x05\x06") + 16 :][:4])[0]
+        for info in zipfile.ZipFile(io.BytesIO(data)).infolist():
+            struct.pack_into("<H", out, info.header_offset + local, value)
+            struct.pack_into("<H", out, pos + central, value)
+            n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
+            pos += 46 + n + m + k
+        bad = tmp_path / f"{name}.npz"
+        bad.write_bytes(bytes(out))
+        line = one_line(capsys, argv(files, weights=str(bad)))
+        assert line.startswith(f"pgrl diagnose: error: weights {bad}: corrupt .npz archive (")
+        assert reason in line
+
+
+def test_cli_a_huge_layer_number_is_refused_at_once(files, case, tmp_path, capsys):
+    """A layer number like W99999999999 is refused at once, without a list of the 10^11 layers
+    it implies missing."""
+    w = case[0]
+    for name, weights, words in (
+        ("gap", {"W1": w["W1"], "W99999": w["W2"]}, "weights: missing W2, W3, W4, W5, W6 ..."),
+        ("eleven digits", {"W1": w["W1"], "W99999999999": w["W2"]}, "unexpected arrays"),
+        ("5000 digits", {"W1": w["W1"], "W" + "1" * 5000: w["W2"]}, "unexpected arrays"),
+    ):
+        line = one_line(capsys, argv(files, weights=save(tmp_path / "w.npz", **weights)))
+        assert words in line and len(line) < 400, (name, line[:300])
+
+
+def test_cli_thousands_of_unexpected_arrays_are_counted_not_listed(files, case, tmp_path, capsys):
+    w = case[0]
+    extra = {f"x{i}": np.zeros(1) for i in range(3000)}
+    line = one_line(capsys, argv(files, grads=save(tmp_path / "g.npz", **w, **extra)))
+    assert line == (
+        "pgrl diagnose: error: grads: unexpected x0, x1, x10, x100, x1000, x1001, x1002, x1003 "
+        "and 2,992 more (weights hold W1, W2)"
+    )
+
+
 # ----- the categorical head: W_last with n >= 2 columns, actions 0 .. n-1 -----
 
 N_ACTIONS = 3

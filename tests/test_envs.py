@@ -682,3 +682,10 @@ def test_pong_env_pickles_and_deep_copies():
         assert np.count_nonzero(a) > 0  # the game is on screen, not a stale buffer
         clone.close()
     env.close()
+
+
+@pytest.mark.parametrize("mode", [1, ["rgb_array"], b"rgb_array"])
+def test_a_render_mode_that_is_no_string_is_refused(mode):
+    """gymnasium calls string methods on render_mode: anything else is refused first."""
+    with pytest.raises(ValueError, match=r"^render_mode must be a string such as 'rgb_array'"):
+        make_env("CartPole-v1", render_mode=mode)
