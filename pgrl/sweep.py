@@ -109,7 +109,7 @@ def parse_grid(config: str, texts: list[str], overrides: list[str]) -> list[tupl
         if len(set(values)) != len(values):
             raise ConfigError(f"--grid {_cut(text)}: a value is listed twice")
         for v in values:
-            parse_override(f"{key}={v}")
+            parse_override(f"{key}={v}", flag="--grid")
             try:
                 load_config(config, [*overrides, f"{key}={v}"])
             except ConfigError as e:

@@ -9,8 +9,8 @@ Stable-Baselines3 is not a pgrl dependency; run this from an environment that ha
 
 The row of each seed: solved or not, the episode and env step at which it was, and the
 seconds. Settings (zoo's a2c.yml): Acrobot-v1 16 envs with ``normalize: true`` (the zoo's
-VecNormalize with its defaults: observations and rewards), CartPole-v1 8 envs; otherwise A2C's defaults (n_steps 5, RMSprop lr 7e-4, gamma 0.99, two
-64-unit tanh layers).
+VecNormalize with its defaults: observations and rewards), CartPole-v1 8 envs; otherwise A2C's
+defaults (n_steps 5, RMSprop lr 7e-4, gamma 0.99, two 64-unit tanh layers).
 """
 
 from __future__ import annotations

@@ -555,6 +555,11 @@ def test_run_and_sweep_directories_are_told_apart(tmp_path):
             run_cli("sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99", *args),
             "holds a pgrl train run",
         )
+    compare_args = ["--seeds", "0", "--backends", "numpy", "--out"]
+    for out, message in (("run", "holds a pgrl train run"), ("sweep", "holds a sweep")):
+        before = sorted(p.name for p in (tmp_path / out).iterdir())
+        one_line_error(run_cli("compare", CARTPOLE, *compare_args, str(tmp_path / out)), message)
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == before
     live = RunDir(tmp_path / "live")  # a run that has just taken its lock
     live.prepare(small(), resume=False, overwrite=False)
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pgrl.cli import main as cli_main
-from pgrl.config import load_config
+from pgrl.config import ConfigError, load_config
 from pgrl.reinforce import train
 from pgrl.rundir import read_metrics
 from pgrl.sweep import parse_grid, split_values, sweep
@@ -27,6 +27,12 @@ def test_split_values_keeps_lists_and_quoted_commas():
 def test_parse_grid_reads_values_as_set_does():
     grid = parse_grid(CARTPOLE, ["policy.hidden_sizes=[16],[32, 32]", "train.gamma=0.9"], [])
     assert grid == [("policy.hidden_sizes", ["[16]", "[32, 32]"]), ("train.gamma", ["0.9"])]
+
+
+def test_parse_grid_errors_name_grid_not_set():
+    deep = "[" * 3000 + "]" * 3000
+    with pytest.raises(ConfigError, match=r"^--grid 'policy.hidden_sizes=\[\[.*nested too deep"):
+        parse_grid(CARTPOLE, [f"policy.hidden_sizes={deep}"], [])
 
 
 @pytest.mark.parametrize(
