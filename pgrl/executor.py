@@ -8,6 +8,7 @@ over, so a trial opens no file of the driver's by path; every trial's run direct
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import traceback
@@ -22,6 +23,7 @@ from pgrl.ray_connect import check_address, import_ray
 from pgrl.rundir import episodes_logged
 
 EXECUTORS = ("local", "ray")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent exits
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,22 @@ def _run_in_worker(run, cfg: Config, trial: Trial, run_dir: str) -> dict:
 
 def _ignore_interrupts() -> None:
     """Between trials Ctrl-C is the driver's. The worker started with SIGINT blocked, so a Ctrl-C
-    during its start-up is dropped here instead of ending it with a traceback."""
+    during its start-up is dropped here instead of ending it with a traceback. On Linux the
+    worker also ends (SIGTERM) when the driver dies, killed or not, instead of training on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _die_with(os.getppid())
+
+
+def _die_with(driver: int) -> None:
+    """SIGTERM this process when its parent exits (Linux ``prctl(PR_SET_PDEATHSIG)``)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: an orphan runs its trial to the end
+        return
+    if os.getppid() != driver:  # the driver died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,13 @@ bad input. The Ray executor is tested on a namespaced cluster in test_ray.py."""
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,3 +302,54 @@ def test_ray_runner_at_an_unreachable_address_is_one_line(tmp_path, capsys):
     argv = ["train", CARTPOLE, "--out", str(tmp_path / "r"), "--set", "env.runner=ray"]
     assert cli_main([*argv, "--address", "127.0.0.1:1"]) == 2
     assert "cannot reach a Ray head" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_trial_processes_end_when_the_driver_is_killed(tmp_path):
+    """A sweep's driver killed outright (SIGKILL: no handler runs) leaves no trial training on."""
+    out = tmp_path / "sweep"
+    args = [
+        sys.executable, "-m", "pgrl", "sweep", CARTPOLE, "--grid", "train.gamma=0.9,0.99",
+        "--seeds", "0", "--backend", "numpy", "--workers", "2", "--out", str(out),
+        "--set", "train.episodes=1000000", "--set", "train.solved_mean100=1000",
+        "--set", "log.progress=false",
+    ]  # fmt: skip
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((out / f"p{i}-numpy-seed0" / "metrics.csv").is_file() for i in (0, 1)):
+            assert driver.poll() is None and time.monotonic() < deadline, "trials did not start"
+            time.sleep(0.2)
+        workers = _children(driver.pid)
+        assert len(workers) >= 2
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"trial processes {left} kept running after their driver was killed"
