@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from pgrl.atomic import write_atomic
+from pgrl.config import ConfigError
 from pgrl.distributions import Bernoulli, make_distribution
+from pgrl.pretrained import resolve
 from pgrl.validate import BACKENDS
 
 FORMAT_VERSION = 1
@@ -191,6 +193,17 @@ def _read_head(data: dict, path: Path) -> tuple[str, int]:
             f"{path}: corrupt policy head {head[:40]!r} with {n_actions} actions"
         ) from None
     return head, n_actions
+
+
+def read_init(source: str) -> dict:
+    """The weights ``train.init`` names (a file, a run directory, or a shipped name: pong), as
+    :func:`load_weights` gives them; ConfigError if it names nothing, CheckpointError if what it
+    names holds no weights."""
+    try:
+        path = resolve(source)
+    except FileNotFoundError as e:
+        raise ConfigError(f"train.init: {e}") from None
+    return load_weights(path)
 
 
 def load_weights(path: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """Where many training runs execute: local processes here, Ray in :mod:`pgrl.ray_executor`.
 
-Either way the driver reads every trial's config (and, for Ray, the files it names) and hands it
+Either way the driver reads every trial's config (and, for Ray, the weights it names) and hands it
 over, so a trial opens no file of the driver's by path; every trial's run directory ends up under
 ``out/<trial.name>/`` on this machine, and every trial comes back as a result dict (``status``
 "ok", "error" or "stopped", plus the run's summary).
@@ -18,7 +18,6 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from pgrl.config import Config, ConfigError, load_config
-from pgrl.pretrained import resolve
 from pgrl.ray_connect import check_address, import_ray
 from pgrl.rundir import episodes_logged
 
@@ -44,9 +43,9 @@ class Trial:
         return load_config(config_path, [*self.overrides, *own])
 
 
-def run_trial(cfg: Config, trial: Trial, run_dir: str, report=None) -> dict:
+def run_trial(cfg: Config, trial: Trial, run_dir: str, report=None, init=None) -> dict:
     """Train one trial (its config ``cfg``) into ``run_dir``; errors come back as data, never
-    raised. ``report``: as :func:`pgrl.reinforce.train` takes it."""
+    raised. ``report``, ``init``: as :func:`pgrl.reinforce.train` takes them."""
     from pgrl.reinforce import train
 
     try:
@@ -56,6 +55,7 @@ def run_trial(cfg: Config, trial: Trial, run_dir: str, report=None) -> dict:
             resume=trial.resume,
             overwrite=not trial.resume,
             report=report,
+            init=init,
         )
         return {"status": "ok", **summary}
     except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
@@ -126,17 +126,17 @@ class Executor:
         self, config: str, trials: list[Trial], out: Path, episodes: int, desc: str, progress: bool
     ) -> Job:
         """The trials with their configs, read here from ``config`` (a file or a shipped name),
-        and for Ray the files the configs name: a Ray trial reads no file of this machine's."""
+        and for Ray the weights the configs name: a Ray trial reads no file of this machine's."""
         configs = {t.name: t.config(config) for t in trials}
-        files = ship_files(configs) if self.name == "ray" else {}
-        return Job(configs, trials, out, episodes, desc, progress, files)
+        inits = read_inits(configs) if self.name == "ray" else {}
+        return Job(configs, trials, out, episodes, desc, progress, inits)
 
 
 @dataclass(frozen=True)
 class Job:
     """Trials as every executor takes them, each with its config (read by the driver);
-    ``episodes``: each one's budget; ``files``: for Ray, what the configs name (see
-    :func:`ship_files`)."""
+    ``episodes``: each one's budget; ``inits``: for Ray, the weights the configs name (see
+    :func:`read_inits`)."""
 
     configs: dict[str, Config]  # trial name -> its config
     trials: list[Trial]
@@ -144,38 +144,17 @@ class Job:
     episodes: int
     desc: str = "trials"
     progress: bool = True
-    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    inits: dict[str, dict] = field(default_factory=dict)
 
 
-def ship_files(configs: dict[str, Config]) -> dict[str, tuple[str, bytes]]:
-    """The files the configs name (``train.init``), read here for trials that cannot read them
-    by path: ``{train.init: (relative path, bytes)}``. A trial lays the bytes at that path under a
-    working directory of its own, in which its ``train.init`` then names them. A relative
-    ``train.init`` stays as given; an absolute one is made relative to this working directory
-    (in ``configs``). A pretrained name (``pong``) names no file here: every node has its own."""
-    files = {}
-    for cfg in configs.values():
-        init = cfg.train.init
-        if init is None:
-            continue
-        try:
-            source = resolve(init)
-        except FileNotFoundError as e:
-            raise ConfigError(f"train.init: {e}") from None
-        given = Path(init)
-        if source not in (given, given / "checkpoint.npz"):
-            continue  # a pretrained name
-        if given.is_absolute():
-            cfg.train.init = os.path.relpath(init)
-        if cfg.train.init not in files:
-            path = cfg.train.init
-            if source != given:  # a run directory
-                path = os.path.join(path, "checkpoint.npz")
-            try:
-                files[cfg.train.init] = (path, source.read_bytes())
-            except OSError as e:
-                raise ConfigError(f"train.init: {init}: cannot read: {e.strerror or e}") from None
-    return files
+def read_inits(configs: dict[str, Config]) -> dict[str, dict]:
+    """``{train.init: weights}`` of the configs, read here (a file, a run directory or a
+    shipped name, as :func:`pgrl.checkpoint.read_init` reads them) for trials that cannot read
+    the driver's files; the configs keep ``train.init`` as given."""
+    from pgrl.checkpoint import read_init
+
+    inits = {cfg.train.init for cfg in configs.values() if cfg.train.init is not None}
+    return {init: read_init(init) for init in sorted(inits)}
 
 
 class TrialsBar:

@@ -1,7 +1,7 @@
 """Trials on a Ray cluster, through Ray Tune (imported only by ``--executor ray``).
 
 Each trial is a Tune trial of one CPU, wherever Tune places it. It gets its config, and the
-files the config names, from the driver (a trial reads no file of the driver's by path), and
+weights the config names, from the driver (a trial reads no file of the driver's by path), and
 trains in a directory of its own on its node. At every pgrl checkpoint and at the end it sends
 its run files to :class:`RunFiles`, an actor pinned to the driver's node that writes them under
 ``out/<name>/``: results travel through Ray, never through a path that only looks shared. The
@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import itertools
 import os
 import shutil
 import tempfile
@@ -25,7 +24,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgrl.atomic import write_atomic
 from pgrl.executor import Executor, Job, Trial, TrialsBar, run_trial
 from pgrl.ray_connect import connect, import_ray
 from pgrl.rundir import episodes_logged, read_run_files, write_run_files
@@ -109,23 +107,7 @@ def remove_stale_trial_dirs() -> list[str]:
     return removed
 
 
-def working_directory(work: Path, files: dict[str, bytes]) -> Path:
-    """A working directory in ``work`` that holds ``files`` (``{relative path: bytes}``, as
-    :func:`pgrl.executor.ship_files` gives them) at their paths, ``..`` included."""
-    ups = [
-        sum(1 for _ in itertools.takewhile("..".__eq__, Path(os.path.normpath(p)).parts))
-        for p in files
-    ]
-    cwd = work.joinpath(*["d"] * max(ups, default=0))  # deep enough for every ".."
-    cwd.mkdir(parents=True)
-    for path, data in files.items():
-        target = cwd / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data)
-    return cwd
-
-
-def _tune_trial(config: dict, configs: dict, files: dict, run_files, use_storage: bool) -> None:
+def _tune_trial(config: dict, configs: dict, inits: dict, run_files, use_storage: bool) -> None:
     """One Tune trial: restore (Tune checkpoint, else the driver's copy), train, report."""
     import ray
     from ray import tune
@@ -135,12 +117,7 @@ def _tune_trial(config: dict, configs: dict, files: dict, run_files, use_storage
     node = ray.util.get_node_ip_address()
     with trial_directory(trial.name) as tmp:
         run_dir = tmp / "run"
-        # train.init names the driver's file, laid here (Tune made another directory current)
-        own = {}
-        if cfg.train.init in files:
-            path, ref = files[cfg.train.init]
-            own[path] = ray.get(ref)
-        cwd = working_directory(tmp / "work", own)
+        init = ray.get(inits[cfg.train.init]) if cfg.train.init in inits else None
         checkpoint = tune.get_checkpoint() if use_storage else None
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
@@ -166,8 +143,7 @@ def _tune_trial(config: dict, configs: dict, files: dict, run_files, use_storage
                 write_run_files(Path(d), saved)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-        with contextlib.chdir(cwd):
-            result = run_trial(cfg, trial, str(run_dir), report=report)
+        result = run_trial(cfg, trial, str(run_dir), report=report, init=init)
         ray.get(run_files.save.remote(trial.name, read_run_files(run_dir)))
         final = {**last, **result, "node": node, "resumed_from": resumed_from}
         tune.report({**final, "finished": True})
@@ -189,12 +165,12 @@ def run_trials_ray(job: Job, executor: Executor) -> dict[str, dict]:
 
         on_trial_error = on_trial_complete
 
-    files = {init: (path, ray.put(data)) for init, (path, data) in job.files.items()}
+    inits = {init: ray.put(weights) for init, weights in job.inits.items()}
     trainable = tune.with_resources(
         tune.with_parameters(
             _tune_trial,
             configs=job.configs,
-            files=files,
+            inits=inits,
             run_files=_run_files_actor(ray, job.out),
             use_storage=bool(executor.storage),
         ),

@@ -22,11 +22,10 @@ import gymnasium as gym
 import numpy as np
 
 from pgrl.build import build_policy, build_value_net, env_actions, make_envs
-from pgrl.checkpoint import load_weights, restore_policy
+from pgrl.checkpoint import read_init, restore_policy
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.policies import Policy, ValueNet
-from pgrl.pretrained import resolve
 from pgrl.ray_runner import RayRollouts
 from pgrl.returns import batch_returns, explained_variance, standardize_advantages
 from pgrl.rollout import RolloutError, slot_generators, slot_states
@@ -163,6 +162,7 @@ def train(
     allow_changes: bool = False,
     report=None,
     address: str | None = None,
+    init: dict | None = None,
 ) -> dict:
     """Train a policy as ``cfg`` says; returns the run's summary (also written to summary.json).
 
@@ -182,6 +182,9 @@ def train(
             that update's checkpoint (sweeps report to Ray Tune this way).
         address: with ``env.runner = "ray"``, the Ray head's ``HOST:PORT`` (default:
             ``RAY_ADDRESS``, else a new local Ray instance).
+        init: the weights ``cfg.train.init`` names, already read (as
+            :func:`pgrl.checkpoint.read_init` gives them): a Ray trial gets them from its
+            driver, which can read the file. None: read here.
 
     Raises:
         ConfigError, CheckpointError: one-line problems with the config, the run directory or
@@ -191,7 +194,9 @@ def train(
         Interrupted: a KeyboardInterrupt, after a checkpoint of the last completed update was
             written.
     """
-    cfg, run, checkpoint, start = _prepare(cfg, out, resume, backend, overwrite, allow_changes)
+    cfg, run, checkpoint, start = _prepare(
+        cfg, out, resume, backend, overwrite, allow_changes, init
+    )
     envs = None
     try:
         envs = (
@@ -216,7 +221,9 @@ def train(
             envs.close()
 
 
-def _prepare(cfg: Config, out, resume: bool, backend, overwrite: bool, allow_changes: bool):
+def _prepare(
+    cfg: Config, out, resume: bool, backend, overwrite: bool, allow_changes: bool, init=None
+):
     """``(cfg, run, checkpoint, start)``: a validated copy of the config, its run directory
     (checked and locked), the checkpoint to resume (or None) and ``train.init``'s weights (or
     None), all read before a file of the run is touched."""
@@ -229,7 +236,9 @@ def _prepare(cfg: Config, out, resume: bool, backend, overwrite: bool, allow_cha
     if cfg.log.tensorboard:
         TensorBoard.check_installed()
     # train.init is read (and checked) before the run directory is touched
-    start = _read_init(cfg.train.init) if cfg.train.init and not resume else None
+    start = None
+    if cfg.train.init and not resume:
+        start = init if init is not None else read_init(cfg.train.init)
     name = f"{cfg.env.id.split('/')[-1]}-{cfg.policy.backend}-seed{cfg.train.seed}"
     run = RunDir(out if out is not None else Path("runs") / name)
     checkpoint = run.prepare(cfg, resume, overwrite, allow_changes)  # before a file is touched
@@ -242,15 +251,6 @@ def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, list]:
     policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
     value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
     return policy, value, slot_generators(cfg.train.seed, envs.num_envs)
-
-
-def _read_init(source: str) -> dict:
-    """The weights ``train.init`` names (a file, a run directory, or a shipped name: pong)."""
-    try:
-        path = resolve(source)
-    except FileNotFoundError as e:
-        raise ConfigError(f"train.init: {e}") from None
-    return load_weights(path)
 
 
 _REMOTE = ("broadcast", "transfer")  # seconds of an update that only remote rollouts spend

@@ -1,11 +1,10 @@
 """pgrl sweep and pgrl compare on a real two-node Ray cluster (tests/ray_cluster.py): two network
 namespaces, the worker node with a private view of the output directory, the driver in the
-head's namespace. Trials run on both nodes, their configs and files go out and their results
-come back through Ray, a lost node's trials resume from their checkpoints, every result equals a
-local run's, and a killed trial leaves no directory behind. Without a cluster: what the driver
-ships and how a trial lays it out, and the trial directories' cleanup."""
+head's namespace. Trials run on both nodes, their configs and initial weights go out and their
+results come back through Ray, a lost node's trials resume from their checkpoints, every result
+equals a local run's, and a killed trial leaves no directory behind. Without a cluster: what the
+driver reads for the trials, and the trial directories' cleanup."""
 
-import contextlib
 import csv
 import os
 import shlex
@@ -21,15 +20,10 @@ import pytest
 from ray_cluster import FAST_HEALTH_CHECK, RayCluster, skip_reason
 
 import pgrl.ray_executor
+from pgrl.checkpoint import read_init
 from pgrl.config import Config, ConfigError, load_config
-from pgrl.executor import ship_files
-from pgrl.pretrained import resolve
-from pgrl.ray_executor import (
-    TRIALS_DIR,
-    remove_stale_trial_dirs,
-    trial_directory,
-    working_directory,
-)
+from pgrl.executor import read_inits
+from pgrl.ray_executor import TRIALS_DIR, remove_stale_trial_dirs, trial_directory
 from pgrl.reinforce import train
 from pgrl.rundir import read_metrics
 
@@ -277,40 +271,33 @@ def test_a_relative_train_init_is_read_by_the_driver_and_used_on_both_nodes(
             )
 
 
-def test_a_trial_finds_what_the_driver_shipped_where_its_config_names_it(tmp_path, monkeypatch):
-    driver, node = tmp_path / "driver" / "project", tmp_path / "node"
-    (driver / "runs" / "start").mkdir(parents=True)
-    node.mkdir()
-    contents = [b"a file", b"a run directory's checkpoint", b"one level up", b"absolute"]
-    paths = ["project/w.npz", "project/runs/start/checkpoint.npz", "up.npz", "../abs.npz"]
-    for path, data in zip(paths, contents, strict=True):
-        (driver.parent / path).write_bytes(data)
-    given = ["w.npz", "runs/start", "runs/../../up.npz", str(tmp_path / "abs.npz"), "pong", None]
-    configs = {f"t{i}": Config() for i in range(len(given))}
-    for cfg, init in zip(configs.values(), given, strict=True):
-        cfg.train.init = init
+def test_the_driver_reads_every_train_init_and_leaves_the_configs_as_given(tmp_path, monkeypatch):
+    driver = tmp_path / "driver" / "project"
+    (driver / "runs").mkdir(parents=True)
     monkeypatch.chdir(driver)
-    files = ship_files(configs)
-    # relative paths stay as given, an absolute one becomes relative to the driver's directory;
-    # pong is pgrl's own, on every node
-    named = [cfg.train.init for cfg in configs.values()]
-    assert named == [*given[:3], "../../abs.npz", "pong", None]
-    assert list(files) == named[:4] and [data for _, data in files.values()] == contents
-    monkeypatch.chdir(node)  # none of the driver's files are here
-    for name, init in zip(configs, named[:4], strict=False):
-        path, data = files[init]
-        with contextlib.chdir(working_directory(node / name, {path: data})):
-            assert resolve(init).read_bytes() == data
-        laid = [p for p in (node / name).rglob("*") if p.is_file()]
-        assert [p.read_bytes() for p in laid] == [data]  # inside the trial's directory
-    assert sorted(p.name for p in node.iterdir()) == ["t0", "t1", "t2", "t3"]
+    cfg = load_config("cartpole", ["train.episodes=10", "log.progress=false"])
+    train(cfg, out="runs/start")
+    shutil.copy("runs/start/checkpoint.npz", tmp_path / "driver" / "up.npz")
+    shutil.copy("runs/start/checkpoint.npz", tmp_path / "abs.npz")
+    given = ["runs/start", "runs/../../up.npz", str(tmp_path / "abs.npz"), "pong", None]
+    configs = {f"t{i}": Config() for i in range(len(given))}
+    for c, init in zip(configs.values(), given, strict=True):
+        c.train.init = init
+    inits = read_inits(configs)
+    assert [c.train.init for c in configs.values()] == given  # recorded as the user gave them
+    assert sorted(inits) == sorted(given[:4])
+    for init in given[:4]:  # what train() would read from the path, read once by the driver
+        expected = read_init(init)
+        for name, w in expected["weights"].items():
+            np.testing.assert_array_equal(inits[init]["weights"][name], w)
+        assert inits[init]["config"] == expected["config"]
 
 
 def test_a_train_init_the_driver_cannot_find_is_one_line(tmp_path):
     cfg = Config()
     cfg.train.init = str(tmp_path / "missing.npz")
     with pytest.raises(ConfigError, match=r"^train.init: .*missing.npz: no such file"):
-        ship_files({"t": cfg})
+        read_inits({"t": cfg})
 
 
 _HOLD_TRIAL_DIRECTORY = """
