@@ -17,7 +17,7 @@ import numpy as np
 from pgrl.atomic import write_atomic
 from pgrl.build import check_env_id
 from pgrl.checkpoint import load_checkpoint
-from pgrl.config import ConfigError, load_config
+from pgrl.config import load_config
 from pgrl.executor import Executor
 from pgrl.rundir import check_out_dir, out_error, read_metrics
 from pgrl.sweep import Report, make_trials, run_trials, summarize, write_reports
@@ -68,11 +68,7 @@ def compare(
         one dict per run with the columns of ``comparison.csv``.
     """
     overrides = list(overrides or [])
-    out = check_out_dir(out)
-    if any((out / name).is_file() for name in ("checkpoint.npz", "metrics.csv", ".lock")):
-        raise ConfigError(f"--out {out}: holds a pgrl train run; a comparison needs its own")
-    if (out / "sweep.json").exists():
-        raise ConfigError(f"--out {out}: holds a sweep (sweep.json); a comparison needs its own")
+    out = check_out_dir(out, "comparison")
     cfg = load_config(config_path, overrides)  # a config mistake stops us before any run
     check_env_id(cfg)
     where = Executor(executor, workers, address)

@@ -236,11 +236,7 @@ class RunDir:
             raise ConfigError("--allow-changes: only applies with --resume (to a run's config)")
         if resume and overwrite:
             raise ConfigError("--resume and --force: choose one")
-        check_out_dir(out)
-        if (out / "sweep.json").is_file():  # --force would mix a run into the sweep's trials
-            raise ConfigError(
-                f"--out {out}: holds a sweep (sweep.json); a run needs a directory of its own"
-            )
+        check_out_dir(out, "run")
         self._created = created = not out.exists()
         try:
             self._lock()
@@ -469,17 +465,31 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
     return kept
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """``--out`` of compare and sweep as a Path: not empty, not a file, a name the OS takes."""
+# what marks a directory as a pgrl train run's (a run that has just taken its lock included)
+RUN_MARKERS = ("checkpoint.npz", "metrics.csv", ".lock")
+
+
+def check_out_dir(out: str | Path, kind: str) -> Path:
+    """``--out`` of a ``kind`` ("run", "sweep" or "comparison") as a Path: not empty, not a file,
+    a name the OS takes, and not a directory of another kind (a train run's, a sweep's), which
+    neither kind's --force may mix into or take over."""
     if str(out).strip() == "":
         raise ConfigError("--out: empty path; give a directory for the results")
     out = Path(out)
     try:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {show_path(out)}: exists and is not a directory")
+        if kind != "run" and any((out / name).is_file() for name in RUN_MARKERS):
+            holds = "a pgrl train run"
+        elif kind != "sweep" and (out / "sweep.json").exists():
+            holds = "a sweep (sweep.json)"
+        else:
+            return out
     except OSError as e:  # e.g. a name too long for the filesystem
         raise out_error(out, e) from None
-    return out
+    raise ConfigError(
+        f"--out {show_path(out)}: holds {holds}; a {kind} needs a directory of its own"
+    )
 
 
 def csv_text(header: list[str], rows: list[dict]) -> str:

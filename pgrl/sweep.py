@@ -172,7 +172,7 @@ def sweep(
             replaced, and every directory is left as it is (the trials it named are unknown).
     """
     overrides = list(overrides or [])
-    out = check_out_dir(out)
+    out = check_out_dir(out, "sweep")
     where = Executor(executor, workers, address, storage, scheduler)
     cfg = load_config(config, overrides)
     where.check()
@@ -215,10 +215,6 @@ def run_trials(job: Job, executor: Executor, done: dict | None = None, resume=Fa
 def _prepare(out: Path, spec: dict, trials: list[Trial], resume: bool, force: bool) -> dict:
     """Check ``out`` and record the sweep; with ``resume``, the results of finished trials."""
     record = out / "sweep.json"
-    if any((out / name).is_file() for name in ("checkpoint.npz", "metrics.csv", ".lock")):
-        raise ConfigError(
-            f"--out {out}: holds a pgrl train run; a sweep needs a directory of its own"
-        )
     if record.exists() and not record.is_file():
         raise ConfigError(
             f"--out {out}: its sweep.json is not a file; remove it or choose another directory"
