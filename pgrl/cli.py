@@ -219,7 +219,6 @@ def _sweep(args) -> int:
     options = _trial_options(args)
     if args.resume and args.force:
         raise ConfigError("--resume and --force: choose one")
-    _check_grid(args.grid or [])
     try:
         rows = sweep(
             args.config,
@@ -238,18 +237,6 @@ def _sweep(args) -> int:
         )
         return 130
     return 0 if all(r["status"] in ("ok", "stopped") for r in rows) else 1
-
-
-def _check_grid(texts: list[str]) -> None:
-    """Each ``--grid key=v1,v2`` read as ``--set`` reads its values; a ConfigError names --grid."""
-    from pgrl.config import parse_override
-    from pgrl.sweep import split_values
-
-    for text in texts:
-        parse_override(text, flag="--grid")  # the form: section.key=...
-        key, raw = text.split("=", 1)
-        for value in split_values(raw):
-            parse_override(f"{key}={value}", flag="--grid")
 
 
 def _trial_options(args) -> dict:

@@ -96,8 +96,7 @@ def parse_grid(config: str, texts: list[str], overrides: list[str]) -> list[tupl
     """``--grid key=v1,v2`` strings -> ``[(key, [raw values])]``, each value checked."""
     grid = []
     for text in texts:
-        if "=" not in text:
-            raise ConfigError(f"--grid {_cut(text)}: expected section.key=v1,v2,...")
+        parse_override(text, flag="--grid")  # its form: section.key=...
         key, raw = (part.strip() for part in text.split("=", 1))
         if key in _AXES:
             raise ConfigError(f"--grid {key}: use {_AXES[key]} for this axis")
