@@ -32,13 +32,9 @@ def _env_errors(e: EnvConfig):
         yield
     except (TypeError, ValueError, ImportError, gym.error.Error) as err:
         raise ConfigError(
-            f"env {_short(e.id, 100)} with env.kwargs {valid.cut(e.kwargs)}: {_short(err, 400)}"
+            f"env {valid.shorten(e.id, 100)} with env.kwargs {valid.cut(e.kwargs)}: "
+            f"{valid.shorten(err, 400)}"
         ) from None
-
-
-def _short(text, limit: int) -> str:
-    text = str(text)
-    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text):,} chars)"
 
 
 def check_env_id(cfg: Config) -> None:

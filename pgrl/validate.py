@@ -37,7 +37,12 @@ PONG_ACTION_ALIASES = {"UP": "RIGHT", "DOWN": "LEFT"}
 
 def cut(value, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters for one-line messages."""
-    text = repr(value)
+    return shorten(repr(value), limit)
+
+
+def shorten(text, limit: int) -> str:
+    """``str(text)``, cut to about ``limit`` characters, saying how long it was."""
+    text = str(text)
     return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
 
 
