@@ -2163,173 +2163,72 @@ def rundir_cases() -> list[Case]:
         guard="run",
     )
     add("train-resume-missing-dir", same_run(["--resume"]), names=("checkpoint",), fresh="run")
-    add(
-        "train-resume-checkpoint-missing",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), remove("run/checkpoint.npz")),
-        names=("checkpoint",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-checkpoint-dir",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), replace_with_dir("run/checkpoint.npz")),
-        names=("checkpoint",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-missing",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), remove("run/metrics.csv")),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-updates-missing",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), remove("run/updates.csv")),
-        names=("updates.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-dir",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), replace_with_dir("run/metrics.csv")),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-row-dropped",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), edit_file("run/metrics.csv", drop_line(5))),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-rows-swapped",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), edit_file("run/metrics.csv", swap_lines(3, 4))),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-header-changed",
-        same_run(["--resume"]),
-        setup=steps(
-            copy("run"), edit_file("run/metrics.csv", lambda d: b"a,b,c" + d[d.index(b"\n") :])
+    # a damaged run: --resume refuses it, naming the damaged file
+    damaged = {
+        "checkpoint-missing": (remove("run/checkpoint.npz"), "checkpoint"),
+        "checkpoint-dir": (replace_with_dir("run/checkpoint.npz"), "checkpoint"),
+        "metrics-missing": (remove("run/metrics.csv"), "metrics.csv"),
+        "updates-missing": (remove("run/updates.csv"), "updates.csv"),
+        "metrics-dir": (replace_with_dir("run/metrics.csv"), "metrics.csv"),
+        "metrics-row-dropped": (edit_file("run/metrics.csv", drop_line(5)), "metrics.csv"),
+        "metrics-rows-swapped": (edit_file("run/metrics.csv", swap_lines(3, 4)), "metrics.csv"),
+        "metrics-header-changed": (
+            edit_file("run/metrics.csv", lambda d: b"a,b,c" + d[d.index(b"\n") :]),
+            "metrics.csv",
         ),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-binary",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), write("run/metrics.csv", np.random.default_rng(3).bytes(3000))),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-nul",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), edit_file("run/metrics.csv", lambda d: d.replace(b",", b"\0", 3))),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-last-steps-changed",
-        same_run(["--resume"]),
-        setup=steps(
-            copy("run"),
+        "metrics-binary": (
+            write("run/metrics.csv", np.random.default_rng(3).bytes(3000)),
+            "metrics.csv",
+        ),
+        "metrics-nul": (
+            edit_file("run/metrics.csv", lambda d: d.replace(b",", b"\0", 3)),
+            "metrics.csv",
+        ),
+        "metrics-last-steps-changed": (
             edit_file(
                 "run/metrics.csv",
                 lambda d: d[: d.rstrip().rfind(b"\n") + 1] + b"40,1,0.1,1.0,1.0,1.0,1,2\n",
             ),
+            "metrics.csv",
         ),
-        names=("metrics.csv",),
-        guard="run",
-        needs=RUN,
-    )
-    add(
-        "train-resume-updates-row-dropped",
-        same_run(["--resume"]),
-        setup=steps(copy("run"), edit_file("run/updates.csv", drop_line(1))),
-        names=("updates.csv",),
-        guard="run",
-        needs=RUN,
-    )
+        "updates-row-dropped": (edit_file("run/updates.csv", drop_line(1)), "updates.csv"),
+    }
+    for name, (damage, named) in damaged.items():
+        add(
+            f"train-resume-{name}",
+            same_run(["--resume"]),
+            setup=steps(copy("run"), damage),
+            names=(named,),
+            guard="run",
+            needs=RUN,
+        )
     # what a crash leaves behind: resumed, the rows come out exact
-    add(
-        "train-resume-torn-row",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(
-            copy("run"),
+    leftovers = {
+        "torn-row": steps(
             edit_file("run/metrics.csv", lambda d: d + b"41,2000,1."),
             edit_file("run/updates.csv", lambda d: d + b"3,6"),
         ),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
-    add(
-        "train-resume-rows-past-checkpoint",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(
-            copy("run"),
-            edit_file(
-                "run/metrics.csv",
-                lambda d: d + d.splitlines(keepends=True)[-1].replace(b"40,", b"41,", 1),
-            ),
+        "rows-past-checkpoint": edit_file(
+            "run/metrics.csv",
+            lambda d: d + d.splitlines(keepends=True)[-1].replace(b"40,", b"41,", 1),
         ),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
-    add(
-        "train-resume-stale-temp-files",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(
-            copy("run"),
+        "stale-temp-files": steps(
             write("run/.checkpoint.npz.abcd1234.tmp", b"PK"),
             write("run/.metrics.csv.0000.tmp", b"x"),
         ),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
-    add(
-        "train-resume-metrics-crlf",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(copy("run"), edit_file("run/metrics.csv", lambda d: d.replace(b"\n", b"\r\n"))),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
-    add(
-        "train-resume-config-toml-missing",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(copy("run"), remove("run/config.toml")),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
-    add(
-        "train-resume-summary-corrupt",
-        same_run(["--resume"]),
-        expect=(0,),
-        setup=steps(copy("run"), write("run/summary.json", b"{oops")),
-        check=rows_ok("run", 40),
-        needs=RUN,
-    )
+        "metrics-crlf": edit_file("run/metrics.csv", lambda d: d.replace(b"\n", b"\r\n")),
+        "config-toml-missing": remove("run/config.toml"),
+        "summary-corrupt": write("run/summary.json", b"{oops"),
+    }
+    for name, leftover in leftovers.items():
+        add(
+            f"train-resume-{name}",
+            same_run(["--resume"]),
+            expect=(0,),
+            setup=steps(copy("run"), leftover),
+            check=rows_ok("run", 40),
+            needs=RUN,
+        )
     add(
         "train-resume-finished",
         same_run(["--resume"]),
