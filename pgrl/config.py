@@ -24,7 +24,7 @@ from typing import Any
 
 from pgrl import validate as valid
 from pgrl.distributions import HEADS
-from pgrl.validate import BASELINES, RUNNERS, STANDARDIZE
+from pgrl.validate import ALGORITHMS, BASELINES, RUNNERS, STANDARDIZE
 from pgrl.validate import cut as _cut
 
 # The lowest return an episode can have: a goal at or below it is met at once (CartPole: +1 per
@@ -125,10 +125,29 @@ class ValueConfig:
 
 
 @dataclass
+class PPOConfig:
+    """PPO's update of ``train.algorithm = "ppo"`` (see pgrl.reinforce.ppo_update): GAE(lambda)
+    advantages, then ``epochs`` passes over the batch in shuffled minibatches, each one step of
+    the clipped surrogate and one of the value fit."""
+
+    clip: float = _key(0.2, valid.clip)  # the ratio pi / pi_old is kept in [1 - clip, 1 + clip]
+    epochs: int = _key(10, _AT_LEAST_1)  # passes over each batch
+    minibatch_size: int = _key(64, _AT_LEAST_1)  # steps per minibatch (the last may be smaller)
+    gae_lambda: float = _key(0.95, valid.fraction)  # 1: returns minus V; 0: one-step TD errors
+    normalize_advantages: bool = True  # standardize the advantages of each minibatch
+    # stop the batch's epochs after a minibatch whose approximate KL(pi_old || pi) exceeds this
+    target_kl: float | None = _key(None, valid.rule(lambda x: 0 < x < math.inf, "> 0"))
+    # keep V within this distance of the values the batch was collected with (clipped fit)
+    clip_value: float | None = _key(None, valid.rule(lambda x: 0 < x < math.inf, "> 0"))
+
+
+@dataclass
 class TrainConfig:
-    """The REINFORCE loop: budgets, returns and advantages, stopping, checkpoints."""
+    """The training loop: budgets, returns and advantages, stopping, checkpoints."""
 
     seed: int = _key(0, valid.rule(lambda n: n >= 0, ">= 0"))
+    # "reinforce": one step per batch (Karpathy's); "ppo": the [ppo] section's clipped updates
+    algorithm: str = _key("reinforce", _one_of(ALGORITHMS))
     episodes: int = _key(1000, _AT_LEAST_1)  # episode budget
     batch_episodes: int = _key(10, _AT_LEAST_1)  # complete episodes per update (Karpathy: 10)
     gamma: float = _key(0.99, valid.rule(lambda g: 0 < g <= 1, "in (0, 1]"))
@@ -170,6 +189,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     value: ValueConfig = field(default_factory=ValueConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self, where: str = "config") -> Config:
@@ -221,6 +241,11 @@ def _check_together(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
             f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
+        )
+    if t.algorithm == "ppo" and t.baseline != "value":
+        raise ConfigError(
+            f"{where}: train.algorithm = 'ppo' needs a value network for its GAE advantages; "
+            "set train.baseline = 'value'"
         )
     low = LOWEST_RETURNS.get(e.id, -math.inf)
     if t.solved_mean100 is not None and t.solved_mean100 <= low:

@@ -22,14 +22,21 @@ import gymnasium as gym
 import numpy as np
 
 from pgrl.build import build_policy, build_value_net, env_actions, make_envs
-from pgrl.checkpoint import read_init, restore_policy
+from pgrl.checkpoint import CheckpointError, read_init, restore_policy
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
 from pgrl.policies import Policy, ValueNet
 from pgrl.ray_runner import RayRollouts
-from pgrl.returns import batch_returns, explained_variance, standardize_advantages
+from pgrl.returns import (
+    batch_returns,
+    explained_variance,
+    gae,
+    standardize,
+    standardize_advantages,
+)
 from pgrl.rollout import RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
+from pgrl.sparse import SparseRows
 
 
 def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config) -> dict:
@@ -64,9 +71,70 @@ def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config)
     return stats
 
 
+def ppo_update(
+    policy: Policy, value: ValueNet, batch, cfg: Config, order: np.random.Generator
+) -> dict:
+    """One PPO update from a batch of complete episodes (a pgrl.rollout.EpisodeBatch).
+
+    A_t = GAE(lambda) of V(s_t) before the update (V(s_T) of a truncated episode's last state
+    with ``value.bootstrap``, else 0), standardized as ``train.standardize``; targets A_t + V(s_t);
+    log pi_old(a_t | s_t) of the policy that played the batch. Then ``ppo.epochs`` passes over the
+    steps in an order drawn from ``order``, in minibatches of ``ppo.minibatch_size``: one RMSprop
+    step of the clipped surrogate (advantages standardized per minibatch with
+    ``ppo.normalize_advantages``) and one of the value fit (clipped with ``ppo.clip_value``). The
+    epochs stop after a minibatch whose approximate KL exceeds ``ppo.target_kl``.
+
+    Returns:
+        The policy's and value net's stats averaged over the minibatch steps, the explained
+        variance of V before the update, and ``epochs`` (passes begun).
+    """
+    t, p = cfg.train, cfg.ppo
+    values = value.predict(batch.obs)
+    bootstrap = None
+    if cfg.value.bootstrap and batch.ep_truncated.any():
+        bootstrap = np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
+    advantages, targets = gae(
+        batch.rewards, values, batch.ep_bounds, t.gamma, p.gae_lambda, bootstrap, t.reset_on_nonzero
+    )
+    advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
+    old_log_probs = policy.log_probs(batch.obs, batch.actions)
+    old_values = values if p.clip_value is not None else None
+    steps = []
+    for epoch in range(1, p.epochs + 1):
+        for idx in _minibatches(order.permutation(batch.steps), p.minibatch_size):
+            obs = _rows(batch.obs, idx)
+            adv = standardize(advantages[idx]) if p.normalize_advantages else advantages[idx]
+            stats = policy.update(obs, batch.actions[idx], adv, old_log_probs[idx], p.clip)
+            if old_values is None:
+                stats.update(value.update(obs, targets[idx]))
+            else:
+                stats.update(value.update(obs, targets[idx], old_values[idx], p.clip_value))
+            steps.append(stats)
+            if p.target_kl is not None and stats["approx_kl"] > p.target_kl:
+                break
+        else:
+            continue
+        break
+    stats = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
+    stats["explained_variance"] = explained_variance(values, targets)
+    stats["epochs"] = epoch
+    return stats
+
+
+def _minibatches(permutation: np.ndarray, size: int) -> list[np.ndarray]:
+    """Consecutive slices of ``size`` indices (the last one shorter), sorted within each so that
+    rows are read in order."""
+    return [np.sort(permutation[i : i + size]) for i in range(0, len(permutation), size)]
+
+
+def _rows(obs, idx: np.ndarray):
+    """Rows ``idx`` of a dense array or of SparseRows."""
+    return obs.take(idx) if isinstance(obs, SparseRows) else obs[idx]
+
+
 def _loop(
     cfg: Config, run: RunDir, envs, policy: Policy, value: ValueNet | None, rngs, state, report
-) -> dict:
+) -> dict:  # rngs: (slot generators, PPO's minibatch order)
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
     t = cfg.train
     bar = ProgressBar(
@@ -75,7 +143,7 @@ def _loop(
     tensorboard = TensorBoard(run.path / "tensorboard") if cfg.log.tensorboard else None
     hold = HoldInterrupts().install()
     clock = time.perf_counter() - state.wall_time
-    committed_rng = slot_states(rngs)  # a batch cut short by Ctrl-C restarts from here
+    committed_rng = rng_state(rngs)  # a batch cut short by Ctrl-C restarts from here
     dead = 0  # updates in a row whose policy had no gradient and no entropy left
 
     def stop(reason: str) -> dict:  # the last update's checkpoint, and the run's summary
@@ -90,11 +158,14 @@ def _loop(
             while (stopped_by := state.stop_reason(t)) is None:
                 t0 = time.perf_counter()
                 batch = _collect(
-                    envs, policy, rngs, min(t.batch_episodes, t.episodes - state.episodes)
+                    envs, policy, rngs[0], min(t.batch_episodes, t.episodes - state.episodes)
                 )
                 t1 = time.perf_counter()
                 with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
-                    stats = reinforce_update(policy, value, batch, cfg)
+                    if t.algorithm == "ppo":
+                        stats = ppo_update(policy, value, batch, cfg, rngs[1])
+                    else:
+                        stats = reinforce_update(policy, value, batch, cfg)
                     dead = _check_update(policy, value, stats, state.updates + 1, cfg, dead)
                     t2 = time.perf_counter()
                     timing, seconds = _seconds(envs, t0, t1, t2)
@@ -102,7 +173,7 @@ def _loop(
                         batch, stats, seconds, t2 - clock, t.solved_mean100
                     )
                     run.log(rows, update_row)
-                    committed_rng = slot_states(rngs)
+                    committed_rng = rng_state(rngs)
                     checkpointed = state.updates % t.checkpoint_every == 0
                     if checkpointed:
                         run.save_checkpoint(policy, state, committed_rng, cfg, value)
@@ -206,14 +277,15 @@ def train(
         )
         policy, value, rngs = _build(cfg, envs)
         if checkpoint is not None:
-            state = run.restore(checkpoint, policy, rngs, value)
+            state = run.restore(checkpoint, policy, rngs[0], value)
+            _restore_order(rngs[1], checkpoint["rng_state"], run.checkpoint_path)
         else:
             state = RunState()
             if start is not None:  # weights, and a checkpoint's RMSprop state
                 restore_policy(policy, start, cfg.train.init, bool(start["optimizer_state"]))
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
-            run.save_checkpoint(policy, state, slot_states(rngs), cfg, value)
+            run.save_checkpoint(policy, state, rng_state(rngs), cfg, value)
         return _loop(cfg, run, envs, policy, value, rngs, state, report)
     finally:
         run.close()
@@ -245,12 +317,31 @@ def _prepare(
     return cfg, run, checkpoint, start
 
 
-def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, list]:
-    """The policy, the value network (or None) and one generator per env slot, from the seed."""
+def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, tuple]:
+    """The policy, the value network (or None), and the generators from the seed: one per env
+    slot, and the one that orders PPO's minibatches (``default_rng([seed, 2])``)."""
     obs_dim = int(envs.single_observation_space.shape[0])
     policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
     value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
-    return policy, value, slot_generators(cfg.train.seed, envs.num_envs)
+    seed = cfg.train.seed
+    return policy, value, (slot_generators(seed, envs.num_envs), np.random.default_rng([seed, 2]))
+
+
+def _restore_order(order: np.random.Generator, state: dict, path) -> None:
+    """The minibatch order's generator as a checkpoint left it (a checkpoint without one, of a
+    run that had no minibatches, leaves it at its seed)."""
+    if "minibatch" not in state:
+        return
+    try:
+        order.bit_generator.state = state["minibatch"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: unusable minibatch RNG state: {e}") from None
+
+
+def rng_state(rngs: tuple) -> dict:
+    """What a checkpoint keeps of :func:`_build`'s generators: the slots' states, and the
+    minibatch order's under ``"minibatch"``."""
+    return {**slot_states(rngs[0]), "minibatch": rngs[1].bit_generator.state}
 
 
 _REMOTE = ("broadcast", "transfer")  # seconds of an update that only remote rollouts spend

@@ -86,6 +86,61 @@ def batch_returns(
     return returns
 
 
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    ep_bounds: np.ndarray,
+    gamma: float,
+    lam: float,
+    bootstrap: np.ndarray | None = None,
+    reset_on_nonzero: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized advantage estimates GAE(lambda) of a batch of episodes, and value targets.
+
+    Within an episode ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)``, with ``V(s_T)`` after the
+    last step the episode's ``bootstrap``; ``A_t = sum_k (gamma * lam)^k delta_{t+k}``; the
+    targets are ``A_t + V(s_t)``. ``lam = 1`` gives ``G_t - V(s_t)``, ``lam = 0`` the one-step
+    TD error.
+
+    Args:
+        rewards: (T,) rewards; episode k is ``rewards[ep_bounds[k]:ep_bounds[k + 1]]``.
+        values: (T,) ``V(s_t)`` of the states the actions were taken in.
+        ep_bounds: (E + 1,) offsets of the episodes.
+        gamma: discount in [0, 1]; lam: GAE's lambda in [0, 1].
+        bootstrap: (E,) ``V(s_T)`` after each episode's last step: 0 where it terminated,
+            the value of its final observation where a time limit cut it (None: all 0).
+        reset_on_nonzero: a nonzero reward ends a point (Pong), as a terminal state would:
+            nothing after it flows back.
+
+    Returns:
+        ``(advantages, targets)``, float64 (T,) each.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if r.ndim != 1 or v.shape != r.shape:
+        raise ValueError(f"rewards and values must be 1-D of one length, got {r.shape}, {v.shape}")
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(v))):
+        raise ValueError("rewards and values must be finite, got NaN or inf")
+    for name, x in (("gamma", gamma), ("lam", lam)):
+        if not 0.0 <= float(x) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {x}")
+    n = len(ep_bounds) - 1
+    bootstrap = np.zeros(n) if bootstrap is None else np.asarray(bootstrap, dtype=np.float64)
+    if bootstrap.shape != (n,) or not np.all(np.isfinite(bootstrap)):
+        raise ValueError(f"bootstrap must be ({n},) finite values, one per episode")
+    advantages = np.empty_like(r)
+    for k, (start, stop) in enumerate(zip(ep_bounds[:-1], ep_bounds[1:], strict=True)):
+        next_value, running = bootstrap[k], 0.0
+        for t in range(stop - 1, start - 1, -1):
+            if reset_on_nonzero and r[t] != 0:
+                next_value, running = 0.0, 0.0
+            delta = r[t] + gamma * next_value - v[t]
+            running = delta + gamma * lam * running
+            advantages[t] = running
+            next_value = v[t]
+    return advantages, advantages + v
+
+
 def standardize_advantages(advantages: np.ndarray, ep_bounds: np.ndarray, mode: str) -> np.ndarray:
     """(T,) advantages standardized per episode (``"episode"``, Karpathy's), over the batch
     (``"batch"``) or left as they are (``"none"``); float64 (T,)."""

@@ -134,6 +134,16 @@ class SparseRows:
             self.indptr[start : stop + 1] - lo, self.indices[lo:hi], self.values[lo:hi], self.n_cols
         )
 
+    def take(self, rows: np.ndarray) -> SparseRows:
+        """The rows ``X[rows]`` (any integer indices, in their order) as new SparseRows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # the k-th stored nonzero of the result is nonzero (k - indptr[row]) of its source row
+        gather = np.arange(indptr[-1]) + np.repeat(starts - indptr[:-1], lengths)
+        return SparseRows._trusted(indptr, self.indices[gather], self.values[gather], self.n_cols)
+
     def row_ids(self) -> np.ndarray:
         """(nnz,) row index of each stored nonzero."""
         return np.repeat(np.arange(len(self)), np.diff(self.indptr))

@@ -17,6 +17,7 @@ REDUCTIONS = ("sum", "mean")
 BACKENDS = ("numpy", "tensorflow")
 STANDARDIZE = ("episode", "batch", "none")  # advantages: per episode (Karpathy), per batch
 BASELINES = ("none", "value")
+ALGORITHMS = ("reinforce", "ppo")
 RUNNERS = ("local", "ray")
 # "sync": in this process; "workers": a process each (pgrl.vector); "async": gymnasium's
 # AsyncVectorEnv; "auto": sync for cheap envs, workers for Pong
@@ -107,6 +108,16 @@ def max_grad_norm(name: str, value) -> float | None:
     if value is None:
         return None
     return real(name, value, lambda x: x > 0, "a finite number > 0 (leave it out for no clipping)")
+
+
+def clip(name: str, value) -> float:
+    """PPO's clip range ``eps``: the ratio is kept in ``[1 - eps, 1 + eps]``, so 0 < eps < 1."""
+    return real(name, value, lambda x: 0 < x < 1, "in (0, 1)")
+
+
+def fraction(name: str, value) -> float:
+    """A discount-like weight in [0, 1] (GAE's lambda)."""
+    return real(name, value, lambda x: 0 <= x <= 1, "in [0, 1]")
 
 
 def env_id(name: str, value) -> str:

@@ -379,12 +379,12 @@ class Policy(Network):
         x = self._check_nonempty_obs(obs)
         return self._log_probs(x, self._check_actions(actions, x.shape[0]))
 
-    def loss(self, obs, actions, advantages) -> float:
-        """``L`` of the class docstring, the quantity :meth:`gradients` differentiates;
-        arguments as there."""
-        return float(self._loss(*self._check_batch(obs, actions, advantages)))
+    def loss(self, obs, actions, advantages, old_log_probs=None, clip=None) -> float:
+        """``L`` of the class docstring (PPO's surrogate with ``old_log_probs`` and ``clip``),
+        the quantity :meth:`gradients` differentiates; arguments as there."""
+        return float(self._loss(*self._check_batch(obs, actions, advantages, old_log_probs, clip)))
 
-    def gradients(self, obs, actions, advantages) -> dict[str, np.ndarray]:
+    def gradients(self, obs, actions, advantages, old_log_probs=None, clip=None) -> dict:
         """``dL/dW`` for the loss of :meth:`loss` (not clipped: clipping is part of a step).
 
         Args:
@@ -392,28 +392,43 @@ class Policy(Network):
             actions: (N,) actions taken: 0 or 1 (Bernoulli), integers in [0, n_actions)
                 (categorical).
             advantages: (N,) finite weights ``A_t`` (e.g. standardized discounted returns).
+            old_log_probs: (N,) ``log pi_old(a_t | s_t)`` of the policy that played the batch,
+                with ``clip`` (``eps`` > 0): the loss is PPO's clipped surrogate
+                ``-sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)``,
+                ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``, instead of REINFORCE's.
 
         Returns:
             dict with the names and shapes of :meth:`get_weights`.
         """
-        return self._gradients(*self._check_batch(obs, actions, advantages))
+        return self._gradients(*self._check_batch(obs, actions, advantages, old_log_probs, clip))
 
-    def update(self, obs, actions, advantages) -> dict[str, float]:
+    def update(self, obs, actions, advantages, old_log_probs=None, clip=None) -> dict:
         """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step in one call.
 
         Returns:
             statistics computed before the step: ``loss``, ``grad_norm`` (global L2 norm, before
             clipping), ``mean_prob`` (mean P(action = 1); categorical: mean probability of the
-            action taken) and ``entropy`` (mean entropy of the policy, nats).
+            action taken) and ``entropy`` (mean entropy of the policy, nats); with
+            ``old_log_probs`` also ``approx_kl`` and ``clip_fraction``
+            (:func:`pgrl.objectives.ppo_stats`).
         """
-        return self._update(*self._check_batch(obs, actions, advantages))
+        return self._update(*self._check_batch(obs, actions, advantages, old_log_probs, clip))
 
-    def _check_batch(self, obs, actions, advantages):
+    def _check_batch(self, obs, actions, advantages, old_log_probs=None, clip=None):
         """Validated obs (N, D), actions (N,) (in the policy's dtype or int64, as the head keeps
-        them), advantages (N,) in the policy's dtype."""
+        them), advantages (N,) in the policy's dtype; with PPO's arguments also old_log_probs
+        (N,) and clip (a scalar), in the policy's dtype."""
         x = self._check_nonempty_obs(obs)
         n = x.shape[0]
-        return x, self._check_actions(actions, n), self._check_vector("advantages", advantages, n)
+        batch = (x, self._check_actions(actions, n), self._check_vector("advantages", advantages, n))
+        if old_log_probs is None and clip is None:
+            return batch
+        if old_log_probs is None or clip is None:
+            raise ValueError("PPO's surrogate needs both old_log_probs and clip (or neither)")
+        old = self._check_vector("old_log_probs", old_log_probs, n)
+        if np.any(old > 0):
+            raise ValueError("old_log_probs must be log-probabilities, <= 0")
+        return (*batch, old, self.dtype.type(valid.clip("clip", clip)))
 
     def _check_actions(self, actions, n: int) -> np.ndarray:
         """(n,) valid actions, in the policy's dtype or int64 as the head keeps them."""
@@ -471,23 +486,31 @@ class ValueNet(Network):
         """``V(s)`` for a batch: obs (N, obs_dim) -> (N,), in the network's dtype."""
         return self._outputs(self._check_obs(obs))[:, 0]
 
-    def loss(self, obs, returns) -> float:
+    def loss(self, obs, returns, old_values=None, clip=None) -> float:
         """``0.5 * sum_t (V(s_t) - G_t)^2`` (/ N with ``reduction="mean"``); obs (N, obs_dim),
-        returns (N,)."""
-        return float(self._loss(*self._check_targets(obs, returns)))
+        returns (N,). With ``old_values`` (N,) and ``clip`` (> 0), PPO's clipped fit
+        (:func:`pgrl.objectives.clipped_value_loss`)."""
+        return float(self._loss(*self._check_targets(obs, returns, old_values, clip)))
 
-    def gradients(self, obs, returns) -> dict[str, np.ndarray]:
+    def gradients(self, obs, returns, old_values=None, clip=None) -> dict[str, np.ndarray]:
         """``dL/dW`` of :meth:`loss`, as a dict like :meth:`get_weights` (not clipped)."""
-        return self._gradients(*self._check_targets(obs, returns))
+        return self._gradients(*self._check_targets(obs, returns, old_values, clip))
 
-    def update(self, obs, returns) -> dict[str, float]:
+    def update(self, obs, returns, old_values=None, clip=None) -> dict[str, float]:
         """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step.
 
         Returns:
             ``value_loss`` and ``value_grad_norm`` (before clipping), computed before the step.
         """
-        return self._update(*self._check_targets(obs, returns))
+        return self._update(*self._check_targets(obs, returns, old_values, clip))
 
-    def _check_targets(self, obs, returns):
+    def _check_targets(self, obs, returns, old_values=None, clip=None):
         x = self._check_nonempty_obs(obs)
-        return x, self._check_vector("returns", returns, x.shape[0])
+        targets = (x, self._check_vector("returns", returns, x.shape[0]))
+        if old_values is None and clip is None:
+            return targets
+        if old_values is None or clip is None:
+            raise ValueError("the clipped value loss needs both old_values and clip (or neither)")
+        clip = valid.real("clip", clip, lambda c: c > 0, "> 0")
+        old = self._check_vector("old_values", old_values, x.shape[0])
+        return (*targets, old, self.dtype.type(clip))

@@ -71,12 +71,19 @@ class NumpyPolicy(NumpyNetwork, Policy):
         dist = self.distribution
         return dist.log_prob(dist.logits(self._outputs(obs)), actions)
 
-    def _loss_and_dout(self, out, actions, advantages) -> tuple[float, np.ndarray]:
+    def _loss_and_dout(
+        self, out, actions, advantages, old_log_probs=None, clip=None
+    ) -> tuple[float, np.ndarray]:
         """``L`` and ``dL/d(out)`` (N, k): the chain rule through the objective's ``dL/dlogp``
-        and the entropy bonus's ``dL/dH = -c`` (the "PG magic")."""
+        (REINFORCE's, or PPO's surrogate with ``old_log_probs``) and the entropy bonus's
+        ``dL/dH = -c`` (the "PG magic")."""
         dist, n, c = self.distribution, out.shape[0], self.entropy_coef
         z = dist.logits(out)
-        terms, dlogp = objectives.reinforce(dist.log_prob(z, actions), advantages)
+        log_probs = dist.log_prob(z, actions)
+        if old_log_probs is None:
+            terms, dlogp = objectives.reinforce(log_probs, advantages)
+        else:
+            terms, dlogp = objectives.ppo(log_probs, advantages, old_log_probs, clip)
         loss = float(np.sum(terms))
         dz = objectives.chain(dlogp, dist.dlog_prob(z, actions))
         if self.reduction == "mean":
@@ -89,16 +96,20 @@ class NumpyPolicy(NumpyNetwork, Policy):
             dz /= n
         return float(loss), dz.reshape(out.shape)
 
-    def _update(self, obs, actions, advantages):
+    def _update(self, obs, actions, advantages, old_log_probs=None, clip=None):
         hs, out = nn.forward(self.params, obs)
-        loss, dout = self._loss_and_dout(out, actions, advantages)
-        z = self.distribution.logits(out)
-        return {
+        loss, dout = self._loss_and_dout(out, actions, advantages, old_log_probs, clip)
+        dist = self.distribution
+        z = dist.logits(out)
+        stats = {
             "loss": loss,
             "grad_norm": self._step(nn.backward(self.params, hs, dout)),
-            "mean_prob": self.distribution.prob_stat(z, actions),
-            "entropy": float(np.mean(self.distribution.entropy(z))),
+            "mean_prob": dist.prob_stat(z, actions),
+            "entropy": float(np.mean(dist.entropy(z))),
         }
+        if old_log_probs is not None:
+            stats.update(objectives.ppo_stats(dist.log_prob(z, actions), old_log_probs, clip))
+        return stats
 
 
 class NumpyValueNet(NumpyNetwork, ValueNet):
@@ -106,17 +117,21 @@ class NumpyValueNet(NumpyNetwork, ValueNet):
 
     backend = "numpy"
 
-    def _loss_and_dout(self, out, returns) -> tuple[float, np.ndarray]:
-        """``L`` and ``dL/d(out)`` (N, 1) of the value fit."""
-        terms, dv = objectives.value_loss(out[:, 0], returns)
+    def _loss_and_dout(self, out, returns, old_values=None, clip=None) -> tuple[float, np.ndarray]:
+        """``L`` and ``dL/d(out)`` (N, 1) of the value fit (PPO's clipped one with
+        ``old_values``)."""
+        if old_values is None:
+            terms, dv = objectives.value_loss(out[:, 0], returns)
+        else:
+            terms, dv = objectives.clipped_value_loss(out[:, 0], returns, old_values, clip)
         loss = float(np.sum(terms))
         if self.reduction == "mean":
             loss, dv = loss / len(dv), dv / len(dv)
         return loss, dv[:, None]
 
-    def _update(self, obs, returns):
+    def _update(self, obs, *targets):
         hs, out = nn.forward(self.params, obs)
-        loss, dout = self._loss_and_dout(out, returns)
+        loss, dout = self._loss_and_dout(out, *targets)
         return {
             "value_loss": loss,
             "value_grad_norm": self._step(nn.backward(self.params, hs, dout)),

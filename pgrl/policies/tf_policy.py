@@ -257,15 +257,17 @@ class KerasNetwork:
         self._clip_and_apply(grads)
 
     def _trace(self, *target_specs, **extra) -> None:
-        """Graphs of ``_graph_gradients`` and ``_graph_update`` (and ``extra``, name -> function)
-        for a batch ``(obs, *targets)``, dense or sparse; each traced on its first call."""
-        self._tf = {}
+        """Graphs of ``_graph_gradients`` and ``_graph_update`` (and ``extra``, name -> function
+        of obs and the first target) for a batch ``(obs, *targets)``, dense or sparse; each
+        traced on its first call. Called once per set of targets a network takes."""
+        self._tf = getattr(self, "_tf", {})
         for sparse in (False, True):
             batch = (self._obs_spec(sparse), *target_specs)
-            self._tf["gradients", sparse] = _lazy_concrete(self._graph_gradients, *batch)
-            self._tf["update", sparse] = _lazy_concrete(self._graph_update, *batch)
+            n = len(target_specs)
+            self._tf["gradients", sparse, n] = _lazy_concrete(self._graph_gradients, *batch)
+            self._tf["update", sparse, n] = _lazy_concrete(self._graph_update, *batch)
             for name, fn in extra.items():
-                self._tf[name, sparse] = _lazy_concrete(fn, *batch[:2])
+                self._tf[name, sparse, 1] = _lazy_concrete(fn, *batch[:2])
 
     def _graph_gradients(self, obs, *targets):
         return self._tape_gradients(self._loss_graph, obs, *targets)
@@ -309,7 +311,7 @@ class KerasNetwork:
     def _graph_call(self, name, obs, *vectors):
         x, sparse = self._inputs(obs)
         x = tuple(tf.constant(a) for a in x) if sparse else tf.constant(x)
-        return self._tf[name, sparse](x, *(tf.constant(v) for v in vectors))
+        return self._tf[name, sparse, len(vectors)](x, *(tf.constant(v) for v in vectors))
 
     def _eager_outputs(self, obs):
         """(N, n_outputs) from eager ops on a copy of the weights (see
@@ -361,28 +363,40 @@ class TensorFlowPolicy(KerasNetwork, Policy):
         int_spec = tf.TensorSpec([None], tf.int64)
         action_spec = vec_spec if self.distribution.action_kind == "float" else int_spec
         self._trace(action_spec, vec_spec, log_probs=self._graph_log_probs)
+        # PPO: old log-probs and the clip range as well
+        self._trace(action_spec, vec_spec, vec_spec, tf.TensorSpec([], self.dtype.name))
 
     # ----- graphs -----
 
-    def _loss_graph(self, obs, actions, advantages):
-        """``L`` from the objective's per-step terms and the entropy bonus, and the outputs."""
+    def _loss_graph(self, obs, actions, advantages, *ppo):
+        """``L`` from the objective's per-step terms (REINFORCE's, or PPO's surrogate with
+        ``old_log_probs``) and the entropy bonus, and the outputs."""
         dist = self.distribution
         z = dist.tf_logits(forward(self._layers(self._vars), obs))
-        loss = tf.reduce_sum(objectives.tf_reinforce(dist.tf_log_prob(z, actions), advantages))
+        log_probs = dist.tf_log_prob(z, actions)
+        if ppo:
+            terms = objectives.tf_ppo(log_probs, advantages, *ppo)
+        else:
+            terms = objectives.tf_reinforce(log_probs, advantages)
+        loss = tf.reduce_sum(terms)
         if self.entropy_coef:
             loss = loss - self.entropy_coef * tf.reduce_sum(dist.tf_entropy(z))
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
         return loss, z
 
-    def _graph_update(self, obs, actions, advantages):
-        loss, z, grads = self._graph_gradients(obs, actions, advantages)
-        return {
+    def _graph_update(self, obs, actions, advantages, *ppo):  # ppo: (old_log_probs, clip)
+        loss, z, grads = self._graph_gradients(obs, actions, advantages, *ppo)
+        dist = self.distribution
+        stats = {
             "loss": loss,
             "grad_norm": self._clip_and_apply(grads),
-            "mean_prob": self.distribution.tf_prob_stat(z, actions),
-            "entropy": tf.reduce_mean(self.distribution.tf_entropy(z)),
+            "mean_prob": dist.tf_prob_stat(z, actions),
+            "entropy": tf.reduce_mean(dist.tf_entropy(z)),
         }
+        if ppo:
+            stats.update(objectives.tf_ppo_stats(dist.tf_log_prob(z, actions), *ppo))
+        return stats
 
     def _graph_log_probs(self, obs, actions):
         dist = self.distribution
@@ -407,15 +421,21 @@ class TensorFlowValueNet(KerasNetwork, ValueNet):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_keras("value", "pgrl_value")
-        self._trace(tf.TensorSpec([None], self.dtype.name))
+        vec_spec = tf.TensorSpec([None], self.dtype.name)
+        self._trace(vec_spec)
+        self._trace(vec_spec, vec_spec, tf.TensorSpec([], self.dtype.name))  # clipped fit
 
-    def _loss_graph(self, obs, returns):
+    def _loss_graph(self, obs, returns, *clipped):  # clipped: (old_values, clip)
         v = forward(self._layers(self._vars), obs)[:, 0]
-        loss = tf.reduce_sum(objectives.tf_value_loss(v, returns))
+        if clipped:
+            terms = objectives.tf_clipped_value_loss(v, returns, *clipped)
+        else:
+            terms = objectives.tf_value_loss(v, returns)
+        loss = tf.reduce_sum(terms)
         if self.reduction == "mean":
             loss = loss / tf.cast(tf.shape(v)[0], loss.dtype)
         return loss, v
 
-    def _graph_update(self, obs, returns):
-        loss, _, grads = self._graph_gradients(obs, returns)
+    def _graph_update(self, obs, *targets):
+        loss, _, grads = self._graph_gradients(obs, *targets)
         return {"value_loss": loss, "value_grad_norm": self._clip_and_apply(grads)}
