@@ -99,8 +99,9 @@ def ppo_update(
     advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
     old_log_probs = policy.log_probs(batch.obs, batch.actions)
     old_values = values if p.clip_value is not None else None
-    steps = []
-    for epoch in range(1, p.epochs + 1):
+    steps, epochs, stopped = [], 0, False
+    while epochs < p.epochs and not stopped:
+        epochs += 1
         for idx in _minibatches(order.permutation(batch.steps), p.minibatch_size):
             obs = _rows(batch.obs, idx)
             adv = standardize(advantages[idx]) if p.normalize_advantages else advantages[idx]
@@ -110,14 +111,12 @@ def ppo_update(
             else:
                 stats.update(value.update(obs, targets[idx], old_values[idx], p.clip_value))
             steps.append(stats)
-            if p.target_kl is not None and stats["approx_kl"] > p.target_kl:
+            stopped = p.target_kl is not None and stats["approx_kl"] > p.target_kl
+            if stopped:
                 break
-        else:
-            continue
-        break
     stats = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
     stats["explained_variance"] = explained_variance(values, targets)
-    stats["epochs"] = epoch
+    stats["epochs"] = epochs
     return stats
 
 

@@ -420,7 +420,8 @@ class Policy(Network):
         (N,) and clip (a scalar), in the policy's dtype."""
         x = self._check_nonempty_obs(obs)
         n = x.shape[0]
-        batch = (x, self._check_actions(actions, n), self._check_vector("advantages", advantages, n))
+        advantages = self._check_vector("advantages", advantages, n)
+        batch = (x, self._check_actions(actions, n), advantages)
         if old_log_probs is None and clip is None:
             return batch
         if old_log_probs is None or clip is None:
