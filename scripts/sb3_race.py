@@ -1,16 +1,17 @@
-"""Stable-Baselines3's A2C with rl-baselines3-zoo's hyperparameters, timed to the same goal as
-``pgrl compare``: the wall-clock seconds of training until the mean return of the last 100
-finished episodes reaches gymnasium's threshold, on one thread, one seed at a time.
+"""Stable-Baselines3's A2C or PPO with rl-baselines3-zoo's hyperparameters, timed to the same
+goal as ``pgrl compare``: the wall-clock seconds of training until the mean return of the last
+100 finished episodes reaches gymnasium's threshold, on one thread, one seed at a time.
 
 Stable-Baselines3 is not a pgrl dependency; run this from an environment that has it::
 
-    python -m venv /tmp/sb3 && /tmp/sb3/bin/pip install torch==2.13.0 stable-baselines3 tqdm
-    /tmp/sb3/bin/python scripts/sb3_race.py Acrobot-v1 --seeds 100 101 102 --out runs/sb3.csv
+    python -m venv /tmp/sb3
+    /tmp/sb3/bin/pip install torch==2.13.0 stable-baselines3 "gymnasium[box2d]" tqdm
+    /tmp/sb3/bin/python scripts/sb3_race.py Acrobot-v1 --algo ppo --seeds 100 101 --out sb3.csv
 
 The row of each seed: solved or not, the episode and env step at which it was, and the
-seconds. Settings (zoo's a2c.yml): Acrobot-v1 16 envs with ``normalize: true`` (the zoo's
-VecNormalize with its defaults: observations and rewards), CartPole-v1 8 envs; otherwise A2C's
-defaults (n_steps 5, RMSprop lr 7e-4, gamma 0.99, two 64-unit tanh layers).
+seconds. Settings: the zoo's a2c.yml and ppo.yml entries (``normalize: true`` is VecNormalize
+with its defaults, observations and rewards; ``lin_x`` a rate falling linearly from x to 0), run
+for the zoo's step budget or ``--max-seconds``, whichever ends first.
 """
 
 from __future__ import annotations
@@ -28,25 +29,50 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+THRESHOLDS = {"Acrobot-v1": -100.0, "CartPole-v1": 475.0, "LunarLander-v3": 200.0}
+# rl-baselines3-zoo's hyperparams/{a2c,ppo}.yml (LunarLander: its v2 entries); ``lin``: the
+# keys whose values fall linearly to 0 over the step budget
 ZOO = {
-    "Acrobot-v1": {"n_envs": 16, "normalize": True, "threshold": -100.0, "steps": 500_000},
-    "CartPole-v1": {"n_envs": 8, "normalize": False, "threshold": 475.0, "steps": 500_000},
-}
-COLUMNS = ["env", "seed", "solved", "episodes", "steps", "seconds"]
+    ("a2c", "Acrobot-v1"): {"n_envs": 16, "normalize": True, "steps": 500_000},
+    ("a2c", "CartPole-v1"): {"n_envs": 8, "steps": 500_000},
+    ("a2c", "LunarLander-v3"): {
+        "n_envs": 8, "steps": 200_000, "gamma": 0.995, "n_steps": 5,
+        "learning_rate": 0.00083, "ent_coef": 1e-5, "lin": ("learning_rate",),
+    },
+    ("ppo", "Acrobot-v1"): {
+        "n_envs": 16, "normalize": True, "steps": 1_000_000, "n_steps": 256,
+        "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0,
+    },
+    ("ppo", "CartPole-v1"): {
+        "n_envs": 8, "steps": 100_000, "n_steps": 32, "batch_size": 256, "gae_lambda": 0.8,
+        "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0, "learning_rate": 0.001,
+        "clip_range": 0.2, "lin": ("learning_rate", "clip_range"),
+    },
+    ("ppo", "LunarLander-v3"): {
+        "n_envs": 16, "steps": 1_000_000, "n_steps": 1024, "batch_size": 64,
+        "gae_lambda": 0.98, "gamma": 0.999, "n_epochs": 4, "ent_coef": 0.01,
+    },
+}  # fmt: skip
+COLUMNS = ["algo", "env", "seed", "solved", "episodes", "steps", "seconds", "mean100"]
 
 
-def race(env_id: str, seed: int) -> dict:
-    """One A2C run of ``env_id`` until solved or its zoo step budget; its row."""
+def race(algo: str, env_id: str, seed: int, max_seconds: float) -> dict:
+    """One run of ``algo`` on ``env_id`` until solved, its zoo step budget or ``max_seconds``;
+    its row."""
     import torch
-    from stable_baselines3 import A2C
+    from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
-    zoo = ZOO[env_id]
-    envs = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed)
-    if zoo["normalize"]:
+    zoo = dict(ZOO[algo, env_id])
+    threshold = THRESHOLDS[env_id]
+    n_envs, steps, normalize = zoo.pop("n_envs"), zoo.pop("steps"), zoo.pop("normalize", False)
+    for key in zoo.pop("lin", ()):
+        zoo[key] = (lambda start: lambda remaining: remaining * start)(zoo[key])
+    envs = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if normalize:
         envs = VecNormalize(envs)  # the zoo's normalize: true, VecNormalize's defaults
 
     class Goal(BaseCallback):
@@ -62,35 +88,41 @@ def race(env_id: str, seed: int) -> dict:
                 if "episode" in info:
                     self.returns.append(info["episode"]["r"])
                     last = self.returns[-100:]
-                    if len(last) == 100 and sum(last) / 100 >= zoo["threshold"]:
+                    if len(last) == 100 and sum(last) / 100 >= threshold:
                         self.solved_at = time.perf_counter() - self.t0
                         return False
-            return True
+            return time.perf_counter() - self.t0 < max_seconds
 
     goal = Goal()
-    model = A2C("MlpPolicy", envs, seed=seed, device="cpu", verbose=0)
-    model.learn(zoo["steps"], callback=goal)
+    cls = {"a2c": A2C, "ppo": PPO}[algo]
+    model = cls("MlpPolicy", envs, seed=seed, device="cpu", verbose=0, **zoo)
+    model.learn(steps, callback=goal)
     envs.close()
     solved = goal.solved_at is not None
     return {
+        "algo": algo,
         "env": env_id,
         "seed": seed,
         "solved": solved,
         "episodes": len(goal.returns),
         "steps": model.num_timesteps,
         "seconds": round(goal.solved_at, 2) if solved else "",
+        "mean100": round(sum(goal.returns[-100:]) / max(len(goal.returns[-100:]), 1), 1),
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("env", choices=sorted(ZOO))
+    parser.add_argument("env", choices=sorted(THRESHOLDS))
+    parser.add_argument("--algo", choices=("a2c", "ppo"), default="a2c")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 110)))
+    parser.add_argument("--max-seconds", type=float, default=float("inf"), help="per seed")
     parser.add_argument("--out", type=Path, help="CSV of the rows (written atomically)")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
-    rows = [race(args.env, seed) for seed in tqdm(args.seeds, desc=f"SB3 A2C {args.env}")]
+    desc = f"SB3 {args.algo.upper()} {args.env}"
+    rows = [race(args.algo, args.env, seed, args.max_seconds) for seed in tqdm(args.seeds, desc)]
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS)
     writer.writeheader()
