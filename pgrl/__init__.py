@@ -1,4 +1,4 @@
-"""pgrl: REINFORCE policy gradients with interchangeable NumPy and TensorFlow backends.
+"""pgrl: policy gradients (REINFORCE, PPO) with interchangeable NumPy and TensorFlow backends.
 
 ``import pgrl`` loads nothing heavy (no NumPy, no TensorFlow): the names below are imported on
 first access through the module ``__getattr__``, so the ``pgrl`` command starts at once and a
@@ -15,6 +15,7 @@ _LAZY = {
     "make_value_net": "pgrl.policies",
     "discount_rewards": "pgrl.returns",
     "standardize": "pgrl.returns",
+    "gae": "pgrl.returns",
 }
 
 __all__ = [*_LAZY, "__version__", "load_policy", "train"]
