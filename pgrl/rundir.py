@@ -38,10 +38,10 @@ METRICS_HEADER = "episode steps wall_time return running_return mean100 length u
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "
     "rollout_seconds update_seconds broadcast_seconds transfer_seconds "
-    "value_loss explained_variance"
+    "value_loss explained_variance approx_kl clip_fraction epochs"
 ).split()
-# updates.csv columns a run without a value network (or of an older pgrl) leaves at NaN
-VALUE_COLUMNS = ("value_loss", "explained_variance")
+# updates.csv columns a run without a value network or PPO (or of an older pgrl) leaves at NaN
+OPTIONAL_COLUMNS = ("value_loss", "explained_variance", "approx_kl", "clip_fraction", "epochs")
 
 
 @dataclass
@@ -100,7 +100,7 @@ class RunState:
             batch.steps,
             *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
             *(f"{x:.4f}" for x in seconds),
-            *(repr(stats.get(k, float("nan"))) for k in VALUE_COLUMNS),
+            *(repr(stats.get(k, float("nan"))) for k in OPTIONAL_COLUMNS),
         ]
         return rows, update
 
@@ -457,7 +457,7 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
     for row in rows:
         # the value columns are absent from the rows of older runs
         row = {
-            c: "nan" if c in VALUE_COLUMNS and row.get(c) is None else row.get(c) for c in header
+            c: "nan" if c in OPTIONAL_COLUMNS and row.get(c) is None else row.get(c) for c in header
         }
         with contextlib.suppress(ValueError):
             if None not in row.values() and "" not in row.values() and int(row[key]) <= last:
