@@ -696,6 +696,15 @@ KEYS = {
     "value.epsilon_inside_sqrt": "bool",
     "value.max_grad_norm": "float",
     "value.steps": "int",
+    "value.bootstrap": "bool",
+    "ppo.clip": "float",
+    "ppo.epochs": "int",
+    "ppo.minibatch_size": "int",
+    "ppo.gae_lambda": "float",
+    "ppo.normalize_advantages": "bool",
+    "ppo.target_kl": "float",
+    "ppo.clip_value": "float",
+    "train.algorithm": "str",
     "train.seed": "int",
     "train.episodes": "int",
     "train.batch_episodes": "int",
@@ -782,6 +791,20 @@ RANGES = [
     ("value.epsilon", "0", (2,)),
     ("value.steps", "0", (2,)),
     ("value.max_grad_norm", "-0.5", (2,)),
+    ("ppo.clip", "0", (2,)),
+    ("ppo.clip", "1", (2,)),
+    ("ppo.clip", "-0.2", (2,)),
+    ("ppo.clip", "nan", (2,)),
+    ("ppo.epochs", "0", (2,)),
+    ("ppo.minibatch_size", "0", (2,)),
+    ("ppo.gae_lambda", "1.5", (2,)),
+    ("ppo.gae_lambda", "-0.1", (2,)),
+    ("ppo.target_kl", "0", (2,)),
+    ("ppo.target_kl", "inf", (2,)),
+    ("ppo.clip_value", "-1", (2,)),
+    ("train.algorithm", '"a2c"', (2,)),
+    ("train.algorithm", '"PPO"', (2,)),
+    ("train.algorithm", '"ppo"', (2,)),  # without train.baseline = "value"
     ("train.seed", "-1", (2,)),
     ("train.episodes", "0", (2,)),
     ("train.episodes", "-5", (2,)),
@@ -834,6 +857,21 @@ RANGES = [
 ]
 
 
+# extreme but valid PPO settings: the run trains and writes a readable run
+PPO_EXTREMES = [
+    ("ppo.minibatch_size", "1000000000"),  # one minibatch: the whole batch
+    ("ppo.minibatch_size", "1"),
+    ("ppo.epochs", "1"),
+    ("ppo.gae_lambda", "0"),
+    ("ppo.gae_lambda", "1"),
+    ("ppo.target_kl", "1e-300"),  # every batch stops after its first minibatch
+    ("ppo.clip", "1e-9"),
+    ("ppo.clip_value", "1e-300"),
+    ("ppo.normalize_advantages", "false"),
+]
+PPO_BODY = '[train]\nalgorithm = "ppo"\nbaseline = "value"\n'
+
+
 def budget(key: str) -> list[str]:
     """TINY, unless the key under test is the budget itself."""
     return TINY if key != "train.episodes" else ["--set", "log.progress=false"]
@@ -856,6 +894,20 @@ def config_range_cases() -> list[Case]:
                 quick=i in (0, 14),
             )
         )
+    for key, value in PPO_EXTREMES:
+        section, name = key.split(".", 1)
+        cases.append(
+            Case(
+                "config-ranges",
+                f"ppo with {key}={value}",
+                ["train", "cfg.toml", *TINY, "--out", "run"],
+                (0,),
+                with_config(f"{PPO_BODY}[{section}]\n{name} = {value}\n"),
+                fresh="run",
+                check=rows_ok("run"),
+                quick=key == "ppo.target_kl",
+            )
+        )
     return cases
 
 
@@ -873,7 +925,8 @@ UNKNOWN = [
     ("[ train ]\nSeed = 1\n", "Seed"),
     ("[train]\n'train.seed' = 1\n", "train.seed"),
     ("[policy]\nactivation = 'tanh'\n", "activation"),
-    ("[ppo]\nclip = 0.2\n", "ppo"),
+    ("[ppo]\nclip_range = 0.2\n", "clip_range"),
+    ("[a2c]\nn_steps = 5\n", "a2c"),
     ("[env]\nkwargs.max_episode_steps = 10\nid = 'CartPole-v1'\nfoo = 1\n", "foo"),
 ]
 
