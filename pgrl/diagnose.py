@@ -600,6 +600,37 @@ def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
     return dist.onehot(actions).astype(z.dtype) - z
 
 
+def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None):
+    """(N,) ``rho = exp(logp - logp_old)`` and ``drho/dz = rho dlogp/dz`` (shaped as ``z``,
+    through ``dlogp``, the head's when None); with the cause ``"ratio"``, ``rho = pi / pi_old``
+    of probabilities (``pi_old = exp(logp_old)``) in the dtype of ``z``, and autodiff's
+    ``drho/dz = pi (onehot(a) - p) / pi_old``: the same numbers until ``pi`` rounds, NaN where
+    both probabilities underflow to 0."""
+    old = np.asarray(old_log_probs, z.dtype)
+    if "ratio" not in causes:
+        rho = np.exp(dist.log_prob(z, actions) - old)
+        return rho, objectives.chain(rho, dist.dlog_prob(z, actions) if dlogp is None else dlogp)
+    p = dist.probs(z)
+    pi, pi_old = dist.action_probs(p)[np.arange(len(actions)), actions], np.exp(old)
+    return pi / pi_old, objectives.chain(pi / pi_old, dist.onehot(actions).astype(z.dtype) - p)
+
+
+def ppo_dlogits(
+    dist, z: np.ndarray, actions, advantages, old_log_probs, clip: float, causes=(), dlogp=None
+) -> np.ndarray:
+    """PPO's ``dL/dz``, shaped as ``z``: ``-A_t drho_t/dz`` where the unclipped term
+    ``rho_t A_t`` is the smaller (or equal), 0 where ``clip(rho_t, 1 - eps, 1 + eps) A_t`` is
+    (:func:`pgrl.objectives.ppo`); ``rho`` and ``drho/dz`` as :func:`ppo_ratio` gives them
+    (with the cause ``"ratio"``: of probabilities). With the cause ``"max"``, the min taken
+    before the sign, ``min(-rho A, -clip(rho) A)``: the gradient flows where the unclipped term
+    is the larger."""
+    rho, drho = ppo_ratio(dist, z, actions, old_log_probs, causes, dlogp)
+    unclipped = rho * advantages
+    clipped = np.clip(rho, 1 - clip, 1 + clip) * advantages
+    flows = unclipped >= clipped if "max" in causes else unclipped <= clipped
+    return objectives.chain(np.where(flows, -advantages, 0.0), drho)
+
+
 def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, standardize) -> Part:
     """pgrl's ``dL/dW`` for the batch under every set of gradient causes, against ``user``."""
     labels = gradient_causes(
