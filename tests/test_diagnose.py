@@ -1010,8 +1010,8 @@ def test_ppo_ratio_of_probabilities_only_shows_where_they_round(ppo_case):
 
 
 def test_ppo_ratio_of_probabilities_in_float32(ppo_case):
-    """A float32 port: 1 - sigmoid(z) rounds from z ~ 8 on; the ratio of its probabilities is
-    named, with float32 precision."""
+    """A float32 port: 1 - sigmoid(z) loses digits as z grows (about 1e-3 at z ~ 10); the ratio
+    of its probabilities is named, with float32 precision."""
     w, obs, actions, adv, old = ppo_case
     w32 = {"W1": w["W1"].astype(np.float32), "W2": (w["W2"] / 3).astype(np.float32)}
     x32 = obs.astype(np.float32)
