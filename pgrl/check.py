@@ -151,13 +151,13 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
     extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
     extra_rows += [clipped_row(cfg, obs_dim, weights, batch, n_actions, tol)]
     extra_rows += value_rows(cfg, obs_dim, batch, seed, tol)
-    ppo_lines, ppo_rows_ = [], []
+    ppo_lines, surrogate = [], []
     if ppo:
         old = old_log_probs(fd_net, weights, batch, cfg.ppo.clip, seed)
         ppo_batch = (*batch, old, cfg.ppo.clip)
-        ppo_rows_ = surrogate_rows(cfg, obs_dim, weights, ppo_batch, seed, n_actions, tol)
-        ppo_lines = ["", ppo_header(fd_net, batch, old, cfg.ppo.clip), *_table(ppo_rows_)]
-    rows = policy_rows + extra_rows + ppo_rows_
+        surrogate = surrogate_rows(cfg, obs_dim, weights, ppo_batch, seed, n_actions, tol)
+        ppo_lines = ["", ppo_header(fd_net, batch, old, cfg.ppo.clip), *_table(surrogate)]
+    rows = policy_rows + extra_rows + surrogate
     failures = [label for label, (_, rel), limit in rows if not rel <= limit]
     p = cfg.policy
     lines = [
@@ -613,10 +613,11 @@ def ppo_notes(a_float64: float, normalized: bool) -> list[str]:
         else ["  c: ppo.normalize_advantages is off: no minibatch is standardized."]
     )
     return [
-        f"  a: in float64, {at_batch}. pi / pi_old is exp(logp - logp_old)",
-        "     until a probability rounds: float32's 1 - sigmoid(z) has relative error",
-        "     ~6e-8 / (1 - p) and is 0 above z ~ 16.6 (the ratio 0); in float64 both",
-        "     probabilities underflow to 0 below log pi ~ -745 (0 / 0: nan).",
+        f"  a: in float64, {at_batch}.",
+        "     pi / pi_old is exp(logp - logp_old) until a probability rounds: float32's",
+        "     1 - sigmoid(z) has relative error ~6e-8 / (1 - p), and is 0 above z ~ 16.6",
+        "     (the ratio 0); in float64 both probabilities underflow to 0 below",
+        "     log pi ~ -745 (0 / 0: nan).",
         "  b: -max lets the gradient through the larger term: the clip stops nothing, and",
         "     where the ratio is clipped the step still pushes it further out.",
         *c,
