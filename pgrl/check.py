@@ -3,9 +3,12 @@
 Builds both backends with identical weights, feeds one seeded synthetic batch, and reports per
 layer the largest difference of forward probabilities, gradients and one RMSprop step, plus the
 NumPy gradient's error against central finite differences (float64); then the same for the value
-network, the entropy bonus's gradients alone, and an RMSprop step with clipped gradients.
-``--explain`` adds how much each classic porting mistake (DESIGN.md), or its categorical
-analogue, would change the first update on the same batch.
+network, the entropy bonus's gradients alone, and an RMSprop step with clipped gradients; for a
+PPO config also PPO's clipped surrogate (and clipped value fit), with old log-probs that put
+about half of the ratios outside the clip range. ``--explain`` adds how much each classic porting
+mistake (DESIGN.md), or its categorical analogue, would change the first update on the same
+batch, and for PPO how much each of its porting pitfalls would change the first minibatch's
+update or the batch's.
 """
 
 from __future__ import annotations
@@ -15,17 +18,28 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pgrl import nn
+from pgrl import nn, objectives
 from pgrl.build import build_policy, build_value_net
 from pgrl.config import Config
-from pgrl.diagnose import WORDS, HeadWords, dlogits, logit_mistake, rmsprop_step
+from pgrl.diagnose import (
+    WORDS,
+    HeadWords,
+    dlogits,
+    logit_mistake,
+    ppo_dlogits,
+    ppo_ratio,
+    rmsprop_step,
+)
 from pgrl.distributions import make_distribution
 from pgrl.optim import RMSprop
+from pgrl.returns import standardize
 from pgrl.sparse import random_frame_differences
 from pgrl.validate import BACKENDS
 
 FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the layer is smaller)
 SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
+ROUNDED32 = 12.0  # median |logit| of a confident policy: float32's 1 - sigmoid(z) rounds there
+OUTSIDE = 1.5  # log rho ~ N(0, (OUTSIDE clip)^2): about half of the ratios outside the clip
 
 
 def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
@@ -74,10 +88,13 @@ def _with_dtype(cfg: Config, dtype: str = "float64") -> Config:
     return out
 
 
-def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str, float]:
+def _fd_errors(
+    net, weights, args, seed: int, rel_eps: float = 1e-5, sides: Callable | None = None
+) -> dict[str, float]:
     """Per layer: max relative error of a float64 NumPy ``net.gradients(*args)`` vs fourth-order
-    central differences of ``net.loss(*args)``, on entries whose probes leave every ReLU on the
-    same side of its kink (a difference across a kink measures the kink, not the gradient)."""
+    central differences of ``net.loss(*args)``, on entries whose probes leave every ReLU, and
+    every other kink of the loss (``sides(net)``: a bool array, the side of each), on the same
+    side (a difference across a kink measures the kink, not the gradient)."""
     weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
     net.set_weights(weights)
     grads = net.gradients(*args)
@@ -89,7 +106,7 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
         probed[name][idx] = w_i
         net.set_weights(probed)
         hidden = nn.forward(net.params, args[0])[0][1:]  # the activations of the hidden layers
-        return net.loss(*args), [h > 0 for h in hidden]
+        return net.loss(*args), [h > 0 for h in hidden] + ([sides(net)] if sides else [])
 
     for name, g in grads.items():
         # entries that carry gradient (a Pong W1 row whose pixel never changed has none, and a
@@ -121,9 +138,11 @@ def _fd_errors(net, weights, args, seed: int, rel_eps: float = 1e-5) -> dict[str
 def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n_actions: int = 2):
     """The report as (lines, passed); ``n_actions`` is the env's action count."""
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
+    ppo = cfg.train.algorithm == "ppo"
     policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
     weights = policies["numpy"].get_weights()
-    batch = synthetic_batch(cfg, obs_dim, seed=seed, n_actions=n_actions)
+    n = max(256, 4 * cfg.ppo.minibatch_size) if ppo else 256  # PPO: four minibatches
+    batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions)
     words = WORDS[policies["numpy"].distribution.name]
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
     fd_net = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
@@ -132,7 +151,14 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
     extra_rows = entropy_rows(cfg, obs_dim, weights, batch, seed, n_actions, tol)
     extra_rows += [clipped_row(cfg, obs_dim, weights, batch, n_actions, tol)]
     extra_rows += value_rows(cfg, obs_dim, batch, seed, tol)
-    failures = [label for label, (_, rel), limit in policy_rows + extra_rows if not rel <= limit]
+    ppo_lines, surrogate = [], []
+    if ppo:
+        old = old_log_probs(fd_net, weights, batch, cfg.ppo.clip, seed)
+        ppo_batch = (*batch, old, cfg.ppo.clip)
+        surrogate = surrogate_rows(cfg, obs_dim, weights, ppo_batch, seed, n_actions, tol)
+        ppo_lines = ["", ppo_header(fd_net, batch, old, cfg.ppo.clip), *_table(surrogate)]
+    rows = policy_rows + extra_rows + surrogate
+    failures = [label for label, (_, rel), limit in rows if not rel <= limit]
     p = cfg.policy
     lines = [
         f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {p.hidden_sizes}, {p.dtype}, "
@@ -145,6 +171,7 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         "",
         "The terms besides the policy's loss (all layers in one row):",
         *_table(extra_rows),
+        *ppo_lines,
         "",
         f"FAIL: {', '.join(failures)} outside tolerance"
         if failures
@@ -155,6 +182,8 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
             "",
             *explain_causes(cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]),
         ]
+        if ppo:
+            lines += ["", *explain_ppo(cfg, obs_dim, weights, batch, old, n_actions, seed)]
     return lines, not failures
 
 
@@ -218,8 +247,55 @@ def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: 
     return f"clipped step (c={c:.3g})", _vs(_steps(nets, weights, grads)), tol
 
 
+def old_log_probs(fd_net, weights, batch, clip: float, seed: int) -> np.ndarray:
+    """(N,) old log-probs a step away from ``weights``' policy: ``log rho ~ N(0, (1.5 clip)^2)``,
+    so that about half of the ratios fall outside ``[1 - clip, 1 + clip]``; at most 0."""
+    fd_net.set_weights({k: np.asarray(v, np.float64) for k, v in weights.items()})
+    log_probs = fd_net.log_probs(*batch[:2])
+    noise = np.random.default_rng(seed + 3).normal(0.0, OUTSIDE * clip, len(log_probs))
+    return np.minimum(log_probs - noise, 0.0)
+
+
+def _ratio_sides(net, obs, actions, advantages, old, clip) -> np.ndarray:
+    """(N,) where PPO's unclipped term is the smaller: the side of each kink of its min."""
+    rho = np.exp(net.log_probs(obs, actions) - old)
+    return rho * advantages <= np.clip(rho, 1 - clip, 1 + clip) * advantages
+
+
+def ppo_header(fd_net, batch, old, clip: float) -> str:
+    """The PPO section's heading: how many ratios fall outside the clip range, how many clip."""
+    rho = np.exp(fd_net.log_probs(*batch[:2]) - old)
+    outside = float(np.mean(np.abs(rho - 1) > clip))
+    clipped = 1 - float(np.mean(_ratio_sides(fd_net, *batch, old, clip)))
+    return (
+        f"PPO's clipped surrogate, clip {clip:g}: {outside:.0%} of the ratios outside "
+        f"[{1 - clip:g}, {1 + clip:g}],\n"
+        f"{clipped:.0%} clipped (zero gradient); all layers in one row:"
+    )
+
+
+def surrogate_rows(
+    cfg: Config, obs_dim: int, weights, batch, seed: int, n_actions: int, tol: float
+) -> list:
+    """Rows of PPO's clipped surrogate (with the config's entropy bonus and reduction) on
+    ``batch`` = (obs, actions, advantages, old_log_probs, clip), NumPy vs TensorFlow and vs
+    finite differences."""
+    nets = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
+    for net in nets.values():
+        net.set_weights(weights)
+    g = {b: net.gradients(*batch) for b, net in nets.items()}
+    fd_net = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
+    fd = _fd_errors(fd_net, weights, batch, seed, sides=lambda net: _ratio_sides(net, *batch))
+    return [
+        ("PPO surrogate grads", _vs(g), tol),
+        ("PPO finite diff.", (float("nan"), max(fd.values())), 1e-6),
+    ]
+
+
 def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
-    """Rows of the value network on synthetic returns, NumPy vs TensorFlow and vs finite diff."""
+    """Rows of the value network on synthetic returns, NumPy vs TensorFlow and vs finite diff;
+    with PPO's ``clip_value``, also of the clipped fit, with about half of the values farther
+    than the clip from their old ones."""
     obs = batch[0]
     returns = np.random.default_rng(seed + 1).standard_normal(len(obs))
     values = {b: build_value_net(cfg, obs_dim, b) for b in BACKENDS}
@@ -236,42 +312,73 @@ def value_rows(cfg: Config, obs_dim: int, batch, seed: int, tol: float) -> list:
     # has no truncation error: a 10x larger step only cuts the round-off
     fd_net = build_value_net(_with_dtype(cfg), obs_dim, "numpy")
     fd = _fd_errors(fd_net, w_v, (obs, returns), seed, 1e-4)
-    return [
+    rows = [
         ("value V(s)", _vs(v), tol),
         ("value gradients", _vs(g), tol),
         ("value RMSprop step", _vs(_steps(values, w_v, g["numpy"])), tol),
         ("value finite diff.", (float("nan"), np.nanmax(list(fd.values()))), 1e-6),
     ]
+    c = cfg.ppo.clip_value if cfg.train.algorithm == "ppo" else None
+    if c is None:
+        return rows
+    noise = np.random.default_rng(seed + 4).normal(0.0, OUTSIDE * c, len(returns))
+    args = (obs, returns, v["numpy"].astype(np.float64) + noise, c)
+    g = {b: net.gradients(*args) for b, net in values.items()}
+
+    def sides(net):  # the kinks of the max of the two squares, and of the clip
+        fit = net.predict(obs)
+        moved = args[2] + np.clip(fit - args[2], -c, c)
+        plain_wins = np.square(fit - returns) >= np.square(moved - returns)
+        return np.concatenate([plain_wins, np.abs(fit - args[2]) < c])
+
+    fd = _fd_errors(fd_net, w_v, args, seed, 1e-4, sides)
+    return rows + [
+        ("clipped V gradients", _vs(g), tol),
+        ("clipped V finite diff.", (float("nan"), np.nanmax(list(fd.values()))), 1e-6),
+    ]
 
 
 class FirstUpdate:
-    """The config's network in float64 on one batch, and its first update from any ``dlogp``."""
+    """The config's network (float64 weights, computed in ``dtype``) on one batch, and its first
+    update from any ``dlogp`` or ``dL/dz``."""
 
-    def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop):
+    def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop, dtype=None):
         obs, actions, self.advantages = batch
         self.dist, self.weights, self.optimizer = dist, weights, optimizer
         self.actions, self.per_step = np.asarray(actions, np.int64), per_step
-        self.hs, self.out = nn.forward(weights, np.asarray(obs, np.float64))
+        self.dtype = np.dtype(dtype or np.float64)
+        self.net = {k: v.astype(self.dtype) for k, v in weights.items()}
+        self.hs, self.out = nn.forward(self.net, np.asarray(obs, self.dtype))
         self.z = dist.logits(self.out)
 
     def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
         """``dL/dW`` through ``dlogp`` (the head's own when None)."""
         dz = dlogits(self.dist, self.z, self.actions, self.advantages, dlogp)
-        dout = dz.reshape(self.out.shape) * self.per_step
-        return nn.backward(self.weights, self.hs, dout, strict_mask)
+        return self.backward(dz, strict_mask)
+
+    def backward(self, dz: np.ndarray, strict_mask: bool = False) -> dict:
+        """``dL/dW`` from ``dL/dz`` (shaped as ``z``), with the reduction's factor."""
+        dout = dz.reshape(self.out.shape).astype(self.dtype) * self.per_step
+        return nn.backward(self.net, self.hs, dout, strict_mask)
 
     def step(self, grads: dict, causes=()) -> np.ndarray:
-        """RMSprop's first step with the optimizer ``causes``, as one vector."""
+        """RMSprop's first step (in float64) with the optimizer ``causes``, as one vector."""
+        grads = {k: np.asarray(v, np.float64) for k, v in grads.items()}
         s = rmsprop_step(self.weights, grads, self.optimizer, causes)
         return np.concatenate([s[k].ravel() for k in self.weights])
 
     def saturated(self) -> FirstUpdate:
         """The same with the last layer scaled until ``max |z| = SATURATED``."""
+        return self.scaled(SATURATED)
+
+    def scaled(self, size: float, dtype=None, statistic=np.max) -> FirstUpdate:
+        """The same (in ``dtype``, this one's when None) with the last layer scaled until
+        ``statistic(|z|) = size``."""
         n = len(self.hs)
-        scale = SATURATED / max(float(np.max(np.abs(self.z))), 1e-300)
+        scale = size / max(float(statistic(np.abs(self.z))), 1e-300)
         w = {k: v * scale if k in (f"W{n}", f"b{n}") else v for k, v in self.weights.items()}
         batch = (self.hs[0], self.actions, self.advantages)
-        return FirstUpdate(self.dist, w, batch, self.per_step, self.optimizer)
+        return FirstUpdate(self.dist, w, batch, self.per_step, self.optimizer, dtype or self.dtype)
 
 
 def _change(variant, reference) -> float:
@@ -388,4 +495,133 @@ def explain_notes(stable: str, finite: bool) -> list[str]:
         f"     {stable}.",
         "  6 returns: Pong's reset at each point and per-episode standardization are",
         "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
+    ]
+
+
+def explain_ppo(cfg: Config, obs_dim: int, weights, batch, old, n_actions: int, seed: int):
+    """How much each PPO porting pitfall would change the first minibatch's update (a, b, c:
+    passes of :mod:`pgrl.nn` on the batch with ``old`` log-probs) or the batch's whole update
+    (d: pgrl's NumPy policy through the config's epochs, from the batch's own policy)."""
+    p, o = cfg.ppo, cfg.optimizer
+    dist = make_distribution(cfg.policy.head, n_actions)
+    opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
+    w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    obs, actions, advantages = batch
+    idx = np.sort(np.random.default_rng([seed, 2]).permutation(len(actions))[: p.minibatch_size])
+    per_step = 1.0 / len(idx) if cfg.policy.reduction == "mean" else 1.0
+
+    def minibatch(adv, dtype=None) -> FirstUpdate:
+        return FirstUpdate(dist, w, (obs[idx], actions[idx], adv), per_step, opt, dtype)
+
+    adv = standardize(advantages[idx]) if p.normalize_advantages else advantages[idx]
+    first = minibatch(adv)
+    # at other logit scales (and dtypes) the same ratios: old log-probs as far from the new ones
+    log_rho = dist.log_prob(first.z, first.actions) - old[idx]
+
+    def old_of(u: FirstUpdate) -> np.ndarray:
+        return np.minimum(dist.log_prob(u.z.astype(np.float64), u.actions) - log_rho, 0.0)
+
+    def step(u: FirstUpdate, causes=()) -> np.ndarray:
+        dz = ppo_dlogits(dist, u.z, u.actions, u.advantages, old_of(u), p.clip, causes)
+        return u.step(u.backward(dz))
+
+    def change(u: FirstUpdate, causes) -> float:
+        with np.errstate(all="ignore"):  # NaN where probabilities underflow: the row says nan
+            return _change(step(u, causes), step(u))
+
+    rounded = minibatch(adv).scaled(ROUNDED32, np.float32, np.median)
+    with np.errstate(all="ignore"):
+        rho, rho_probs = (
+            ppo_ratio(dist, rounded.z, rounded.actions, old_of(rounded), c)[0]
+            for c in ((), ("ratio",))
+        )
+    a_rows = [
+        ("a ratio pi/pi_old, not exp(logp - logp_old)", change(first, ("ratio",))),
+        ("a ... in float32", change(minibatch(adv, np.float32), ("ratio",))),
+        (f"a ... float32, median |z| = {ROUNDED32:g}", change(rounded, ("ratio",))),
+        (
+            "a ... there, the worst ratio's relative error",
+            float(np.max(np.abs(rho_probs / rho - 1))),
+        ),
+        (f"a ... float64, max |z| = {SATURATED:g}", change(first.saturated(), ("ratio",))),
+    ]
+    rows = [*a_rows, ("b min before the sign: -max(rho A, clip A)", change(first, ("max",)))]
+    if p.normalize_advantages:
+        whole = minibatch(standardize(advantages)[idx])
+        rows.append(("c advantages standardized per batch", _change(step(whole), step(first))))
+    correct, mistaken = (
+        ppo_drift(cfg, obs_dim, n_actions, w, batch, seed, m) for m in (False, True)
+    )
+    rows += [
+        (f"d approx. KL after {p.epochs} epochs", correct["approx_kl"]),
+        ("d ... KL, old log-probs recomputed per epoch", mistaken["approx_kl"]),
+        (f"d max |rho - 1| after {p.epochs} epochs", correct["max_ratio_change"]),
+        ("d ... |rho - 1|, recomputed per epoch", mistaken["max_ratio_change"]),
+    ]
+    n_mb = -(-len(actions) // p.minibatch_size)
+    return [
+        "How much each PPO porting pitfall would change the update on the same batch and",
+        f"old log-probs (clip {p.clip:g}, {n_mb} minibatches of {p.minibatch_size} steps, the "
+        "first as pgrl draws it):",
+        "a, b, c: |step_variant - step| / |step| of the first minibatch's step; d: how far",
+        f"the {p.epochs} epochs of the whole update move the policy from the batch's:",
+        "",
+        *(f"  {label:44} {value:10.3g}" for label, value in rows),
+        "",
+        *ppo_notes(a_rows[0][1], p.normalize_advantages),
+    ]
+
+
+def ppo_drift(cfg: Config, obs_dim: int, n_actions: int, weights, batch, seed: int, mistake):
+    """How far the config's PPO epochs on ``batch`` move pgrl's NumPy policy (float64) from
+    ``weights``, the batch's policy: ``approx_kl`` and ``max_ratio_change`` (max |rho - 1|) of
+    :func:`pgrl.objectives.ppo_stats`' ratio; ``mistake``: the old log-probs recomputed at the
+    start of every epoch instead of once."""
+    p = cfg.ppo
+    policy = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
+    policy.set_weights(weights)
+    obs, actions, advantages = batch
+    batch_log_probs = old = policy.log_probs(obs, actions)
+    order = np.random.default_rng([seed, 2])
+    epochs, stopped = 0, False
+    while epochs < p.epochs and not stopped:
+        epochs += 1
+        if mistake:
+            old = policy.log_probs(obs, actions)
+        permutation = order.permutation(len(actions))
+        for i in range(0, len(actions), p.minibatch_size):
+            idx = np.sort(permutation[i : i + p.minibatch_size])
+            adv = standardize(advantages[idx]) if p.normalize_advantages else advantages[idx]
+            stats = policy.update(obs[idx], actions[idx], adv, old[idx], p.clip)
+            stopped = p.target_kl is not None and stats["approx_kl"] > p.target_kl
+            if stopped:
+                break
+    log_probs = policy.log_probs(obs, actions)
+    rho = np.exp(log_probs - batch_log_probs)
+    return {
+        "approx_kl": objectives.ppo_stats(log_probs, batch_log_probs, p.clip)["approx_kl"],
+        "max_ratio_change": float(np.max(np.abs(rho - 1))),
+    }
+
+
+def ppo_notes(a_float64: float, normalized: bool) -> list[str]:
+    """What the PPO rows mean; ``a_float64``: the first row's figure."""
+    at_batch = "no difference at this batch but round-off" if a_float64 < 1e-12 else "see above"
+    c = (
+        ["  c: pgrl standardizes each minibatch's advantages (ppo.normalize_advantages)."]
+        if normalized
+        else ["  c: ppo.normalize_advantages is off: no minibatch is standardized."]
+    )
+    return [
+        f"  a: in float64, {at_batch}.",
+        "     pi / pi_old is exp(logp - logp_old) until a probability rounds: float32's",
+        "     1 - sigmoid(z) has relative error ~6e-8 / (1 - p), and is 0 above z ~ 16.6",
+        "     (the ratio 0); in float64 both probabilities underflow to 0 below",
+        "     log pi ~ -745 (0 / 0: nan).",
+        "  b: -max lets the gradient through the larger term: the clip stops nothing, and",
+        "     where the ratio is clipped the step still pushes it further out.",
+        *c,
+        "  d: recomputed at each epoch's start, every ratio starts at 1: the clip bounds",
+        "     one epoch's move from the previous epoch's policy, not the update's from the",
+        "     batch's (approx. KL: mean (rho - 1) - log rho, as pgrl logs it).",
     ]

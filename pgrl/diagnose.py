@@ -3,8 +3,9 @@
 pgrl computes the correct gradients (and RMSprop step) for the user's batch with :mod:`pgrl.nn`
 and the head's distribution, and every variant that one or two known mistakes (DESIGN.md's list)
 would produce, and names the variant the user's numbers match. The step is predicted from the
-user's own gradients, so a wrong gradient and a wrong optimizer are each named as such. Sign, head
-and file formats: :func:`explain` and docs/diagnose.md.
+user's own gradients, so a wrong gradient and a wrong optimizer are each named as such. A batch
+with PPO's old log-probs is read as one minibatch of PPO's clipped surrogate, and two of PPO's
+porting mistakes join the list. Sign, head and file formats: :func:`explain` and docs/diagnose.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from pgrl import nn, objectives
 from pgrl.checkpoint import ZIP_ERRORS, CheckpointError, check_npz_members
+from pgrl.config import PPOConfig
 from pgrl.distributions import HEADS, make_distribution
 from pgrl.optim import RMSprop
 from pgrl.returns import compute_advantages
@@ -38,6 +40,7 @@ SETTINGS = (
     "optimizer.epsilon_inside_sqrt",
     "policy.head",
     "policy.reduction",
+    "ppo.clip",
     "train.gamma",
     "train.reset_on_nonzero",
     "train.standardize",
@@ -114,15 +117,19 @@ def head_of(w_last: np.ndarray, name: str, head: str | None = None):
 
 
 def gradient_causes(
-    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str
+    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str, ppo=False
 ) -> dict:
-    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards."""
+    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards, PPO's
+    (:func:`ppo_dlogits`) only with ``ppo``."""
     causes = {
         "logit": f"logit used in place of {probability}",
         "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
         "relu_mask": "ReLU mask h < 0 (masks nothing)",
         "sign": "missing minus sign: -dL/dW, the ascent direction",
     }
+    if ppo:
+        causes["ratio"] = "ratio pi / pi_old of probabilities, not exp(logp - logp_old)"
+        causes["max"] = "min taken before the sign: min(-rho A, -clip(rho) A)"
     if rewards:
         for mode in (m for m in STANDARDIZE if m != standardize):
             label = f"standardized per {mode}" if mode != "none" else "not standardized"
@@ -147,12 +154,14 @@ def step_causes(epsilon_inside_sqrt: bool) -> dict:
 
 
 def combinations(keys, up_to: int = 2) -> list[tuple[str, ...]]:
-    """Every set of at most ``up_to`` causes, fewest first; one standardization mode at most."""
+    """Every set of at most ``up_to`` causes, fewest first; one standardization mode at most,
+    and not the logit with PPO's ratio of probabilities (which takes no ``d log pi / dz``)."""
     return [
         combo
         for k in range(up_to + 1)
         for combo in itertools.combinations(keys, k)
         if sum(c.startswith("standardize_") for c in combo) <= 1
+        and not {"logit", "ratio"} <= set(combo)
     ]
 
 
@@ -264,25 +273,36 @@ def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
 
 @dataclass
 class Batch:
-    """One batch: obs (N, D), actions (N,), and advantages (N,) or rewards with episode bounds."""
+    """One batch: obs (N, D), actions (N,), and advantages (N,) or rewards with episode bounds;
+    for PPO (one minibatch) also old log-probs (N,) and the clip, when the batch holds one."""
 
     obs: np.ndarray | SparseRows
     actions: np.ndarray
     advantages: np.ndarray | None = None
     rewards: np.ndarray | None = None
     ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
+    old_log_probs: np.ndarray | None = None
+    clip: float | None = None
 
 
 def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     """The batch's arrays, checked against ``W1``'s shape (obs_dim, H1) and the head's ``dist``."""
-    has_adv = "advantages" in batch
+    has_adv, ppo = "advantages" in batch, "old_log_probs" in batch
     if has_adv and ("rewards" in batch or "episode_ends" in batch):
         raise InputError(
             "batch: holds advantages and rewards; give one (rewards with episode_ends)"
         )
+    if "clip" in batch and not ppo:
+        raise InputError("batch: clip without old_log_probs; PPO's surrogate needs both")
+    if ppo and not has_adv:
+        raise InputError(
+            "batch: old_log_probs need advantages (the minibatch's, as your update used them), "
+            "not rewards"
+        )
     expected = ["obs", "actions", *(["advantages"] if has_adv else ["rewards", "episode_ends"])]
+    expected += ["old_log_probs"] if ppo else []
     missing = [k for k in expected if k not in batch]
-    extra = sorted(k for k in batch if k not in expected)
+    extra = sorted(k for k in batch if k not in [*expected, "clip"])
     if missing or extra:
         what = f"missing {_listed(missing)}" if missing else f"unexpected {_listed(extra)}"
         raise InputError(
@@ -310,7 +330,12 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     x = SparseRows.from_dense(obs) if is_mostly_zero(obs) else _numeric(obs, "batch obs")
     actions = check_actions(vectors["actions"], dist)
     if has_adv:
-        return Batch(x, actions, advantages=_numeric(vectors["advantages"], "batch advantages"))
+        adv = _numeric(vectors["advantages"], "batch advantages")
+        if not ppo:
+            return Batch(x, actions, advantages=adv)
+        old = check_old_log_probs(vectors["old_log_probs"])
+        clip = check_clip(batch["clip"]) if "clip" in batch else None
+        return Batch(x, actions, advantages=adv, old_log_probs=old, clip=clip)
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
     if not np.all((ends == 0) | (ends == 1)) or ends[-1] != 1:
         raise InputError(
@@ -321,6 +346,26 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     return Batch(
         x, actions, rewards=_numeric(vectors["rewards"], "batch rewards"), ep_bounds=bounds
     )
+
+
+def check_old_log_probs(old: np.ndarray) -> np.ndarray:
+    """(N,) log-probabilities as float64, or InputError (probabilities saved instead?)."""
+    old = _numeric(old, "batch old_log_probs")
+    if np.any(old > 0):
+        hint = "; probabilities? save np.log(p)" if np.all((old > 0) & (old <= 1)) else ""
+        raise InputError(
+            f"batch old_log_probs must be log-probabilities, <= 0, got {old[old > 0][:3]}{hint}"
+        )
+    return old
+
+
+def check_clip(clip) -> float:
+    """PPO's clip range ``eps``, one number in (0, 1), or InputError."""
+    c = np.asarray(clip)
+    if c.size != 1 or c.dtype.kind not in "biuf" or not 0 < float(c.ravel()[0]) < 1:
+        shown = c.tolist() if c.size <= 3 else f"an array of shape {c.shape}"
+        raise InputError(f"batch clip must be one number in (0, 1), PPO's eps, got {shown}")
+    return float(c.ravel()[0])
 
 
 def check_actions(actions: np.ndarray, dist) -> np.ndarray:
@@ -437,6 +482,7 @@ class Diagnosis:
     step: Part | None
     head: str  # the name of the head the numbers were read with
     notes: list[str] = field(default_factory=list)
+    loss: str = ""  # L in words; REINFORCE's for the head when empty
 
     @property
     def parts(self) -> list[Part]:
@@ -504,11 +550,10 @@ class Diagnosis:
                 out.append(f"{p.name}: this batch cannot rule out " + ", ".join(p.blind))
         if self.step is not None:
             out.append("step: pgrl's RMSprop step from your gradients, its state starting at zero")
-        loss = WORDS[self.head].loss
+        loss = self.loss or f"sum_t A_t * {WORDS[self.head].loss}(a_t, z_t)"
         return out + [
             *self.notes,
-            f"sign: pgrl's gradients are dL/dW, L = sum_t A_t * {loss}(a_t, z_t), the direction to "
-            "descend",
+            f"sign: pgrl's gradients are dL/dW, L = {loss}, the direction to descend",
             "  (Karpathy's gist's grad is the ascent direction -dL/dW: save -grad)",
         ]
 
@@ -528,6 +573,7 @@ def explain(
     reset_on_nonzero: bool = False,
     standardize: str = "episode",
     head: str | None = None,
+    clip: float | None = None,
 ) -> Diagnosis:
     """Which known mistake, if any, explains a user's gradients (and step) for one batch.
 
@@ -536,10 +582,14 @@ def explain(
             Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases.
         batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1
             (Bernoulli) or of ``0 .. n-1`` (categorical), and ``advantages`` (N,), or
-            ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags.
+            ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags. For PPO, one minibatch:
+            its ``advantages`` as the update used them, ``old_log_probs`` (N,)
+            ``log pi_old(a_t | s_t)``, and optionally ``clip`` (one number, PPO's ``eps``).
         grads: the user's gradients, names and shapes of ``weights``, in pgrl's sign: ``dL/dW``
             of ``L = sum_t A_t * BCE(a_t, z_t)``, or of ``sum_t A_t * CE(a_t, z_t)`` with
-            ``CE = -log softmax(z_t)[a_t]``.
+            ``CE = -log softmax(z_t)[a_t]``; with old log-probs, of PPO's clipped surrogate
+            ``L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)``,
+            ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``.
         after: the user's weights after one optimizer step from zero optimizer state, or None.
         optimizer: the RMSprop settings the user meant (Karpathy's defaults when None).
         reduction: ``"sum"`` or ``"mean"``, the loss the user meant.
@@ -547,6 +597,8 @@ def explain(
             rewards (as :func:`pgrl.returns.compute_advantages`).
         head: ``"bernoulli"``, ``"categorical"``, or None: from ``Wn``'s columns (one column
             is the Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
+        clip: PPO's ``eps`` (the batch's ``clip`` when it holds one, which must agree; else
+            ``ppo.clip``'s default); only with old log-probs.
 
     Returns:
         a :class:`Diagnosis`.
@@ -554,16 +606,31 @@ def explain(
     Raises:
         InputError: one line naming a missing array, a shape that does not fit, a bad file.
     """
-    _check_settings(head, reduction, standardize, gamma)
+    _check_settings(head, reduction, standardize, gamma, clip)
     w, dist = check_network(load_arrays(weights, "weights"), head)
     b = check_batch(load_arrays(batch, "batch"), w["W1"].shape, dist)
-    user_grads = check_like(load_arrays(grads, "grads"), w, "grads")
+    raw_grads = load_arrays(grads, "grads")
+    user_grads = check_like(raw_grads, w, "grads")
     after = None if after is None else load_arrays(after, "after")
-    returns = (gamma, reset_on_nonzero, standardize)
-    gradients = _gradient_part(w, dist, b, user_grads, reduction, *returns)
-    step = None if after is None else _step_part(w, user_grads, after, optimizer or RMSprop())
     note = WORDS[dist.name].note
     notes = [note.format(n=dist.n_actions)] if note else []
+    loss = ""
+    if b.old_log_probs is not None:
+        b.clip, line = _ppo_clip(b.clip, clip)
+        z = dist.logits(nn.forward(w, b.obs)[1])
+        rho = np.exp(dist.log_prob(z, b.actions) - b.old_log_probs)
+        outside = np.mean(np.abs(rho - 1) > b.clip)
+        notes.append(
+            f"{line}; {outside:.0%} of the ratios outside [{1 - b.clip:g}, {1 + b.clip:g}]"
+        )
+        loss = "-sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)"
+    elif clip is not None:
+        raise InputError("ppo.clip without old_log_probs in the batch; PPO's surrogate needs both")
+    # the ratio of probabilities rounds as the user's numbers do: in float32 when they are
+    float32 = all(a.dtype == np.float32 for a in raw_grads.values())
+    returns = (gamma, reset_on_nonzero, standardize)
+    gradients = _gradient_part(w, dist, b, user_grads, reduction, *returns, float32)
+    step = None if after is None else _step_part(w, user_grads, after, optimizer or RMSprop())
     if step is not None and gradients.matched and step.matched:
         if "sign" in gradients.best.causes and "ascent" in step.best.causes:
             gradients.excused.add("sign")
@@ -572,10 +639,24 @@ def explain(
                 "signs: your gradients are -dL/dW and your step adds them (Karpathy's gist): "
                 "a descent step on L, as pgrl's"
             )
-    return Diagnosis(gradients, step, dist.name, notes)
+    return Diagnosis(gradients, step, dist.name, notes, loss)
 
 
-def _check_settings(head, reduction: str, standardize: str, gamma: float) -> None:
+def _ppo_clip(batch_clip: float | None, clip: float | None) -> tuple[float, str]:
+    """PPO's ``eps``: the batch's, ``clip`` (they must agree) or ``ppo.clip``'s default; and the
+    report's line."""
+    if batch_clip is not None and clip is not None and batch_clip != clip:
+        raise InputError(f"batch clip {batch_clip:g} and ppo.clip {clip:g} differ; give one")
+    given = batch_clip if batch_clip is not None else clip
+    eps = given if given is not None else PPOConfig().clip
+    source = "" if given is not None else " (ppo.clip's default)"
+    return eps, (
+        f"PPO: one minibatch of the clipped surrogate, rho_t = exp(logp_t - logp_old_t), "
+        f"clip {eps:g}{source}"
+    )
+
+
+def _check_settings(head, reduction: str, standardize: str, gamma: float, clip=None) -> None:
     """InputError naming the first of :func:`explain`'s settings out of its choices."""
     for name, value, choices in (
         ("head", head, (None, *HEADS)),
@@ -587,6 +668,8 @@ def _check_settings(head, reduction: str, standardize: str, gamma: float) -> Non
             raise InputError(f"{name} must be one of {shown}, got {value!r}")
     if not 0.0 <= gamma <= 1.0:
         raise InputError(f"gamma must be in [0, 1], got {gamma}")
+    if clip is not None and not 0.0 < clip < 1.0:
+        raise InputError(f"clip must be in (0, 1), got {clip}")
 
 
 def dlogits(dist, z: np.ndarray, actions, advantages, dlogp=None) -> np.ndarray:
@@ -600,10 +683,45 @@ def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
     return dist.onehot(actions).astype(z.dtype) - z
 
 
-def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, standardize) -> Part:
-    """pgrl's ``dL/dW`` for the batch under every set of gradient causes, against ``user``."""
+def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None):
+    """(N,) ``rho = exp(logp - logp_old)`` and ``drho/dz = rho dlogp/dz`` (shaped as ``z``,
+    through ``dlogp``, the head's when None); with the cause ``"ratio"``, ``rho = pi / pi_old``
+    of probabilities (``pi_old = exp(logp_old)``) in the dtype of ``z``, and autodiff's
+    ``drho/dz = pi (onehot(a) - p) / pi_old``: the same numbers until ``pi`` rounds, NaN where
+    both probabilities underflow to 0."""
+    old = np.asarray(old_log_probs, z.dtype)
+    if "ratio" not in causes:
+        rho = np.exp(dist.log_prob(z, actions) - old)
+        return rho, objectives.chain(rho, dist.dlog_prob(z, actions) if dlogp is None else dlogp)
+    p = dist.probs(z)
+    pi, pi_old = dist.action_probs(p)[np.arange(len(actions)), actions], np.exp(old)
+    return pi / pi_old, objectives.chain(pi / pi_old, dist.onehot(actions).astype(z.dtype) - p)
+
+
+def ppo_dlogits(
+    dist, z: np.ndarray, actions, advantages, old_log_probs, clip: float, causes=(), dlogp=None
+) -> np.ndarray:
+    """PPO's ``dL/dz``, shaped as ``z``: ``-A_t drho_t/dz`` where the unclipped term
+    ``rho_t A_t`` is the smaller (or equal), 0 where ``clip(rho_t, 1 - eps, 1 + eps) A_t`` is
+    (:func:`pgrl.objectives.ppo`); ``rho`` and ``drho/dz`` as :func:`ppo_ratio` gives them
+    (with the cause ``"ratio"``: of probabilities). With the cause ``"max"``, the min taken
+    before the sign, ``min(-rho A, -clip(rho) A)``: the gradient flows where the unclipped term
+    is the larger."""
+    rho, drho = ppo_ratio(dist, z, actions, old_log_probs, causes, dlogp)
+    unclipped = rho * advantages
+    clipped = np.clip(rho, 1 - clip, 1 + clip) * advantages
+    flows = unclipped >= clipped if "max" in causes else unclipped <= clipped
+    return objectives.chain(np.where(flows, -advantages, 0.0), drho)
+
+
+def _gradient_part(
+    w, dist, b: Batch, user: dict, reduction, gamma, reset, standardize, float32=False
+) -> Part:
+    """pgrl's ``dL/dW`` for the batch under every set of gradient causes, against ``user``
+    (``float32``: the user's numbers are, and so is a ratio of their probabilities)."""
+    ppo = b.old_log_probs is not None
     labels = gradient_causes(
-        reduction, standardize, reset, b.rewards is not None, WORDS[dist.name].probability
+        reduction, standardize, reset, b.rewards is not None, WORDS[dist.name].probability, ppo
     )
     hs, out = nn.forward(w, b.obs)
     z = dist.logits(out)
@@ -612,13 +730,22 @@ def _gradient_part(w, dist, b: Batch, user: dict, reduction, gamma, reset, stand
     def predict(combo):
         mode = next((c[len("standardize_") :] for c in combo if c.startswith("standardize_")), None)
         key = (mode or standardize, reset ^ ("reset" in combo))
-        key += ("logit" in combo, "relu_mask" in combo)
+        key += ("logit" in combo, "relu_mask" in combo, "ratio" in combo, "max" in combo)
         if key not in cache:
             adv = b.advantages
             if adv is None:
                 adv = compute_advantages(b.rewards, b.ep_bounds, gamma, key[1], key[0])
             dlogp = logit_mistake(dist, z, b.actions) if key[2] else None
-            dout = dlogits(dist, z, b.actions, adv, dlogp).reshape(out.shape)
+            if ppo:
+                causes = [c for c in ("ratio", "max") if c in combo]
+                zz = z.astype(np.float32) if float32 and key[4] else z
+                with np.errstate(all="ignore"):  # NaN where probabilities underflow: no match
+                    dz = ppo_dlogits(
+                        dist, zz, b.actions, adv, b.old_log_probs, b.clip, causes, dlogp
+                    )
+                dout = dz.astype(np.float64).reshape(out.shape)
+            else:
+                dout = dlogits(dist, z, b.actions, adv, dlogp).reshape(out.shape)
             cache[key] = nn.backward(w, hs, dout, strict_mask=key[3])
         used = ({"sum", "mean"} - {reduction}).pop() if "reduction" in combo else reduction
         scale = (1.0 / len(z) if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
@@ -706,6 +833,7 @@ def settings(overrides: list[str] | None) -> dict:
     cfg = from_dict(data, "--set")
     o = cfg.optimizer
     return {
+        "clip": cfg.ppo.clip if "clip" in data.get("ppo", {}) else None,
         "optimizer": RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt),
         "reduction": cfg.policy.reduction,
         "gamma": cfg.train.gamma,

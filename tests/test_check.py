@@ -197,3 +197,162 @@ def test_check_explain_figures(tf, capsys, config, overrides, seed):
     assert agree < 1e-12
     head = f"the categorical head, {n_actions} actions:" if categorical else "the Bernoulli head:"
     assert head in out
+
+
+# ----- PPO: the clipped surrogate's rows, and its pitfalls under --explain -----
+
+CARTPOLE_PPO = "cartpole_ppo"
+
+
+def row(out, label):
+    """(abs, rel, verdict) of a check row."""
+    match = re.search(rf"^{re.escape(label)} +(\S+) +(\S+)  (ok|FAIL)$", out, re.M)
+    assert match, f"no row {label!r} in:\n{out}"
+    return float(match.group(1)), float(match.group(2)), match.group(3)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_ppo_rows_pass(capsys, dtype):
+    sets = ["--set", f"policy.dtype={dtype}", "--set", "ppo.clip_value=0.5"]
+    assert cli_main(["check", CARTPOLE_PPO, *sets]) == 0
+    out = capsys.readouterr().out
+    assert "batch 1024 (seed 0)" in out and "PASS: the backends agree" in out
+    outside, clipped = map(int, re.search(r"(\d+)% of the ratios .*\n(\d+)% clipped", out).groups())
+    assert 30 <= outside <= 70 and 10 <= clipped < outside  # both clipped and unclipped steps
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    for label, limit in [
+        ("PPO surrogate grads", tol),
+        ("PPO finite diff.", 1e-6),
+        ("clipped V gradients", tol),
+        ("clipped V finite diff.", 1e-6),
+    ]:
+        _, rel, verdict = row(out, label)
+        assert rel <= limit and verdict == "ok", (label, rel)
+    # a REINFORCE config's report has none of them
+    assert cli_main(["check", CARTPOLE]) == 0
+    assert "PPO" not in capsys.readouterr().out
+
+
+def test_check_ppo_rows_fail_for_a_wrong_surrogate(monkeypatch, capsys):
+    """The NumPy backend's surrogate with its min taken before the sign: its gradients differ
+    from TensorFlow's; with the correct loss beside them, also from finite differences."""
+    from pgrl import objectives
+
+    correct = objectives.ppo
+    for loss_too, failed in (
+        (True, "PPO surrogate grads"),
+        (False, "PPO surrogate grads, PPO finite diff."),
+    ):
+
+        def minus_max(log_probs, advantages, old_log_probs, clip, loss_too=loss_too):
+            rho = np.exp(log_probs - old_log_probs)
+            a, b = rho * advantages, np.clip(rho, 1 - clip, 1 + clip) * advantages
+            terms = (
+                np.minimum(-a, -b)
+                if loss_too
+                else correct(log_probs, advantages, old_log_probs, clip)[0]
+            )
+            return terms, np.where(a >= b, -a, 0.0)
+
+        monkeypatch.setattr(objectives, "ppo", minus_max)
+        assert cli_main(["check", CARTPOLE_PPO]) == 1
+        assert capsys.readouterr().out.splitlines()[-1] == f"FAIL: {failed} outside tolerance"
+
+
+def hand_ppo_epochs(w, obs, a, adv, cfg, seed, recompute):
+    """PPO's epochs written out (Bernoulli head, biases, mean reduction, Karpathy's RMSprop):
+    log pi of the batch before and after."""
+    o, p = cfg.optimizer, cfg.ppo
+    w = {k: v.copy() for k, v in w.items()}
+    v = {k: np.zeros_like(x) for k, x in w.items()}
+
+    def log_pi(w, x, y):
+        hs, z = hand_forward(w, x)
+        return hs, z[:, 0], -np.logaddexp(0, np.where(y == 1, -z[:, 0], z[:, 0]))
+
+    before = old = log_pi(w, obs, a)[2]
+    order = np.random.default_rng([seed, 2])
+    for _ in range(p.epochs):
+        if recompute:
+            old = log_pi(w, obs, a)[2]
+        perm = order.permutation(len(a))
+        for i in range(0, len(a), p.minibatch_size):
+            idx = np.sort(perm[i : i + p.minibatch_size])
+            x, y, lp_old = obs[idx], a[idx], old[idx]
+            ad = (adv[idx] - adv[idx].mean()) / adv[idx].std()
+            hs, z, lp = log_pi(w, x, y)
+            rho = np.exp(lp - lp_old)
+            through = rho * ad <= np.clip(rho, 1 - p.clip, 1 + p.clip) * ad
+            dz = np.where(through, -ad * rho * (y - 1 / (1 + np.exp(-z))), 0.0) / len(idx)
+            g = hand_backward(w, hs, dz[:, None])
+            for k in w:
+                v[k] = o.decay * v[k] + (1 - o.decay) * g[k] ** 2
+                w[k] -= o.learning_rate * g[k] / (np.sqrt(v[k]) + o.epsilon)
+    return before, log_pi(w, obs, a)[2]
+
+
+def test_check_explain_ppo_pitfalls(tf, capsys):
+    assert cli_main(["check", CARTPOLE_PPO, "--explain"]) == 0
+    out = capsys.readouterr().out
+    cfg = load_config(CARTPOLE_PPO)
+    o, p = cfg.optimizer, cfg.ppo
+    assert p.normalize_advantages and cfg.policy.reduction == "mean" and p.target_kl is None
+    obs, a, adv = synthetic_batch(cfg, 4, n=1024, seed=0)
+    w = reference_weights(cfg, 4, 1)
+    hs, z = hand_forward(w, obs)
+    log_pi = -np.logaddexp(0, np.where(a == 1, -z[:, 0], z[:, 0]))
+    old = np.minimum(log_pi - np.random.default_rng(3).normal(0, 1.5 * p.clip, 1024), 0.0)
+    idx = np.sort(np.random.default_rng([0, 2]).permutation(1024)[: p.minibatch_size])
+
+    def tf_step(adv_mb, min_first=False):
+        """RMSprop's first step from TensorFlow's gradients of the first minibatch's loss."""
+        params = {k: tf.Variable(v) for k, v in w.items()}
+        with tf.GradientTape() as tape:
+            h = tf.nn.relu(tf.constant(obs[idx]) @ params["W1"] + params["b1"])
+            logits = (h @ params["W2"] + params["b2"])[:, 0]
+            labels = tf.constant(a[idx] * 1.0)
+            lp = -tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            rho = tf.exp(lp - old[idx])
+            s1, s2 = rho * adv_mb, tf.clip_by_value(rho, 1 - p.clip, 1 + p.clip) * adv_mb
+            terms = tf.minimum(-s1, -s2) if min_first else -tf.minimum(s1, s2)
+            loss = tf.reduce_mean(terms)
+        g = tape.gradient(loss, params)
+        return first_step({k: g[k].numpy() for k in w}, o.learning_rate, o.decay, o.epsilon, False)
+
+    def change(variant, reference):
+        return np.linalg.norm(variant - reference) / np.linalg.norm(reference)
+
+    def standardized(x):
+        return (x - x.mean()) / x.std()
+
+    reference = tf_step(standardized(adv[idx]))
+    b = change(tf_step(standardized(adv[idx]), min_first=True), reference)
+    c = change(tf_step(standardized(adv)[idx]), reference)
+    assert b > 0.1 and c > 0.01  # both change the step, and the rows say by how much
+    for label, value in (
+        ("b min before the sign: -max(rho A, clip A)", b),
+        ("c advantages standardized per batch", c),
+    ):
+        assert agree_to_3_digits(printed(out, label), value), (label, printed(out, label), value)
+    # a: in float64 only round-off at this batch, a NaN update where probabilities underflow,
+    # and a nonzero error wherever float32's probabilities round
+    assert printed(out, "a ratio pi/pi_old, not exp(logp - logp_old)") < 1e-12
+    assert "a: in float64, no difference at this batch but round-off." in out
+    assert 0 < printed(out, "a ... in float32") < 1e-5
+    assert 0 < printed(out, "a ... float32, median |z| = 12")
+    assert 1e-4 < printed(out, "a ... there, the worst ratio's relative error")
+    assert np.isnan(printed(out, "a ... float64, max |z| = 1000"))
+    # d: the epochs written out here give the same drift, and recomputing moves much farther
+    figures = {}
+    for recompute in (False, True):
+        before, after = hand_ppo_epochs(w, obs, a, adv, cfg, 0, recompute)
+        rho = np.exp(after - before)
+        figures[recompute] = (np.mean(rho - 1 - np.log(rho)), np.max(np.abs(rho - 1)))
+    for label, value in (
+        ("d approx. KL after 10 epochs", figures[False][0]),
+        ("d ... KL, old log-probs recomputed per epoch", figures[True][0]),
+        ("d max |rho - 1| after 10 epochs", figures[False][1]),
+        ("d ... |rho - 1|, recomputed per epoch", figures[True][1]),
+    ):
+        assert agree_to_3_digits(printed(out, label), value), (label, printed(out, label), value)
+    assert figures[True][0] > 5 * figures[False][0] and figures[True][1] > 2 * figures[False][1]

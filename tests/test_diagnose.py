@@ -842,3 +842,255 @@ def test_readme_example_prints_what_it_says(capsys):
     exec(compile(block, "README.md", "exec"), {})
     expected = block.strip().splitlines()[-1].removeprefix("# ")
     assert capsys.readouterr().out.strip() == expected
+
+
+# ----- PPO: one minibatch of the clipped surrogate, with old log-probs -----
+
+CLIP = 0.2
+
+
+@pytest.fixture(scope="module")
+def ppo_case():
+    """Weights whose logits reach z = 36 (where float64's 1 - sigmoid(z) rounds), a batch of
+    both actions, advantages of both signs, and old log-probs with many ratios outside the clip."""
+    rng = np.random.default_rng(21)
+    n = 64
+    weights = {
+        "W1": rng.standard_normal((OBS_DIM, HIDDEN)) / np.sqrt(OBS_DIM),
+        "W2": rng.standard_normal((HIDDEN, 1)) / np.sqrt(HIDDEN),
+    }
+    obs = rng.standard_normal((n, OBS_DIM))
+    z = np.maximum(obs @ weights["W1"], 0) @ weights["W2"]
+    weights["W2"] *= 36 / np.max(z)
+    actions = (rng.random(n) < 0.5).astype(np.int64)
+    adv = rng.standard_normal(n)
+    z = (np.maximum(obs @ weights["W1"], 0) @ weights["W2"])[:, 0]
+    log_pi = -np.logaddexp(0, np.where(actions == 1, -z, z))
+    old = np.minimum(log_pi + rng.normal(0, 0.3, n), 0.0)
+    rho = np.exp(log_pi - old)
+    assert 0.3 < np.mean(np.abs(rho - 1) > CLIP) < 0.8
+    assert np.sum((actions == 0) & (z > 20)) >= 2  # action 0 at p ~ 1: 1 - p rounds there
+    return weights, obs, actions, adv, old
+
+
+def hand_ppo_gradients(
+    w, x, y, adv, old, eps, ratio=False, max_first=False, mean=False, relu_mask=False, minus=True
+):
+    """A NumPy PPO port's backward pass for one hidden layer, written out, with the mistakes
+    switchable: ``ratio``: rho = pi / pi_old of probabilities (sigmoid written as a NumPy port
+    writes it); ``max_first``: the min taken before the sign."""
+    h = np.maximum(x @ w["W1"], 0)
+    z = (h @ w["W2"])[:, 0]
+    p = 1 / (1 + np.exp(-z))
+    if ratio:
+        pi = np.where(y == 1, p, 1 - p)
+        rho = pi / np.exp(old)
+        drho = np.where(y == 1, p * (1 - p), -p * (1 - p)) / np.exp(old)  # dpi/dz / pi_old
+    else:
+        log_pi = -np.logaddexp(0, np.where(y == 1, -z, z))
+        rho = np.exp(log_pi - old)
+        drho = rho * np.where(y == 1, 1 / (1 + np.exp(z)), -p)  # rho * dlog pi / dz
+    surr1, surr2 = rho * adv, np.clip(rho, 1 - eps, 1 + eps) * adv
+    # L = -min(surr1, surr2), or max(-surr1, -surr2) ... taken as min(-surr1, -surr2)
+    through_surr1 = surr1 >= surr2 if max_first else surr1 <= surr2
+    dz = np.where(through_surr1, -adv * drho, 0.0)[:, None]
+    if mean:
+        dz = dz / len(y)
+    if not minus:
+        dz = -dz
+    dh = dz @ w["W2"].T
+    dh[(h < 0) if relu_mask else (h <= 0)] = 0
+    return {"W1": x.T @ dh, "W2": h.T @ dz}
+
+
+def tf_ppo_gradients(tf, w, x, y, adv, old, eps, min_first=False, dtype="float64"):
+    """tf.GradientTape of PPO's surrogate as a TensorFlow port writes it."""
+    params = {k: tf.Variable(v.astype(dtype)) for k, v in w.items()}
+    with tf.GradientTape() as tape:
+        h = tf.nn.relu(tf.constant(x, dtype) @ params["W1"])
+        z = (h @ params["W2"])[:, 0]
+        log_pi = -tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.constant(y, dtype), logits=z)
+        rho = tf.exp(log_pi - tf.constant(old, dtype))
+        a = tf.constant(adv, dtype)
+        surr1, surr2 = rho * a, tf.clip_by_value(rho, 1 - eps, 1 + eps) * a
+        if min_first:
+            loss = tf.reduce_sum(tf.minimum(-surr1, -surr2))
+        else:
+            loss = -tf.reduce_sum(tf.minimum(surr1, surr2))
+    grads = tape.gradient(loss, params)
+    return {k: grads[k].numpy() for k in w}
+
+
+def ppo_batch(obs, actions, adv, old, **more):
+    return {"obs": obs, "actions": actions, "advantages": adv, "old_log_probs": old, **more}
+
+
+def test_ppo_correct_gradients_are_correct(ppo_case, tf):
+    w, obs, actions, adv, old = ppo_case
+    batch = ppo_batch(obs, actions, adv, old)
+    for g in (
+        tf_ppo_gradients(tf, w, obs, actions, adv, old, CLIP),
+        hand_ppo_gradients(w, obs, actions, adv, old, CLIP),
+    ):
+        d = explain(w, batch, g)
+        assert d.status == "correct" and d.gradients.best.error < 1e-12, d
+    ppo_line = "PPO: one minibatch of the clipped surrogate, rho_t = exp(logp_t - logp_old_t), "
+    assert ppo_line + "clip 0.2 (ppo.clip's default); 41% of the ratios outside" in str(d)
+    assert "L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)" in str(d)
+    # pgrl's own NumPy policy, on the same numbers
+    policy = make_policy("numpy", obs_dim=OBS_DIM, hidden_sizes=(HIDDEN,))
+    policy.set_weights(w)
+    assert explain(w, batch, policy.gradients(obs, actions, adv, old, CLIP)).status == "correct"
+    # REINFORCE's gradient is not PPO's where ratios are clipped or away from 1
+    d = explain(w, batch, hand_gradients(w, obs, actions, adv))
+    assert d.status == "unknown", d
+    # another clip is another surrogate: told, pgrl says so; not told, nothing known fits
+    g = hand_ppo_gradients(w, obs, actions, adv, old, 0.1)
+    assert explain(w, batch, g).status == "unknown"
+    assert explain(w, batch, g, clip=0.1).status == "correct"
+    assert (
+        explain(w, ppo_batch(obs, actions, adv, old, clip=np.float64(0.1)), g).status == "correct"
+    )
+
+
+PPO_MISTAKES = [
+    ("max",),
+    ("ratio",),
+    ("max", "ratio"),
+    ("max", "reduction"),
+    ("max", "sign"),
+    ("ratio", "relu_mask"),
+    ("ratio", "reduction"),
+]
+
+
+@pytest.mark.parametrize("mistakes", PPO_MISTAKES, ids="+".join)
+def test_ppo_mistakes_are_named(ppo_case, mistakes):
+    w, obs, actions, adv, old = ppo_case
+    g = hand_ppo_gradients(
+        w,
+        obs,
+        actions,
+        adv,
+        old,
+        CLIP,
+        ratio="ratio" in mistakes,
+        max_first="max" in mistakes,
+        mean="reduction" in mistakes,
+        relu_mask="relu_mask" in mistakes,
+        minus="sign" not in mistakes,
+    )
+    d = explain(w, ppo_batch(obs, actions, adv, old), g)
+    assert set(d.gradients.best.causes) == set(mistakes), d
+    assert d.exit_code == 1 and d.gradients.best.error < 1e-12 and not d.gradients.float32
+    if "ratio" in mistakes:
+        assert "ratio pi / pi_old of probabilities, not exp(logp - logp_old)" in d.verdict
+    if "max" in mistakes:
+        assert "min taken before the sign: min(-rho A, -clip(rho) A)" in d.verdict
+
+
+def test_ppo_min_before_the_sign_in_tensorflow(ppo_case, tf):
+    w, obs, actions, adv, old = ppo_case
+    g = tf_ppo_gradients(tf, w, obs, actions, adv, old, CLIP, min_first=True)
+    d = explain(w, ppo_batch(obs, actions, adv, old), g)
+    assert d.gradients.best.causes == ("max",) and d.exit_code == 1, d
+
+
+def test_ppo_ratio_of_probabilities_only_shows_where_they_round(ppo_case):
+    """At moderate logits pi / pi_old is exp(logp - logp_old) to round-off: correct, and the
+    batch cannot rule the mistake out."""
+    w, obs, actions, adv, old = ppo_case
+    w = {"W1": w["W1"], "W2": w["W2"] / 10}
+    z = (np.maximum(obs @ w["W1"], 0) @ w["W2"])[:, 0]
+    old = np.minimum(-np.logaddexp(0, np.where(actions == 1, -z, z)) + 0.3, 0.0)
+    g = hand_ppo_gradients(w, obs, actions, adv, old, CLIP, ratio=True)
+    d = explain(w, ppo_batch(obs, actions, adv, old), g)
+    assert d.status == "correct", d
+    assert "ratio pi / pi_old of probabilities, not exp(logp - logp_old)" in d.gradients.blind
+
+
+def test_ppo_ratio_of_probabilities_in_float32(ppo_case):
+    """A float32 port: 1 - sigmoid(z) loses digits as z grows (about 1e-3 at z ~ 10); the ratio
+    of its probabilities is named, with float32 precision."""
+    w, obs, actions, adv, old = ppo_case
+    w32 = {"W1": w["W1"].astype(np.float32), "W2": (w["W2"] / 3).astype(np.float32)}
+    x32 = obs.astype(np.float32)
+    z = (np.maximum(x32 @ w32["W1"], 0) @ w32["W2"])[:, 0].astype(np.float64)
+    old = np.minimum(-np.logaddexp(0, np.where(actions == 1, -z, z)) + 0.2, 0.0)
+    g = hand_ppo_gradients(
+        w32, x32, actions, adv.astype(np.float32), old.astype(np.float32), CLIP, ratio=True
+    )
+    assert all(v.dtype == np.float32 for v in g.values())
+    d = explain(w32, ppo_batch(x32, actions, adv.astype(np.float32), old.astype(np.float32)), g)
+    assert d.gradients.best.causes == ("ratio",) and d.gradients.float32, d
+
+
+def test_ppo_cli_and_bad_input_is_one_line(ppo_case, tmp_path, capsys):
+    w, obs, actions, adv, old = ppo_case
+    n = len(actions)
+    ends = np.zeros(n, np.int64)
+    ends[-1] = 1
+    f = {
+        "weights": save(tmp_path / "W.npz", **w),
+        "batch": save(tmp_path / "B.npz", **ppo_batch(obs, actions, adv, old)),
+        "grads": save(tmp_path / "G.npz", **hand_ppo_gradients(w, obs, actions, adv, old, CLIP)),
+    }
+    assert cli_main(argv(f)) == 0
+    assert "PPO: one minibatch of the clipped surrogate" in capsys.readouterr().out
+    assert cli_main(argv(f) + ["--set", "ppo.clip=0.2"]) == 0
+    assert cli_main(argv(f) + ["--set", "ppo.clip=0.1"]) == 3  # another surrogate: none fits
+    capsys.readouterr()
+
+    def batch(name, **arrays):
+        return {"batch": save(tmp_path / f"{name}.npz", **arrays)}
+
+    plain = {"obs": obs, "actions": actions, "advantages": adv}
+    for name, replace, extra, words in [
+        (
+            "shape",
+            batch("b1", **ppo_batch(obs, actions, adv, old[:-1])),
+            [],
+            f"batch old_log_probs must have shape ({n},) like obs, got ({n - 1},)",
+        ),
+        (
+            "probabilities",
+            batch("b2", **ppo_batch(obs, actions, adv, np.exp(old))),
+            [],
+            "must be log-probabilities, <= 0, got [",
+        ),
+        ("NaN", batch("b3", **ppo_batch(obs, actions, adv, old * np.nan)), [], "NaN"),
+        ("clip alone", batch("b4", **plain, clip=0.2), [], "batch: clip without old_log_probs"),
+        ("--set clip alone", batch("b5", **plain), ["--set", "ppo.clip=0.2"], "without old_log"),
+        (
+            "rewards",
+            batch(
+                "b6", obs=obs, actions=actions, rewards=adv, episode_ends=ends, old_log_probs=old
+            ),
+            [],
+            "old_log_probs need advantages",
+        ),
+        (
+            "clip 1.5",
+            batch("b7", **ppo_batch(obs, actions, adv, old, clip=1.5)),
+            [],
+            "batch clip must be one number in (0, 1), PPO's eps, got 1.5",
+        ),
+        (
+            "two clips",
+            batch("b8", **ppo_batch(obs, actions, adv, old, clip=np.array([0.1, 0.2]))),
+            [],
+            "batch clip must be one number in (0, 1)",
+        ),
+        (
+            "clips differ",
+            batch("b9", **ppo_batch(obs, actions, adv, old, clip=0.1)),
+            ["--set", "ppo.clip=0.2"],
+            "batch clip 0.1 and ppo.clip 0.2 differ",
+        ),
+        ("--set clip 1.5", {}, ["--set", "ppo.clip=1.5"], "ppo.clip"),
+    ]:
+        line = one_line(capsys, argv(f, **replace) + extra)
+        assert line.startswith("pgrl diagnose: error: ") and words in line, (name, line)
+    assert "probabilities? save np.log(p)" in one_line(
+        capsys, argv(f, **batch("b2", **ppo_batch(obs, actions, adv, np.exp(old))))
+    )
