@@ -299,7 +299,8 @@ def _check(args) -> int:
         "--batch",
         required=True,
         metavar="B.npz",
-        help="obs, actions and advantages (or rewards and episode_ends)",
+        help="obs, actions and advantages (or rewards and episode_ends); PPO: also "
+        "old_log_probs (and clip)",
     ),
     _arg("--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"),
     _arg("--after", metavar="A.npz", help="your weights after one optimizer step"),
@@ -309,7 +310,7 @@ def _check(args) -> int:
         action="append",
         metavar="KEY=VALUE",
         help="what you meant: optimizer.learning_rate, .decay, .epsilon, .epsilon_inside_sqrt, "
-        "policy.reduction, train.gamma, train.reset_on_nonzero, train.standardize",
+        "policy.reduction, train.gamma, train.reset_on_nonzero, train.standardize, ppo.clip",
     ),
 )
 def _diagnose(args) -> int:
