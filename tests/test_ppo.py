@@ -224,7 +224,10 @@ def read_rows(path):
 
 
 def test_ppo_backends_play_identical_episodes(tmp_path, tf):
-    cfg = cartpole_ppo("train.episodes=200", "train.solved_mean100=1000")
+    # at the shipped learning rate (3e-3) chaos parts the backends at episode 159 of seed 0;
+    # at 1e-3 the last-bit differences stay small for longer than these 200 episodes
+    lr = "optimizer.learning_rate=1e-3"
+    cfg = cartpole_ppo(lr, "train.episodes=200", "train.solved_mean100=1000")
     for backend in ("numpy", "tensorflow"):
         train(cfg, out=tmp_path / backend, backend=backend)
     a, b = (read_rows(tmp_path / backend / "metrics.csv") for backend in ("numpy", "tensorflow"))
