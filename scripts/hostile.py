@@ -1675,6 +1675,7 @@ def diag(name: str, **arrays) -> Callable[[Path], bytes]:
     return lambda fixtures: npz_bytes(arrays)
 
 
+_PPO_BATCH = {"obs": np.zeros((6, 4)), "actions": np.zeros(6), "advantages": np.ones(6)}
 DIAGNOSE: list[tuple[str, str, Callable[[Path], bytes], str]] = [
     ("weights-no-W", "w", diag("w", b1=np.zeros(3)), "W1"),
     ("weights-W2-only", "w", diag("w", W2=np.zeros((8, 1))), "W1"),
@@ -1816,6 +1817,33 @@ DIAGNOSE: list[tuple[str, str, Callable[[Path], bytes], str]] = [
             values=np.zeros(6),
         ),
         "values",
+    ),
+    # PPO's batch: old log-probs of the policy that played it, and the clip range
+    *(
+        (f"batch-ppo-{name}", "b", diag("b", **_PPO_BATCH, **extra), word)
+        for name, extra, word in (
+            ("old-shape", {"old_log_probs": -np.ones(5)}, "old_log_probs"),
+            ("old-positive", {"old_log_probs": np.full(6, 0.5)}, "old_log_probs"),
+            ("old-nan", {"old_log_probs": np.full(6, np.nan)}, "old_log_probs"),
+            ("old-2d", {"old_log_probs": -np.ones((6, 1))}, "old_log_probs"),
+            ("clip-alone", {"clip": np.array(0.2)}, "clip"),
+            ("clip-zero", {"old_log_probs": -np.ones(6), "clip": np.array(0.0)}, "clip"),
+            ("clip-above-1", {"old_log_probs": -np.ones(6), "clip": np.array(1.5)}, "clip"),
+            ("clip-vector", {"old_log_probs": -np.ones(6), "clip": np.full(6, 0.2)}, "clip"),
+        )
+    ),
+    (
+        "batch-ppo-with-rewards",
+        "b",
+        diag(
+            "b",
+            obs=np.zeros((6, 4)),
+            actions=np.zeros(6),
+            rewards=np.zeros(6),
+            episode_ends=np.array([5]),
+            old_log_probs=-np.ones(6),
+        ),
+        "old_log_probs",
     ),
     ("grads-missing-W2", "g", diag("g", W1=np.zeros((4, 8))), "W2"),
     ("grads-extra", "g", diag("g", W1=np.zeros((4, 8)), W2=np.zeros((8, 1)), W3=np.zeros(1)), "W3"),
