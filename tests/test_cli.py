@@ -87,11 +87,15 @@ def test_unknown_name_lists_the_shipped_configs(capsys, command):
     )
     assert shipped_configs() == [
         "acrobot",
+        "acrobot_ppo",
         "cartpole",
+        "cartpole_ppo",
         "lunarlander",
+        "lunarlander_ppo",
         "pong",
         "pong_fast",
         "pong_full",
+        "pong_ppo",
     ]
 
 
