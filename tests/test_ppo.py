@@ -241,6 +241,30 @@ def test_ppo_backends_play_identical_episodes(tmp_path, tf):
         )
 
 
+def test_pong_ppo_minibatches_of_sparse_frames_play_the_same_games_in_both_backends(tmp_path, tf):
+    """Pong's frame differences are sparse rows: minibatches take rows of them (float64 here, so
+    that the backends agree to the last bit)."""
+    short = [
+        *QUIET,
+        "policy.dtype=float64",
+        "train.episodes=6",
+        "train.batch_episodes=3",
+        "ppo.minibatch_size=128",
+        "env.kwargs={max_episode_steps = 200}",
+    ]
+    for backend in ("numpy", "tensorflow"):
+        train(load_config("pong_ppo", short), out=tmp_path / backend, backend=backend)
+    a, b = (read_rows(tmp_path / backend / "updates.csv") for backend in ("numpy", "tensorflow"))
+    assert len(a) == len(b) == 2 and all(float(r["clip_fraction"]) >= 0 for r in a)
+    for key in ("loss", "value_loss", "approx_kl", "entropy"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in a], [float(r[key]) for r in b], rtol=1e-9, err_msg=key
+        )
+    ma, mb = (read_rows(tmp_path / backend / "metrics.csv") for backend in ("numpy", "tensorflow"))
+    assert [r["return"] for r in ma] == [r["return"] for r in mb]
+    assert [r["length"] for r in ma] == [r["length"] for r in mb]
+
+
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
 def test_ppo_resume_is_exact(tmp_path, backend, tf):
     overrides = (f"policy.backend={backend}", "ppo.target_kl=0.02", "ppo.clip_value=1.0")

@@ -1,8 +1,8 @@
 """Rollouts on Ray (``env.runner = "ray"``) on real namespaced clusters (tests/ray_cluster.py):
 one node with two CPUs, and two nodes with one CPU each (one worker per node). Two workers of
 two envs play exactly the runs of four local envs: the same metrics.csv and final weights, for
-CartPole and a short Pong run, with both backends; a killed worker is replaced by Ray and the
-run is unchanged."""
+CartPole (REINFORCE and PPO) and a short Pong run, with both backends; a killed worker is
+replaced by Ray and the run is unchanged."""
 
 import csv
 import subprocess
@@ -19,6 +19,7 @@ from pgrl.rundir import read_metrics
 
 CARTPOLE = str(Path("configs/cartpole.toml").resolve())
 PONG = str(Path("configs/pong.toml").resolve())
+CARTPOLE_PPO = str(Path("configs/cartpole_ppo.toml").resolve())
 RAY_RUNNER = ["env.runner=ray", "env.num_workers=2", "env.envs_per_worker=2"]
 RUNS = {  # short runs: CartPole to 120 episodes, Pong 8 games cut at 150 steps
     "cartpole": (CARTPOLE, ["train.episodes=120"]),
@@ -26,6 +27,7 @@ RUNS = {  # short runs: CartPole to 120 episodes, Pong 8 games cut at 150 steps
         PONG,
         ["train.episodes=8", "train.batch_episodes=4", "env.kwargs={max_episode_steps = 150}"],
     ),
+    "cartpole-ppo": (CARTPOLE_PPO, ["train.episodes=48"]),  # the learner's update is PPO's
 }
 
 
@@ -94,7 +96,7 @@ def _workers() -> set[str]:
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
-@pytest.mark.parametrize("name", ["cartpole", "pong"])
+@pytest.mark.parametrize("name", list(RUNS))
 def test_two_workers_of_two_envs_play_the_run_of_four_local_envs(
     cluster, local_runs, name, backend
 ):
