@@ -54,9 +54,7 @@ def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config)
         its first step's value_loss and the explained variance of V before the fit.
     """
     t = cfg.train
-    bootstrap = None
-    if value is not None and cfg.value.bootstrap and batch.ep_truncated.any():
-        bootstrap = np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
+    bootstrap = _bootstrap(value, batch, cfg)
     returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, bootstrap)
     advantages = returns
     if value is not None:  # V(s_t) before this update's fit
@@ -90,9 +88,7 @@ def ppo_update(
     """
     t, p = cfg.train, cfg.ppo
     values = value.predict(batch.obs)
-    bootstrap = None
-    if cfg.value.bootstrap and batch.ep_truncated.any():
-        bootstrap = np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
+    bootstrap = _bootstrap(value, batch, cfg)
     advantages, targets = gae(
         batch.rewards, values, batch.ep_bounds, t.gamma, p.gae_lambda, bootstrap, t.reset_on_nonzero
     )
@@ -118,6 +114,15 @@ def ppo_update(
     stats["explained_variance"] = explained_variance(values, targets)
     stats["epochs"] = epochs
     return stats
+
+
+def _bootstrap(value: ValueNet | None, batch, cfg: Config) -> np.ndarray | None:
+    """(E,) the value after each episode's last step: ``V(s_T)`` of the state a time limit cut
+    it at (``value.bootstrap``), 0 after a terminal state; None (all 0) without a value network
+    or a truncated episode."""
+    if value is None or not cfg.value.bootstrap or not batch.ep_truncated.any():
+        return None
+    return np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
 
 
 def _minibatches(permutation: np.ndarray, size: int) -> list[np.ndarray]:

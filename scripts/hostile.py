@@ -2427,38 +2427,21 @@ def rundir_cases() -> list[Case]:
         expect=(0, 2),
         setup=act(lambda w: (w / "link").symlink_to("missing-target")),
     )
-    add(
-        "train-init-sweep-dir",
-        ["train", "cartpole", *TINY, "--init", "sweep", "--out", "new"],
-        setup=copy("sweep"),
-        names=("sweep",),
-        fresh="new",
-        needs=("sweep",),
-    )
-    add(
-        "train-init-acrobot",
-        ["train", "cartpole", *TINY, "--init", "run_acrobot", "--out", "new"],
-        setup=copy("run_acrobot"),
-        names=("run_acrobot",),
-        fresh="new",
-        needs=("run_acrobot",),
-    )
-    add(
-        "train-init-categorical",
-        ["train", "cartpole", *TINY, "--init", "run_cat", "--out", "new"],
-        setup=copy("run_cat"),
-        names=("run_cat",),
-        fresh="new",
-        needs=("run_cat",),
-    )
-    add(
-        "train-init-h16",
-        ["train", "cartpole", *TINY, "--init", "run_h16", "--out", "new"],
-        setup=copy("run_h16"),
-        names=("run_h16",),
-        fresh="new",
-        needs=("run_h16",),
-    )
+    # --init from a sweep, or from runs of another env, head or width: refused, naming it
+    for name, fixture in (
+        ("sweep-dir", "sweep"),
+        ("acrobot", "run_acrobot"),
+        ("categorical", "run_cat"),
+        ("h16", "run_h16"),
+    ):
+        add(
+            f"train-init-{name}",
+            ["train", "cartpole", *TINY, "--init", fixture, "--out", "new"],
+            setup=copy(fixture),
+            names=(fixture,),
+            fresh="new",
+            needs=(fixture,),
+        )
     add(
         "train-init-pong",
         ["train", "cartpole", *TINY, "--init", "pong", "--out", "new"],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zipedit import zip_field
 
 import pgrl
 from pgrl.cli import main as cli_main
@@ -366,22 +367,6 @@ def trained(tmp_path_factory):
     argv = ["train", "cartpole", "--set", "train.episodes=20", "--set", "log.progress=false"]
     assert cli_main([*argv, "--out", str(out)]) == 0
     return out
-
-
-def zip_field(data: bytes, local: int, central: int, value: int) -> bytes:
-    """A zip archive with a 2-byte field of every member's local and central header set."""
-    import io
-    import struct
-    import zipfile
-
-    out = bytearray(data)
-    pos = struct.unpack("<I", data[data.rfind(b"PK\x05\x06") + 16 :][:4])[0]
-    for info in zipfile.ZipFile(io.BytesIO(data)).infolist():
-        struct.pack_into("<H", out, info.header_offset + local, value)
-        struct.pack_into("<H", out, pos + central, value)
-        n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
-        pos += 46 + n + m + k
-    return bytes(out)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zipedit import zip_field
 
 from pgrl.cli import main as cli_main
 from pgrl.diagnose import explain
@@ -67,19 +68,26 @@ def hand_returns(rewards, ends, gamma, reset=False, standardize="episode"):
     return out
 
 
+def hand_backward(w, x, h, dz, mean, minus, strict_mask):
+    """The rest of a one-hidden-layer port's backward pass from its (N, k) ``dL/dz``, with the
+    mistakes switchable: ``mean`` divides by N, ``not minus`` flips the sign, ``strict_mask``
+    masks the ReLU where ``h < 0`` (nowhere) instead of ``h <= 0``."""
+    if mean:
+        dz = dz / len(dz)
+    if not minus:
+        dz = -dz
+    dh = dz @ w["W2"].T
+    dh[(h < 0) if strict_mask else (h <= 0)] = 0
+    return {"W1": x.T @ dh, "W2": h.T @ dz}
+
+
 def hand_gradients(w, x, y, adv, logit=False, mean=False, strict_mask=False, minus=True):
     """A gist-style backward pass for one hidden layer, with the mistakes switchable."""
     h = np.maximum(x @ w["W1"], 0)
     z = h @ w["W2"]
     out = z if logit else 1 / (1 + np.exp(-z))
     dz = (out - y[:, None]) * adv[:, None]
-    if mean:
-        dz = dz / len(y)
-    if not minus:
-        dz = -dz
-    dh = dz @ w["W2"].T
-    dh[(h < 0) if strict_mask else (h <= 0)] = 0
-    return {"W1": x.T @ dh, "W2": h.T @ dz}
+    return hand_backward(w, x, h, dz, mean, minus, strict_mask)
 
 
 def hand_step(w, g, lr=1e-4, decay=0.99, eps=1e-5, inside=False, ascent=False):
@@ -543,24 +551,13 @@ def one_line(capsys, argv) -> str:
 def test_cli_an_archive_zipfile_cannot_open_is_one_line(files, tmp_path, capsys):
     """A member flagged as encrypted (zipfile's RuntimeError) or compressed by an unknown method
     (NotImplementedError) is a corrupt archive, not a traceback."""
-    import io
-    import struct
-    import zipfile
-
     data = open(files["weights"], "rb").read()
     for name, (local, central, value), reason in (
         ("encrypted", (6, 8, 1), "is encrypted, password required for extraction"),
         ("compressed", (8, 10, 99), "That compression method is not supported"),
     ):
-        out = bytearray(data)
-        pos = struct.unpack("<I", data[data.rfind(b"PK\x05\x06") + 16 :][:4])[0]
-        for info in zipfile.ZipFile(io.BytesIO(data)).infolist():
-            struct.pack_into("<H", out, info.header_offset + local, value)
-            struct.pack_into("<H", out, pos + central, value)
-            n, m, k = struct.unpack("<HHH", data[pos + 28 : pos + 34])
-            pos += 46 + n + m + k
         bad = tmp_path / f"{name}.npz"
-        bad.write_bytes(bytes(out))
+        bad.write_bytes(zip_field(data, local, central, value))
         line = one_line(capsys, argv(files, weights=str(bad)))
         assert line.startswith(f"pgrl diagnose: error: weights {bad}: corrupt .npz archive (")
         assert reason in line
@@ -624,13 +621,7 @@ def hand_categorical_gradients(
     onehot = np.zeros_like(z)
     onehot[np.arange(len(a)), a] = 1
     dz = (out - onehot) * adv[:, None]
-    if mean:
-        dz = dz / len(a)
-    if not minus:
-        dz = -dz
-    dh = dz @ w["W2"].T
-    dh[(h < 0) if strict_mask else (h <= 0)] = 0
-    return {"W1": x.T @ dh, "W2": h.T @ dz}
+    return hand_backward(w, x, h, dz, mean, minus, strict_mask)
 
 
 def tf_categorical_gradients(tf, w, x, a, adv, dtype="float64", loss="sum"):
@@ -894,13 +885,7 @@ def hand_ppo_gradients(
     # L = -min(surr1, surr2), or max(-surr1, -surr2) ... taken as min(-surr1, -surr2)
     through_surr1 = surr1 >= surr2 if max_first else surr1 <= surr2
     dz = np.where(through_surr1, -adv * drho, 0.0)[:, None]
-    if mean:
-        dz = dz / len(y)
-    if not minus:
-        dz = -dz
-    dh = dz @ w["W2"].T
-    dh[(h < 0) if relu_mask else (h <= 0)] = 0
-    return {"W1": x.T @ dh, "W2": h.T @ dz}
+    return hand_backward(w, x, h, dz, mean, minus, relu_mask)
 
 
 def tf_ppo_gradients(tf, w, x, y, adv, old, eps, min_first=False, dtype="float64"):
