@@ -3089,7 +3089,7 @@ API = [
 API_TRAIN = """
 import numpy as np, pgrl
 from pgrl.config import load_config
-cfg = load_config("lunarlander", ["train.episodes=2", "log.progress=false", "env.num_envs=1"])
+cfg = load_config("lunarlander_ppo", ["train.episodes=2", "log.progress=false", "env.num_envs=1"])
 cfg.env.kwargs = {"gravity": np.float64(-9.0), "enable_wind": np.bool_(False)}
 cfg.policy.hidden_sizes = [8]
 pgrl.train(cfg, out="run")

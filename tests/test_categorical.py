@@ -508,13 +508,15 @@ def _rows(path):
 
 
 def test_lunarlander_config_runs_one_update_with_both_backends(tmp_path):
-    cfg = load_config("lunarlander", QUIET)
-    assert (cfg.env.id, cfg.policy.head, cfg.train.solved_mean100) == (
+    cfg = load_config("lunarlander_ppo", QUIET)
+    assert (cfg.env.id, cfg.policy.head, cfg.train.algorithm, cfg.train.solved_mean100) == (
         "LunarLander-v3",
         "categorical",
+        "ppo",
         200.0,
     )
-    one_update = load_config("lunarlander", [*QUIET, f"train.episodes={cfg.train.batch_episodes}"])
+    episodes = f"train.episodes={cfg.train.batch_episodes}"
+    one_update = load_config("lunarlander_ppo", [*QUIET, episodes])
     for backend in ("numpy", "tensorflow"):
         summary = train(one_update, out=tmp_path / backend, backend=backend)
         assert (summary["updates"], summary["episodes"]) == (1, cfg.train.batch_episodes), summary

@@ -91,7 +91,6 @@ def test_unknown_name_lists_the_shipped_configs(capsys, command):
         "acrobot_ppo",
         "cartpole",
         "cartpole_ppo",
-        "lunarlander",
         "lunarlander_ppo",
         "pong",
         "pong_fast",

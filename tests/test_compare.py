@@ -204,7 +204,7 @@ def test_compare_reports_the_divergence(tmp_path, monkeypatch):
         "configs/cartpole.toml",
         "configs/pong.toml",
         "configs/acrobot.toml",
-        "configs/lunarlander.toml",
+        "configs/lunarlander_ppo.toml",
     ],
 )
 def test_check_passes_on_shipped_configs(config, capsys):
