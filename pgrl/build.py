@@ -48,20 +48,27 @@ def check_env_id(cfg: Config) -> None:
     env_spaces(cfg)
 
 
-def make_envs(cfg: Config) -> gym.vector.VectorEnv:
-    """The config's vector env: ``env.num_envs`` copies, seeded from ``train.seed``; refused
-    before any copy is made when their rollout buffers alone would not fit in memory."""
+def make_envs(cfg: Config, num_envs: int | None = None) -> gym.vector.VectorEnv:
+    """The config's vector env: ``num_envs`` copies (default ``env.num_envs``), seeded from
+    ``train.seed``; refused before any copy is made when their rollout buffers alone would not
+    fit in memory."""
     e = cfg.env
-    space = env_spaces(cfg)[0]
-    per_env = CHUNK_ROWS * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
-    if e.num_envs * per_env > _memory_bytes():
-        raise ConfigError(
-            f"env.num_envs {e.num_envs:,}: their rollout buffers alone take "
-            f"{e.num_envs * per_env / 2**30:,.0f} GiB, more than this machine's memory holds"
-        )
+    n = e.num_envs if num_envs is None else num_envs
+    check_env_memory(cfg, "env.num_envs", n)
     with _env_errors(e):
         return make_vector_env(
-            e.id, e.num_envs, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
+            e.id, n, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
+        )
+
+
+def check_env_memory(cfg: Config, key: str, n: int) -> None:
+    """ConfigError if ``n`` env copies' rollout buffers alone would not fit in memory."""
+    space = env_spaces(cfg)[0]
+    per_env = CHUNK_ROWS * int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+    if n * per_env > _memory_bytes():
+        raise ConfigError(
+            f"{key} {n:,}: their rollout buffers alone take {n * per_env / 2**30:,.0f} GiB, "
+            "more than this machine's memory holds"
         )
 
 

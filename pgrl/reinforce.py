@@ -18,55 +18,89 @@ import copy
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
-from pgrl.build import build_policy, build_value_net, env_actions, make_envs
+from pgrl.build import build_policy, build_value_net, env_actions
 from pgrl.checkpoint import CheckpointError, read_init, restore_policy
 from pgrl.config import Config, ConfigError
 from pgrl.monitor import HoldInterrupts, ProgressBar, TensorBoard
+from pgrl.optim import global_norm
 from pgrl.policies import Policy, ValueNet
-from pgrl.ray_runner import RayRollouts
 from pgrl.returns import (
-    batch_returns,
+    center_and_scale,
     explained_variance,
     gae,
+    pool_moments,
     standardize,
     standardize_advantages,
 )
-from pgrl.rollout import RolloutError, slot_generators, slot_states
+from pgrl.rollout import EpisodeBatch, RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
+from pgrl.slots import Slots, add_in_order, bootstrap_values
 from pgrl.sparse import SparseRows
+from pgrl.workers import make_runner
 
 
-def reinforce_update(policy: Policy, value: ValueNet | None, batch, cfg: Config) -> dict:
-    """One REINFORCE update from a batch of complete episodes (a pgrl.rollout.EpisodeBatch).
+def reinforce_update(policy: Policy, value: ValueNet | None, slots, cfg: Config) -> dict:
+    """One REINFORCE update from a batch of complete episodes.
 
-    G_t = sum_k gamma^k r_{t+k} (restarting at every point with ``train.reset_on_nonzero``;
-    with a value network and ``value.bootstrap``, an episode cut by its time limit continues
-    with gamma^(T-t) V(s_T) of the state it was cut at); A_t = G_t, or G_t - V(s_t) with a
-    value network; A standardized as ``train.standardize``;
-    one RMSprop step on sum_t A_t * -log pi(a_t | s_t) (minus the entropy bonus); then
-    ``value.steps`` RMSprop steps of V on (G_t - V(s_t))^2.
+    ``slots`` holds the batch's episodes split by env slot (:class:`pgrl.slots.Slots`, here or
+    at the rollout workers that played them); an EpisodeBatch in hand is split here. Per slot,
+    where it was played: G_t = sum_k gamma^k r_{t+k} (restarting at every point with
+    ``train.reset_on_nonzero``; with a value network and ``value.bootstrap``, an episode cut by
+    its time limit continues with gamma^(T-t) V(s_T) of the state it was cut at), and
+    x_t = G_t, or G_t - V(s_t) with a value network. Here: the slots' moments of x, pooled in
+    slot order, give the batch's mean and std (``train.standardize = "batch"``); each slot then
+    gives its sums of the gradient of sum_t A_t * -log pi(a_t | s_t) (minus the entropy bonus)
+    and of V's fit to G_t; added in slot order they make one RMSprop step of the policy, then
+    ``value.steps`` steps of V on (G_t - V(s_t))^2.
 
     Returns:
         The policy's stats (loss, grad_norm, mean_prob, entropy); with a value network also
         its first step's value_loss and the explained variance of V before the fit.
     """
-    t = cfg.train
-    bootstrap = _bootstrap(value, batch, cfg)
-    returns = batch_returns(batch.rewards, batch.ep_bounds, t.gamma, t.reset_on_nonzero, bootstrap)
-    advantages = returns
-    if value is not None:  # V(s_t) before this update's fit
-        values = value.predict(batch.obs)
-        advantages = returns - values
-    advantages = standardize_advantages(advantages, batch.ep_bounds, t.standardize)
-    stats = policy.update(batch.obs, batch.actions, advantages)
+    if isinstance(slots, EpisodeBatch):
+        slots = Slots(slots, policy, value, cfg)
+    center, scale = center_and_scale(pool_moments(x for x, _ in slots.moments))
+    parts = slots.gradients(center, scale)
+    stats = _step(policy, [p for p, _ in parts])
     if value is not None:
-        fit = [value.update(batch.obs, returns) for _ in range(cfg.value.steps)]
+        fit = [_step(value, [v for _, v in parts])]
+        for _ in range(cfg.value.steps - 1):
+            fit.append(_step(value, slots.value_gradients(value)))
         stats.update(fit[0])
-        stats["explained_variance"] = explained_variance(values, returns)
+        stats["explained_variance"] = _explained_variance(slots.moments)
     return stats
+
+
+def _step(net, parts: list[tuple[dict, dict]]) -> dict:
+    """The slots' gradient parts added in slot order (divided by the batch's steps with
+    ``reduction = "mean"``), then one clipped RMSprop step; the stats of the summed loss."""
+    grads, sums = add_in_order(parts)
+    n = sums.pop("steps")
+    if net.reduction == "mean":
+        grads = {k: g / n for k, g in grads.items()}
+        sums = {k: v / n if k.endswith("loss") else v for k, v in sums.items()}
+    norm = global_norm(grads)
+    if np.isfinite(norm):  # otherwise the run stops at _check_update, weights untouched
+        net.apply_gradients(grads)
+    if "value_loss" in sums:
+        return {"value_loss": sums["value_loss"], "value_grad_norm": norm}
+    return {
+        "loss": sums["loss"],
+        "grad_norm": norm,
+        "mean_prob": sums["prob"] / n,
+        "entropy": sums["entropy"] / n,
+    }
+
+
+def _explained_variance(slot_moments: list) -> float:
+    """``1 - Var(G - V) / Var(G)`` from the slots' moments of ``G - V`` and ``G``."""
+    residual = pool_moments(x for x, _ in slot_moments)
+    returns = pool_moments(g for _, g in slot_moments)
+    if returns[3] == returns[4]:
+        return float("nan")
+    return float(1 - residual[2] / returns[2])
 
 
 def ppo_update(
@@ -88,7 +122,7 @@ def ppo_update(
     """
     t, p = cfg.train, cfg.ppo
     values = value.predict(batch.obs)
-    bootstrap = _bootstrap(value, batch, cfg)
+    bootstrap = bootstrap_values(value, batch, cfg)
     advantages, targets = gae(
         batch.rewards, values, batch.ep_bounds, t.gamma, p.gae_lambda, bootstrap, t.reset_on_nonzero
     )
@@ -116,15 +150,6 @@ def ppo_update(
     return stats
 
 
-def _bootstrap(value: ValueNet | None, batch, cfg: Config) -> np.ndarray | None:
-    """(E,) the value after each episode's last step: ``V(s_T)`` of the state a time limit cut
-    it at (``value.bootstrap``), 0 after a terminal state; None (all 0) without a value network
-    or a truncated episode."""
-    if value is None or not cfg.value.bootstrap or not batch.ep_truncated.any():
-        return None
-    return np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
-
-
 def _minibatches(permutation: np.ndarray, size: int) -> list[np.ndarray]:
     """Consecutive slices of ``size`` indices (the last one shorter), sorted within each so that
     rows are read in order."""
@@ -137,7 +162,7 @@ def _rows(obs, idx: np.ndarray):
 
 
 def _loop(
-    cfg: Config, run: RunDir, envs, policy: Policy, value: ValueNet | None, rngs, state, report
+    cfg: Config, run: RunDir, runner, policy: Policy, value: ValueNet | None, rngs, state, report
 ) -> dict:  # rngs: (slot generators, PPO's minibatch order)
     """Collect -> advantages -> update -> log, until a budget or the goal stops the run."""
     t = cfg.train
@@ -161,18 +186,18 @@ def _loop(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             while (stopped_by := state.stop_reason(t)) is None:
                 t0 = time.perf_counter()
-                batch = _collect(
-                    envs, policy, rngs[0], min(t.batch_episodes, t.episodes - state.episodes)
-                )
+                n = min(t.batch_episodes, t.episodes - state.episodes)
+                batch, slots = runner.play(policy, value, rngs[0], n, t.algorithm == "ppo")
                 t1 = time.perf_counter()
+                played = dict(runner.timing)
                 with hold:  # a checkpoint pairs the weights, counters and RNG of one same update
                     if t.algorithm == "ppo":
                         stats = ppo_update(policy, value, batch, cfg, rngs[1])
                     else:
-                        stats = reinforce_update(policy, value, batch, cfg)
+                        stats = reinforce_update(policy, value, slots, cfg)
                     dead = _check_update(policy, value, stats, state.updates + 1, cfg, dead)
                     t2 = time.perf_counter()
-                    timing, seconds = _seconds(envs, t0, t1, t2)
+                    timing, seconds = _seconds(runner.timing, played, t0, t1, t2)
                     rows, update_row = state.add_batch(
                         batch, stats, seconds, t2 - clock, t.solved_mean100
                     )
@@ -183,7 +208,7 @@ def _loop(
                         run.save_checkpoint(policy, state, committed_rng, cfg, value)
                     if report is not None:
                         report(state.progress(), checkpointed)
-                    _show(bar, tensorboard, state, batch, stats, {**timing, "update": t2 - t1})
+                    _show(bar, tensorboard, state, batch, stats, timing)
     except KeyboardInterrupt:  # the partial batch is dropped; the checkpoint is the last update's
         stop("interrupted")
         raise Interrupted(f"checkpoint of update {state.updates} in {run.path}") from None
@@ -201,21 +226,20 @@ def _loop(
     return stop(stopped_by)
 
 
-def _collect(envs, policy: Policy, rngs, n: int):
-    """The next batch of ``n`` episodes: from a local vector env, or from rollout workers
-    elsewhere (pgrl.ray_runner)."""
-    from pgrl.rollout import collect_episodes
-
-    if isinstance(envs, gym.vector.VectorEnv):
-        return collect_episodes(envs, policy, rngs, n)
-    return envs.collect(policy, rngs, n)
-
-
-def _seconds(envs, t0: float, t1: float, t2: float) -> tuple[dict, tuple]:
-    """The update's seconds by phase (remote rollouts time their own), and as updates.csv
-    lists them: rollout, update, broadcast, transfer."""
-    timing = getattr(envs, "timing", {"rollout": t1 - t0})
-    return timing, (timing["rollout"], t2 - t1, *(timing.get(k, 0.0) for k in _REMOTE))
+def _seconds(timing: dict, played: dict, t0: float, t1: float, t2: float) -> tuple[dict, tuple]:
+    """The update's seconds by part, and as updates.csv lists them (rollout, update, broadcast,
+    transfer, gradient): the runner's own timing (``played``: as it was after the rollout), and
+    the learner's update, less the gradient and transfer seconds the runner spent in it."""
+    remote = timing["gradient"] + timing.get("transfer", 0.0) - played.get("transfer", 0.0)
+    parts = {
+        "rollout": timing.get("rollout", t1 - t0),
+        "gradient": timing["gradient"],
+        "update": max(t2 - t1 - remote, 0.0),
+    }
+    if "broadcast" in timing:
+        parts.update(broadcast=timing["broadcast"], transfer=timing["transfer"])
+    row = (parts["rollout"], parts["update"], *(parts.get(k, 0.0) for k in _REMOTE))
+    return parts, (*row, parts["gradient"])
 
 
 def _show(bar, tensorboard, state, batch, stats: dict, timing: dict) -> None:
@@ -272,14 +296,10 @@ def train(
     cfg, run, checkpoint, start = _prepare(
         cfg, out, resume, backend, overwrite, allow_changes, init
     )
-    envs = None
+    runner = None
     try:
-        envs = (
-            make_envs(cfg)
-            if cfg.env.runner == "local"
-            else RayRollouts(cfg, cfg.policy.backend, address)
-        )
-        policy, value, rngs = _build(cfg, envs)
+        runner = make_runner(cfg, cfg.policy.backend, address)
+        policy, value, rngs = _build(cfg, runner)
         if checkpoint is not None:
             state = run.restore(checkpoint, policy, rngs[0], value)
             _restore_order(rngs[1], checkpoint["rng_state"], run.checkpoint_path)
@@ -290,11 +310,11 @@ def train(
         run.start(cfg)
         if checkpoint is None:  # a run killed before its first update can still be resumed
             run.save_checkpoint(policy, state, rng_state(rngs), cfg, value)
-        return _loop(cfg, run, envs, policy, value, rngs, state, report)
+        return _loop(cfg, run, runner, policy, value, rngs, state, report)
     finally:
         run.close()
-        if envs is not None:
-            envs.close()
+        if runner is not None:
+            runner.close()
 
 
 def _prepare(

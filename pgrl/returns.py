@@ -179,6 +179,40 @@ def compute_advantages(
     return standardize_advantages(returns if values is None else returns - values, ep_bounds, mode)
 
 
+def moments(x) -> tuple[int, float, float, float, float]:
+    """``(n, mean, m2, min, max)`` of a 1-D array, ``m2 = sum (x - mean)^2``: what
+    :func:`pool_moments` pools across the parts of a batch."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return 0, 0.0, 0.0, np.inf, -np.inf
+    mean = float(np.mean(x))
+    return int(x.size), mean, float(np.sum((x - mean) ** 2)), float(x.min()), float(x.max())
+
+
+def pool_moments(parts) -> tuple[int, float, float, float, float]:
+    """The :func:`moments` of the parts' concatenation, pooled in the order given (Chan, Golub
+    and LeVeque's update), so the same parts in the same order give the same bits."""
+    n, mean, m2, lo, hi = 0, 0.0, 0.0, np.inf, -np.inf
+    for n_b, mean_b, m2_b, lo_b, hi_b in parts:
+        if n_b == 0:
+            continue
+        total = n + n_b
+        delta = mean_b - mean
+        mean += delta * n_b / total
+        m2 += m2_b + delta * delta * n * n_b / total
+        n, lo, hi = total, min(lo, lo_b), max(hi, hi_b)
+    return n, mean, m2, lo, hi
+
+
+def center_and_scale(pooled) -> tuple[float, float]:
+    """``(mean, std)`` of pooled moments for :func:`standardize`'s rule, ``(0, 0)`` for a
+    constant input (its advantages are all zero)."""
+    n, mean, m2, lo, hi = pooled
+    if n == 0 or lo == hi:
+        return 0.0, 0.0
+    return mean, float(np.sqrt(m2 / n))
+
+
 def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """``1 - Var(G - V) / Var(G)``: 1 when ``V`` predicts the returns exactly, 0 when it does no
     better than their mean, negative when worse; NaN when the returns are constant."""

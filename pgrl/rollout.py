@@ -247,6 +247,14 @@ class EpisodeBatch:
         lo, hi = int(self.ep_bounds[k]), int(self.ep_bounds[k + 1])
         return self.obs[lo:hi], self.actions[lo:hi], self.rewards[lo:hi]
 
+    def select(self, episodes) -> EpisodeBatch:
+        """A batch of the given episodes (indices, in that order); ``env_steps`` 0."""
+        episodes = [int(k) for k in episodes]
+        ends = [(bool(self.ep_truncated[k]), self.last_obs[k]) for k in episodes]
+        slots = self.ep_env[episodes].tolist()
+        parts = [[self.episode(k)] for k in episodes]
+        return stack_episodes(parts, slots, ends, 0, not isinstance(self.obs, np.ndarray))
+
 
 def collect_episodes(
     envs: VectorEnv,

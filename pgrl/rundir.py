@@ -38,10 +38,12 @@ METRICS_HEADER = "episode steps wall_time return running_return mean100 length u
 UPDATES_HEADER = (
     "update episodes steps batch_steps loss grad_norm mean_prob entropy "
     "rollout_seconds update_seconds broadcast_seconds transfer_seconds "
-    "value_loss explained_variance approx_kl clip_fraction epochs"
+    "value_loss explained_variance approx_kl clip_fraction epochs gradient_seconds"
 ).split()
 # updates.csv columns a run without a value network or PPO (or of an older pgrl) leaves at NaN
 OPTIONAL_COLUMNS = ("value_loss", "explained_variance", "approx_kl", "clip_fraction", "epochs")
+# columns the rows of an older pgrl's runs lack
+LATER_COLUMNS = (*OPTIONAL_COLUMNS, "gradient_seconds")
 
 
 @dataclass
@@ -66,7 +68,7 @@ class RunState:
         self,
         batch,
         stats: dict,
-        seconds: tuple[float, float, float, float],
+        seconds: tuple[float, float, float, float, float],
         wall_time: float,
         solved_mean100: float | None,
     ) -> tuple[list[list], list]:
@@ -99,8 +101,9 @@ class RunState:
             self.steps,
             batch.steps,
             *(repr(stats[k]) for k in ("loss", "grad_norm", "mean_prob", "entropy")),
-            *(f"{x:.4f}" for x in seconds),
+            *(f"{x:.4f}" for x in seconds[:4]),
             *(repr(stats.get(k, float("nan"))) for k in OPTIONAL_COLUMNS),
+            f"{seconds[4]:.4f}",
         ]
         return rows, update
 
@@ -457,7 +460,7 @@ def _kept_rows(path: Path, header: list[str], key: str, last: int) -> list[dict]
     for row in rows:
         # the value columns are absent from the rows of older runs
         row = {
-            c: "nan" if c in OPTIONAL_COLUMNS and row.get(c) is None else row.get(c) for c in header
+            c: "nan" if c in LATER_COLUMNS and row.get(c) is None else row.get(c) for c in header
         }
         with contextlib.suppress(ValueError):
             if None not in row.values() and "" not in row.values() and int(row[key]) <= last:

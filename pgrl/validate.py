@@ -18,7 +18,7 @@ BACKENDS = ("numpy", "tensorflow")
 STANDARDIZE = ("episode", "batch", "none")  # advantages: per episode (Karpathy), per batch
 BASELINES = ("none", "value")
 ALGORITHMS = ("reinforce", "ppo")
-RUNNERS = ("local", "ray")
+RUNNERS = ("local", "processes", "ray")
 # "sync": in this process; "workers": a process each (pgrl.vector); "async": gymnasium's
 # AsyncVectorEnv; "auto": sync for cheap envs, workers for Pong
 VECTORIZATIONS = ("auto", "sync", "workers", "async")

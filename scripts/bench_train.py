@@ -6,7 +6,9 @@ optionally against another checkout of pgrl, in one run.
 Settings (``--only`` picks some):
 
 - ``pong-numpy-1``, ``pong-numpy-2``, ``pong-tf-1``, ``pong-tf-2``: ``configs/pong.toml``
-  (Karpathy's hyperparameters, float64) for ``--seconds`` of wall clock with 1 or 2 envs.
+  (Karpathy's hyperparameters, float64) for ``--seconds`` of wall clock with 1 or 2 envs;
+  ``pong-numpy-proc1``, ``pong-numpy-proc2``, ``pong-tf-proc2``: the same with
+  ``env.runner = "processes"`` and 1 or 2 worker processes of one env each.
   Figure: env steps/s over the raw ``gym.make("ALE/Pong-v5")`` stepped with random actions in
   one process, measured for ``--raw-seconds`` just before and just after the run (this machine's
   speed drifts by +-20% within minutes; the ratio uses the mean of the two).
@@ -38,6 +40,9 @@ SETTINGS = {
     "pong-numpy-2": ("pong", "numpy", ["env.num_envs=2"]),
     "pong-tf-1": ("pong", "tensorflow", ["env.num_envs=1"]),
     "pong-tf-2": ("pong", "tensorflow", ["env.num_envs=2"]),
+    "pong-numpy-proc1": ("pong", "numpy", ["env.runner=processes", "env.num_workers=1"]),
+    "pong-numpy-proc2": ("pong", "numpy", ["env.runner=processes", "env.num_workers=2"]),
+    "pong-tf-proc2": ("pong", "tensorflow", ["env.runner=processes", "env.num_workers=2"]),
     "cartpole-numpy": ("cartpole", "numpy", []),
 }
 

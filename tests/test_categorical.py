@@ -477,16 +477,16 @@ def test_pong_with_three_actions_trains_and_plays_the_same_in_both_backends(tmp_
 
 
 def test_pong_actions_in_rollout_workers_and_eval_overrides(tmp_path):
-    """A Ray rollout worker (here as a plain object) builds the config's named actions, and
+    """A rollout worker builds the config's named actions, and
     eval's env_kwargs keep them; a checkpoint played with other actions is refused."""
-    from pgrl.ray_runner import RolloutWorker
+    from pgrl.workers import RolloutWorker
 
     cfg = load_config("pong_full", PONG_FULL_SHORT)
     worker = RolloutWorker(cfg, "numpy", 2)
     try:
         assert worker.envs.single_action_space.n == 3 and worker.policy.n_actions == 3
         states = [g.bit_generator.state for g in slot_generators(0, 2)]
-        batch, _, _ = worker.play(worker.policy.get_weights(), states, [1, 1])
+        batch, _, _, _ = worker.play(worker.policy.get_weights(), None, states, [1, 1], True)
         assert batch.n_episodes == 2 and batch.actions.max() <= 2
     finally:
         worker.envs.close()

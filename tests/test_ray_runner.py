@@ -1,8 +1,9 @@
 """Rollouts on Ray (``env.runner = "ray"``) on real namespaced clusters (tests/ray_cluster.py):
 one node with two CPUs, and two nodes with one CPU each (one worker per node). Two workers of
 two envs play exactly the runs of four local envs: the same metrics.csv and final weights, for
-CartPole (REINFORCE and PPO) and a short Pong run, with both backends; a killed worker is
-replaced by Ray and the run is unchanged."""
+CartPole (REINFORCE with and without the value baseline, and PPO) and a short Pong run, with both
+backends, the REINFORCE gradients computed at the workers; a killed worker is replaced by Ray and
+the run is unchanged."""
 
 import csv
 import subprocess
@@ -28,6 +29,8 @@ RUNS = {  # short runs: CartPole to 120 episodes, Pong 8 games cut at 150 steps
         ["train.episodes=8", "train.batch_episodes=4", "env.kwargs={max_episode_steps = 150}"],
     ),
     "cartpole-ppo": (CARTPOLE_PPO, ["train.episodes=48"]),  # the learner's update is PPO's
+    # the value baseline: the workers' value-fit parts too, over two value steps
+    "cartpole-value": (CARTPOLE, ["train.episodes=80", "train.baseline=value", "value.steps=2"]),
 }
 
 
@@ -81,6 +84,11 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+    va = load_checkpoint(a / "checkpoint.npz").get("value_weights") or {}
+    vb = load_checkpoint(b / "checkpoint.npz").get("value_weights") or {}
+    assert va.keys() == vb.keys()
+    for k in va:
+        np.testing.assert_array_equal(va[k], vb[k], err_msg=f"value {k}")
 
 
 def _rows(path: Path) -> int:
@@ -109,6 +117,8 @@ def test_two_workers_of_two_envs_play_the_run_of_four_local_envs(
         rows = list(csv.DictReader(f))
     assert rows and all(float(r["broadcast_seconds"]) > 0 for r in rows)
     assert all(float(r["rollout_seconds"]) > 0 <= float(r["transfer_seconds"]) for r in rows)
+    ppo = name.endswith("ppo")  # PPO's gradients are the learner's; REINFORCE's the workers'
+    assert (sum(float(r["gradient_seconds"]) for r in rows) > 0) != ppo
 
 
 def test_a_killed_rollout_worker_is_replaced_and_the_run_is_unchanged(cluster, tmp_path):

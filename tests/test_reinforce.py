@@ -500,15 +500,15 @@ def test_ctrl_c_during_an_update_finishes_it_and_resumes_exactly(tmp_path, monke
 
     def build_interrupted_policy(*args, **kwargs):
         policy = real_build_policy(*args, **kwargs)
-        real_update = policy.update
+        real_step = policy.apply_gradients
 
-        def update(obs, actions, advantages):
-            calls.append(len(actions))
+        def step(grads):
+            calls.append(grads)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the 3rd update runs
-            return real_update(obs, actions, advantages)
+            return real_step(grads)
 
-        policy.update = update
+        policy.apply_gradients = step
         return policy
 
     monkeypatch.setattr(pgrl.reinforce, "build_policy", build_interrupted_policy)
@@ -532,7 +532,7 @@ def test_ctrl_c_during_an_update_finishes_it_and_resumes_exactly(tmp_path, monke
     resumed = train(cfg, out=run, resume=True)
     assert resumed["stopped_by"] == "episodes" and resumed["updates"] == 6
     assert without_wall_time(read_metrics(run / "metrics.csv")) == full_metrics
-    timing = ("rollout_seconds", "update_seconds")
+    timing = ("rollout_seconds", "update_seconds", "gradient_seconds")
 
     def without_timing(rows):
         return [{k: v for k, v in r.items() if k not in timing} for r in rows]

@@ -316,10 +316,10 @@ def test_damaged_checkpoints_and_a_deleted_metrics_file_are_refused(tmp_path):
 def test_ctrl_c_before_the_run_starts_claims_nothing(tmp_path, monkeypatch, capsys):
     from pgrl.cli import main
 
-    def interrupted(cfg, address=None):
+    def interrupted(cfg, backend, address=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pgrl.reinforce, "make_envs", interrupted)
+    monkeypatch.setattr(pgrl.reinforce, "make_runner", interrupted)
     assert main(["train", CARTPOLE, "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err.strip()
     assert err == "pgrl train: interrupted"
@@ -352,12 +352,12 @@ elif where == "rows":  # half-way through an update's rows
         return real_write(fd, data)
     pgrl.rundir.os.write = write
 else:  # during a rollout
-    import pgrl.rollout
-    real_collect = pgrl.rollout.collect_episodes
-    def collect(*args, **kwargs):
+    import pgrl.workers
+    real_play = pgrl.workers.play_slots
+    def play(*args, **kwargs):
         kill_on()
-        return real_collect(*args, **kwargs)
-    pgrl.rollout.collect_episodes = collect
+        return real_play(*args, **kwargs)
+    pgrl.workers.play_slots = play
 from pgrl.cli import main
 sys.exit(main(sys.argv[3:]))
 """

@@ -379,7 +379,7 @@ def test_resume_with_a_value_network_is_exact(tmp_path, backend):
         for name, w in a[part].items():
             np.testing.assert_array_equal(b[part][name], w, err_msg=f"{part} {name}")
     rows = [read_rows(tmp_path / d / "updates.csv") for d in ("full", "split")]
-    drop = ("rollout_seconds", "update_seconds")
+    drop = ("rollout_seconds", "update_seconds", "gradient_seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows[0]] == [
         {k: v for k, v in r.items() if k not in drop} for r in rows[1]
     ]

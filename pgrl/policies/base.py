@@ -276,6 +276,11 @@ class Network:
     def _update(self, obs, *targets) -> dict[str, float]:
         raise NotImplementedError
 
+    def _gradient_sums(self, obs, *targets) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
+        """``(grads, loss, outputs)`` of the loss summed over the steps, whatever
+        ``reduction`` says; outputs (N, k) as NumPy."""
+        raise NotImplementedError
+
 
 class Policy(Network):
     """A policy ``pi(a | obs)``: an MLP whose outputs parameterise the head's distribution
@@ -402,6 +407,26 @@ class Policy(Network):
         """
         return self._gradients(*self._check_batch(obs, actions, advantages, old_log_probs, clip))
 
+    def gradient_sums(self, obs, actions, advantages) -> tuple[dict, dict]:
+        """A part of a batch's REINFORCE gradient: parts of one batch add up to its gradient.
+
+        ``L`` is summed over the N steps whatever ``reduction`` says (the caller divides the
+        total by the batch's steps for ``"mean"``); nothing is clipped or stepped. Arguments as
+        :meth:`gradients`.
+
+        Returns:
+            ``(grads, sums)``: ``dL/dW`` like :meth:`get_weights`, and ``{"loss": L,
+            "entropy": sum_t H_t, "prob": N * mean_prob, "steps": N}``.
+        """
+        x, a, adv = self._check_batch(obs, actions, advantages)
+        grads, loss, out = self._gradient_sums(x, a, adv)
+        dist = self.distribution
+        z = dist.logits(out)
+        n = x.shape[0]
+        sums = {"loss": loss, "entropy": float(np.sum(dist.entropy(z))), "steps": n}
+        sums["prob"] = n * dist.prob_stat(z, a)
+        return grads, sums
+
     def update(self, obs, actions, advantages, old_log_probs=None, clip=None) -> dict:
         """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step in one call.
 
@@ -496,6 +521,13 @@ class ValueNet(Network):
     def gradients(self, obs, returns, old_values=None, clip=None) -> dict[str, np.ndarray]:
         """``dL/dW`` of :meth:`loss`, as a dict like :meth:`get_weights` (not clipped)."""
         return self._gradients(*self._check_targets(obs, returns, old_values, clip))
+
+    def gradient_sums(self, obs, returns) -> tuple[dict, dict]:
+        """A part of a batch's value-fit gradient (see :meth:`Policy.gradient_sums`):
+        ``(grads, {"value_loss": L, "steps": N})``, ``L`` summed over the steps."""
+        x, g = self._check_targets(obs, returns)
+        grads, loss, _ = self._gradient_sums(x, g)
+        return grads, {"value_loss": loss, "steps": x.shape[0]}
 
     def update(self, obs, returns, old_values=None, clip=None) -> dict[str, float]:
         """Gradients, clipping (with ``max_grad_norm``) and one RMSprop step.

@@ -35,6 +35,19 @@ class NumpyNetwork:
     def _loss(self, obs, *targets):
         return self._loss_and_dout(self._outputs(obs), *targets)[0]
 
+    def _loss_and_dout(self, out, *targets) -> tuple[float, np.ndarray]:
+        """``L`` and ``dL/d(out)``, divided by N with ``reduction="mean"``."""
+        loss, dout = self._sum_loss_and_dout(out, *targets)
+        if self.reduction == "mean":
+            n = out.shape[0]
+            loss, dout = loss / n, dout / n
+        return loss, dout
+
+    def _gradient_sums(self, obs, *targets):
+        hs, out = nn.forward(self.params, obs)
+        loss, dout = self._sum_loss_and_dout(out, *targets)
+        return nn.backward(self.params, hs, dout), loss, out
+
     def _gradients(self, obs, *targets):
         hs, out = nn.forward(self.params, obs)
         return nn.backward(self.params, hs, self._loss_and_dout(out, *targets)[1])
@@ -71,13 +84,13 @@ class NumpyPolicy(NumpyNetwork, Policy):
         dist = self.distribution
         return dist.log_prob(dist.logits(self._outputs(obs)), actions)
 
-    def _loss_and_dout(
+    def _sum_loss_and_dout(
         self, out, actions, advantages, old_log_probs=None, clip=None
     ) -> tuple[float, np.ndarray]:
-        """``L`` and ``dL/d(out)`` (N, k): the chain rule through the objective's ``dL/dlogp``
-        (REINFORCE's, or PPO's surrogate with ``old_log_probs``) and the entropy bonus's
-        ``dL/dH = -c`` (the "PG magic")."""
-        dist, n, c = self.distribution, out.shape[0], self.entropy_coef
+        """``L`` summed over the steps and ``dL/d(out)`` (N, k): the chain rule through the
+        objective's ``dL/dlogp`` (REINFORCE's, or PPO's surrogate with ``old_log_probs``) and
+        the entropy bonus's ``dL/dH = -c`` (the "PG magic")."""
+        dist, c = self.distribution, self.entropy_coef
         z = dist.logits(out)
         log_probs = dist.log_prob(z, actions)
         if old_log_probs is None:
@@ -86,15 +99,10 @@ class NumpyPolicy(NumpyNetwork, Policy):
             terms, dlogp = objectives.ppo(log_probs, advantages, old_log_probs, clip)
         loss = float(np.sum(terms))
         dz = objectives.chain(dlogp, dist.dlog_prob(z, actions))
-        if self.reduction == "mean":
-            loss /= n
         if c:
-            bonus = np.sum(dist.entropy(z))
-            loss -= c * (bonus / n if self.reduction == "mean" else bonus)
+            loss -= c * float(np.sum(dist.entropy(z)))
             dz += -c * dist.dentropy(z)
-        if self.reduction == "mean":
-            dz /= n
-        return float(loss), dz.reshape(out.shape)
+        return loss, dz.reshape(out.shape)
 
     def _update(self, obs, actions, advantages, old_log_probs=None, clip=None):
         hs, out = nn.forward(self.params, obs)
@@ -117,17 +125,16 @@ class NumpyValueNet(NumpyNetwork, ValueNet):
 
     backend = "numpy"
 
-    def _loss_and_dout(self, out, returns, old_values=None, clip=None) -> tuple[float, np.ndarray]:
-        """``L`` and ``dL/d(out)`` (N, 1) of the value fit (PPO's clipped one with
-        ``old_values``)."""
+    def _sum_loss_and_dout(
+        self, out, returns, old_values=None, clip=None
+    ) -> tuple[float, np.ndarray]:
+        """``L`` summed over the steps and ``dL/d(out)`` (N, 1) of the value fit (PPO's clipped
+        one with ``old_values``)."""
         if old_values is None:
             terms, dv = objectives.value_loss(out[:, 0], returns)
         else:
             terms, dv = objectives.clipped_value_loss(out[:, 0], returns, old_values, clip)
-        loss = float(np.sum(terms))
-        if self.reduction == "mean":
-            loss, dv = loss / len(dv), dv / len(dv)
-        return loss, dv[:, None]
+        return float(np.sum(terms)), dv[:, None]
 
     def _update(self, obs, *targets):
         hs, out = nn.forward(self.params, obs)

@@ -266,11 +266,27 @@ class KerasNetwork:
             n = len(target_specs)
             self._tf["gradients", sparse, n] = _lazy_concrete(self._graph_gradients, *batch)
             self._tf["update", sparse, n] = _lazy_concrete(self._graph_update, *batch)
+            self._tf["sums", sparse, n] = _lazy_concrete(self._graph_sums, *batch)
             for name, fn in extra.items():
                 self._tf[name, sparse, 1] = _lazy_concrete(fn, *batch[:2])
 
     def _graph_gradients(self, obs, *targets):
         return self._tape_gradients(self._loss_graph, obs, *targets)
+
+    def _graph_sums(self, obs, *targets):
+        return self._tape_gradients(self._sum_loss_graph, obs, *targets)
+
+    def _loss_graph(self, obs, *targets):
+        """``L`` (divided by N with ``reduction="mean"``) and the outputs."""
+        loss, out = self._sum_loss_graph(obs, *targets)
+        if self.reduction == "mean":
+            loss = loss / tf.cast(tf.shape(out)[0], loss.dtype)
+        return loss, out
+
+    def _gradient_sums(self, obs, *targets):
+        loss, out, grads = self._graph_call("sums", obs, *targets)
+        grads = {name: g.numpy() for name, g in zip(self.shapes, grads, strict=True)}
+        return grads, float(loss), out.numpy()
 
     def _loss(self, obs, *targets):
         return float(self._graph_call("gradients", obs, *targets)[0])
@@ -368,11 +384,12 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     # ----- graphs -----
 
-    def _loss_graph(self, obs, actions, advantages, *ppo):
-        """``L`` from the objective's per-step terms (REINFORCE's, or PPO's surrogate with
-        ``old_log_probs``) and the entropy bonus, and the outputs."""
+    def _sum_loss_graph(self, obs, actions, advantages, *ppo):
+        """``L`` summed over the steps, from the objective's per-step terms (REINFORCE's, or
+        PPO's surrogate with ``old_log_probs``) and the entropy bonus, and the outputs."""
         dist = self.distribution
-        z = dist.tf_logits(forward(self._layers(self._vars), obs))
+        out = forward(self._layers(self._vars), obs)
+        z = dist.tf_logits(out)
         log_probs = dist.tf_log_prob(z, actions)
         if ppo:
             terms = objectives.tf_ppo(log_probs, advantages, *ppo)
@@ -381,13 +398,12 @@ class TensorFlowPolicy(KerasNetwork, Policy):
         loss = tf.reduce_sum(terms)
         if self.entropy_coef:
             loss = loss - self.entropy_coef * tf.reduce_sum(dist.tf_entropy(z))
-        if self.reduction == "mean":
-            loss = loss / tf.cast(tf.shape(z)[0], loss.dtype)
-        return loss, z
+        return loss, out
 
     def _graph_update(self, obs, actions, advantages, *ppo):  # ppo: (old_log_probs, clip)
-        loss, z, grads = self._graph_gradients(obs, actions, advantages, *ppo)
+        loss, out, grads = self._graph_gradients(obs, actions, advantages, *ppo)
         dist = self.distribution
+        z = dist.tf_logits(out)
         stats = {
             "loss": loss,
             "grad_norm": self._clip_and_apply(grads),
@@ -425,16 +441,14 @@ class TensorFlowValueNet(KerasNetwork, ValueNet):
         self._trace(vec_spec)
         self._trace(vec_spec, vec_spec, tf.TensorSpec([], self.dtype.name))  # clipped fit
 
-    def _loss_graph(self, obs, returns, *clipped):  # clipped: (old_values, clip)
-        v = forward(self._layers(self._vars), obs)[:, 0]
+    def _sum_loss_graph(self, obs, returns, *clipped):  # clipped: (old_values, clip)
+        out = forward(self._layers(self._vars), obs)
+        v = out[:, 0]
         if clipped:
             terms = objectives.tf_clipped_value_loss(v, returns, *clipped)
         else:
             terms = objectives.tf_value_loss(v, returns)
-        loss = tf.reduce_sum(terms)
-        if self.reduction == "mean":
-            loss = loss / tf.cast(tf.shape(v)[0], loss.dtype)
-        return loss, v
+        return tf.reduce_sum(terms), out
 
     def _graph_update(self, obs, *targets):
         loss, _, grads = self._graph_gradients(obs, *targets)

@@ -1,0 +1,96 @@
+"""What a REINFORCE update needs from each env slot's episodes, computed where they were played.
+
+A batch's gradient is a sum over its steps, so it is the sum of its slots' parts. A rollout
+worker keeps its slots' episodes and gives, per slot:
+
+1. after playing, the moments of ``x_t = G_t - V(s_t)`` (``G_t`` without a value network), and
+   of ``G_t``: the learner pools them, in slot order, into the batch's mean and std;
+2. with that mean and std, the slot's policy gradient of ``sum_t A_t * -log pi(a_t | s_t)`` (minus
+   the entropy bonus), summed over its steps, and the value fit's gradient at the weights that
+   played the batch;
+3. the value fit's gradient at later value weights, one call per further ``value.steps``.
+
+The learner adds the slots' parts in slot order (:func:`add_in_order`) and takes the RMSprop
+steps. Every runner (this process, worker processes, Ray actors, any count of them) computes
+each slot's part from the same arrays with the same code and adds the parts in the same order,
+so all give the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pgrl.config import Config
+from pgrl.returns import batch_returns, moments, standardize_advantages
+from pgrl.rollout import EpisodeBatch
+
+
+def bootstrap_values(value, batch: EpisodeBatch, cfg: Config) -> np.ndarray | None:
+    """(E,) the value after each episode's last step: ``V(s_T)`` of the state a time limit cut
+    it at (``value.bootstrap``), 0 after a terminal state; None (all 0) without a value network
+    or a truncated episode."""
+    if value is None or not cfg.value.bootstrap or not batch.ep_truncated.any():
+        return None
+    return np.where(batch.ep_truncated, value.predict(batch.last_obs), 0.0)
+
+
+class Slots:
+    """A batch's episodes split by slot, with each slot's returns ``G`` and ``x = G - V``.
+
+    Args:
+        batch: episodes as :func:`pgrl.rollout.play_slots` gives them (``ep_env``: the slot).
+        policy, value: the networks at the weights that played the batch (value: None without a
+            baseline); :meth:`value_gradients` may move the value net's weights on.
+        cfg: the run's config (``train.gamma``, ``reset_on_nonzero``, ``standardize``,
+            ``value.bootstrap``).
+
+    Attributes:
+        moments: per slot with episodes, in slot order: ``(moments of x, moments of G)``
+            (:func:`pgrl.returns.moments`).
+    """
+
+    def __init__(self, batch: EpisodeBatch, policy, value, cfg: Config):
+        self.policy, self.value, self.cfg = policy, value, cfg
+        t = cfg.train
+        self.parts, self.moments = [], []
+        for slot in np.unique(batch.ep_env).tolist():
+            episodes = np.flatnonzero(batch.ep_env == slot)
+            part = batch if len(episodes) == batch.n_episodes else batch.select(episodes)
+            bootstrap = bootstrap_values(value, part, cfg)
+            g = batch_returns(part.rewards, part.ep_bounds, t.gamma, t.reset_on_nonzero, bootstrap)
+            x = g if value is None else g - value.predict(part.obs)
+            self.parts.append((part, g, x))
+            self.moments.append((moments(x), moments(g)))
+
+    def gradients(self, center: float, scale: float) -> list[tuple[tuple, tuple | None]]:
+        """Per slot: the policy's ``gradient_sums`` for ``A = (x - center) / scale`` (all 0
+        where ``scale`` is 0; per episode or as they are with ``train.standardize``), and the
+        value net's for targets ``G`` (None without one)."""
+        mode = self.cfg.train.standardize
+        out = []
+        for part, g, x in self.parts:
+            if mode == "batch":
+                a = (x - center) / scale if scale > 0 else np.zeros_like(x)
+            else:
+                a = standardize_advantages(x, part.ep_bounds, mode)
+            fit = None if self.value is None else self.value.gradient_sums(part.obs, g)
+            out.append((self.policy.gradient_sums(part.obs, part.actions, a), fit))
+        return out
+
+    def value_gradients(self, value) -> list[tuple]:
+        """Per slot: ``value.gradient_sums`` for targets ``G`` (``value``: the value net at its
+        weights of the moment, this object's or a copy)."""
+        return [value.gradient_sums(part.obs, g) for part, g, _ in self.parts]
+
+
+def add_in_order(parts: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """``(grads, sums)``: the parts' gradients and sums added one part after another, in the
+    list's order (the same parts in the same order give the same bits)."""
+    grads = {k: v.copy() for k, v in parts[0][0].items()}
+    sums = dict(parts[0][1])
+    for g, s in parts[1:]:
+        for k, v in g.items():
+            grads[k] += v
+        for k, v in s.items():
+            sums[k] += v
+    return grads, sums
