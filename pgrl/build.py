@@ -56,9 +56,7 @@ def make_envs(cfg: Config, num_envs: int | None = None) -> gym.vector.VectorEnv:
     n = e.num_envs if num_envs is None else num_envs
     check_env_memory(cfg, "env.num_envs", n)
     with _env_errors(e):
-        return make_vector_env(
-            e.id, n, cfg.train.seed, vectorization=e.vectorization, **e.make_kwargs()
-        )
+        return make_vector_env(e.id, n, cfg.train.seed, **e.make_kwargs())
 
 
 def check_env_memory(cfg: Config, key: str, n: int) -> None:

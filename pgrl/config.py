@@ -63,10 +63,6 @@ class EnvConfig:
     runner: str = _key("local", _one_of(RUNNERS))
     num_workers: int = _key(1, _AT_LEAST_1)  # runner = "ray": rollout workers, one CPU each
     envs_per_worker: int = _key(1, _AT_LEAST_1)  # runner = "ray": env copies per worker
-    # "sync": all copies in this process (cheap envs); "workers": a process each (Atari);
-    # "async": a process each, through gymnasium's slower AsyncVectorEnv;
-    # "auto": sync for CartPole, workers for Pong
-    vectorization: str = _key("auto", _one_of(valid.VECTORIZATIONS))
     # passed to gymnasium.make, e.g. {frameskip = 4, repeat_action_probability = 0.25}
     kwargs: dict[str, Any] = _key({})
     # Pong only: ALE action names, e.g. ["NOOP", "UP", "DOWN"] for the categorical head;
@@ -345,8 +341,18 @@ def _coerce(value, annotation, key: str, where: str):
     raise ConfigError(f"{where}: '{key}' must be {name}, got {_cut(value)}")
 
 
-def from_dict(data: dict, where: str = "config") -> Config:
-    """Build and validate a Config from nested dicts ``{section: {key: value}}``."""
+# keys pgrl no longer has -> what to do instead
+REMOVED_KEYS = {
+    "env.vectorization": (
+        "every runner steps its envs in its own process; for several cores use env.runner = "
+        '"processes" with env.num_workers (Pong: 2 on 2 cores)'
+    ),
+}
+
+
+def from_dict(data: dict, where: str = "config", stored: bool = False) -> Config:
+    """Build and validate a Config from nested dicts ``{section: {key: value}}``. A key pgrl
+    no longer has is an error with a hint, or, in a config a run stored (``stored``), ignored."""
     cfg = Config()
     for section, values in data.items():
         if section not in SECTIONS:
@@ -357,6 +363,11 @@ def from_dict(data: dict, where: str = "config") -> Config:
             )
         target = getattr(cfg, section)
         for key, value in values.items():
+            if f"{section}.{key}" in REMOVED_KEYS:
+                if stored:
+                    continue
+                hint = REMOVED_KEYS[f"{section}.{key}"]
+                raise ConfigError(f"{where}: {section}.{key} is no longer a key: {hint}")
             if key not in _FIELD_TYPES[section]:
                 raise _unknown(f"{section}.{key}", where)
             setattr(target, key, value)

@@ -78,7 +78,7 @@ def _obs_dim(weights: dict, path: Path) -> int:
 
 def _embedded_config(text: str, path: Path) -> Config:
     try:
-        return from_dict(tomllib.loads(text), f"{path} (embedded config)")
+        return from_dict(tomllib.loads(text), f"{path} (embedded config)", stored=True)
     except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: corrupt embedded config ({e})") from None
 

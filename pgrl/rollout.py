@@ -55,7 +55,6 @@ episode ends, so a 10,000-step Pong episode takes ~1.5 MB instead of 64 MB (int8
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -68,7 +67,6 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from pgrl.envs import make_env
 from pgrl.sparse import SparseRows
 from pgrl.validate import VECTORIZATIONS, positive_int
-from pgrl.vector import WorkerVectorEnv
 
 __all__ = [
     "CHUNK_ROWS",
@@ -82,8 +80,6 @@ __all__ = [
 
 # Rows of one env's write buffer: 6.5 MB of int8 Pong frames, compressed a chunk at a time.
 CHUNK_ROWS = 1024
-# Envs whose step costs less than a process round trip: vectorized in-process by "auto".
-CHEAP_ENV_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0")
 # Env seeds drawn per batch lie in [0, SEED_BOUND).
 SEED_BOUND = 2**31
 
@@ -123,7 +119,7 @@ def make_vector_env(
     num_envs: int = 1,
     seed: int | None = None,
     *,
-    vectorization: str = "auto",
+    vectorization: str = "sync",
     context: str | None = None,
     **env_kwargs: Any,
 ) -> VectorEnv:
@@ -133,20 +129,15 @@ def make_vector_env(
         env_id: ``"CartPole-v1"``, ``"ALE/Pong-v5"`` or another gymnasium id with Discrete(n)
             actions and flat observations (see :func:`pgrl.envs.make_env`).
         num_envs: copies of the env.
-        vectorization: ``"sync"`` steps every copy in this process (``SyncVectorEnv``, no IPC:
-            right for cheap envs like CartPole, where batching the policy call across copies is
-            the gain); ``"workers"`` gives each copy a worker process
-            (:class:`pgrl.vector.WorkerVectorEnv`, shared memory and 1-byte commands: right for
-            Atari, where the emulator is the cost; while ``num_envs`` is at most the CPU count,
-            copy 0 steps in this process, in parallel with the workers);
-            ``"async"`` too, through gymnasium's ``AsyncVectorEnv`` (slower: it pickles every
-            step); ``"auto"`` is sync for 1 env and for CartPole, workers otherwise.
+        vectorization: ``"sync"`` steps every copy in this process (gymnasium's
+            ``SyncVectorEnv``, no IPC; what pgrl's runners use: their parallelism is rollout
+            workers, :mod:`pgrl.workers`); ``"async"`` gives each copy a process (gymnasium's
+            ``AsyncVectorEnv``).
         seed: sub-env ``i`` is built with ``make_env(env_id, seed=seed + i)``, which seeds its
             first reset and its action space (``None``: from the OS). :func:`collect_episodes`
             reseeds every env from its generator at the start of each batch, so its batches
             depend on the generator, not on this seed.
-        context: ``multiprocessing`` start method for the workers (``None``: the platform's);
-            ignored by ``"sync"``.
+        context: ``multiprocessing`` start method of ``"async"`` (``None``: the platform's).
         **env_kwargs: passed to :func:`pgrl.envs.make_env`, e.g. ``frameskip``,
             ``max_episode_steps``.
 
@@ -157,32 +148,18 @@ def make_vector_env(
 
     Raises:
         ValueError: ``num_envs`` or ``seed`` is not a valid integer, or ``env_id`` is unknown.
-        RuntimeError: a ``"workers"`` process could not build its env.
     """
     num_envs = positive_int("num_envs", num_envs)
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization must be one of {VECTORIZATIONS}, got {vectorization!r}")
-    if vectorization == "auto":
-        vectorization = "sync" if num_envs == 1 or env_id in CHEAP_ENV_IDS else "workers"
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     env_fns = [
         partial(make_env, env_id, seed=None if seed is None else int(seed) + i, **env_kwargs)
         for i in range(num_envs)
     ]
-    return _vectorize(env_fns, vectorization, context)
-
-
-def _vectorize(env_fns: list, vectorization: str, context: str | None) -> VectorEnv:
-    """The vector env of ``make_vector_env`` for a vectorization other than ``"auto"``."""
-    num_envs = len(env_fns)
     if vectorization == "sync":
         return SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.DISABLED)
-    if vectorization == "workers":
-        # sub-env 0 steps in this process when every process can have a CPU of its own
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        local_first = 1 < num_envs <= (cpus or 1)
-        return WorkerVectorEnv(env_fns, context=context, local_first=local_first)
     return AsyncVectorEnv(
         env_fns, copy=False, context=context, autoreset_mode=AutoresetMode.DISABLED
     )

@@ -165,7 +165,7 @@ class RunState:
 RESUMABLE_CHANGES = frozenset(
     "policy.backend train.episodes train.max_steps train.max_seconds train.solved_mean100 "
     "train.checkpoint_every train.init env.runner env.num_envs env.num_workers "
-    "env.envs_per_worker env.vectorization log.progress log.tensorboard".split()
+    "env.envs_per_worker log.progress log.tensorboard".split()
 )
 # What a run writes into its directory, in the order a copy writes them: rows before the checkpoint
 # (rows past a checkpoint are cut on resume, missing ones would not be), summary.json last (a
@@ -409,7 +409,9 @@ class RunDir:
 def _config_changes(stored_toml: str, cfg: Config, path: Path) -> list[str]:
     """``"key: old -> new"`` for every key whose value differs from the stored config's."""
     try:
-        stored = from_dict(tomllib.loads(stored_toml), f"{path} (embedded config)").to_dict()
+        stored = from_dict(
+            tomllib.loads(stored_toml), f"{path} (embedded config)", stored=True
+        ).to_dict()
     except (tomllib.TOMLDecodeError, RecursionError, ConfigError) as e:
         raise CheckpointError(f"{path}: unusable embedded config ({e})") from None
     changes = []

@@ -54,13 +54,17 @@ class Slots:
         t = cfg.train
         self.parts, self.moments = [], []
         for slot in np.unique(batch.ep_env).tolist():
-            episodes = np.flatnonzero(batch.ep_env == slot)
-            part = batch if len(episodes) == batch.n_episodes else batch.select(episodes)
+            part = _Part(batch, np.flatnonzero(batch.ep_env == slot))
             bootstrap = bootstrap_values(value, part, cfg)
             g = batch_returns(part.rewards, part.ep_bounds, t.gamma, t.reset_on_nonzero, bootstrap)
             x = g if value is None else g - value.predict(part.obs)
             self.parts.append((part, g, x))
-            self.moments.append((moments(x), moments(g)))
+            # what the learner pools: x's for batch standardization, and with a value network
+            # x's and G's for the explained variance
+            pooled = t.standardize == "batch" or value is not None
+            self.moments.append(
+                (moments(x if pooled else ()), moments(g if value is not None else ()))
+            )
 
     def gradients(self, center: float, scale: float) -> list[tuple[tuple, tuple | None]]:
         """Per slot: the policy's ``gradient_sums`` for ``A = (x - center) / scale`` (all 0
@@ -81,6 +85,24 @@ class Slots:
         """Per slot: ``value.gradient_sums`` for targets ``G`` (``value``: the value net at its
         weights of the moment, this object's or a copy)."""
         return [value.gradient_sums(part.obs, g) for part, g, _ in self.parts]
+
+
+class _Part:
+    """The rows of some episodes of a batch (views where they are one block of rows)."""
+
+    def __init__(self, batch: EpisodeBatch, episodes: np.ndarray):
+        b = batch.ep_bounds
+        lengths = b[episodes + 1] - b[episodes]
+        self.ep_bounds = np.concatenate([[0], np.cumsum(lengths)])
+        if len(episodes) == 1 or np.all(b[episodes[1:]] == b[episodes[:-1] + 1]):
+            rows = slice(int(b[episodes[0]]), int(b[episodes[-1] + 1]))
+            self.obs = batch.obs[rows]
+        else:
+            rows = np.concatenate([np.arange(b[k], b[k + 1]) for k in episodes])
+            dense = isinstance(batch.obs, np.ndarray)
+            self.obs = batch.obs[rows] if dense else batch.obs.take(rows)
+        self.actions, self.rewards = batch.actions[rows], batch.rewards[rows]
+        self.ep_truncated, self.last_obs = batch.ep_truncated[episodes], batch.last_obs[episodes]
 
 
 def add_in_order(parts: list[tuple[dict, dict]]) -> tuple[dict, dict]:

@@ -21,7 +21,7 @@ ALGORITHMS = ("reinforce", "ppo")
 RUNNERS = ("local", "processes", "ray")
 # "sync": in this process; "workers": a process each (pgrl.vector); "async": gymnasium's
 # AsyncVectorEnv; "auto": sync for cheap envs, workers for Pong
-VECTORIZATIONS = ("auto", "sync", "workers", "async")
+VECTORIZATIONS = ("sync", "async")  # pgrl.rollout.make_vector_env
 
 # The envs pgrl is built around; any other registered gymnasium env with Discrete(n) actions and
 # a flat Box observation works too (Atari games other than Pong need their own preprocessing).

@@ -3,9 +3,8 @@
 python scripts/bench.py policy    # us per action_prob / update, NumPy vs TensorFlow
 python scripts/bench.py rollout   # env steps/s of rollouts against the raw env
 python scripts/bench.py train     # env steps/s of whole training runs (updates included)
-python scripts/bench.py vector    # Pong's vector env candidates, with the policy in the loop
 python scripts/bench.py sweep     # a CartPole sweep: local executor vs namespaced Ray clusters
-python scripts/bench.py runner    # Pong's rollouts on Ray workers vs local envs; scaling model
+python scripts/bench.py runner    # Pong's rollout workers (processes, Ray) vs local; scaling
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ SUITES = {
     "policy": "bench_policy",
     "rollout": "bench_rollout",
     "train": "bench_train",
-    "vector": "bench_vector",
     "sweep": "bench_sweep",
     "runner": "bench_runner",
 }

@@ -5,14 +5,14 @@
 
 For each env it measures the ceiling, the raw ``gym.make(env_id)`` stepped with random actions in
 one process, then ``collect_episodes`` with the NumPy and the TensorFlow policy at 1 env (in
-process) and 2 envs (``workers``: a process each, pgrl's WorkerVectorEnv; ``async``: a process
-each, gymnasium's AsyncVectorEnv; for CartPole also ``sync``: 2 and 20 in process, the latter
+process) and 2 envs (``async``: a process each, gymnasium's AsyncVectorEnv; for CartPole also
+``sync``: 2 and 20 in process, the latter
 with at least 20 episodes per batch, as ``configs/cartpole.toml``), and prints steps per second
 and the ratios. ``steps/s`` counts recorded steps (the data a batch yields), ``env
 steps/s`` also the unrecorded steps of envs that idle, in worker processes, while the last
-episodes of a batch finish. The rows "AsyncVectorEnv of 2 make_env" and "WorkerVectorEnv of 2
-make_env" step the worker processes with random actions and no policy: what 2 envs in workers
-allow at best.
+episodes of a batch finish. The row "AsyncVectorEnv of 2 make_env" steps the worker processes
+with random actions and no policy: what 2 envs in worker processes allow at best. Rollout
+workers that own the policy (``env.runner = "processes"``) are measured by ``bench.py train``.
 
 Every row is measured ``--rounds`` times, round-robin over the rows. A measurement interleaves
 the row with the raw env: each slice of the row (one batch of the rollout, or ``--slice``
@@ -47,13 +47,13 @@ ENVS = {
         {"hidden_sizes": (32,), "bias": True},
         ("float64",),
         # 20 envs in process, one episode each per batch: configs/cartpole.toml's setting
-        ((1, "sync"), (2, "workers"), (2, "async"), (2, "sync"), (20, "sync")),
+        ((1, "sync"), (2, "async"), (2, "sync"), (20, "sync")),
     ),
     "pong": (
         "ALE/Pong-v5",
         {"hidden_sizes": (200,)},
         ("float64", "float32"),
-        ((1, "sync"), (2, "workers"), (2, "async")),
+        ((1, "sync"), (2, "async")),
     ),
 }
 BACKENDS = ("numpy", "tensorflow")
@@ -192,7 +192,6 @@ def bench_env(name, args):
         (f"raw gym.make({env_id!r}), random actions", *raw_row(gym.make(env_id))),
         ("pgrl.envs.make_env, random actions", *raw_row(make_env(env_id))),
         ("AsyncVectorEnv of 2 make_env, random actions", *vector_row(env_id, 2, "async")),
-        ("WorkerVectorEnv of 2 make_env, random actions", *vector_row(env_id, 2, "workers")),
     ]
     keys = [None] * len(rows)
     for backend in args.backends:

@@ -1,5 +1,6 @@
-"""Pong's rollouts on Ray against the local runner, same episodes, in one run; and the scaling
-model those measurements give (namespaced Ray clusters from tests/ray_cluster.py; root only).
+"""Pong's rollout workers: worker processes and Ray actors against the local runner, same games,
+in one run; and the scaling model those measurements give (namespaced Ray clusters from
+tests/ray_cluster.py; root only).
 
     python scripts/bench.py runner [--episodes 40] [--batch 10]
 
@@ -7,24 +8,30 @@ Settings, each a fresh ``pgrl train configs/pong.toml`` process playing the same
 games (2 env slots, so every setting plays exactly the same games; the script checks it):
 
 - ``local-2envs``: ``env.num_envs = 2`` on this machine. The baseline.
+- ``processes-2``: ``env.runner = "processes"``, 2 worker processes x 1 env.
 - ``ray-2nodes``: ``env.runner = "ray"``, 2 workers x 1 env on two nodes of one CPU each.
 - ``ray-1node``: the same 2 workers on one node with both CPUs.
 
 Figures per setting, from ``updates.csv`` without the first update (the first game of a worker
 loads the ROM and warms its caches): recorded env steps per second of training, updates
 included, and its ratio to ``local-2envs``; the mean seconds per update of rollout (slowest
-worker), update, broadcast (weights into the object store) and transfer (the rest of the wait:
-scheduling, the weights' and the games' way).
+worker), gradient (slowest worker's gradient of its games), update (the learner: adding the
+slots' gradients, the RMSprop step), broadcast (weights out) and transfer (the rest of the
+waits: scheduling, the gradients' and the games' rows' way back).
 
-The scaling model (printed after the table) predicts a synchronous update with ``N`` workers
-of one env each and a batch of ``B`` games of ``L`` steps:
+The scaling model (printed after the table) predicts a synchronous update with ``N`` workers of
+one env each and a batch of ``B`` games of ``L`` steps, the workers computing their games'
+gradients:
 
-    T(N) = ceil(B / N) * L * c_roll + B * L * c_update + t_fixed + N * W / bw + B * L * s / bw
+    T(N) = ceil(B / N) * L * (c_roll + c_grad) + t_step + N * t_add + t_fixed + 2 * N * W / bw
 
-from ``c_roll`` (a worker's seconds per step, policy included), ``c_update`` (the learner's
-seconds per recorded step) and ``t_fixed`` (broadcast + transfer per update) measured on the
-``ray-2nodes`` setting; ``W`` the weights' bytes, ``s`` = 267 bytes per sparse Pong step and
-``bw`` the network bandwidth (``--bandwidth``, default 1.25e9 B/s, 10 Gbit/s), all stated.
+from ``c_roll`` and ``c_grad`` (a worker's seconds per step of playing, policy included, and of
+its gradient), ``t_add`` (the learner's seconds to add one slot's gradient, timed here on arrays
+of the weights' size), ``t_step`` (the rest of the learner's update: the RMSprop step) and
+``t_fixed`` (broadcast + transfer per update) measured on the ``ray-2nodes`` setting; ``W`` the
+weights' bytes (the weights go out and one gradient per worker comes back) and ``bw`` the
+network bandwidth at the learner (``--bandwidth``, default 1.25e9 B/s, 10 Gbit/s), all stated.
+Efficiency is ``B * L * (c_roll + c_grad) / N`` (every worker busy, nothing else) over ``T(N)``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -67,12 +76,19 @@ def _measure(out: Path) -> dict:
     return {"sps": steps / seconds, "steps": steps, "updates": len(rows), **mean}
 
 
-_PARTS = ("rollout", "update", "broadcast", "transfer")
+_PARTS = ("rollout", "gradient", "update", "broadcast", "transfer")
 
 
 def run_local(tmp: Path, episodes: int, batch: int) -> dict:
     out = tmp / "local"
     cmd = _train_cmd(out, episodes, batch, ["env.num_envs=2"])
+    subprocess.run(cmd, check=True, capture_output=True)
+    return {**_measure(out), "out": out}
+
+
+def run_processes(tmp: Path, episodes: int, batch: int) -> dict:
+    out = tmp / "processes"
+    cmd = _train_cmd(out, episodes, batch, ["env.runner=processes", "env.num_workers=2"])
     subprocess.run(cmd, check=True, capture_output=True)
     return {**_measure(out), "out": out}
 
@@ -99,23 +115,34 @@ def _same_games(a: Path, b: Path) -> bool:
     return games(a) == games(b)
 
 
-def model(m: dict, workers: int, batch: int, weight_bytes: int, bw: float) -> dict:
-    """Predicted seconds per update, steps/s and hours to -19 (see the module docstring)."""
-    c_roll = m["rollout"] / (m["steps"] / m["updates"] / 2)  # 2 workers share a batch
-    c_update = m["update"] / (m["steps"] / m["updates"])
+def add_seconds(weight_bytes: int) -> float:
+    """Seconds to add one gradient of ``weight_bytes`` float64 bytes to a running sum."""
+    total, part = np.zeros(weight_bytes // 8), np.ones(weight_bytes // 8)
+    t0, n = time.perf_counter(), 20
+    for _ in range(n):
+        total += part
+    return (time.perf_counter() - t0) / n
+
+
+def model(m: dict, workers: int, batch: int, weight_bytes: int, bw: float, t_add: float) -> dict:
+    """Predicted seconds per update, steps/s and minutes to -19 (see the module docstring)."""
+    per_worker = m["steps"] / m["updates"] / 2  # 2 workers share a batch
+    c_roll, c_grad = m["rollout"] / per_worker, m["gradient"] / per_worker
+    t_step = max(m["update"] - 2 * t_add, 0.0)
     t_fixed = m["broadcast"] + m["transfer"]
     steps = batch * STEPS_PER_GAME
-    t_roll = math.ceil(batch / workers) * STEPS_PER_GAME * c_roll
-    t_net = workers * weight_bytes / bw + steps * STEP_BYTES / bw
-    t = t_roll + steps * c_update + t_fixed + t_net
-    ideal = steps * c_roll / workers  # all workers busy, nothing else
+    t_work = math.ceil(batch / workers) * STEPS_PER_GAME * (c_roll + c_grad)
+    t_net = 2 * workers * weight_bytes / bw
+    t = t_work + t_step + min(workers, batch) * t_add + t_fixed + t_net
+    ideal = steps * (c_roll + c_grad) / workers  # all workers busy, nothing else
     return {
         "t": t,
         "sps": steps / t,
         "efficiency": ideal / t,
         "minutes": GAMES_TO_MINUS_19 / batch * t / 60,
         "c_roll": c_roll,
-        "c_update": c_update,
+        "c_grad": c_grad,
+        "t_step": t_step,
         "t_fixed": t_fixed,
     }
 
@@ -133,6 +160,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results = {"local-2envs": run_local(tmp, args.episodes, args.batch)}
+        results["processes-2"] = run_processes(tmp, args.episodes, args.batch)
         results["ray-2nodes"] = run_ray(tmp, "ray-2nodes", 2, 1, args.episodes, args.batch)
         results["ray-1node"] = run_ray(tmp, "ray-1node", 1, 2, args.episodes, args.batch)
         same = all(_same_games(results["local-2envs"]["out"], r["out"]) for r in results.values())
@@ -141,28 +169,33 @@ def main(argv: list[str]) -> None:
         f"Pong ({args.episodes} games, batches of {args.batch}), {time.strftime('%Y-%m-%d')}; "
         f"every setting played the same games: {same}"
     )
-    print("| setting | steps/s | x local | rollout s | update s | broadcast ms | transfer ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| setting | steps/s | x local | rollout s | gradient s | update s | broadcast ms "
+        "| transfer ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
             f"| {name} | {r['sps']:,.0f} | {r['sps'] / base:.2f} | {r['rollout']:.2f} | "
-            f"{r['update']:.2f} | {1e3 * r['broadcast']:.1f} | {1e3 * r['transfer']:.1f} |"
+            f"{r['gradient']:.3f} | {r['update']:.3f} | {1e3 * r['broadcast']:.1f} | "
+            f"{1e3 * r['transfer']:.1f} |"
         )
     weight_bytes = 6400 * 200 * 8 + 200 * 8  # configs/pong.toml: float64, no biases
+    t_add = add_seconds(weight_bytes)
     m = results["ray-2nodes"]
-    c = model(m, 2, args.batch, weight_bytes, args.bandwidth)
+    c = model(m, 2, args.batch, weight_bytes, args.bandwidth, t_add)
     print(
-        f"\nScaling model from ray-2nodes: c_roll {1e6 * c['c_roll']:.0f} us/step per worker, "
-        f"c_update {1e6 * c['c_update']:.0f} us/step on the learner, fixed "
-        f"{1e3 * c['t_fixed']:.0f} ms/update; {STEPS_PER_GAME:,.0f} "
-        f"steps/game, {GAMES_TO_MINUS_19:,} games to -19 (configs/pong.toml), bandwidth "
-        f"{args.bandwidth / 1e9:.2f} GB/s"
+        f"\nScaling model from ray-2nodes: c_roll {1e6 * c['c_roll']:.0f} us/step and c_grad "
+        f"{1e6 * c['c_grad']:.1f} us/step per worker, t_add {1e3 * t_add:.2f} ms per slot and "
+        f"t_step {1e3 * c['t_step']:.0f} ms on the learner, fixed {1e3 * c['t_fixed']:.0f} "
+        f"ms/update; {STEPS_PER_GAME:,.0f} steps/game, {GAMES_TO_MINUS_19:,} games to -19 "
+        f"(configs/pong.toml, batches of 10), bandwidth {args.bandwidth / 1e9:.2f} GB/s"
     )
     print("| workers | batch (games) | s/update | steps/s | efficiency | minutes to -19 |")
     print("|---|---|---|---|---|---|")
     for workers in (8, 32, 128):
         for batch in sorted({10, workers, 4 * workers}):
-            p = model(m, workers, batch, weight_bytes, args.bandwidth)
+            p = model(m, workers, batch, weight_bytes, args.bandwidth, t_add)
             print(
                 f"| {workers} | {batch} | {p['t']:.2f} | {p['sps']:,.0f} | "
                 f"{100 * p['efficiency']:.0f}% | {p['minutes']:.1f} |"

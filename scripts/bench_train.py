@@ -8,7 +8,8 @@ Settings (``--only`` picks some):
 - ``pong-numpy-1``, ``pong-numpy-2``, ``pong-tf-1``, ``pong-tf-2``: ``configs/pong.toml``
   (Karpathy's hyperparameters, float64) for ``--seconds`` of wall clock with 1 or 2 envs;
   ``pong-numpy-proc1``, ``pong-numpy-proc2``, ``pong-tf-proc2``: the same with
-  ``env.runner = "processes"`` and 1 or 2 worker processes of one env each.
+  ``env.runner = "processes"`` and 1 or 2 worker processes of one env each;
+  ``pong-numpy-proc2x2``, ``pong-tf-proc2x2``: 2 worker processes of 2 envs each.
   Figure: env steps/s over the raw ``gym.make("ALE/Pong-v5")`` stepped with random actions in
   one process, measured for ``--raw-seconds`` just before and just after the run (this machine's
   speed drifts by +-20% within minutes; the ratio uses the mean of the two).
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+PROCESSES_2X2 = ["env.runner=processes", "env.num_workers=2", "env.envs_per_worker=2"]
 SETTINGS = {
     # name: (config, backend, overrides)
     "pong-numpy-1": ("pong", "numpy", ["env.num_envs=1"]),
@@ -43,6 +45,8 @@ SETTINGS = {
     "pong-numpy-proc1": ("pong", "numpy", ["env.runner=processes", "env.num_workers=1"]),
     "pong-numpy-proc2": ("pong", "numpy", ["env.runner=processes", "env.num_workers=2"]),
     "pong-tf-proc2": ("pong", "tensorflow", ["env.runner=processes", "env.num_workers=2"]),
+    "pong-numpy-proc2x2": ("pong", "numpy", [*PROCESSES_2X2]),
+    "pong-tf-proc2x2": ("pong", "tensorflow", [*PROCESSES_2X2]),
     "cartpole-numpy": ("cartpole", "numpy", []),
 }
 

@@ -298,7 +298,7 @@ KILL_VARIANTS = {
     "every20": (300, 10, 20, "", ""),
     "baseline": (300, 5, 3, 'baseline = "value"', ""),
     "onenv": (150, 1, 4, "", ""),
-    "workers": (200, 4, 2, "", 'vectorization = "workers"'),
+    "processes": (200, 4, 2, "", 'runner = "processes"\nnum_workers = 2\nenvs_per_worker = 2'),
 }
 
 
@@ -673,7 +673,6 @@ KEYS = {
     "env.runner": "str",
     "env.num_workers": "int",
     "env.envs_per_worker": "int",
-    "env.vectorization": "str",
     "env.kwargs": "table",
     "env.actions": "strs",
     "policy.backend": "str",
@@ -2718,16 +2717,16 @@ def kill_cases() -> list[Case]:
         cases.append(
             Case(
                 "kill",
-                f"sigkill-parent-only-workers-x{kills}",
-                ["train", "kill_workers.toml", "--out", "run", "(parent killed, --resume)"],
+                f"sigkill-parent-only-processes-x{kills}",
+                ["train", "kill_processes.toml", "--out", "run", "(parent killed, --resume)"],
                 (0,),
-                runner=kill_runner("workers", kills, group=False),
-                needs=("ref_workers",),
+                runner=kill_runner("processes", kills, group=False),
+                needs=("ref_processes",),
                 timeout=180,
                 seed=n,
             )
         )
-    for variant in ("every1", "every7", "baseline", "workers"):
+    for variant in ("every1", "every7", "baseline", "processes"):
         for sig in (signal.SIGINT, signal.SIGTERM):
             n += 1
             cases.append(

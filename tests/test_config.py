@@ -414,3 +414,29 @@ def test_overrides_without_a_section_or_a_key_name_their_flag(text, flag, messag
     with pytest.raises(ConfigError) as err:
         parse_override(text, flag=flag)
     assert str(err.value) == message
+
+
+def test_a_removed_key_says_what_replaced_it(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text('[env]\nid = "CartPole-v1"\nvectorization = "workers"\n')
+    hint = r'env.vectorization is no longer a key: .*env.runner = "processes"'
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: {hint}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=hint):
+        load_config("cartpole", ["env.vectorization=workers"])
+
+
+def test_a_run_whose_config_has_a_removed_key_still_resumes(tmp_path):
+    """A run's stored config (its checkpoint's) may name keys pgrl no longer has: ignored."""
+    from pgrl.reinforce import train
+
+    quiet = ["log.progress=false", "train.batch_episodes=10"]
+    out = tmp_path / "run"
+    train(load_config("cartpole", ["train.episodes=20", *quiet]), out=out)
+    data = dict(np.load(out / "checkpoint.npz"))
+    stored = str(data["config"])
+    assert "[env]\n" in stored
+    data["config"] = np.array(stored.replace("[env]\n", '[env]\nvectorization = "auto"\n', 1))
+    np.savez(out / "checkpoint.npz", **data)
+    summary = train(load_config("cartpole", ["train.episodes=40", *quiet]), out=out, resume=True)
+    assert summary["episodes"] == 40

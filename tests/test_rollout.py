@@ -160,7 +160,7 @@ def replay(batch: EpisodeBatch, env_id, num_envs, rng_seed, **kwargs):
 def test_make_vector_env_sync_or_async():
     one = make_vector_env("CartPole-v1", 1, seed=0)
     two = make_vector_env("CartPole-v1", 2, seed=0, vectorization="async")
-    cheap = make_vector_env("CartPole-v1", 3, seed=0)  # "auto": CartPole stays in-process
+    cheap = make_vector_env("CartPole-v1", 3, seed=0)  # "sync", the default
     try:
         assert isinstance(one, SyncVectorEnv) and isinstance(two, AsyncVectorEnv)
         assert isinstance(cheap, SyncVectorEnv) and cheap.num_envs == 3
