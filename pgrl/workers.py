@@ -144,7 +144,11 @@ def episode_counts(n_episodes: int, n_slots: int) -> list[int]:
 
 
 class LocalRunner:
-    """Every slot in this process: one :class:`RolloutWorker` with the learner's networks."""
+    """Every slot in this process: one :class:`RolloutWorker` with the learner's networks.
+
+    A runner is also the update's slots (:func:`pgrl.reinforce.reinforce_update`): after
+    :meth:`play`, ``moments``, :meth:`gradients` and :meth:`value_gradients` are its slots'.
+    """
 
     def __init__(self, cfg: Config, backend: str):
         self.worker = RolloutWorker(cfg, backend, cfg.env.num_envs, networks=False)
@@ -152,50 +156,44 @@ class LocalRunner:
         self.num_envs = envs.num_envs
         self.single_observation_space = envs.single_observation_space
         self.single_action_space = envs.single_action_space
-        self.timing = {}
+        self.timing, self.moments = {}, []
 
     def play(self, policy, value, rngs, n_episodes: int, episodes: bool):
-        """``(batch, slots)`` of the next ``n_episodes`` (see :meth:`RolloutWorker.play`):
-        the batch with its frames, and its :class:`pgrl.slots.Slots` (None with ``episodes``)."""
+        """``(batch, slots)`` of the next ``n_episodes`` (see :meth:`RolloutWorker.play`): the
+        batch with its frames, and this runner as its slots (None with ``episodes``)."""
         w = self.worker
         w.policy, w.value = policy, value
         counts = episode_counts(n_episodes, self.num_envs)
-        states = slot_states(rngs)["slots"]
         t0 = time.perf_counter()
-        batch, _, new_states, _ = w.play(None, None, states, counts, True)
+        batch, _, new_states, _ = w.play(None, None, slot_states(rngs)["slots"], counts, True)
         set_slot_states(rngs, {"slots": new_states})
         w.slots = None if episodes else Slots(batch, policy, value, w.cfg)
         self.timing = {"rollout": time.perf_counter() - t0, "gradient": 0.0}
-        return batch, None if episodes else _TimedSlots(w.slots, self.timing)
+        if episodes:
+            return batch, None
+        self.moments = w.slots.moments
+        return batch, self
+
+    def gradients(self, center: float, scale: float) -> list:
+        parts, seconds = self.worker.gradients(center, scale)
+        self.timing["gradient"] += seconds
+        return parts
+
+    def value_gradients(self, value) -> list:
+        parts, seconds = self.worker.value_gradients(None)
+        self.timing["gradient"] += seconds
+        return parts
 
     def close(self) -> None:
         self.worker.close()
-
-
-class _TimedSlots:
-    """Local slots that add their gradient seconds to the runner's timing."""
-
-    def __init__(self, slots: Slots, timing: dict):
-        self.slots, self.timing, self.moments = slots, timing, slots.moments
-
-    def gradients(self, center, scale):
-        t0 = time.perf_counter()
-        parts = self.slots.gradients(center, scale)
-        self.timing["gradient"] += time.perf_counter() - t0
-        return parts
-
-    def value_gradients(self, value):
-        t0 = time.perf_counter()
-        parts = self.slots.value_gradients(value)
-        self.timing["gradient"] += time.perf_counter() - t0
-        return parts
 
 
 class RemoteRunner:
     """The learner's side of rollout workers elsewhere: ``num_workers`` workers of
     ``envs_per_worker`` slots. A transport gives :meth:`_call`; this class plays and gathers.
 
-    ``timing`` (seconds of the last update): rollout (the slowest worker's play), gradient (the
+    Like :class:`LocalRunner`, it is also the update's slots. ``timing`` (seconds of the last
+    update): rollout (the slowest worker's play), gradient (the
     slowest worker's gradient calls, added over calls), broadcast (sending the weights) and
     transfer (the rest of the waits: scheduling, pickling and the results' way back).
     """
@@ -209,7 +207,7 @@ class RemoteRunner:
         self.k = e.envs_per_worker
         self.n_workers = e.num_workers
         self.num_envs = self.n_workers * self.k
-        self.timing = {}
+        self.timing, self.moments = {}, []
         self._played = {}  # worker -> the arguments of its play this update (for replays)
 
     def play(self, policy, value, rngs, n_episodes: int, episodes: bool):
@@ -227,14 +225,14 @@ class RemoteRunner:
             for w in range(self.n_workers)
             if sum(counts[mine[w]])
         }
-        results = self._timed("rollout", "play", {w: args for w, args in self._played.items()})
+        results = self._timed("rollout", "play", self._played)
         batch = merge([(w * self.k, results[w][0]) for w in sorted(results)])
         for w, (_, _, new_states, _) in results.items():
             set_slot_states(rngs[mine[w]], {"slots": new_states})
         if episodes:
             return batch, None
-        moments = [m for w in sorted(results) for m in results[w][1]]
-        return batch, _RemoteSlots(self, moments)
+        self.moments = [m for w in sorted(results) for m in results[w][1]]
+        return batch, self
 
     def _timed(self, phase: str, method: str, args: dict) -> dict:
         """``{worker: result}`` of ``method`` on the workers in ``args``, with the slowest
@@ -263,19 +261,6 @@ class RemoteRunner:
 
     def _call(self, method: str, args: dict) -> dict:
         raise NotImplementedError
-
-
-class _RemoteSlots:
-    """The slots of an update at remote workers, for :func:`pgrl.reinforce.reinforce_update`."""
-
-    def __init__(self, runner: RemoteRunner, moments: list):
-        self.runner, self.moments = runner, moments
-
-    def gradients(self, center, scale):
-        return self.runner.gradients(center, scale)
-
-    def value_gradients(self, value):
-        return self.runner.value_gradients(value)
 
 
 class ProcessRunner(RemoteRunner):

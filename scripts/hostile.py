@@ -451,7 +451,14 @@ def check_rows(run_dir: Path, episodes: int | None = None, ref: Path | None = No
     return None
 
 
-TIMING = {"wall_time", "rollout_seconds", "update_seconds", "broadcast_seconds", "transfer_seconds"}
+TIMING = {
+    "wall_time",
+    "rollout_seconds",
+    "update_seconds",
+    "broadcast_seconds",
+    "transfer_seconds",
+    "gradient_seconds",
+}
 
 
 def compare_runs(run_dir: Path, ref: Path):

@@ -8,8 +8,10 @@ restarted and its slots replayed, the run unchanged.
 """
 
 import csv
+import multiprocessing as mp
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -131,16 +133,38 @@ def test_every_runner_and_worker_count_trains_the_same_run(tmp_path, backend, ba
     local = _train("cartpole", [*sets, *LOCAL4], tmp_path / "local", backend)
     assert len(local[0]) == 60 + 6  # 60 episodes, 6 updates
     for name, runner in PROCESSES.items():
-        if backend == "tensorflow" and name == "4x1":
-            continue  # four TensorFlow workers on two cores: slow, and 2 x 2 shows the same
         _assert_same(_train("cartpole", [*sets, *runner], tmp_path / name, backend), local)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
-def test_pong_in_two_worker_processes_equals_two_local_envs(tmp_path, backend):
-    local = _train("pong", [*PONG, "env.num_envs=2"], tmp_path / "local", backend)
+@pytest.mark.parametrize("baseline", ["none", "value"])
+def test_pong_in_two_worker_processes_equals_two_local_envs(tmp_path, backend, baseline):
+    sets = [*PONG, *(VALUE if baseline == "value" else [])]
+    local = _train("pong", [*sets, "env.num_envs=2"], tmp_path / "local", backend)
     runner = ["env.runner='processes'", "env.num_workers=2"]
-    _assert_same(_train("pong", [*PONG, *runner], tmp_path / "processes", backend), local)
+    _assert_same(_train("pong", [*sets, *runner], tmp_path / "processes", backend), local)
+
+
+def test_a_worker_killed_during_a_run_leaves_the_run_unchanged(tmp_path):
+    """SIGKILL one worker process (by its PID) a moment after an update, while the next batch
+    is being played: the run is the undisturbed one."""
+    sets = [*CARTPOLE, "train.episodes=100", *VALUE]
+    local = _train("cartpole", [*sets, *LOCAL4], tmp_path / "local")
+    killed, workers = [], []
+
+    def report(progress, checkpointed):
+        workers.append({p.pid for p in mp.active_children()})
+        if progress["updates"] == 3:
+            assert len(workers[-1]) == 2, workers  # the two workers
+            timer = threading.Timer(0.005, _kill, (min(workers[-1]),))
+            timer.start()
+            killed.append(timer)
+
+    cfg = load_config("cartpole", [*sets, *PROCESSES["2x2"]])
+    train(cfg, out=tmp_path / "processes", report=report)
+    killed[0].join()
+    assert workers[-1] != workers[0]  # a new process took the killed one's place
+    _assert_same(_read(tmp_path / "processes"), local)
 
 
 def test_a_run_resumes_under_another_runner(tmp_path):
