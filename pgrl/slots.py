@@ -40,7 +40,7 @@ class Slots:
     Args:
         batch: episodes as :func:`pgrl.rollout.play_slots` gives them (``ep_env``: the slot).
         policy, value: the networks at the weights that played the batch (value: None without a
-            baseline); :meth:`value_gradients` may move the value net's weights on.
+            baseline); :meth:`value_gradients` is given the value net at later weights.
         cfg: the run's config (``train.gamma``, ``reset_on_nonzero``, ``standardize``,
             ``value.bootstrap``).
 

@@ -49,7 +49,8 @@ def test_rows_lost_and_repeated_are_found(hostile, tmp_path):
     (run / "updates.csv").write_text("update\n1\n2\n")
     (run / "summary.json").write_text(json.dumps({"episodes": 3, "updates": 2}))
     for episodes, outcome in (([1, 2, 3], None), ([1, 2, 2], "rows-lost"), ([1, 3], "rows-lost")):
-        rows = "".join(f"0,0,0,0,0,{e},1,1.0\n" for e in episodes)
+        timing = ",".join("0" for _ in hostile.TIMING)
+        rows = "".join(f"{timing},{e},1,1.0\n" for e in episodes)
         (run / "metrics.csv").write_text(header + rows)
         found = hostile.check_rows(run)
         assert (found and found[0]) == outcome, found
