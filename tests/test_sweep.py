@@ -282,7 +282,7 @@ def test_ctrl_c_stops_the_sweep_at_once_and_resume_finishes_it(tmp_path):
     "overrides, message",
     [
         (["env.runner=ray", "env.num_workers=0"], "'env.num_workers' must be >= 1"),
-        (["env.runner=cluster"], "'env.runner' must be one of local, ray"),
+        (["env.runner=cluster"], "'env.runner' must be one of local, processes, ray"),
         (["env.runner=ray", "env.envs_per_worker=-1"], "'env.envs_per_worker' must be >= 1"),
     ],
 )
