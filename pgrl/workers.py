@@ -388,24 +388,22 @@ def _serve(pipe, learner: int, cfg: Config, backend: str, n_envs: int) -> None:
     try:
         worker = RolloutWorker(cfg, backend, n_envs)
     except Exception as e:  # noqa: BLE001 - reported to the learner as one line
-        pipe.send(("error", f"{type(e).__name__}: {e}"))
+        with contextlib.suppress(OSError):
+            pipe.send(("error", f"{type(e).__name__}: {e}"))
         return
-    pipe.send(("ok", "ready"))
-    while True:
-        try:
-            call = pipe.recv()
-        except (EOFError, OSError):
-            break
-        if call is None:
-            break
-        method, args = call
-        try:
-            result = getattr(worker, method)(*args)
-        except Exception as e:  # noqa: BLE001 - reported to the learner as one line
-            pipe.send(("error", f"{method}: {type(e).__name__}: {e}"))
-            continue
-        pipe.send(("ok", result))
-    worker.close()
+    try:
+        pipe.send(("ok", "ready"))
+        while (call := pipe.recv()) is not None:
+            method, args = call
+            try:
+                reply = ("ok", getattr(worker, method)(*args))
+            except Exception as e:  # noqa: BLE001 - reported to the learner as one line
+                reply = ("error", f"{method}: {type(e).__name__}: {e}")
+            pipe.send(reply)
+    except (EOFError, OSError):  # the learner is gone (or closed the pipe): nothing to say
+        pass
+    finally:
+        worker.close()
 
 
 def _exit_without(learner: int) -> None:
