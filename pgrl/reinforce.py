@@ -31,13 +31,14 @@ from pgrl.returns import (
     explained_variance,
     gae,
     pool_moments,
+    pooled_explained_variance,
     standardize,
     standardize_advantages,
 )
 from pgrl.rollout import EpisodeBatch, RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
 from pgrl.slots import Slots, add_in_order, bootstrap_values
-from pgrl.sparse import SparseRows
+from pgrl.sparse import take_rows
 from pgrl.workers import make_runner
 
 
@@ -69,7 +70,7 @@ def reinforce_update(policy: Policy, value: ValueNet | None, slots, cfg: Config)
         for _ in range(cfg.value.steps - 1):
             fit.append(_step(value, slots.value_gradients(value)))
         stats.update(fit[0])
-        stats["explained_variance"] = _explained_variance(slots.moments)
+        stats["explained_variance"] = pooled_explained_variance(slots.moments)
     return stats
 
 
@@ -92,15 +93,6 @@ def _step(net, parts: list[tuple[dict, dict]]) -> dict:
         "mean_prob": sums["prob"] / n,
         "entropy": sums["entropy"] / n,
     }
-
-
-def _explained_variance(slot_moments: list) -> float:
-    """``1 - Var(G - V) / Var(G)`` from the slots' moments of ``G - V`` and ``G``."""
-    residual = pool_moments(x for x, _ in slot_moments)
-    returns = pool_moments(g for _, g in slot_moments)
-    if returns[3] == returns[4]:
-        return float("nan")
-    return float(1 - residual[2] / returns[2])
 
 
 def ppo_update(
@@ -133,7 +125,7 @@ def ppo_update(
     while epochs < p.epochs and not stopped:
         epochs += 1
         for idx in _minibatches(order.permutation(batch.steps), p.minibatch_size):
-            obs = _rows(batch.obs, idx)
+            obs = take_rows(batch.obs, idx)
             adv = standardize(advantages[idx]) if p.normalize_advantages else advantages[idx]
             stats = policy.update(obs, batch.actions[idx], adv, old_log_probs[idx], p.clip)
             if old_values is None:
@@ -154,11 +146,6 @@ def _minibatches(permutation: np.ndarray, size: int) -> list[np.ndarray]:
     """Consecutive slices of ``size`` indices (the last one shorter), sorted within each so that
     rows are read in order."""
     return [np.sort(permutation[i : i + size]) for i in range(0, len(permutation), size)]
-
-
-def _rows(obs, idx: np.ndarray):
-    """Rows ``idx`` of a dense array or of SparseRows."""
-    return obs.take(idx) if isinstance(obs, SparseRows) else obs[idx]
 
 
 def _loop(

@@ -217,7 +217,16 @@ def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
     """``1 - Var(G - V) / Var(G)``: 1 when ``V`` predicts the returns exactly, 0 when it does no
     better than their mean, negative when worse; NaN when the returns are constant."""
     returns = np.asarray(returns, dtype=np.float64)
-    var = np.var(returns)
-    if var == 0:
+    residual = returns - np.asarray(values, dtype=np.float64)
+    return pooled_explained_variance([(moments(residual), moments(returns))])
+
+
+def pooled_explained_variance(parts) -> float:
+    """:func:`explained_variance` of a batch from its parts' ``(moments of G - V, moments of
+    G)``, pooled in the order given."""
+    parts = list(parts)
+    residual = pool_moments(r for r, _ in parts)
+    returns = pool_moments(g for _, g in parts)
+    if returns[0] == 0 or returns[3] == returns[4]:
         return float("nan")
-    return float(1 - np.var(returns - np.asarray(values, dtype=np.float64)) / var)
+    return float(1 - residual[2] / returns[2])

@@ -73,6 +73,7 @@ __all__ = [
     "EpisodeBatch",
     "RolloutError",
     "collect_episodes",
+    "episode_counts",
     "make_vector_env",
     "play_slots",
     "slot_generators",
@@ -224,14 +225,6 @@ class EpisodeBatch:
         lo, hi = int(self.ep_bounds[k]), int(self.ep_bounds[k + 1])
         return self.obs[lo:hi], self.actions[lo:hi], self.rewards[lo:hi]
 
-    def select(self, episodes) -> EpisodeBatch:
-        """A batch of the given episodes (indices, in that order); ``env_steps`` 0."""
-        episodes = [int(k) for k in episodes]
-        ends = [(bool(self.ep_truncated[k]), self.last_obs[k]) for k in episodes]
-        slots = self.ep_env[episodes].tolist()
-        parts = [[self.episode(k)] for k in episodes]
-        return stack_episodes(parts, slots, ends, 0, not isinstance(self.obs, np.ndarray))
-
 
 def collect_episodes(
     envs: VectorEnv,
@@ -266,9 +259,13 @@ def collect_episodes(
             observation width that is not the policy's.
     """
     n_episodes = positive_int("n_episodes", n_episodes)
-    n_slots = getattr(envs, "num_envs", 0)
-    counts = [len(range(j, n_episodes, n_slots)) for j in range(n_slots)]
+    counts = episode_counts(n_episodes, getattr(envs, "num_envs", 0))
     return play_slots(envs, policy, rngs, counts, progress)
+
+
+def episode_counts(n_episodes: int, n_slots: int) -> list[int]:
+    """Episodes each slot plays of a batch of ``n_episodes`` (episode ``i`` on slot ``i % S``)."""
+    return [len(range(j, n_episodes, n_slots)) for j in range(n_slots)]
 
 
 def play_slots(

@@ -23,6 +23,7 @@ import numpy as np
 from pgrl.config import Config
 from pgrl.returns import batch_returns, moments, standardize_advantages
 from pgrl.rollout import EpisodeBatch
+from pgrl.sparse import take_rows
 
 
 def bootstrap_values(value, batch: EpisodeBatch, cfg: Config) -> np.ndarray | None:
@@ -99,8 +100,7 @@ class _Part:
             self.obs = batch.obs[rows]
         else:
             rows = np.concatenate([np.arange(b[k], b[k + 1]) for k in episodes])
-            dense = isinstance(batch.obs, np.ndarray)
-            self.obs = batch.obs[rows] if dense else batch.obs.take(rows)
+            self.obs = take_rows(batch.obs, rows)
         self.actions, self.rewards = batch.actions[rows], batch.rewards[rows]
         self.ep_truncated, self.last_obs = batch.ep_truncated[episodes], batch.last_obs[episodes]
 

@@ -176,3 +176,8 @@ class SparseRows:
             # a row holds each column at most once, so the fancy-indexed += adds no duplicates
             out[indices[lo:hi]] += values[lo:hi, None] * dh[i]
         return out
+
+
+def take_rows(x, rows: np.ndarray):
+    """Rows ``rows`` (integer indices) of a dense array or of :class:`SparseRows`, as a copy."""
+    return x.take(rows) if isinstance(x, SparseRows) else x[rows]

@@ -40,6 +40,7 @@ from pgrl.config import Config, ConfigError
 from pgrl.rollout import (
     EpisodeBatch,
     RolloutError,
+    episode_counts,
     play_slots,
     set_slot_states,
     slot_states,
@@ -138,11 +139,6 @@ def merge(batches: list[tuple[int, EpisodeBatch]]) -> EpisodeBatch:
     return stack_episodes(episodes, slots, ends, env_steps, sparse)
 
 
-def episode_counts(n_episodes: int, n_slots: int) -> list[int]:
-    """Episodes each slot plays of a batch of ``n_episodes`` (episode ``i`` on slot ``i % S``)."""
-    return [len(range(j, n_episodes, n_slots)) for j in range(n_slots)]
-
-
 class LocalRunner:
     """Every slot in this process: one :class:`RolloutWorker` with the learner's networks.
 
@@ -160,19 +156,15 @@ class LocalRunner:
 
     def play(self, policy, value, rngs, n_episodes: int, episodes: bool):
         """``(batch, slots)`` of the next ``n_episodes`` (see :meth:`RolloutWorker.play`): the
-        batch with its frames, and this runner as its slots (None with ``episodes``)."""
+        batch (its frames only with ``episodes``), and this runner as its slots (None with
+        ``episodes``)."""
         w = self.worker
         w.policy, w.value = policy, value
-        counts = episode_counts(n_episodes, self.num_envs)
-        t0 = time.perf_counter()
-        batch, _, new_states, _ = w.play(None, None, slot_states(rngs)["slots"], counts, True)
+        states, counts = slot_states(rngs)["slots"], episode_counts(n_episodes, self.num_envs)
+        batch, self.moments, new_states, seconds = w.play(None, None, states, counts, episodes)
         set_slot_states(rngs, {"slots": new_states})
-        w.slots = None if episodes else Slots(batch, policy, value, w.cfg)
-        self.timing = {"rollout": time.perf_counter() - t0, "gradient": 0.0}
-        if episodes:
-            return batch, None
-        self.moments = w.slots.moments
-        return batch, self
+        self.timing = {"rollout": seconds, "gradient": 0.0}
+        return batch, None if episodes else self
 
     def gradients(self, center: float, scale: float) -> list:
         parts, seconds = self.worker.gradients(center, scale)

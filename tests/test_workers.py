@@ -21,7 +21,7 @@ from pgrl.checkpoint import load_checkpoint
 from pgrl.config import ConfigError, load_config
 from pgrl.policies import make_policy, make_value_net
 from pgrl.reinforce import reinforce_update, train
-from pgrl.returns import batch_returns, standardize_advantages
+from pgrl.returns import batch_returns, center_and_scale, pool_moments, standardize_advantages
 from pgrl.rollout import collect_episodes, make_vector_env, slot_generators
 from pgrl.slots import Slots, add_in_order
 from pgrl.workers import ProcessRunner
@@ -71,8 +71,6 @@ def test_slot_parts_add_up_to_the_whole_batch_gradient(backend, mode, reduction)
     expected = policy.gradients(batch.obs, batch.actions, advantages)
     expected_value = value.gradients(batch.obs, returns)
 
-    from pgrl.reinforce import center_and_scale, pool_moments
-
     center, scale = center_and_scale(pool_moments(x for x, _ in slots.moments))
     parts = slots.gradients(center, scale)
     grads, sums = add_in_order([p for p, _ in parts])
@@ -88,15 +86,20 @@ def test_slot_parts_add_up_to_the_whole_batch_gradient(backend, mode, reduction)
     assert sums["loss"] == pytest.approx(loss, rel=1e-12, abs=1e-12)
 
 
-def test_an_update_from_a_batch_in_hand_equals_one_from_its_slots():
-    """reinforce_update splits an EpisodeBatch itself; a batch of one slot is its own part."""
-    batch = _batch(n_slots=1, n_episodes=3)
-    cfg = load_config("cartpole", [])
-    a, b = (make_policy("numpy", 4, hidden_sizes=(8,), seed=2) for _ in range(2))
-    reinforce_update(a, None, batch, cfg)
-    reinforce_update(b, None, Slots(batch, b, None, cfg), cfg)
-    for k, w in a.get_weights().items():
-        np.testing.assert_array_equal(w, b.get_weights()[k])
+def test_an_update_from_a_batch_in_hand_is_the_whole_batch_update():
+    """reinforce_update on an EpisodeBatch (split into its slots) against one RMSprop step of the
+    plain whole-batch gradient, with clipping, entropy and the mean reduction (1e-12)."""
+    batch = _batch(n_slots=3, n_episodes=7)
+    cfg = load_config("cartpole", ["optimizer.max_grad_norm=0.5", "policy.reduction='mean'"])
+    kw = dict(hidden_sizes=(8,), seed=2, bias=True, entropy_coef=0.01, max_grad_norm=0.5)
+    a, b = (make_policy("numpy", 4, reduction="mean", **kw) for _ in range(2))
+    stats = reinforce_update(a, None, batch, cfg)
+    returns = batch_returns(batch.rewards, batch.ep_bounds, 0.99, False)
+    expected = b.update(batch.obs, batch.actions, standardize_advantages(returns, None, "batch"))
+    for k, w in b.get_weights().items():
+        np.testing.assert_allclose(a.get_weights()[k], w, rtol=1e-12, atol=1e-14)
+    for k in ("loss", "grad_norm", "mean_prob", "entropy"):
+        assert stats[k] == pytest.approx(expected[k], rel=1e-12), k
 
 
 def _train(config: str, sets: list[str], out: Path, backend="numpy") -> tuple[list, dict]:
