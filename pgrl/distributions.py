@@ -1,7 +1,8 @@
 """The action distributions of the policy heads, one class per head.
 
-Each reads the network's output ``out`` (N, k) as its parameters ``z = logits(out)`` and gives
-the policy ``pi(. | s)`` from them: its probabilities, a sampled action from uniforms ``u``,
+Each reads the network's output ``out`` (N, k) (with the head's own parameters, :meth:`outputs`:
+the gaussian head's ``log_std``) as its parameters ``z = logits(out)`` and gives the policy
+``pi(. | s)`` from them: its probabilities, a sampled action from its draws (``noise``),
 ``log pi(a | s)`` and its gradient with respect to ``z``, and the entropy and its gradient. The
 NumPy methods serve the NumPy backend; the ``tf_`` twins beside them are the same formulas in
 TensorFlow ops (TensorFlow is imported only when one is called). No other code in pgrl branches
@@ -29,7 +30,26 @@ def _tf():
 _tf_module = None
 
 
-class Bernoulli:
+class _Discrete:
+    """What the discrete heads share: one uniform per action, no parameters of their own."""
+
+    def noise(self, rng: np.random.Generator) -> float:
+        """The draw behind one action: a uniform in [0, 1)."""
+        return rng.random()
+
+    def outputs(self, out: np.ndarray, weights: dict) -> np.ndarray:
+        """The head's input from the network's (N, k) outputs: the outputs themselves."""
+        return out
+
+    def param_grads(self, dout: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``(dL/d network outputs, {})``: the head has no parameters of its own."""
+        return dout, {}
+
+    def tf_outputs(self, out, weights):
+        return out
+
+
+class Bernoulli(_Discrete):
     """Karpathy's head: one logit ``z`` (N,), ``p = sigmoid(z) = P(a = 1)``, actions 0 and 1.
 
     ``log pi(a | z) = -BCE(a, z)``: ``-softplus(-z)`` for ``a = 1``, ``-softplus(z)`` for 0.
@@ -39,6 +59,8 @@ class Bernoulli:
     n_actions = 2
     n_outputs = 1
     action_kind = "float"  # actions are kept as 0.0/1.0 (BCE labels) in the policy's dtype
+    action_shape = ()
+    params: dict = {}  # parameters of the head besides the network's (none)
 
     def __init__(self, n_actions: int | None = None):
         if n_actions is not None and n_actions != 2:
@@ -132,12 +154,14 @@ class Bernoulli:
         return tf.reduce_mean(tf.sigmoid(z))
 
 
-class Categorical:
+class Categorical(_Discrete):
     """One logit per action, ``z`` (N, n), ``pi = softmax(z)``, actions ``0 .. n - 1``;
     ``log pi(a | z) = log_softmax(z)[a]``."""
 
     name = "categorical"
     action_kind = "int"
+    action_shape = ()
+    params: dict = {}
 
     def __init__(self, n_actions: int | None = None):
         if n_actions is None:
@@ -230,6 +254,166 @@ class Categorical:
         return tf.reduce_mean(tf.gather(tf.nn.softmax(z), a, axis=1, batch_dims=1))
 
 
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class Gaussian:
+    """A diagonal Gaussian over ``d`` continuous action dimensions: the network gives the mean
+    ``mu`` (N, d), and ``log_std`` (d,) is a learned parameter of its own, the same in every state.
+
+    The head's input ``z`` (N, 2d) is ``[mu | log_std]``, ``log_std`` repeated on every row
+    (:meth:`outputs`), so the same methods as the other heads give ``log pi`` and its gradient:
+    ``log pi(a | z) = -sum_i [(a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + 0.5 log(2 pi)]``,
+    ``H = sum_i (log sigma_i + 0.5 log(2 pi e))``, ``sigma = exp(log_std)``. Actions are
+    ``a = mu + sigma * eps`` from standard normals ``eps``; the env gets them clipped to its
+    bounds, the batch keeps ``a`` itself.
+    """
+
+    name = "gaussian"
+    action_kind = "float"
+
+    def __init__(self, n_actions: int | None = None):
+        if n_actions is None:
+            raise ValueError("the gaussian head needs action_dim, the width of the Box actions")
+        if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer):
+            raise ValueError(f"action_dim must be a positive integer, got {n_actions!r}")
+        if n_actions < 1:
+            raise ValueError(f"action_dim must be at least 1, got {n_actions!r}")
+        d = int(n_actions)
+        self.n_actions = self.action_dim = self.n_outputs = d
+        self.action_shape = (d,)
+        self.params = {"log_std": (d,)}
+
+    def __repr__(self) -> str:
+        return f"Gaussian({self.action_dim})"
+
+    def noise(self, rng: np.random.Generator) -> np.ndarray:
+        """The draw behind one action: (d,) standard normals."""
+        return rng.standard_normal(self.action_dim)
+
+    def outputs(self, out: np.ndarray, weights: dict) -> np.ndarray:
+        """(N, 2d) ``[mu | log_std]``: the network's (N, d) ``mu``, ``weights["log_std"]``."""
+        log_std = np.broadcast_to(weights["log_std"], out.shape)
+        return np.concatenate([out, log_std], axis=1)
+
+    def param_grads(self, dz: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``(dL/dmu (N, d), {"log_std": dL/dlog_std (d,)})`` from ``dL/dz`` (N, 2d): the
+        ``log_std`` columns of every row add up."""
+        d = self.action_dim
+        return dz[:, :d], {"log_std": dz[:, d:].sum(axis=0)}
+
+    def logits(self, out: np.ndarray) -> np.ndarray:
+        """``z = [mu | log_std]`` (N, 2d), as :meth:`outputs` gives it."""
+        return out
+
+    def _split(self, z):
+        d = self.action_dim
+        return z[:, :d], z[:, d:]
+
+    def probs(self, z: np.ndarray) -> np.ndarray:
+        """The distribution's parameters ``[mu | log_std]`` (N, 2d): what :meth:`sample` takes."""
+        return z
+
+    def action_probs(self, probs: np.ndarray) -> np.ndarray:
+        raise ValueError("the gaussian head has densities, not action probabilities")
+
+    def sample(self, probs: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """(N, d) actions ``mu + exp(log_std) * eps`` from (N, d) standard normals."""
+        mu, log_std = self._split(probs)
+        return mu + np.exp(log_std) * eps
+
+    def greedy(self, probs: np.ndarray) -> np.ndarray:
+        """(N, d) the mean ``mu``."""
+        return self._split(probs)[0].copy()
+
+    def check_actions(self, a: np.ndarray) -> str | None:
+        if a.ndim != 2 or a.shape[1] != self.action_dim:
+            return f"actions must have shape (N, {self.action_dim}), got {a.shape}"
+        if a.dtype.kind not in "biuf":
+            return f"actions must be numbers, got dtype {a.dtype}"
+        if not np.all(np.isfinite(a)):
+            return "actions contain NaN or inf"
+        return None
+
+    def check_action_space(self, space) -> str | None:
+        problem = box_action_problem(space)
+        if problem:
+            return problem
+        if space.shape[0] != self.action_dim:
+            return f"the policy has {self.action_dim} action dimensions but the env has {space}"
+        return None
+
+    def log_prob(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """(N,) ``-sum_i [0.5 ((a_i - mu_i) / sigma_i)^2 + log_std_i + 0.5 log(2 pi)]``."""
+        mu, log_std = self._split(z)
+        u = (a - mu) * np.exp(-log_std)
+        return -np.sum(0.5 * np.square(u) + log_std + 0.5 * LOG_2PI, axis=1)
+
+    def dlog_prob(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """(N, 2d) ``[(a - mu) / sigma^2 | ((a - mu) / sigma)^2 - 1]``."""
+        mu, log_std = self._split(z)
+        inv = np.exp(-log_std)
+        u = (a - mu) * inv
+        return np.concatenate([u * inv, np.square(u) - 1], axis=1)
+
+    def entropy(self, z: np.ndarray) -> np.ndarray:
+        """(N,) ``sum_i (log_std_i + 0.5 log(2 pi e))``."""
+        return np.sum(self._split(z)[1] + 0.5 * (LOG_2PI + 1), axis=1)
+
+    def dentropy(self, z: np.ndarray) -> np.ndarray:
+        """(N, 2d) ``[0 | 1]``."""
+        d = self.action_dim
+        return np.concatenate([np.zeros_like(z[:, :d]), np.ones_like(z[:, d:])], axis=1)
+
+    def prob_stat(self, z: np.ndarray, a: np.ndarray) -> float:
+        """The ``mean_prob`` an update reports: for this head, the mean ``sigma``."""
+        return float(np.mean(np.exp(self._split(z)[1])))
+
+    # ----- the same in TensorFlow ops -----
+
+    def tf_outputs(self, out, weights):
+        tf = _tf()
+        return tf.concat([out, tf.broadcast_to(weights["log_std"], tf.shape(out))], axis=1)
+
+    def tf_logits(self, out):
+        return out
+
+    def tf_probs(self, out):
+        return out
+
+    def tf_log_prob(self, z, a):
+        tf = _tf()
+        mu, log_std = self._split(z)
+        u = (a - mu) * tf.exp(-log_std)
+        return -tf.reduce_sum(0.5 * tf.square(u) + log_std + 0.5 * LOG_2PI, axis=1)
+
+    def tf_entropy(self, z):
+        return _tf().reduce_sum(self._split(z)[1] + 0.5 * (LOG_2PI + 1), axis=1)
+
+    def tf_prob_stat(self, z, a):
+        tf = _tf()
+        return tf.reduce_mean(tf.exp(self._split(z)[1]))
+
+
+def box_action_problem(space) -> str | None:
+    """What keeps a gymnasium action space from being the gaussian head's (a 1-D ``Box`` with
+    finite bounds), or None."""
+    from gymnasium import spaces
+
+    if not isinstance(space, spaces.Box):
+        return f"the gaussian head needs Box actions of shape (d,), got {space}" + (
+            "; pgrl has no MultiDiscrete head" if isinstance(space, spaces.MultiDiscrete) else ""
+        )
+    if len(space.shape) != 1:
+        return f"the gaussian head needs 1-D Box actions (d,), got shape {space.shape}"
+    if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        return (
+            f"the gaussian head needs finite action bounds to clip to, got low {space.low} "
+            f"and high {space.high}"
+        )
+    return None
+
+
 def _discrete(space) -> int | None:
     """``n`` of a gymnasium ``Discrete(n)`` space starting at 0, else None."""
     from gymnasium import spaces
@@ -247,12 +431,15 @@ def _bad(a: np.ndarray, ok):
     return a.dtype if ok is None else a[~ok][:3]
 
 
-DISTRIBUTIONS = {"bernoulli": Bernoulli, "categorical": Categorical}
+DISTRIBUTIONS = {"bernoulli": Bernoulli, "categorical": Categorical, "gaussian": Gaussian}
 HEADS = tuple(DISTRIBUTIONS)
 
 
-def make_distribution(head: str, n_actions: int | None = None) -> Bernoulli | Categorical:
-    """The distribution of ``head`` over ``n_actions`` actions (None: the head's default).
+def make_distribution(
+    head: str, n_actions: int | None = None
+) -> Bernoulli | Categorical | Gaussian:
+    """The distribution of ``head`` over ``n_actions`` actions (None: the head's default; the
+    gaussian head's: its action dimension ``d``).
 
     Raises:
         ValueError: an unknown head, or an action count the head cannot have.

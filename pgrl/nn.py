@@ -78,7 +78,7 @@ def forward(weights: dict, x) -> tuple[list, np.ndarray]:
 
 def backward(weights: dict, hs: list, dout: np.ndarray, strict_mask: bool = False) -> dict:
     """``dL/dW_i`` (and ``dL/db_i``) from ``dout = dL/d(outputs)`` (N, k), in the order of
-    ``weights``.
+    ``weights`` (entries not of the MLP, such as a head's ``log_std``, are left out).
 
     The ReLU backward zeroes ``dh`` where ``h <= 0`` (DESIGN.md, cause 4); ``strict_mask`` (a
     porting mistake ``pgrl diagnose`` models) zeroes it where ``h < 0``, which after the clamp
@@ -93,4 +93,4 @@ def backward(weights: dict, hs: list, dout: np.ndarray, strict_mask: bool = Fals
         if i > 1:
             dh = dh @ weights[f"W{i}"].T
             dh[(h < 0) if strict_mask else (h <= 0)] = 0
-    return {name: grads[name] for name in weights}
+    return {name: grads[name] for name in weights if name in grads}

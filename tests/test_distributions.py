@@ -116,7 +116,7 @@ def test_policy_log_probs_are_the_heads(head, n, backend, request):
 
 
 def test_bad_heads_and_action_counts():
-    assert HEADS == ("bernoulli", "categorical")
+    assert HEADS == ("bernoulli", "categorical", "gaussian")
     with pytest.raises(ValueError, match="head must be one of"):
         make_distribution("gaussian-ish")
     with pytest.raises(ValueError, match="the Bernoulli head has 2 actions"):

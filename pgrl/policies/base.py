@@ -287,16 +287,19 @@ class Policy(Network):
     (:mod:`pgrl.distributions`), trained by REINFORCE.
 
     The Bernoulli head (Karpathy's) has one logit ``z`` and ``p = sigmoid(z) = P(action = 1)``;
-    the categorical head has one logit per action and ``pi = softmax(z)``. The loss is
-    ``L = -sum_t A_t * log pi(a_t | s_t) - entropy_coef * sum_t H(pi(. | s_t))`` (divided by N
-    with ``reduction="mean"``): ``-log pi`` is the binary cross-entropy from logits for the
-    Bernoulli head, the cross-entropy for the categorical one.
+    the categorical head has one logit per action and ``pi = softmax(z)``; the gaussian head a
+    mean ``mu`` per action dimension and a learned ``log_std`` (weights key ``"log_std"``).
+    The loss is ``L = -sum_t A_t * log pi(a_t | s_t) - entropy_coef * sum_t H(pi(. | s_t))``
+    (divided by N with ``reduction="mean"``): ``-log pi`` is the binary cross-entropy from logits
+    for the Bernoulli head, the cross-entropy for the categorical one.
 
     Args (besides :class:`Network`'s; ``bias`` defaults to False, as Karpathy's network):
-        head: ``"bernoulli"`` (one logit, actions 0 and 1) or ``"categorical"`` (``n_actions``
-            logits, softmax).
+        head: ``"bernoulli"`` (one logit, actions 0 and 1), ``"categorical"`` (``n_actions``
+            logits, softmax) or ``"gaussian"`` (``d`` means, ``log_std``; 1-D Box actions).
         n_actions: the number of actions: 2 (or None) for the Bernoulli head, at least 2 for
-            the categorical head.
+            the categorical head; the gaussian head's action dimension ``d``.
+        action_dim: the gaussian head's action dimension ``d`` (the same as ``n_actions``).
+        init_log_std: the gaussian head's initial ``log_std`` (every dimension).
         entropy_coef: weight of the entropy bonus, >= 0 (0: none, Karpathy's).
     """
 
@@ -313,20 +316,45 @@ class Policy(Network):
         n_actions: int | None = None,
         entropy_coef: float = 0.0,
         max_grad_norm: float | None = None,
+        action_dim: int | None = None,
+        init_log_std: float = 0.0,
     ):
-        self.distribution = make_distribution(head, n_actions)
+        if action_dim is not None and n_actions is not None and action_dim != n_actions:
+            raise ValueError(f"action_dim {action_dim!r} and n_actions {n_actions!r} disagree")
+        if action_dim is not None and head != "gaussian":
+            raise ValueError(f"action_dim is the gaussian head's; head is {head!r}")
+        self.distribution = make_distribution(head, n_actions if action_dim is None else action_dim)
         self.head, self.n_actions = head, self.distribution.n_actions
         self.entropy_coef = valid.entropy_coef("entropy_coef", entropy_coef)
+        self.init_log_std = valid.real(
+            "init_log_std", init_log_std, lambda v: abs(v) <= 20, "in [-20, 20]"
+        )
+        if self.init_log_std and head != "gaussian":
+            raise ValueError(f"init_log_std is the gaussian head's; head is {head!r}")
         super().__init__(
             obs_dim, hidden_sizes, optimizer, seed, dtype, reduction, bias, max_grad_norm,
             self.distribution.n_outputs,
         )  # fmt: skip
+        self.shapes.update(self.distribution.params)  # the gaussian head's log_std, last
+
+    @property
+    def action_dim(self) -> int | None:
+        """The gaussian head's action dimension ``d`` (None for the discrete heads)."""
+        return self.n_actions if self.distribution.action_shape else None
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        """The network's initial weights (see :func:`init_weights`), and the gaussian head's
+        ``log_std``, all ``init_log_std``."""
+        weights = super().initial_weights()
+        for name, shape in self.distribution.params.items():
+            weights[name] = np.full(shape, self.init_log_std, dtype=self.dtype)
+        return weights
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(obs_dim={self.obs_dim}, hidden_sizes={self.hidden_sizes}, "
             f"dtype={self.dtype.name!r}, reduction={self.reduction!r}, bias={self.bias}, "
-            f"head={self.head!r}, n_actions={self.n_actions}, "
+            f"head={self.head!r}, n_actions={self.n_actions}, init_log_std={self.init_log_std}, "
             f"entropy_coef={self.entropy_coef}, max_grad_norm={self.max_grad_norm}, "
             f"optimizer={self.optimizer})"
         )
@@ -361,7 +389,9 @@ class Policy(Network):
 
     def sample(self, obs, u: np.ndarray, greedy: bool = False) -> np.ndarray:
         """(N,) actions for (N, obs_dim) ``obs`` from (N,) uniforms ``u`` in [0, 1), one each
-        (see the head's ``sample``); ``greedy``: the most probable actions, ``u`` unused."""
+        (see the head's ``sample``); ``greedy``: the most probable actions, ``u`` unused. The
+        gaussian head: (N, d) actions ``mu + sigma * u`` from (N, d) standard normals ``u``,
+        greedy ``mu``."""
         probs = self._probs(self._check_obs(obs))
         dist = self.distribution
         return dist.greedy(probs) if greedy else dist.sample(probs, u)
@@ -452,15 +482,17 @@ class Policy(Network):
         if old_log_probs is None or clip is None:
             raise ValueError("PPO's surrogate needs both old_log_probs and clip (or neither)")
         old = self._check_vector("old_log_probs", old_log_probs, n)
-        if np.any(old > 0):
+        # a density's log (the gaussian head's, of (N, d) actions) may be positive
+        if not self.distribution.action_shape and np.any(old > 0):
             raise ValueError("old_log_probs must be log-probabilities, <= 0")
         return (*batch, old, self.dtype.type(valid.clip("clip", clip)))
 
     def _check_actions(self, actions, n: int) -> np.ndarray:
         """(n,) valid actions, in the policy's dtype or int64 as the head keeps them."""
         a = np.asarray(actions)
-        if a.shape != (n,):
-            raise ValueError(f"actions must have shape ({n},) to match obs, got {a.shape}")
+        shape = (n, *self.distribution.action_shape)
+        if a.shape != shape:
+            raise ValueError(f"actions must have shape {shape} to match obs, got {a.shape}")
         problem = self.distribution.check_actions(a)
         if problem:
             raise ValueError(problem)

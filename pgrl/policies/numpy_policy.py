@@ -29,8 +29,16 @@ class NumpyNetwork:
         self.step += 1
         return norm
 
+    def _forward(self, obs) -> tuple[list, np.ndarray]:
+        """Activations and outputs (N, k) (:func:`pgrl.nn.forward`)."""
+        return nn.forward(self.params, obs)
+
+    def _backward(self, hs: list, dout: np.ndarray) -> dict[str, np.ndarray]:
+        """``dL/d(every parameter)`` from ``dL/d(outputs)`` (:func:`pgrl.nn.backward`)."""
+        return nn.backward(self.params, hs, dout)
+
     def _outputs(self, obs):
-        return nn.forward(self.params, obs)[1]
+        return self._forward(obs)[1]
 
     def _loss(self, obs, *targets):
         return self._loss_and_dout(self._outputs(obs), *targets)[0]
@@ -44,13 +52,13 @@ class NumpyNetwork:
         return loss, dout
 
     def _gradient_sums(self, obs, *targets):
-        hs, out = nn.forward(self.params, obs)
+        hs, out = self._forward(obs)
         loss, dout = self._sum_loss_and_dout(out, *targets)
-        return nn.backward(self.params, hs, dout), loss, out
+        return self._backward(hs, dout), loss, out
 
     def _gradients(self, obs, *targets):
-        hs, out = nn.forward(self.params, obs)
-        return nn.backward(self.params, hs, self._loss_and_dout(out, *targets)[1])
+        hs, out = self._forward(obs)
+        return self._backward(hs, self._loss_and_dout(out, *targets)[1])
 
     def _get_weights(self):
         return {name: w.copy() for name, w in self.params.items()}
@@ -75,6 +83,17 @@ class NumpyPolicy(NumpyNetwork, Policy):
     """Karpathy's policy network in NumPy; see :class:`pgrl.policies.base.Policy` for arguments."""
 
     backend = "numpy"
+
+    def _forward(self, obs):
+        """Activations, and the head's input: the network's outputs with the head's own
+        parameters (the gaussian head's ``log_std`` columns)."""
+        hs, out = nn.forward(self.params, obs)
+        return hs, self.distribution.outputs(out, self.params)
+
+    def _backward(self, hs, dout):
+        dout, own = self.distribution.param_grads(dout)
+        grads = {**nn.backward(self.params, hs, dout), **own}
+        return {name: grads[name] for name in self.shapes}
 
     def _probs(self, obs):
         dist = self.distribution
@@ -105,13 +124,13 @@ class NumpyPolicy(NumpyNetwork, Policy):
         return loss, dz.reshape(out.shape)
 
     def _update(self, obs, actions, advantages, old_log_probs=None, clip=None):
-        hs, out = nn.forward(self.params, obs)
+        hs, out = self._forward(obs)
         loss, dout = self._loss_and_dout(out, actions, advantages, old_log_probs, clip)
         dist = self.distribution
         z = dist.logits(out)
         stats = {
             "loss": loss,
-            "grad_norm": self._step(nn.backward(self.params, hs, dout)),
+            "grad_norm": self._step(self._backward(hs, dout)),
             "mean_prob": dist.prob_stat(z, actions),
             "entropy": float(np.mean(dist.entropy(z))),
         }
@@ -137,9 +156,9 @@ class NumpyValueNet(NumpyNetwork, ValueNet):
         return float(np.sum(terms)), dv[:, None]
 
     def _update(self, obs, *targets):
-        hs, out = nn.forward(self.params, obs)
+        hs, out = self._forward(obs)
         loss, dout = self._loss_and_dout(out, *targets)
         return {
             "value_loss": loss,
-            "value_grad_norm": self._step(nn.backward(self.params, hs, dout)),
+            "value_grad_norm": self._step(self._backward(hs, dout)),
         }

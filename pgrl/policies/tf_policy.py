@@ -216,6 +216,9 @@ class KerasNetwork:
             self._vars[f"W{i}"] = layer.kernel
             if self.bias:
                 self._vars[f"b{i}"] = layer.bias
+        for name, shape in self.shapes.items():  # the head's own parameters (log_std)
+            if name not in self._vars:
+                self._vars[name] = keras.Variable(np.zeros(shape), dtype=dt, name=name)
         self._var_list = [self._vars[name] for name in self.shapes]
         self.keras_optimizer = KerasRMSprop.from_rmsprop(self.optimizer)
         self.keras_optimizer.build(self._var_list)
@@ -373,22 +376,33 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_keras("logit" if self.distribution.n_outputs == 1 else "logits", "pgrl_policy")
+        names = {"bernoulli": "logit", "categorical": "logits", "gaussian": "mu"}
+        self._init_keras(names[self.distribution.name], "pgrl_policy")
         vec_spec = tf.TensorSpec([None], self.dtype.name)
-        # actions: 0/1 in the policy's dtype (BCE labels) or int64 indices (sparse CE labels)
-        int_spec = tf.TensorSpec([None], tf.int64)
-        action_spec = vec_spec if self.distribution.action_kind == "float" else int_spec
+        # actions: 0/1 in the policy's dtype (BCE labels), int64 indices (sparse CE labels), or
+        # (N, d) in the policy's dtype (gaussian)
+        shape = [None, *self.distribution.action_shape]
+        kind = self.distribution.action_kind
+        action_spec = tf.TensorSpec(shape, self.dtype.name if kind == "float" else tf.int64)
         self._trace(action_spec, vec_spec, log_probs=self._graph_log_probs)
         # PPO: old log-probs and the clip range as well
         self._trace(action_spec, vec_spec, vec_spec, tf.TensorSpec([], self.dtype.name))
 
     # ----- graphs -----
 
+    def _head_outputs(self, weights, obs):
+        """The head's input: the network's outputs with the head's own parameters."""
+        return self.distribution.tf_outputs(forward(self._layers(weights), obs), weights)
+
+    def _eager_outputs(self, obs):
+        out = super()._eager_outputs(obs)
+        return self.distribution.tf_outputs(out, self._snapshot)
+
     def _sum_loss_graph(self, obs, actions, advantages, *ppo):
         """``L`` summed over the steps, from the objective's per-step terms (REINFORCE's, or
         PPO's surrogate with ``old_log_probs``) and the entropy bonus, and the outputs."""
         dist = self.distribution
-        out = forward(self._layers(self._vars), obs)
+        out = self._head_outputs(self._vars, obs)
         z = dist.tf_logits(out)
         log_probs = dist.tf_log_prob(z, actions)
         if ppo:
@@ -416,7 +430,7 @@ class TensorFlowPolicy(KerasNetwork, Policy):
 
     def _graph_log_probs(self, obs, actions):
         dist = self.distribution
-        return dist.tf_log_prob(dist.tf_logits(forward(self._layers(self._vars), obs)), actions)
+        return dist.tf_log_prob(dist.tf_logits(self._head_outputs(self._vars, obs)), actions)
 
     # ----- backend hooks -----
 
