@@ -17,7 +17,7 @@ import numpy as np
 from pgrl import envs
 from pgrl import validate as valid
 from pgrl.config import Config, ConfigError, EnvConfig
-from pgrl.distributions import make_distribution
+from pgrl.distributions import box_action_problem, make_distribution
 from pgrl.envs import make_env
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
@@ -79,11 +79,31 @@ def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
-def env_actions(envs) -> int:
-    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions."""
+def env_actions(envs, cfg: Config | None = None) -> int:
+    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions,
+    or the dimension ``d`` of its ``Box(d,)`` actions (the gaussian head's); with ``cfg``,
+    ConfigError unless its ``policy.head`` fits them."""
     space = envs.single_action_space
+    if cfg is not None:
+        n = 2  # a size every head can have, for spaces of no head's
+        if isinstance(space, gym.spaces.Box) and space.shape:
+            n = int(space.shape[0])
+        elif isinstance(space, gym.spaces.Discrete):
+            n = int(space.n)
+        try:
+            problem = make_distribution(cfg.policy.head, n).check_action_space(space)
+        except ValueError as e:
+            problem = str(e)
+        if problem:
+            head = cfg.policy.head
+            raise ConfigError(f"policy.head = {head!r} does not fit {cfg.env.id}: {problem}")
+    if isinstance(space, gym.spaces.Box):
+        problem = box_action_problem(space)
+        if problem:
+            raise ConfigError(problem)
+        return int(space.shape[0])
     if not isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"env actions must be Discrete(n), got {space}")
+        raise ConfigError(f"env actions must be Discrete(n) or Box(d,), got {space}")
     return int(space.n)
 
 
@@ -95,10 +115,7 @@ def build_policy(
     try:
         n_outputs = make_distribution(p.head, n_actions).n_outputs
     except ValueError as e:
-        raise ConfigError(
-            f"policy.head = {p.head!r} does not fit {cfg.env.id}, which has {n_actions} "
-            f"actions: {e}"
-        ) from None
+        raise ConfigError(f"policy.head = {p.head!r} does not fit {cfg.env.id}: {e}") from None
     n_weights = sum(a * b for a, b in itertools.pairwise([obs_dim, *p.hidden_sizes, n_outputs]))
     # at least: the float64 draw, the weights, RMSprop's averages, the gradients and a copy (the
     # TensorFlow backend's snapshot), and the hidden activations of one step of every env copy
@@ -119,6 +136,7 @@ def build_policy(
         bias=p.bias,
         head=p.head,
         n_actions=n_actions,
+        init_log_std=p.init_log_std,
         entropy_coef=o.entropy_coef,
         max_grad_norm=o.max_grad_norm,
     )

@@ -68,6 +68,9 @@ class EnvConfig:
     # Pong only: ALE action names, e.g. ["NOOP", "UP", "DOWN"] for the categorical head;
     # empty: Karpathy's two actions (1 = UP, 0 = DOWN)
     actions: list[str] = _key([])
+    # observations standardized by their running mean and variance (as Stable-Baselines3's
+    # VecNormalize), updated after every batch; the statistics are saved with the weights
+    normalize_obs: bool = False
 
     def make_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of pgrl.envs.make_env for this env: ``kwargs`` and ``actions``."""
@@ -84,8 +87,11 @@ class PolicyConfig:
     bias: bool = False
     reduction: str = _key("sum", _one_of(valid.REDUCTIONS))
     # "bernoulli": one logit, P(action = 1) (Karpathy's; Discrete(2) envs only);
-    # "categorical": one logit per action of the env's Discrete(n), softmax
+    # "categorical": one logit per action of the env's Discrete(n), softmax;
+    # "gaussian": a mean per dimension of the env's Box(d,) actions and a learned log_std
     head: str = _key("bernoulli", _one_of(HEADS))
+    # the gaussian head's initial log_std, every dimension
+    init_log_std: float = _key(0.0, valid.rule(lambda v: abs(v) <= 20, "in [-20, 20]"))
 
 
 @dataclass
@@ -237,6 +243,16 @@ def _check_together(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: policy.head = 'bernoulli' needs 2 actions, but env.actions has "
             f"{len(actions)} ({', '.join(e.actions)}); set policy.head = 'categorical'"
+        )
+    if cfg.policy.init_log_std and cfg.policy.head != "gaussian":
+        raise ConfigError(
+            f"{where}: policy.init_log_std is the gaussian head's; policy.head is "
+            f"{cfg.policy.head!r}"
+        )
+    if e.normalize_obs and e.id.startswith("ALE/"):
+        raise ConfigError(
+            f"{where}: env.normalize_obs is for small float observations; {e.id}'s are "
+            "frame differences in {-1, 0, 1}"
         )
     if t.algorithm == "ppo" and t.baseline != "value":
         raise ConfigError(

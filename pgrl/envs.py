@@ -1,5 +1,6 @@
-"""Environments with Discrete(n) actions and flat observations: CartPole, Karpathy's Pong, and any
-other gymnasium env of that kind (Acrobot, LunarLander, ...), by its id.
+"""Environments with flat observations and Discrete(n) or Box(d,) actions: CartPole, Karpathy's
+Pong, and any other gymnasium env of that kind (Acrobot, LunarLander, Pendulum, MuJoCo's
+locomotion tasks, ...), by its id.
 
 Pong preprocessing is a stack of small gymnasium wrappers, each usable alone (DESIGN.md,
 "Environments"; semantics of Karpathy's pg-pong gist):
@@ -26,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from pgrl.distributions import box_action_problem
 from pgrl.validate import PONG_ACTION_ALIASES, PONG_ACTIONS, SUPPORTED_ENV_IDS, pong_actions
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "KarpathyScreen",
     "check_binary_env",
     "check_discrete_env",
+    "check_env_spaces",
     "make_env",
     "pong_actions",
 ]
@@ -289,12 +292,32 @@ def check_binary_env(env: gym.Env) -> gym.Env:
 def check_discrete_env(env: gym.Env) -> int:
     """The number of actions ``n`` of an env with ``Discrete(n)`` actions (from 0) and a flat
     ``Box`` observation; ValueError naming the env and the space otherwise."""
-    env_id = _name(env)
     space = env.action_space
     if not (isinstance(space, spaces.Discrete) and space.start == 0 and space.n >= 2):
         raise ValueError(
-            f"pgrl needs Discrete(n) actions numbered from 0 (n >= 2), but {env_id} has action "
-            f"space {space}"
+            f"pgrl needs Discrete(n) actions numbered from 0 (n >= 2), but {_name(env)} has "
+            f"action space {space}"
+        )
+    return check_env_spaces(env)
+
+
+def check_env_spaces(env: gym.Env) -> int:
+    """The number of actions ``n`` of an env with ``Discrete(n)`` actions (from 0), or the
+    dimension ``d`` of its ``Box(d,)`` actions with finite bounds (the gaussian head's), and a
+    flat ``Box`` observation; ValueError naming the env and the space otherwise."""
+    env_id = _name(env)
+    space = env.action_space
+    if isinstance(space, spaces.Box):
+        problem = box_action_problem(space)
+        if problem:
+            raise ValueError(f"{env_id}: {problem}")
+        n = int(space.shape[0])
+    elif isinstance(space, spaces.Discrete) and space.start == 0 and space.n >= 2:
+        n = int(space.n)
+    else:
+        raise ValueError(
+            f"pgrl needs Discrete(n) actions numbered from 0 (n >= 2) or Box(d,) actions, but "
+            f"{env_id} has action space {space}"
         )
     obs_space = env.observation_space
     if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1):
@@ -302,7 +325,7 @@ def check_discrete_env(env: gym.Env) -> int:
             f"pgrl needs flat Box observations (obs_dim,), but {env_id} has observation space "
             f"{obs_space}"
         )
-    return int(space.n)
+    return n
 
 
 def _name(env: gym.Env) -> str:
@@ -323,19 +346,20 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(
             f"unknown env id {env_id!r}{other}; supported: "
             f"{', '.join(map(repr, SUPPORTED_ENV_IDS))}, and gymnasium's registered envs with "
-            "Discrete(n) actions and flat Box observations (no other Atari game)"
+            "Discrete(n) or Box(d,) actions and flat Box observations (no other Atari game)"
         )
 
 
 def make_env(
     env_id: str, seed: int | None = None, actions: Sequence[str] | None = None, **kwargs: Any
 ) -> gym.Env:
-    """Make an env with Discrete(n) actions and a flat observation.
+    """Make an env with Discrete(n) or Box(d,) actions and a flat observation.
 
     Args:
         env_id: ``"CartPole-v1"``, ``"ALE/Pong-v5"`` (obs (6400,) int8 frame difference in
             {-1, 0, 1}, action 1 = UP, 0 = DOWN; an episode is a game to 21), or any other
-            registered gymnasium id with ``Discrete(n)`` actions and a flat ``Box`` observation.
+            registered gymnasium id with ``Discrete(n)`` or ``Box(d,)`` actions (finite
+            bounds) and a flat ``Box`` observation.
         seed: if given, seeds the env's first reset and its action space here once (for Pong
             also ALE's sticky actions); the caller's next ``env.reset()`` continues that stream.
         actions: Pong only: the actions the policy chooses among, by name from
@@ -365,7 +389,7 @@ def make_env(
         else gym.make(env_id, **kwargs)
     )
     try:
-        check_discrete_env(env)
+        check_env_spaces(env)
     except ValueError:
         env.close()
         raise

@@ -332,7 +332,7 @@ def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, tuple]:
     """The policy, the value network (or None), and the generators from the seed: one per env
     slot, and the one that orders PPO's minibatches (``default_rng([seed, 2])``)."""
     obs_dim = int(envs.single_observation_space.shape[0])
-    policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs))
+    policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs, cfg))
     value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
     seed = cfg.train.seed
     return policy, value, (slot_generators(seed, envs.num_envs), np.random.default_rng([seed, 2]))

@@ -15,8 +15,9 @@ each slot playing an episode draws its ``u``, the policy gives ``p = P(action = 
 them (one call), and each takes ``a = u < p``; their ``(obs, a, r)`` are recorded. With the
 categorical head the policy gives the probabilities ``pi`` of all actions, and the same single
 ``u`` picks the first ``k`` with ``u < cumsum(pi)[k]`` (the head's ``sample`` in
-:mod:`pgrl.distributions`). A slot whose episode ended starts its next one, or idles when it has
-played its share.
+:mod:`pgrl.distributions`). The gaussian head draws ``d`` standard normals ``eps`` instead and
+takes ``a = mu + sigma * eps``; the env gets ``a`` clipped to its action bounds, the batch records
+``a``. A slot whose episode ended starts its next one, or idles when it has played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
 only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
@@ -173,7 +174,8 @@ class EpisodeBatch:
     Attributes:
         obs: (T, obs_dim) observation each action was taken on: a dense array in the env's dtype
             (float32 for CartPole), or :class:`SparseRows` for integer observations (Pong).
-        actions: (T,) int8 actions in [0, n_actions) (int64 beyond 128 actions).
+        actions: (T,) int8 actions in [0, n_actions) (int64 beyond 128 actions); the gaussian
+            head's (T, d) float64 actions as sampled (the env got them clipped to its bounds).
         rewards: (T,) float64 reward received after each action.
         ep_bounds: (E + 1,) int64 offsets: episode k is rows ``ep_bounds[k]:ep_bounds[k + 1]``.
         ep_returns: (E,) float64 sum of each episode's rewards.
@@ -292,18 +294,22 @@ def play_slots(
         )
     if len(counts) != n_slots or min(counts) < 0 or sum(counts) < 1:
         raise ValueError(f"counts must give each of {n_slots} envs >= 0 episodes, got {counts}")
+    dist = policy.distribution
     slots = _InProcess(envs) if isinstance(envs, SyncVectorEnv) else _Lockstep(envs)
-    episodes = _Recorder(n_slots, obs_space, progress, policy.distribution.n_actions)
+    episodes = _Recorder(n_slots, obs_space, progress, dist)
     left = list(counts)  # episodes each slot has yet to start
     playing = np.flatnonzero(left)  # slots playing an episode of this batch
     seeds = [_next_seed(rngs, left, counts, j) for j in range(n_slots)]
-    actions = np.zeros(n_slots, dtype=np.int64)  # idle slots (lockstep only) play 0
+    # idle slots (lockstep only) play 0; the gaussian head's actions are clipped for the env
+    actions = np.zeros((n_slots, *dist.action_shape), dtype=episodes.actions.dtype)
+    bounds = _bounds(envs.single_action_space)
     obs = slots.reset(seeds)
     while True:
-        u = np.array([rngs[j].random() for j in playing.tolist()])
+        u = np.array([dist.noise(rngs[j]) for j in playing.tolist()])
         actions[playing] = policy.sample(obs[playing], u)
         episodes.record(obs, actions, playing)
-        obs, rewards, done, truncated = slots.step(actions, playing)
+        sent = actions if bounds is None else np.clip(actions, *bounds)
+        obs, rewards, done, truncated = slots.step(sent, playing)
         ended = episodes.reward(obs, rewards, done, truncated, playing)
         if episodes.n_episodes == sum(counts):  # only needed episodes are started: all ended
             return episodes.build(slots.env_steps)
@@ -314,6 +320,11 @@ def play_slots(
         if done.any():
             seeds = [_next_seed(rngs, left, counts, j) if done[j] else None for j in range(n_slots)]
             obs = slots.reset_done(done, seeds)
+
+
+def _bounds(space) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)`` of Box actions, which the env gets clipped to; None for Discrete."""
+    return (space.low, space.high) if isinstance(space, spaces.Box) else None
 
 
 def _next_seed(rngs, left: list[int], counts: list[int], j: int) -> int | None:
@@ -390,12 +401,16 @@ class _Recorder:
     for integer observations compressed to SparseRows) when full or when the episode ends;
     finished episodes are concatenated once, at the end."""
 
-    def __init__(self, num_envs: int, obs_space: spaces.Box, progress, n_actions: int = 2):
+    def __init__(self, num_envs: int, obs_space: spaces.Box, progress, dist):
         self.sparse = np.issubdtype(obs_space.dtype, np.integer)
         self.progress = progress
         self.obs = np.zeros((num_envs, CHUNK_ROWS, *obs_space.shape), dtype=obs_space.dtype)
-        action_dtype = np.int8 if n_actions <= np.iinfo(np.int8).max + 1 else np.int64
-        self.actions = np.zeros((num_envs, CHUNK_ROWS), dtype=action_dtype)
+        if dist.action_shape:  # the gaussian head's (d,) actions, as sampled
+            action_dtype = np.float64
+        else:
+            action_dtype = np.int8 if dist.n_actions <= np.iinfo(np.int8).max + 1 else np.int64
+        shape = (num_envs, CHUNK_ROWS, *dist.action_shape)
+        self.actions = np.zeros(shape, dtype=action_dtype)
         self.rewards = np.zeros((num_envs, CHUNK_ROWS), dtype=np.float64)
         self.rows = [0] * num_envs  # rows filled in each env's chunk
         self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far

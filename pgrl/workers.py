@@ -65,7 +65,7 @@ class RolloutWorker:
         self.policy = self.value = self.slots = None
         if networks:
             obs_dim = int(self.envs.single_observation_space.shape[0])
-            self.policy = build_policy(cfg, obs_dim, backend, env_actions(self.envs))
+            self.policy = build_policy(cfg, obs_dim, backend, env_actions(self.envs, cfg))
             if cfg.train.baseline == "value":
                 self.value = build_value_net(cfg, obs_dim, backend)
 
