@@ -19,6 +19,7 @@ from pgrl import validate as valid
 from pgrl.config import Config, ConfigError, EnvConfig
 from pgrl.distributions import box_action_problem, make_distribution
 from pgrl.envs import make_env
+from pgrl.normalize import ObsNormalizer
 from pgrl.optim import RMSprop
 from pgrl.policies import Policy, ValueNet, make_policy, make_value_net
 from pgrl.rollout import CHUNK_ROWS, make_vector_env
@@ -125,7 +126,7 @@ def build_policy(
             f"policy.hidden_sizes {p.hidden_sizes}: {n_weights:,} weights, at least "
             f"{need / 2**30:,.1f} GiB to train, more than this machine's memory holds"
         )
-    return make_policy(
+    policy = make_policy(
         backend or p.backend,
         obs_dim=obs_dim,
         hidden_sizes=tuple(p.hidden_sizes),
@@ -140,12 +141,18 @@ def build_policy(
         entropy_coef=o.entropy_coef,
         max_grad_norm=o.max_grad_norm,
     )
+    if cfg.env.normalize_obs:
+        policy.obs_norm = ObsNormalizer(obs_dim)
+    return policy
 
 
-def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> ValueNet:
-    """The ``[value]`` section's network, in the policy's backend, dtype and reduction."""
+def build_value_net(
+    cfg: Config, obs_dim: int, backend: str | None = None, policy: Policy | None = None
+) -> ValueNet:
+    """The ``[value]`` section's network, in the policy's backend, dtype and reduction; it
+    shares ``policy``'s observation statistics (``env.normalize_obs``)."""
     v = cfg.value
-    return make_value_net(
+    value = make_value_net(
         backend or cfg.policy.backend,
         obs_dim=obs_dim,
         hidden_sizes=tuple(v.hidden_sizes),
@@ -156,6 +163,8 @@ def build_value_net(cfg: Config, obs_dim: int, backend: str | None = None) -> Va
         bias=v.bias,
         max_grad_norm=v.max_grad_norm,
     )
+    value.obs_norm = None if policy is None else policy.obs_norm
+    return value
 
 
 def _memory_bytes() -> int:

@@ -8,8 +8,10 @@ A weights file (``pgrl export``, e.g. the shipped ``pgrl/pretrained/pong.npz``) 
 ``w_<name>`` weights, the config they were trained with, and a few facts about the run (JSON):
 everything ``pgrl eval`` and :func:`pgrl.load_policy` need. Both kinds load into either backend.
 
-Both record the policy's ``head`` and ``n_actions`` (files without them hold a Bernoulli policy),
-and load only into a policy of the same head and action count.
+Both record the policy's ``head`` and ``n_actions`` (files without them hold a Bernoulli policy;
+the gaussian head's ``n_actions`` is its action dimension), and load only into a policy of the
+same head and action count. A policy trained with ``env.normalize_obs`` also leaves its
+observation statistics in both (``obs_mean``, ``obs_var``, ``obs_count``: :mod:`pgrl.normalize`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from pgrl.atomic import write_atomic
 from pgrl.config import ConfigError
 from pgrl.distributions import Bernoulli, make_distribution
+from pgrl.normalize import KEYS as OBS_NORM_KEYS
 from pgrl.pretrained import resolve
 from pgrl.validate import BACKENDS
 
@@ -58,6 +61,8 @@ def save_checkpoint(
     arrays["config"] = np.array(config_toml)
     arrays["backend"], arrays["head"] = np.array(policy.backend), np.array(policy.head)
     arrays["n_actions"] = np.int64(policy.n_actions)
+    if policy.obs_norm is not None:
+        arrays.update(policy.obs_norm.state())
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
@@ -154,8 +159,10 @@ def save_weights(
     info: dict,
     head: str = "bernoulli",
     n_actions: int = 2,
+    obs_norm: dict | None = None,
 ) -> None:
-    """Write a compressed weights file atomically."""
+    """Write a compressed weights file atomically; ``obs_norm``: the policy's observation
+    statistics (:meth:`pgrl.normalize.ObsNormalizer.state`), if it has them."""
     arrays: dict[str, np.ndarray] = {
         "kind": np.array(WEIGHTS_KIND),
         "format_version": np.int64(FORMAT_VERSION),
@@ -165,6 +172,7 @@ def save_weights(
         "n_actions": np.int64(n_actions),
     }
     arrays.update({f"w_{k}": np.asarray(v) for k, v in weights.items()})
+    arrays.update(obs_norm or {})
     write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
@@ -213,7 +221,7 @@ def load_weights(path: str | Path) -> dict:
     data = _read_npz(path, "checkpoint or weights file")
     if "kind" not in data:
         ckpt = load_checkpoint(path)
-        keys = ("weights", "config", "optimizer_state", "head", "n_actions")
+        keys = ("weights", "config", "optimizer_state", "head", "n_actions", "obs_norm")
         info = {k: ckpt["state"][k] for k in (*COUNTERS, "running_return")}
         return {"info": info, **{k: ckpt[k] for k in keys}}
     if str(data["kind"]) != WEIGHTS_KIND:
@@ -234,7 +242,13 @@ def load_weights(path: str | Path) -> dict:
         "optimizer_state": {},
         "head": head,
         "n_actions": n_actions,
+        "obs_norm": _obs_norm(data),
     }
+
+
+def _obs_norm(data: dict) -> dict:
+    """The observation statistics a file holds (empty if none)."""
+    return {k: data[k] for k in OBS_NORM_KEYS if k in data}
 
 
 # what a checkpoint holds besides its arrays
@@ -301,6 +315,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return {
         "head": head,
         "n_actions": n_actions,
+        "obs_norm": _obs_norm(data),
         "weights": weights,
         "optimizer_state": {k[4:]: v for k, v in data.items() if k.startswith("opt_")},
         "value_weights": value_weights,
@@ -322,6 +337,21 @@ def restore_policy(policy, checkpoint: dict, path: str | Path, optimizer: bool =
             f"{policy.head} with {policy.n_actions} actions"
         )
     state = checkpoint["optimizer_state"] if optimizer else None
+    stats = checkpoint.get("obs_norm") or {}
+    if policy.obs_norm is None and stats:
+        raise CheckpointError(
+            f"{path}: was trained on normalized observations (env.normalize_obs = true), but "
+            "this policy has no observation statistics"
+        )
+    if policy.obs_norm is not None:
+        if not stats:
+            raise CheckpointError(
+                f"{path}: holds no observation statistics (trained without env.normalize_obs)"
+            )
+        try:
+            policy.obs_norm.set_state(stats)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     _load(policy, checkpoint["weights"], state, f"{path}: does not fit this network")
 
 

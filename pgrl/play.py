@@ -25,6 +25,7 @@ from pgrl.checkpoint import (
     save_weights,
 )
 from pgrl.config import Config, ConfigError, from_dict
+from pgrl.rollout import env_actions
 
 
 def _read_playable(source: str | Path) -> tuple[Path, dict, Config]:
@@ -114,7 +115,8 @@ def export_weights(
     info = {"source_backend": ckpt["backend"], **{k: ckpt["state"][k] for k in facts}, "note": note}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(out, weights, cfg.to_toml(), info, policy.head, policy.n_actions)
+        stats = None if policy.obs_norm is None else policy.obs_norm.state()
+        save_weights(out, weights, cfg.to_toml(), info, policy.head, policy.n_actions, stats)
     except OSError as e:
         raise ConfigError(f"{out}: cannot write ({e})") from None
     return info
@@ -132,8 +134,9 @@ def evaluate(
 ) -> dict:
     """Play ``episodes`` episodes with a checkpoint's, weights file's or shipped policy.
 
-    Episode ``k`` starts from ``env.reset(seed=seed + k)``; actions are ``p > 0.5`` (greedy) or
-    sampled from one generator seeded with ``seed``.
+    Episode ``k`` starts from ``env.reset(seed=seed + k)``; actions are the most probable ones
+    (greedy: ``p > 0.5``; the gaussian head's ``mu``) or sampled from one generator seeded with
+    ``seed``.
 
     Returns:
         dict with ``returns`` (list), ``mean``, ``std``, ``lengths``, ``wins`` (episodes with a
@@ -145,8 +148,10 @@ def evaluate(
     env = _make_env(cfg, dict(cfg.env.make_kwargs(), **(env_kwargs or {})), render=gif is not None)
     try:
         obs_dim = int(np.prod(env.observation_space.shape))
-        n_actions = int(getattr(env.action_space, "n", 2))
-        policy = _policy_of(path, cfg, obs_dim, backend, n_actions)
+        policy = _policy_of(path, cfg, obs_dim, backend, data["n_actions"])
+        problem = policy.distribution.check_action_space(env.action_space)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
         restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     except BaseException:
         env.close()
@@ -194,8 +199,13 @@ def play_episode(env, policy, seed: int, greedy: bool, rng, frames: list | None 
     while not done:
         if frames is not None:
             frames.append(env.render())
-        u = None if greedy else np.array([rng.random()])
-        action = int(policy.sample(obs[None], u, greedy=greedy)[0])
+        dist = policy.distribution
+        u = None if greedy else np.array([dist.noise(rng)])
+        action = policy.sample(obs[None], u, greedy=greedy)[0]
+        if dist.action_shape:  # the gaussian head's: clipped to the env's bounds
+            action = env_actions(action, env.action_space)
+        else:
+            action = int(action)
         obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         length += 1

@@ -37,7 +37,7 @@ from pgrl.returns import (
 )
 from pgrl.rollout import EpisodeBatch, RolloutError, slot_generators, slot_states
 from pgrl.rundir import RunDir, RunState
-from pgrl.slots import Slots, add_in_order, bootstrap_values
+from pgrl.slots import Slots, add_in_order, bootstrap_values, slot_obs_moments
 from pgrl.sparse import take_rows
 from pgrl.workers import make_runner
 
@@ -62,7 +62,7 @@ def reinforce_update(policy: Policy, value: ValueNet | None, slots, cfg: Config)
     """
     if isinstance(slots, EpisodeBatch):
         slots = Slots(slots, policy, value, cfg)
-    center, scale = center_and_scale(pool_moments(x for x, _ in slots.moments))
+    center, scale = center_and_scale(pool_moments(m[0] for m in slots.moments))
     parts = slots.gradients(center, scale)
     stats = _step(policy, [p for p, _ in parts])
     if value is not None:
@@ -70,7 +70,9 @@ def reinforce_update(policy: Policy, value: ValueNet | None, slots, cfg: Config)
         for _ in range(cfg.value.steps - 1):
             fit.append(_step(value, slots.value_gradients(value)))
         stats.update(fit[0])
-        stats["explained_variance"] = pooled_explained_variance(slots.moments)
+        stats["explained_variance"] = pooled_explained_variance(m[:2] for m in slots.moments)
+    if policy.obs_norm is not None:  # after the steps, which saw the statistics of the play
+        policy.obs_norm.update(m[2] for m in slots.moments)
     return stats
 
 
@@ -139,6 +141,8 @@ def ppo_update(
     stats = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
     stats["explained_variance"] = explained_variance(values, targets)
     stats["epochs"] = epochs
+    if policy.obs_norm is not None:  # after the steps, which saw the statistics of the play
+        policy.obs_norm.update(slot_obs_moments(batch))
     return stats
 
 
@@ -333,7 +337,7 @@ def _build(cfg: Config, envs) -> tuple[Policy, ValueNet | None, tuple]:
     slot, and the one that orders PPO's minibatches (``default_rng([seed, 2])``)."""
     obs_dim = int(envs.single_observation_space.shape[0])
     policy = build_policy(cfg, obs_dim, n_actions=env_actions(envs, cfg))
-    value = build_value_net(cfg, obs_dim) if cfg.train.baseline == "value" else None
+    value = build_value_net(cfg, obs_dim, policy=policy) if cfg.train.baseline == "value" else None
     seed = cfg.train.seed
     return policy, value, (slot_generators(seed, envs.num_envs), np.random.default_rng([seed, 2]))
 

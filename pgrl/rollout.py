@@ -302,13 +302,13 @@ def play_slots(
     seeds = [_next_seed(rngs, left, counts, j) for j in range(n_slots)]
     # idle slots (lockstep only) play 0; the gaussian head's actions are clipped for the env
     actions = np.zeros((n_slots, *dist.action_shape), dtype=episodes.actions.dtype)
-    bounds = _bounds(envs.single_action_space)
+    box = envs.single_action_space if isinstance(envs.single_action_space, spaces.Box) else None
     obs = slots.reset(seeds)
     while True:
         u = np.array([dist.noise(rngs[j]) for j in playing.tolist()])
         actions[playing] = policy.sample(obs[playing], u)
         episodes.record(obs, actions, playing)
-        sent = actions if bounds is None else np.clip(actions, *bounds)
+        sent = actions if box is None else env_actions(actions, box)
         obs, rewards, done, truncated = slots.step(sent, playing)
         ended = episodes.reward(obs, rewards, done, truncated, playing)
         if episodes.n_episodes == sum(counts):  # only needed episodes are started: all ended
@@ -322,9 +322,12 @@ def play_slots(
             obs = slots.reset_done(done, seeds)
 
 
-def _bounds(space) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(low, high)`` of Box actions, which the env gets clipped to; None for Discrete."""
-    return (space.low, space.high) if isinstance(space, spaces.Box) else None
+def env_actions(actions: np.ndarray, space) -> np.ndarray:
+    """What the env gets for the gaussian head's actions: ``clip(a, low, high)`` in the action
+    space's dtype (float32 for gymnasium's). Rounding to that dtype also keeps the backends'
+    episodes identical: their ``mu`` may differ in the last float64 bits, which a float32 action
+    absorbs."""
+    return np.clip(actions, space.low, space.high).astype(space.dtype)
 
 
 def _next_seed(rngs, left: list[int], counts: list[int], j: int) -> int | None:

@@ -3,8 +3,9 @@
 A batch's gradient is a sum over its steps, so it is the sum of its slots' parts. A rollout
 worker keeps its slots' episodes and gives, per slot:
 
-1. after playing, the moments of ``x_t = G_t - V(s_t)`` (``G_t`` without a value network), and
-   of ``G_t``: the learner pools them, in slot order, into the batch's mean and std;
+1. after playing, the moments of ``x_t = G_t - V(s_t)`` (``G_t`` without a value network), of
+   ``G_t`` and (``env.normalize_obs``) of the observations: the learner pools them, in slot
+   order, into the batch's mean and std (and the observation statistics, after the update);
 2. with that mean and std, the slot's policy gradient of ``sum_t A_t * -log pi(a_t | s_t)`` (minus
    the entropy bonus), summed over its steps, and the value fit's gradient at the weights that
    played the batch;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pgrl.config import Config
+from pgrl.normalize import obs_moments
 from pgrl.returns import batch_returns, moments, standardize_advantages
 from pgrl.rollout import EpisodeBatch
 from pgrl.sparse import take_rows
@@ -46,8 +48,10 @@ class Slots:
             ``value.bootstrap``).
 
     Attributes:
-        moments: per slot with episodes, in slot order: ``(moments of x, moments of G)``
-            (:func:`pgrl.returns.moments`).
+        moments: per slot with episodes, in slot order: ``(moments of x, moments of G, moments
+            of the observations)`` (:func:`pgrl.returns.moments`; the last
+            :func:`pgrl.normalize.obs_moments` of the raw observations, None without
+            ``policy.obs_norm``).
     """
 
     def __init__(self, batch: EpisodeBatch, policy, value, cfg: Config):
@@ -64,7 +68,11 @@ class Slots:
             # x's and G's for the explained variance
             pooled = t.standardize == "batch" or value is not None
             self.moments.append(
-                (moments(x if pooled else ()), moments(g if value is not None else ()))
+                (
+                    moments(x if pooled else ()),
+                    moments(g if value is not None else ()),
+                    None if policy.obs_norm is None else obs_moments(part.obs),
+                )
             )
 
     def gradients(self, center: float, scale: float) -> list[tuple[tuple, tuple | None]]:
@@ -86,6 +94,13 @@ class Slots:
         """Per slot: ``value.gradient_sums`` for targets ``G`` (``value``: the value net at its
         weights of the moment, this object's or a copy)."""
         return [value.gradient_sums(part.obs, g) for part, g, _ in self.parts]
+
+
+def slot_obs_moments(batch: EpisodeBatch) -> list[tuple]:
+    """Per slot with episodes, in slot order: :func:`pgrl.normalize.obs_moments` of its raw
+    observations (what :class:`Slots` gives as the last of its moments)."""
+    slots = np.unique(batch.ep_env).tolist()
+    return [obs_moments(_Part(batch, np.flatnonzero(batch.ep_env == s)).obs) for s in slots]
 
 
 class _Part:

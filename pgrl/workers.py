@@ -67,18 +67,23 @@ class RolloutWorker:
             obs_dim = int(self.envs.single_observation_space.shape[0])
             self.policy = build_policy(cfg, obs_dim, backend, env_actions(self.envs, cfg))
             if cfg.train.baseline == "value":
-                self.value = build_value_net(cfg, obs_dim, backend)
+                self.value = build_value_net(cfg, obs_dim, backend, self.policy)
 
-    def play(self, weights, value_weights, states: list, counts: list[int], episodes: bool):
+    def play(
+        self, weights, value_weights, states: list, counts: list[int], episodes: bool, obs_norm=None
+    ):
         """Slot ``j`` plays ``counts[j]`` episodes from generator state ``states[j]`` with these
-        weights (None: as they are). Returns ``(batch, moments, new states, seconds)``: with
-        ``episodes`` the batch itself; otherwise its rows without observations and the slots'
-        moments (:class:`pgrl.slots.Slots`), the slots kept for :meth:`gradients`."""
+        weights and observation statistics (None: as they are). Returns ``(batch, moments, new
+        states, seconds)``: with ``episodes`` the batch itself; otherwise its rows without
+        observations and the slots' moments (:class:`pgrl.slots.Slots`), the slots kept for
+        :meth:`gradients`."""
         t0 = time.perf_counter()
         if weights is not None:
             self.policy.set_weights(weights)
         if value_weights is not None:
             self.value.set_weights(value_weights)
+        if obs_norm is not None:
+            self.policy.obs_norm.set_state(obs_norm)
         rngs = [np.random.default_rng() for _ in states]
         set_slot_states(rngs, {"slots": states})
         batch = play_slots(self.envs, self.policy, rngs, counts)
@@ -208,12 +213,13 @@ class RemoteRunner:
         t0 = time.perf_counter()
         weights = self._share(policy.get_weights())
         value_weights = None if value is None else self._share(value.get_weights())
+        obs_norm = None if policy.obs_norm is None else policy.obs_norm.state()
         self.timing = {"broadcast": time.perf_counter() - t0, "gradient": 0.0, "transfer": 0.0}
         states = slot_states(rngs)["slots"]
         counts = episode_counts(n_episodes, self.num_envs)
         mine = [slice(w * self.k, (w + 1) * self.k) for w in range(self.n_workers)]
         self._played = {
-            w: (weights, value_weights, states[mine[w]], counts[mine[w]], episodes)
+            w: (weights, value_weights, states[mine[w]], counts[mine[w]], episodes, obs_norm)
             for w in range(self.n_workers)
             if sum(counts[mine[w]])
         }

@@ -71,7 +71,7 @@ def test_slot_parts_add_up_to_the_whole_batch_gradient(backend, mode, reduction)
     expected = policy.gradients(batch.obs, batch.actions, advantages)
     expected_value = value.gradients(batch.obs, returns)
 
-    center, scale = center_and_scale(pool_moments(x for x, _ in slots.moments))
+    center, scale = center_and_scale(pool_moments(m[0] for m in slots.moments))
     parts = slots.gradients(center, scale)
     grads, sums = add_in_order([p for p, _ in parts])
     value_grads, _ = add_in_order([v for _, v in parts])

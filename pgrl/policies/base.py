@@ -116,6 +116,8 @@ class Network:
         self.bias = bool(bias)
         self.max_grad_norm = valid.max_grad_norm("max_grad_norm", max_grad_norm)
         self.shapes = weight_shapes(self.obs_dim, self.hidden_sizes, self.bias, n_outputs)
+        # an ObsNormalizer (pgrl.normalize) applied to every observation given, or None
+        self.obs_norm = None
         limit_blas()  # one thread per NumPy product by default: see pgrl.policies.threads
 
     def initial_weights(self) -> dict[str, np.ndarray]:
@@ -201,11 +203,14 @@ class Network:
         return out
 
     def _check_obs(self, obs) -> np.ndarray | SparseRows:
-        """(N, obs_dim) finite array of the network's dtype, or SparseRows of that width.
+        """(N, obs_dim) finite array of the network's dtype, or SparseRows of that width;
+        normalized by ``obs_norm`` when it is set.
 
         Integer observations (Pong's int8 frame differences) are kept as they are: the backends
         cast what they touch, and the NumPy one touches only the nonzeros.
         """
+        if isinstance(obs, SparseRows) and self.obs_norm is not None:
+            raise ValueError("obs_norm normalizes dense observations, not SparseRows")
         if isinstance(obs, SparseRows):
             if obs.n_cols != self.obs_dim:
                 raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {obs.shape}")
@@ -218,13 +223,13 @@ class Network:
             raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {x.shape}{hint}")
         if x.dtype.kind not in "biuf":
             raise ValueError(f"obs must be numeric, got dtype {x.dtype}")
-        if x.dtype.kind in "iu":
+        if x.dtype.kind in "iu" and self.obs_norm is None:
             return x
         with np.errstate(over="ignore"):
             x = x.astype(self.dtype, copy=False)
         if not np.isfinite(x).all():  # after the cast: 1e300 is inf in float32
             raise ValueError(f"obs contains NaN or inf (in {self.dtype.name})")
-        return x
+        return x if self.obs_norm is None else self.obs_norm(x).astype(self.dtype)
 
     def _check_vector(self, name: str, values, n: int) -> np.ndarray:
         """(n,) finite numbers in the network's dtype, or ValueError naming ``name``."""
