@@ -92,9 +92,10 @@ def env_actions(envs, cfg: Config | None = None) -> int:
         elif isinstance(space, gym.spaces.Discrete):
             n = int(space.n)
         try:
-            problem = make_distribution(cfg.policy.head, n).check_action_space(space)
-        except ValueError as e:
-            problem = str(e)
+            dist = make_distribution(cfg.policy.head, n)
+        except ValueError:  # a size this head cannot have: its space says why
+            dist = make_distribution(cfg.policy.head, 2)
+        problem = dist.check_action_space(space)
         if problem:
             head = cfg.policy.head
             raise ConfigError(f"policy.head = {head!r} does not fit {cfg.env.id}: {problem}")

@@ -33,6 +33,8 @@ _tf_module = None
 class _Discrete:
     """What the discrete heads share: one uniform per action, no parameters of their own."""
 
+    sample_rows_alone = False  # a last-bit change of p changes ``u < p`` with odds ~1e-16
+
     def noise(self, rng: np.random.Generator) -> float:
         """The draw behind one action: a uniform in [0, 1)."""
         return rng.random()
@@ -271,6 +273,10 @@ class Gaussian:
 
     name = "gaussian"
     action_kind = "float"
+    # an action is mu itself plus noise, so its last bits are mu's, and a matrix product's last
+    # bits depend on how many rows it has (BLAS picks its kernel by size): the rollout asks for
+    # one row at a time, so that a slot's actions do not depend on the slots beside it
+    sample_rows_alone = True
 
     def __init__(self, n_actions: int | None = None):
         if n_actions is None:

@@ -175,7 +175,11 @@ class EpisodeBatch:
         obs: (T, obs_dim) observation each action was taken on: a dense array in the env's dtype
             (float32 for CartPole), or :class:`SparseRows` for integer observations (Pong).
         actions: (T,) int8 actions in [0, n_actions) (int64 beyond 128 actions); the gaussian
-            head's (T, d) float64 actions as sampled (the env got them clipped to its bounds).
+            head's (T, d) actions as sampled, in float32 (gymnasium's action dtype; the env got
+            them clipped to its bounds). float32 also keeps every runner's and both backends'
+            episodes the same: ``mu`` of a batch of 4 rows and of 2 may differ in the last
+            float64 bits (the matrix product's kernel depends on its size), which the rounding
+            absorbs.
         rewards: (T,) float64 reward received after each action.
         ep_bounds: (E + 1,) int64 offsets: episode k is rows ``ep_bounds[k]:ep_bounds[k + 1]``.
         ep_returns: (E,) float64 sum of each episode's rewards.
@@ -306,7 +310,11 @@ def play_slots(
     obs = slots.reset(seeds)
     while True:
         u = np.array([dist.noise(rngs[j]) for j in playing.tolist()])
-        actions[playing] = policy.sample(obs[playing], u)
+        if dist.sample_rows_alone:
+            for k, j in enumerate(playing.tolist()):
+                actions[j] = policy.sample(obs[j : j + 1], u[k : k + 1])[0]
+        else:
+            actions[playing] = policy.sample(obs[playing], u)
         episodes.record(obs, actions, playing)
         sent = actions if box is None else env_actions(actions, box)
         obs, rewards, done, truncated = slots.step(sent, playing)
@@ -322,12 +330,23 @@ def play_slots(
             obs = slots.reset_done(done, seeds)
 
 
+# The env gets the gaussian head's actions on a grid of this many steps across its bounds.
+ACTION_STEPS = 2**20
+
+
 def env_actions(actions: np.ndarray, space) -> np.ndarray:
-    """What the env gets for the gaussian head's actions: ``clip(a, low, high)`` in the action
-    space's dtype (float32 for gymnasium's). Rounding to that dtype also keeps the backends'
-    episodes identical: their ``mu`` may differ in the last float64 bits, which a float32 action
-    absorbs."""
-    return np.clip(actions, space.low, space.high).astype(space.dtype)
+    """What the env gets for the gaussian head's actions: ``clip(a, low, high)`` rounded to the
+    nearest of :data:`ACTION_STEPS` steps across ``[low, high]`` (a millionth of the range),
+    in the action space's dtype.
+
+    The grid keeps the backends' episodes the same: their weights, and so their ``mu``, differ
+    in the last float64 bits (their matrix products add in different orders), and a float32
+    action alone would pass that on whenever ``a`` is near 0, where float32's steps are finer
+    than the difference."""
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    step = (high - low) / ACTION_STEPS
+    k = np.round((np.clip(actions, low, high) - low) / step)
+    return (low + k * step).astype(space.dtype)
 
 
 def _next_seed(rngs, left: list[int], counts: list[int], j: int) -> int | None:
@@ -408,8 +427,8 @@ class _Recorder:
         self.sparse = np.issubdtype(obs_space.dtype, np.integer)
         self.progress = progress
         self.obs = np.zeros((num_envs, CHUNK_ROWS, *obs_space.shape), dtype=obs_space.dtype)
-        if dist.action_shape:  # the gaussian head's (d,) actions, as sampled
-            action_dtype = np.float64
+        if dist.action_shape:  # the gaussian head's (d,) actions, as sampled, in float32
+            action_dtype = np.float32
         else:
             action_dtype = np.int8 if dist.n_actions <= np.iinfo(np.int8).max + 1 else np.int64
         shape = (num_envs, CHUNK_ROWS, *dist.action_shape)
