@@ -389,3 +389,29 @@ def test_heads_that_do_not_fit_the_env_are_one_line_errors(tmp_path):
     policy = make_policy("numpy", 3, head="gaussian", action_dim=2)
     with pytest.raises(ValueError, match="2 action dimensions"):
         play_slots(vec, policy, slot_generators(0, 1), [1])
+
+
+CONTINUOUS = [
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "LunarLanderContinuous-v3",
+    "BipedalWalker-v3",
+    "InvertedPendulum-v5",
+    "Hopper-v5",
+    "HalfCheetah-v5",
+]
+
+
+@pytest.mark.parametrize("env_id", CONTINUOUS)
+def test_continuous_envs_pass_gymnasiums_checker_and_play(env_id):
+    from gymnasium.utils.env_checker import check_env
+
+    env = make_env(env_id)
+    check_env(env.unwrapped, skip_render_check=True)  # the env itself, without gym.make's wrappers
+    d, obs_dim = env.action_space.shape[0], env.observation_space.shape[0]
+    env.close()
+    envs = make_vector_env(env_id, 2, max_episode_steps=30)
+    policy = make_policy("numpy", obs_dim, hidden_sizes=(8,), head="gaussian", action_dim=d)
+    batch = play_slots(envs, policy, slot_generators(0, 2), [1, 1])
+    envs.close()
+    assert batch.actions.shape == (batch.steps, d) and batch.n_episodes == 2
