@@ -320,8 +320,11 @@ def test_export_load_and_eval_keep_the_statistics(tmp_path):
     fresh.set_weights(ckpt["weights"])
     # the weights file holds float32 weights (pgrl export's default)
     np.testing.assert_allclose(policy.logits(obs), fresh.logits(expected), rtol=1e-6)
-    result = evaluate(tmp_path / "w.npz", episodes=2)
+    result = evaluate(tmp_path / "w.npz", episodes=2, gif=tmp_path / "pendulum.gif")
     assert len(result["returns"]) == 2 and all(n == 200 for n in result["lengths"])
+    assert (tmp_path / "pendulum.gif").read_bytes()[:6] == b"GIF89a"
+    sampled = evaluate(tmp_path / "w.npz", episodes=2, greedy=False, backend="tensorflow")
+    assert sampled["returns"] != result["returns"]
     # the statistics are part of the policy: a file without them does not load into it
     ckpt_without = dict(ckpt, obs_norm={})
     from pgrl.checkpoint import CheckpointError, restore_policy
