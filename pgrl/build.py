@@ -40,13 +40,14 @@ def _env_errors(e: EnvConfig):
 
 def check_env_id(cfg: Config) -> None:
     """ConfigError unless pgrl can make the config's env (its id, ``env.kwargs`` and spaces,
-    made once), before any run starts. An Atari env whose package is not installed here is
-    checked by id only: rollout workers elsewhere may have it."""
+    made once) and its ``policy.head`` plays the env's actions, before any run starts. An Atari
+    env whose package is not installed here is checked by id only: rollout workers elsewhere may
+    have it."""
     with _env_errors(cfg.env):
         envs.check_env_id(cfg.env.id)
     if cfg.env.id.startswith("ALE/") and importlib.util.find_spec("ale_py") is None:
         return
-    env_spaces(cfg)
+    check_head(cfg, env_spaces(cfg)[1])
 
 
 def make_envs(cfg: Config, num_envs: int | None = None) -> gym.vector.VectorEnv:
@@ -86,19 +87,7 @@ def env_actions(envs, cfg: Config | None = None) -> int:
     ConfigError unless its ``policy.head`` fits them."""
     space = envs.single_action_space
     if cfg is not None:
-        n = 2  # a size every head can have, for spaces of no head's
-        if isinstance(space, gym.spaces.Box) and space.shape:
-            n = int(space.shape[0])
-        elif isinstance(space, gym.spaces.Discrete):
-            n = int(space.n)
-        try:
-            dist = make_distribution(cfg.policy.head, n)
-        except ValueError:  # a size this head cannot have: its space says why
-            dist = make_distribution(cfg.policy.head, 2)
-        problem = dist.check_action_space(space)
-        if problem:
-            head = cfg.policy.head
-            raise ConfigError(f"policy.head = {head!r} does not fit {cfg.env.id}: {problem}")
+        check_head(cfg, space)
     if isinstance(space, gym.spaces.Box):
         problem = box_action_problem(space)
         if problem:
@@ -107,6 +96,22 @@ def env_actions(envs, cfg: Config | None = None) -> int:
     if not isinstance(space, gym.spaces.Discrete):
         raise ConfigError(f"env actions must be Discrete(n) or Box(d,), got {space}")
     return int(space.n)
+
+
+def check_head(cfg: Config, space: gym.Space) -> None:
+    """ConfigError unless ``policy.head`` plays the action space ``space`` of ``env.id``."""
+    n = 2  # a size every head can have, for spaces of no head's
+    if isinstance(space, gym.spaces.Box) and space.shape:
+        n = int(space.shape[0])
+    elif isinstance(space, gym.spaces.Discrete):
+        n = int(space.n)
+    try:
+        dist = make_distribution(cfg.policy.head, n)
+    except ValueError:  # a size this head cannot have: its space says why
+        dist = make_distribution(cfg.policy.head, 2)
+    problem = dist.check_action_space(space)
+    if problem:
+        raise ConfigError(f"policy.head = {cfg.policy.head!r} does not fit {cfg.env.id}: {problem}")
 
 
 def build_policy(

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from pgrl.atomic import write_atomic
-from pgrl.build import build_policy
+from pgrl.build import build_policy, check_head
 from pgrl.checkpoint import (
     CheckpointError,
     is_weights_file,
@@ -148,9 +148,13 @@ def evaluate(
     env = _make_env(cfg, dict(cfg.env.make_kwargs(), **(env_kwargs or {})), render=gif is not None)
     try:
         obs_dim = int(np.prod(env.observation_space.shape))
+        try:
+            check_head(cfg, env.action_space)
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: {e}") from None
         policy = _policy_of(path, cfg, obs_dim, backend, data["n_actions"])
         problem = policy.distribution.check_action_space(env.action_space)
-        if problem:
+        if problem:  # e.g. other env.actions than the policy was trained with
             raise CheckpointError(f"{path}: {problem}")
         restore_policy(policy, data, path, optimizer=bool(data["optimizer_state"]))
     except BaseException:

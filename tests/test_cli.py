@@ -91,7 +91,10 @@ def test_unknown_name_lists_the_shipped_configs(capsys, command):
         "acrobot_ppo",
         "cartpole",
         "cartpole_ppo",
+        "halfcheetah_ppo",
+        "invertedpendulum_ppo",
         "lunarlander_ppo",
+        "pendulum_ppo",
         "pong",
         "pong_fast",
         "pong_full",
@@ -430,7 +433,7 @@ def test_resume_refuses_impossible_counters(capsys, tmp_path, trained, key, valu
 @pytest.mark.parametrize(
     "grid, message",
     [
-        ("env.id=Pendulum-v1", "env Pendulum-v1 with env.kwargs {}: pgrl needs Discrete(n)"),
+        ("env.id=Pendulum-v1", "policy.head = 'bernoulli' does not fit Pendulum-v1: pgrl's"),
         ("env.id=Blackjack-v1", "env Blackjack-v1 with env.kwargs {}: pgrl needs flat Box"),
         (
             "env.kwargs={a=1}",
@@ -492,6 +495,6 @@ def test_eval_of_a_file_whose_config_fits_no_policy_names_the_file(capsys, tmp_p
     np.savez(bad, **arrays)
     line = one_line_error(capsys, ["eval", str(bad), "--episodes", "1"])
     assert line.startswith(
-        f"pgrl eval: error: {bad}: policy.head = 'bernoulli' does not fit Acrobot-v1, which "
-        "has 3 actions"
+        f"pgrl eval: error: {bad}: policy.head = 'bernoulli' does not fit Acrobot-v1: pgrl's "
+        "Bernoulli head needs Discrete(2) actions"
     ), line
