@@ -465,7 +465,8 @@ def bad_files(tmp_path, case):
             [],
             "save actions.argmax(axis=1)",
         ),
-        ("head", {}, ["--set", "policy.head=gaussian"], "policy.head"),
+        ("head", {}, ["--set", "policy.head=poisson"], "policy.head"),
+        ("gaussian without log_std", {}, ["--set", "policy.head=gaussian"], "missing log_std"),
         (
             "obs width",
             {"batch": save(tmp_path / "b1.npz", obs=obs[:, :3], actions=actions, advantages=adv)},
