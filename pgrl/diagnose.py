@@ -396,6 +396,13 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
             hint = f"; save {key}.ravel()" if v.size == n else ""
             if key == "actions" and v.shape == (n, dist.n_outputs) and dist.n_outputs > 1:
                 hint = "; one-hot rows? save actions.argmax(axis=1)"
+            if (
+                key == "actions"
+                and v.ndim == 2
+                and v.dtype.kind == "f"
+                and np.any(v != np.round(v))
+            ):
+                hint = "; continuous actions? the gaussian head's weights need its log_std"
             raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
         vectors[key] = v
     # Pong's frame differences: only the nonzeros enter the first layer
