@@ -548,7 +548,8 @@ def explain_gaussian(cfg: Config, weights, batch, n_actions: int, bounds) -> lis
     ]
     rows = [(label, gaussian_figures(u, causes, bounds)) for label, u, causes in variants]
     beyond = (batch[1] < bounds[0]) | (batch[1] > bounds[1])
-    sigma = np.array2string(np.exp(w["log_std"]), precision=3, separator=", ")
+    sigma = np.exp(w["log_std"])
+    sigma = f"{sigma[0]:.3g}" if d == 1 else f"{np.min(sigma):.3g} .. {np.max(sigma):.3g}"
     return [
         "How much each of the gaussian head's porting mistakes would change this config's",
         "gradients (all, and log_std's alone) and first update on the same batch:",

@@ -690,24 +690,32 @@ def explain(
 
     Args:
         weights: dict or ``.npz`` path: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1) for the
-            Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases.
+            Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases;
+            for the gaussian head ``Wn`` (H_last, d) gives ``mu`` and ``log_std`` (d,) is there.
         batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1
-            (Bernoulli) or of ``0 .. n-1`` (categorical), and ``advantages`` (N,), or
-            ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags. For PPO, one minibatch:
-            its ``advantages`` as the update used them, ``old_log_probs`` (N,)
-            ``log pi_old(a_t | s_t)``, and optionally ``clip`` (one number, PPO's ``eps``).
+            (Bernoulli) or of ``0 .. n-1`` (categorical), or (N, d) as sampled, unclipped
+            (gaussian), and ``advantages`` (N,), or ``rewards`` (N,) with ``episode_ends``
+            (N,) 0/1 flags. For PPO, one minibatch: its ``advantages`` as the update used
+            them, ``old_log_probs`` (N,) ``log pi_old(a_t | s_t)`` (the port's own: a mistake
+            in its log pi is in them too), and optionally ``clip`` (one number, PPO's ``eps``).
+            The gaussian head's batch may hold the env's action bounds ``low`` and ``high``
+            ((d,) or one number each): with them, ``log pi`` of ``clip(a, low, high)`` is among
+            the causes (the bounds, not the clipped actions: pgrl clips as the rollout does,
+            and a batch that stored clipped actions has nothing else to show).
         grads: the user's gradients, names and shapes of ``weights``, in pgrl's sign: ``dL/dW``
             of ``L = sum_t A_t * BCE(a_t, z_t)``, or of ``sum_t A_t * CE(a_t, z_t)`` with
-            ``CE = -log softmax(z_t)[a_t]``; with old log-probs, of PPO's clipped surrogate
-            ``L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)``,
-            ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``.
+            ``CE = -log softmax(z_t)[a_t]``, or of ``-sum_t A_t log N(a_t; mu_t, sigma^2)``
+            (gaussian, ``log_std``'s with respect to ``log sigma``); with old log-probs, of
+            PPO's clipped surrogate ``L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps)
+            A_t)``, ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``.
         after: the user's weights after one optimizer step from zero optimizer state, or None.
         optimizer: the RMSprop settings the user meant (Karpathy's defaults when None).
         reduction: ``"sum"`` or ``"mean"``, the loss the user meant.
         gamma, reset_on_nonzero, standardize: the returns the user meant, when the batch holds
             rewards (as :func:`pgrl.returns.compute_advantages`).
-        head: ``"bernoulli"``, ``"categorical"``, or None: from ``Wn``'s columns (one column
-            is the Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
+        head: ``"bernoulli"``, ``"categorical"``, ``"gaussian"``, or None: the gaussian head
+            when the weights hold ``log_std``, else from ``Wn``'s columns (one column is the
+            Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
         clip: PPO's ``eps`` (the batch's ``clip`` when it holds one, which must agree; else
             ``ppo.clip``'s default); only with old log-probs.
 
