@@ -8,7 +8,8 @@ PPO config also PPO's clipped surrogate (and clipped value fit), with old log-pr
 about half of the ratios outside the clip range. ``--explain`` adds how much each classic porting
 mistake (DESIGN.md), or its categorical analogue, would change the first update on the same
 batch, and for PPO how much each of its porting pitfalls would change the first minibatch's
-update or the batch's.
+update or the batch's; for the gaussian head also how much each of its own porting mistakes
+would change the gradients and the first update.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from pgrl.diagnose import (
     WORDS,
     HeadWords,
     dlogits,
+    head_backward,
     logit_mistake,
+    port_log_prob,
     ppo_dlogits,
     ppo_ratio,
     rmsprop_step,
@@ -40,19 +43,65 @@ FD_ENTRIES = 12  # finite-difference checks per layer (all entries when the laye
 SATURATED = 1000.0  # max |logit| of the saturated rows: exp overflows float64 above ~709.8
 ROUNDED32 = 12.0  # median |logit| of a confident policy: float32's 1 - sigmoid(z) rounds there
 OUTSIDE = 1.5  # log rho ~ N(0, (OUTSIDE clip)^2): about half of the ratios outside the clip
+LOG_STD_SPREAD = 0.5  # the gaussian head's log_std: init_log_std + [-0.5 .. 0.5] in the check
+REACH = 1.25  # its max |mu| on the synthetic batch, in units of the largest |bound|
 
 
-def synthetic_batch(cfg: Config, obs_dim: int, n: int = 256, seed: int = 0, n_actions: int = 2):
-    """Seeded (obs, actions, advantages), uniform actions; Pong-like frame differences for Pong."""
+def synthetic_batch(
+    cfg: Config,
+    obs_dim: int,
+    n: int = 256,
+    seed: int = 0,
+    n_actions: int = 2,
+    bounds=None,
+    weights=None,
+):
+    """Seeded (obs, actions, advantages), uniform actions; Pong-like frame differences for Pong.
+    The gaussian head's (N, d) actions are sampled, ``mu + sigma * eps`` of the policy of
+    ``weights``, and kept as sampled, beyond the env's bounds too; without ``weights``,
+    ``mid + half * eps`` of the ``bounds`` (``[-1, 1]`` when None), a third beyond them."""
     rng = np.random.default_rng(seed)
     if cfg.env.id.startswith("ALE/"):
         obs = random_frame_differences(rng, n, obs_dim)
     else:
         obs = rng.standard_normal((n, obs_dim))
     dist = make_distribution(cfg.policy.head, n_actions)
-    uniform = dist.probs(dist.logits(np.zeros((n, dist.n_outputs))))
-    actions = dist.sample(uniform, rng.random(n)).astype(np.int64)
+    if dist.action_shape:
+        eps = rng.standard_normal((n, *dist.action_shape))
+        if weights is not None:
+            w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+            actions = dist.sample(dist.outputs(nn.forward(w, obs)[1], w), eps)
+        else:
+            low, high = (-1.0, 1.0) if bounds is None else bounds
+            actions = np.add(high, low) / 2 + np.subtract(high, low) / 2 * eps
+    else:
+        uniform = dist.probs(dist.logits(np.zeros((n, dist.n_outputs))))
+        actions = dist.sample(uniform, rng.random(n)).astype(np.int64)
     return obs, actions, rng.standard_normal(n)
+
+
+def action_bounds(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(low, high)`` bounds (d,) of the config's env's Box actions."""
+    from pgrl.build import env_spaces
+
+    space = env_spaces(cfg)[1]
+    return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+
+
+def gaussian_weights(weights: dict, obs, bounds) -> dict:
+    """``weights`` of a gaussian head's policy that pushes against the env's ``bounds``: the last
+    layer scaled until ``max |mu| = REACH * max |bound|`` on ``obs``, so that some sampled
+    actions lie beyond the bounds, and ``log_std`` spread from ``init - 0.5`` to ``init + 0.5``
+    (``init - 0.5`` for d = 1): at ``sigma = 1`` a gradient taken with respect to ``sigma``
+    instead of ``log sigma`` is the same number, and dimensions alike hide a swapped pair."""
+    n = nn.n_layers(weights)
+    mu = nn.forward({k: np.asarray(v, np.float64) for k, v in weights.items()}, obs)[1]
+    scale = REACH * float(np.max(np.abs(bounds))) / max(float(np.max(np.abs(mu))), 1e-12)
+    out = {k: v * scale if k in (f"W{n}", f"b{n}") else v for k, v in weights.items()}
+    log_std = weights["log_std"]
+    d = len(log_std)
+    offsets = np.linspace(-LOG_STD_SPREAD, LOG_STD_SPREAD, d) if d > 1 else [-LOG_STD_SPREAD]
+    return {**out, "log_std": (log_std + offsets).astype(log_std.dtype)}
 
 
 def _rel(a, b) -> tuple[float, float]:
@@ -100,6 +149,7 @@ def _fd_errors(
     grads = net.gradients(*args)
     rng = np.random.default_rng(seed)
     errors = {}
+    top = max(max(float(np.max(np.abs(g), initial=0.0)) for g in grads.values()), 1e-12)
 
     def probe(name, idx, w_i):
         probed = {k: v.copy() for k, v in weights.items()}
@@ -115,7 +165,9 @@ def _fd_errors(
         if candidates.size == 0:
             candidates = np.arange(g.size)
         worst, checked = 0.0, 0
-        scale = max(float(np.max(np.abs(g))), 1e-12)
+        # a layer the loss does not reach (the entropy's W for the gaussian head) is held to
+        # the network's largest gradient: its finite differences are round-off of the loss
+        scale = max(float(np.max(np.abs(g))), 1e-12) if np.any(g) else top
         for i in rng.permutation(candidates)[: 4 * FD_ENTRIES]:
             idx = np.unravel_index(i, g.shape)
             old = weights[name][idx]
@@ -135,15 +187,29 @@ def _fd_errors(
     return errors
 
 
-def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n_actions: int = 2):
-    """The report as (lines, passed); ``n_actions`` is the env's action count."""
+def run_check(
+    cfg: Config,
+    obs_dim: int,
+    explain: bool = False,
+    seed: int = 0,
+    n_actions: int = 2,
+    bounds=None,
+):
+    """The report as (lines, passed); ``n_actions`` is the env's action count (the gaussian
+    head's: its action dimension d), ``bounds`` its Box actions' ``(low, high)`` (the env's
+    when None)."""
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
     ppo = cfg.train.algorithm == "ppo"
     policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
+    words = WORDS[policies["numpy"].distribution.name]
+    if words.densities and bounds is None:
+        bounds = action_bounds(cfg)
     weights = policies["numpy"].get_weights()
     n = max(256, 4 * cfg.ppo.minibatch_size) if ppo else 256  # PPO: four minibatches
-    batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions)
-    words = WORDS[policies["numpy"].distribution.name]
+    batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions, bounds)
+    if words.densities:  # the same obs; actions sampled from the policy
+        weights = gaussian_weights(weights, batch[0], bounds)
+        batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions, bounds, weights)
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
     fd_net = build_policy(_with_dtype(cfg), obs_dim, "numpy", n_actions)
     fd = _fd_errors(fd_net, weights, batch, seed)
@@ -164,6 +230,7 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         f"pgrl check: {cfg.env.id}, obs {obs_dim}, hidden {p.hidden_sizes}, {p.dtype}, "
         f"reduction {p.reduction}, bias {p.bias}, {words.header.format(n=n_actions)}"
         f"batch {len(batch[1])} (seed {seed})",
+        *gaussian_header(weights, batch[1], bounds),
         f"tolerance: relative {tol:g} between backends, 1e-6 against finite differences",
         "",
         f"{'quantity':22} {'max abs diff':>13} {'max rel diff':>13}  verdict",
@@ -178,13 +245,26 @@ def run_check(cfg: Config, obs_dim: int, explain: bool = False, seed: int = 0, n
         else "PASS: the backends agree",
     ]
     if explain:
-        lines += [
-            "",
-            *explain_causes(cfg, obs_dim, weights, batch, n_actions, policies["tensorflow"]),
-        ]
+        tf_policy = policies["tensorflow"]
+        lines += ["", *explain_causes(cfg, obs_dim, weights, batch, n_actions, tf_policy)]
+        if words.densities:
+            lines += ["", *explain_gaussian(cfg, weights, batch, n_actions, bounds)]
         if ppo:
             lines += ["", *explain_ppo(cfg, obs_dim, weights, batch, old, n_actions, seed)]
     return lines, not failures
+
+
+def gaussian_header(weights: dict, actions, bounds) -> list[str]:
+    """The gaussian head's lines under check's first: its log_std, and the actions beyond the
+    env's bounds; none for the other heads."""
+    if "log_std" not in weights:
+        return []
+    beyond = (actions < bounds[0]) | (actions > bounds[1])
+    log_std = np.array2string(np.asarray(weights["log_std"]), precision=3, separator=", ")
+    return [
+        f"log_std {log_std} (init_log_std -{LOG_STD_SPREAD:g} .. +{LOG_STD_SPREAD:g}), max |mu| "
+        f"{REACH:g} x the bounds; actions mu + sigma * N(0, 1), {np.mean(beyond):.0%} beyond",
+    ]
 
 
 def _table(rows) -> list[str]:
@@ -197,7 +277,8 @@ def _table(rows) -> list[str]:
 
 def parity_rows(policies: dict, weights, batch, probs: str, tol: float) -> list:
     """Rows of the policy's ``probs``, gradients and one RMSprop step, NumPy vs TensorFlow."""
-    policies["tensorflow"].set_weights(weights)
+    for policy in policies.values():
+        policy.set_weights(weights)
     p = {b: getattr(pol, probs)(batch[0]) for b, pol in policies.items()}
     g = {b: pol.gradients(*batch) for b, pol in policies.items()}
     step = _steps(policies, weights, g["numpy"])
@@ -249,11 +330,17 @@ def clipped_row(cfg: Config, obs_dim: int, weights, batch, n_actions: int, tol: 
 
 def old_log_probs(fd_net, weights, batch, clip: float, seed: int) -> np.ndarray:
     """(N,) old log-probs a step away from ``weights``' policy: ``log rho ~ N(0, (1.5 clip)^2)``,
-    so that about half of the ratios fall outside ``[1 - clip, 1 + clip]``; at most 0."""
+    so that about half of the ratios fall outside ``[1 - clip, 1 + clip]``; at most 0 but for
+    densities."""
     fd_net.set_weights({k: np.asarray(v, np.float64) for k, v in weights.items()})
     log_probs = fd_net.log_probs(*batch[:2])
     noise = np.random.default_rng(seed + 3).normal(0.0, OUTSIDE * clip, len(log_probs))
-    return np.minimum(log_probs - noise, 0.0)
+    return _at_most_zero(fd_net.distribution, log_probs - noise)
+
+
+def _at_most_zero(dist, log_probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities capped at 0; log-densities (the gaussian head's) as they are."""
+    return log_probs if WORDS[dist.name].densities else np.minimum(log_probs, 0.0)
 
 
 def _ratio_sides(net, obs, actions, advantages, old, clip) -> np.ndarray:
@@ -345,11 +432,12 @@ class FirstUpdate:
     def __init__(self, dist, weights: dict, batch, per_step: float, optimizer: RMSprop, dtype=None):
         obs, actions, self.advantages = batch
         self.dist, self.weights, self.optimizer = dist, weights, optimizer
-        self.actions, self.per_step = np.asarray(actions, np.int64), per_step
         self.dtype = np.dtype(dtype or np.float64)
+        kind = self.dtype if WORDS[dist.name].densities else np.int64
+        self.actions, self.per_step = np.asarray(actions, kind), per_step
         self.net = {k: v.astype(self.dtype) for k, v in weights.items()}
         self.hs, self.out = nn.forward(self.net, np.asarray(obs, self.dtype))
-        self.z = dist.logits(self.out)
+        self.z = dist.logits(dist.outputs(self.out, self.net))
 
     def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
         """``dL/dW`` through ``dlogp`` (the head's own when None)."""
@@ -358,8 +446,8 @@ class FirstUpdate:
 
     def backward(self, dz: np.ndarray, strict_mask: bool = False) -> dict:
         """``dL/dW`` from ``dL/dz`` (shaped as ``z``), with the reduction's factor."""
-        dout = dz.reshape(self.out.shape).astype(self.dtype) * self.per_step
-        return nn.backward(self.net, self.hs, dout, strict_mask)
+        dz = dz.astype(self.dtype) * self.per_step
+        return head_backward(self.dist, self.net, self.hs, dz, strict_mask)
 
     def step(self, grads: dict, causes=()) -> np.ndarray:
         """RMSprop's first step (in float64) with the optimizer ``causes``, as one vector."""
@@ -400,11 +488,13 @@ def explain_causes(
     reference, tiny = first.step(correct), {k: v * 1e-6 for k, v in correct.items()}
     other = "mean" if p.reduction == "sum" else "sum"
     rescaled = {k: v * (n if other == "sum" else 1 / n) for k, v in correct.items()}
-    logit = first.gradients(logit_mistake(dist, first.z, first.actions))
     unmasked = first.gradients(strict_mask=True)
     eps = "outside" if o.epsilon_inside_sqrt else "inside"
-    variants = [  # (label, the variant's step, the step it is compared with)
-        (f"1 logit instead of {words.dlogits}", first.step(logit), reference),
+    variants = []  # (label, the variant's step, the step it is compared with)
+    if words.probability:  # a head of logits
+        logit = first.gradients(logit_mistake(dist, first.z, first.actions))
+        variants.append((f"1 logit instead of {words.dlogits}", first.step(logit), reference))
+    variants += [
         (f"2 epsilon {eps} the sqrt", first.step(correct, ("epsilon",)), reference),
         ("2 ... with gradients 1e-6 as large", first.step(tiny, ("epsilon",)), first.step(tiny)),
         (f"3 reduction '{other}'", first.step(rescaled), reference),
@@ -422,7 +512,9 @@ def explain_causes(
     lr32 = first.step(correct, ("lr_float32",))
     variants.append(("7 Keras's float32 learning rate", lr32, reference))
     rows = [(label, _change(variant, ref)) for label, variant, ref in variants]
-    naive_rows, finite = naive_log_rows(first, words, reference, batch, tf_policy)
+    naive_rows, finite = [], True
+    if words.naive:
+        naive_rows, finite = naive_log_rows(first, words, reference, batch, tf_policy)
     return [
         "How much each usual cause of NumPy/TF disagreement would change this config's",
         "first update (|step_variant - step| / |step|, RMSprop from zero state), for",
@@ -433,6 +525,63 @@ def explain_causes(
         *(f"  {line}" for line in lines),
         *explain_notes(words.stable, finite),
     ]
+
+
+def explain_gaussian(cfg: Config, weights, batch, n_actions: int, bounds) -> list[str]:
+    """How much each of the gaussian head's porting mistakes (:data:`pgrl.diagnose.
+    GAUSSIAN_CAUSES`) would change this config's gradients, its ``log_std`` gradient alone, and
+    its first update (float64 passes of :mod:`pgrl.nn`, REINFORCE's ``dL/dlogp = -A``)."""
+    o, p = cfg.optimizer, cfg.policy
+    dist = make_distribution(p.head, n_actions)
+    opt = RMSprop(o.learning_rate, o.decay, o.epsilon, o.epsilon_inside_sqrt)
+    w, n, d = {k: np.asarray(v, np.float64) for k, v in weights.items()}, len(batch[1]), n_actions
+    per_step = 1.0 / n if p.reduction == "mean" else 1.0
+    first = FirstUpdate(dist, w, batch, per_step, opt)
+    init = np.full(d, float(p.init_log_std))
+    at_init = FirstUpdate(dist, {**w, "log_std": init}, batch, per_step, opt)
+    variants = [  # (label, the update, the causes)
+        ("a dL/dsigma in place of dL/dlog_std", first, ("std",)),
+        (f"a ... at init_log_std = {p.init_log_std:g}", at_init, ("std",)),
+        ("b log pi without its -log sigma term", first, ("log_sigma",)),
+        (f"c log pi averaged over the d = {d} dims", first, ("dim_mean",)),
+        ("d log pi of clip(a, low, high), not of a", first, ("clipped",)),
+    ]
+    rows = [(label, gaussian_figures(u, causes, bounds)) for label, u, causes in variants]
+    beyond = (batch[1] < bounds[0]) | (batch[1] > bounds[1])
+    sigma = np.exp(w["log_std"])
+    sigma = f"{sigma[0]:.3g}" if d == 1 else f"{np.min(sigma):.3g} .. {np.max(sigma):.3g}"
+    return [
+        "How much each of the gaussian head's porting mistakes would change this config's",
+        "gradients (all, and log_std's alone) and first update on the same batch:",
+        "|x_variant - x| / |x|, RMSprop from zero state, REINFORCE's dL/dlogp = -A:",
+        "",
+        f"  {'':44} {'gradients':>10} {'log_std':>10} {'step':>10}",
+        *(f"  {label:44} {g:10.3g} {s:10.3g} {u:10.3g}" for label, (g, s, u) in rows),
+        "",
+        f"  a: log_std's gradient divided by sigma = {sigma}: none where sigma = 1.",
+        "  b: d log pi / d log_std is ((a - mu) / sigma)^2 - 1; without the term, ... - 0.",
+        f"  c: every gradient divided by d{' (none for d = 1)' if d == 1 else ''}.",
+        f"  d: differs where a lies beyond the bounds: {np.mean(np.any(beyond, axis=1)):.0%} of "
+        f"the actions ({np.mean(beyond):.0%} of the entries).",
+        "  RMSprop's first step divides each gradient by its own size: a gradient scaled",
+        "  per parameter (a, c) hardly moves it; the learning rate it stands for does.",
+    ]
+
+
+def gaussian_figures(first: FirstUpdate, causes, bounds) -> tuple[float, float, float]:
+    """The relative change of all gradients, of ``log_std``'s and of the first step that the
+    gaussian head's ``causes`` make."""
+    dlogp = port_log_prob(first.dist, first.z, first.actions, causes, bounds)[1]
+    variant, correct = first.gradients(dlogp), first.gradients()
+
+    def flat(g: dict) -> np.ndarray:
+        return np.concatenate([g[k].ravel() for k in first.weights])
+
+    return (
+        _change(flat(variant), flat(correct)),
+        _change(variant["log_std"], correct["log_std"]),
+        _change(first.step(variant), first.step(correct)),
+    )
 
 
 def naive_dlog_prob(dist, naive_probs: Callable, z: np.ndarray, a) -> np.ndarray:
@@ -480,7 +629,15 @@ def _float32_step(cfg: Config, tf_policy, weights, batch) -> np.ndarray:
 
 
 def explain_notes(stable: str, finite: bool) -> list[str]:
-    """What the rows above mean, and the cause they leave out (the returns)."""
+    """What the rows above mean, and the cause they leave out (the returns); ``stable``: what
+    the head's log rows compare with ("": no log rows)."""
+    log_rows = [
+        "  log rows: the gradient autodiff takes through log(p), p computed naively;",
+        "     nan is a NaN update. At those logits pgrl's backends "
+        + ("stay finite" if finite else "are NOT finite")
+        + ":",
+        f"     {stable}.",
+    ]
     return [
         "",
         "  4: the finite-difference rows above catch it (pgrl masks h <= 0).",
@@ -488,11 +645,7 @@ def explain_notes(stable: str, finite: bool) -> list[str]:
         "     tolerance line above for this config's dtype.",
         "  7: Keras keeps a float learning rate in float32 (pgrl's KerasRMSprop keeps it",
         "     in float64); the error compounds over updates.",
-        "  log rows: the gradient autodiff takes through log(p), p computed naively;",
-        "     nan is a NaN update. At those logits pgrl's backends "
-        + ("stay finite" if finite else "are NOT finite")
-        + ":",
-        f"     {stable}.",
+        *(log_rows if stable else []),
         "  6 returns: Pong's reset at each point and per-episode standardization are",
         "    config keys (train.reset_on_nonzero, train.standardize); std 0 gives zeros.",
     ]
@@ -519,7 +672,7 @@ def explain_ppo(cfg: Config, obs_dim: int, weights, batch, old, n_actions: int, 
     log_rho = dist.log_prob(first.z, first.actions) - old[idx]
 
     def old_of(u: FirstUpdate) -> np.ndarray:
-        return np.minimum(dist.log_prob(u.z.astype(np.float64), u.actions) - log_rho, 0.0)
+        return _at_most_zero(dist, dist.log_prob(u.z.astype(np.float64), u.actions) - log_rho)
 
     def step(u: FirstUpdate, causes=()) -> np.ndarray:
         dz = ppo_dlogits(dist, u.z, u.actions, u.advantages, old_of(u), p.clip, causes)
@@ -529,22 +682,29 @@ def explain_ppo(cfg: Config, obs_dim: int, weights, batch, old, n_actions: int, 
         with np.errstate(all="ignore"):  # NaN where probabilities underflow: the row says nan
             return _change(step(u, causes), step(u))
 
-    rounded = minibatch(adv).scaled(ROUNDED32, np.float32, np.median)
+    densities = WORDS[dist.name].densities
+    # logits scaled up (a confident policy); the gaussian head's densities at this batch
+    rounded = minibatch(adv, np.float32)
+    if not densities:
+        rounded = rounded.scaled(ROUNDED32, np.float32, np.median)
     with np.errstate(all="ignore"):
         rho, rho_probs = (
             ppo_ratio(dist, rounded.z, rounded.actions, old_of(rounded), c)[0]
             for c in ((), ("ratio",))
         )
+        worst = float(np.max(np.abs(rho_probs / rho - 1)))
     a_rows = [
         ("a ratio pi/pi_old, not exp(logp - logp_old)", change(first, ("ratio",))),
         ("a ... in float32", change(minibatch(adv, np.float32), ("ratio",))),
-        (f"a ... float32, median |z| = {ROUNDED32:g}", change(rounded, ("ratio",))),
-        (
-            "a ... there, the worst ratio's relative error",
-            float(np.max(np.abs(rho_probs / rho - 1))),
-        ),
-        (f"a ... float64, max |z| = {SATURATED:g}", change(first.saturated(), ("ratio",))),
     ]
+    if not densities:
+        a_rows += [
+            (f"a ... float32, median |z| = {ROUNDED32:g}", change(rounded, ("ratio",))),
+            ("a ... there, the worst ratio's relative error", worst),
+            (f"a ... float64, max |z| = {SATURATED:g}", change(first.saturated(), ("ratio",))),
+        ]
+    else:
+        a_rows.append(("a ... float32, the worst ratio's rel. error", worst))
     rows = [*a_rows, ("b min before the sign: -max(rho A, clip A)", change(first, ("max",)))]
     if p.normalize_advantages:
         whole = minibatch(standardize(advantages)[idx])
@@ -568,7 +728,7 @@ def explain_ppo(cfg: Config, obs_dim: int, weights, batch, old, n_actions: int, 
         "",
         *(f"  {label:44} {value:10.3g}" for label, value in rows),
         "",
-        *ppo_notes(a_rows[0][1], p.normalize_advantages),
+        *ppo_notes(a_rows[0][1], p.normalize_advantages, densities),
     ]
 
 
@@ -604,20 +764,30 @@ def ppo_drift(cfg: Config, obs_dim: int, n_actions: int, weights, batch, seed: i
     }
 
 
-def ppo_notes(a_float64: float, normalized: bool) -> list[str]:
-    """What the PPO rows mean; ``a_float64``: the first row's figure."""
+def ppo_notes(a_float64: float, normalized: bool, densities: bool = False) -> list[str]:
+    """What the PPO rows mean; ``a_float64``: the first row's figure; ``densities``: the
+    gaussian head's ratio of densities."""
     at_batch = "no difference at this batch but round-off" if a_float64 < 1e-12 else "see above"
     c = (
         ["  c: pgrl standardizes each minibatch's advantages (ppo.normalize_advantages)."]
         if normalized
         else ["  c: ppo.normalize_advantages is off: no minibatch is standardized."]
     )
-    return [
-        f"  a: in float64, {at_batch}.",
+    rounding = [
         "     pi / pi_old is exp(logp - logp_old) until a probability rounds: float32's",
         "     1 - sigmoid(z) has relative error ~6e-8 / (1 - p), and is 0 above z ~ 16.6",
         "     (the ratio 0); in float64 both probabilities underflow to 0 below",
         "     log pi ~ -745 (0 / 0: nan).",
+    ]
+    if densities:
+        rounding = [
+            "     a ratio of densities exp(logp) / exp(logp_old) rounds each one: in float32",
+            "     they underflow to 0 below log pi ~ -103 and overflow above ~89 (0 / 0 and",
+            "     inf / inf: nan); in float64 below ~ -745 and above ~710.",
+        ]
+    return [
+        f"  a: in float64, {at_batch}.",
+        *rounding,
         "  b: -max lets the gradient through the larger term: the clip stops nothing, and",
         "     where the ratio is clipped the step still pushes it further out.",
         *c,

@@ -5,7 +5,9 @@ and the head's distribution, and every variant that one or two known mistakes (D
 would produce, and names the variant the user's numbers match. The step is predicted from the
 user's own gradients, so a wrong gradient and a wrong optimizer are each named as such. A batch
 with PPO's old log-probs is read as one minibatch of PPO's clipped surrogate, and two of PPO's
-porting mistakes join the list. Sign, head and file formats: :func:`explain` and docs/diagnose.md.
+porting mistakes join the list; weights with a ``log_std`` are the gaussian head's, whose own four
+(:data:`GAUSSIAN_CAUSES`) join it. Sign, head and file formats: :func:`explain` and
+docs/diagnose.md.
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ class HeadWords:
     actions: str  # the actions it takes
     probs: str  # the policy method (and check's row) of the head's probabilities
     title: str  # the head in check's --explain
-    naive: str  # the probabilities computed naively, for check's row
-    naive_probs: Callable  # (N,) or (N, n) logits -> those probabilities, no guard on exp
-    stable: str  # what pgrl computes instead
+    naive: str = ""  # the probabilities computed naively, for check's row ("": no such row)
+    naive_probs: Callable | None = None  # (N,) or (N, n) logits -> those, no guard on exp
+    stable: str = ""  # what pgrl computes instead
     note: str = ""  # a report line naming the head
     header: str = ""  # the head in check's first line
+    causes: tuple[str, ...] = ()  # the head's own mistakes, keys of GAUSSIAN_CAUSES
+    densities: bool = False  # pi is a density: PPO's ratio of them is exp(logp) / exp(logp_old)
 
 
 WORDS = {
@@ -98,13 +102,52 @@ WORDS = {
         note="head: categorical, {n} actions (softmax over the last W's columns)",
         header="categorical head, {n} actions, ",
     ),
+    "gaussian": HeadWords(
+        loss="NLL",
+        probability="",  # no logits to take in place of probabilities
+        dlogits="[(mu - a) / sigma^2 | 1 - ((a - mu) / sigma)^2]",
+        outputs="the gaussian head has one mean per action dimension: ({h}, d), and log_std (d,)",
+        actions="an (N, d) array of the sampled actions",
+        probs="logits",
+        title="the gaussian head, d = {n}",
+        note="head: gaussian, d = {n} (mu from the last W's columns, log_std learned); "
+        "NLL(a, z) = -log N(a; mu, sigma^2), z = [mu | log_std]",
+        header="gaussian head, d = {n}, ",
+        causes=("std", "log_sigma", "dim_mean", "clipped"),
+        densities=True,
+    ),
+}
+
+# the gaussian head's porting mistakes (the batch's actions a are the sampled ones, unclipped)
+GAUSSIAN_CAUSES = {
+    "std": "dL/dsigma in place of dL/dlog_std (sigma learned directly)",
+    "log_sigma": "log pi without its -log sigma term",
+    "dim_mean": "log pi averaged over the action dimensions, not summed",
+    "clipped": "log pi of the clipped action clip(a, low, high), not of a",
 }
 
 
-def head_of(w_last: np.ndarray, name: str, head: str | None = None):
-    """The distribution a last layer (H_last, k) feeds: ``head``'s, or the first with k outputs."""
+def head_of(w_last: np.ndarray, name: str, head: str | None = None, log_std=None):
+    """The distribution a last layer (H_last, k) feeds: the gaussian head's with a ``log_std``
+    (d,), else ``head``'s, or the first discrete head with k outputs."""
     k = w_last.shape[1]
-    for h in [head] if head else HEADS:
+    if log_std is not None or head == "gaussian":
+        if head not in (None, "gaussian"):
+            raise InputError(f"weights hold log_std, the gaussian head's; head is {head!r}")
+        if log_std is None:
+            raise InputError(
+                "weights: missing log_std, the gaussian head's (d,) log standard deviations"
+            )
+        if log_std.shape != (k,):
+            raise InputError(
+                f"weights log_std has shape {log_std.shape}, but {name} gives {k} means: "
+                f"expected ({k},)"
+            )
+        if k == 0:
+            outputs = WORDS["gaussian"].outputs.format(h=w_last.shape[0])
+            raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
+        return make_distribution("gaussian", k)
+    for h in [head] if head else [h for h in HEADS if not WORDS[h].densities]:
         try:  # a policy has at least two actions; a head with other than k outputs does not fit
             dist = make_distribution(h, max(k, 2))
         except ValueError:
@@ -112,24 +155,33 @@ def head_of(w_last: np.ndarray, name: str, head: str | None = None):
         if dist.n_outputs == k:
             return dist
     # unnamed and fitting none (no columns): the head of n >= 2 outputs, the last, says what fits
-    outputs = WORDS[head or HEADS[-1]].outputs.format(h=w_last.shape[0])
+    outputs = WORDS[head or "categorical"].outputs.format(h=w_last.shape[0])
     raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
 
 
 def gradient_causes(
-    reduction: str, standardize: str, reset: bool, rewards: bool, probability: str, ppo=False
+    reduction: str,
+    standardize: str,
+    reset: bool,
+    rewards: bool,
+    probability: str,
+    ppo=False,
+    head_causes=(),
 ) -> dict:
-    """Gradient mistakes that apply, ``{key: label}``; returns variants only with rewards, PPO's
-    (:func:`ppo_dlogits`) only with ``ppo``."""
-    causes = {
-        "logit": f"logit used in place of {probability}",
+    """Gradient mistakes that apply, ``{key: label}``; the logit's only for a head of logits
+    (``probability``), returns variants only with rewards, PPO's (:func:`ppo_dlogits`) only
+    with ``ppo``, and the keys ``head_causes`` of :data:`GAUSSIAN_CAUSES`."""
+    causes = {"logit": f"logit used in place of {probability}"} if probability else {}
+    causes |= {
         "reduction": "mean instead of sum" if reduction == "sum" else "sum instead of mean",
         "relu_mask": "ReLU mask h < 0 (masks nothing)",
         "sign": "missing minus sign: -dL/dW, the ascent direction",
     }
     if ppo:
-        causes["ratio"] = "ratio pi / pi_old of probabilities, not exp(logp - logp_old)"
+        what = "densities" if not probability else "probabilities"
+        causes["ratio"] = f"ratio pi / pi_old of {what}, not exp(logp - logp_old)"
         causes["max"] = "min taken before the sign: min(-rho A, -clip(rho) A)"
+    causes |= {k: GAUSSIAN_CAUSES[k] for k in head_causes}
     if rewards:
         for mode in (m for m in STANDARDIZE if m != standardize):
             label = f"standardized per {mode}" if mode != "none" else "not standardized"
@@ -218,10 +270,19 @@ def _numeric(a: np.ndarray, label: str) -> np.ndarray:
 
 
 def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.ndarray], object]:
-    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP, and its head's distribution."""
-    bad = sorted(k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]{0,5}", k))
+    """Weights ``W1..Wn`` (and any ``b_i``) that chain into an MLP, the gaussian head's
+    ``log_std`` if any, and its head's distribution."""
+    bad = sorted(
+        k for k in weights if not re.fullmatch(r"[Wb][1-9][0-9]{0,5}", k) and k != "log_std"
+    )
     if bad:
-        raise InputError(f"weights: unexpected arrays {cut(bad)}; expected W1, W2, ... (b1, ...)")
+        raise InputError(
+            f"weights: unexpected arrays {cut(bad)}; expected W1, W2, ... (b1, ..., log_std)"
+        )
+    weights = dict(weights)
+    log_std = weights.pop("log_std", None)
+    if log_std is not None:
+        log_std = _numeric(np.asarray(log_std), "weights log_std")
     n = max((int(k[1:]) for k in weights if k[0] == "W"), default=0)
     # the first gaps only: a name like W99999999999 must not make a list of all the others
     missing = list(
@@ -250,7 +311,10 @@ def check_network(weights: dict, head: str | None = None) -> tuple[dict[str, np.
             if b.shape != (w.shape[1],):
                 raise InputError(f"weights b{i} has shape {b.shape}, expected ({w.shape[1]},)")
             out[f"b{i}"] = b
-    return out, head_of(out[f"W{n}"], f"W{n}", head)
+    dist = head_of(out[f"W{n}"], f"W{n}", head, log_std)
+    if log_std is not None:
+        out["log_std"] = log_std
+    return out, dist
 
 
 def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
@@ -273,8 +337,9 @@ def check_like(arrays: dict, weights: dict, what: str) -> dict[str, np.ndarray]:
 
 @dataclass
 class Batch:
-    """One batch: obs (N, D), actions (N,), and advantages (N,) or rewards with episode bounds;
-    for PPO (one minibatch) also old log-probs (N,) and the clip, when the batch holds one."""
+    """One batch: obs (N, D), actions (N,) (the gaussian head's (N, d)), and advantages (N,) or
+    rewards with episode bounds; for PPO (one minibatch) also old log-probs (N,) and the clip,
+    when the batch holds one; the gaussian head's action bounds (d,) each, when it holds them."""
 
     obs: np.ndarray | SparseRows
     actions: np.ndarray
@@ -283,6 +348,7 @@ class Batch:
     ep_bounds: np.ndarray | None = None  # (E + 1,) offsets of the episodes, with rewards
     old_log_probs: np.ndarray | None = None
     clip: float | None = None
+    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the env's (low, high)
 
 
 def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
@@ -302,7 +368,7 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     expected = ["obs", "actions", *(["advantages"] if has_adv else ["rewards", "episode_ends"])]
     expected += ["old_log_probs"] if ppo else []
     missing = [k for k in expected if k not in batch]
-    extra = sorted(k for k in batch if k not in [*expected, "clip"])
+    extra = sorted(k for k in batch if k not in [*expected, "clip", "low", "high"])
     if missing or extra:
         what = f"missing {_listed(missing)}" if missing else f"unexpected {_listed(extra)}"
         raise InputError(
@@ -320,38 +386,79 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
     vectors = {}
     for key in expected[1:]:
         v = np.asarray(batch[key])
-        if v.shape != (n,):
+        if key == "actions" and dist.action_shape:
+            if v.shape != (n, *dist.action_shape):
+                raise InputError(
+                    f"batch actions must have shape ({n}, {dist.n_outputs}), one row per obs "
+                    f"and one column per mean, got {v.shape}"
+                )
+        elif v.shape != (n,):
             hint = f"; save {key}.ravel()" if v.size == n else ""
             if key == "actions" and v.shape == (n, dist.n_outputs) and dist.n_outputs > 1:
                 hint = "; one-hot rows? save actions.argmax(axis=1)"
+            if (
+                key == "actions"
+                and v.ndim == 2
+                and v.dtype.kind == "f"
+                and np.any(v != np.round(v))
+            ):
+                hint = "; continuous actions? the gaussian head's weights need its log_std"
             raise InputError(f"batch {key} must have shape ({n},) like obs, got {v.shape}{hint}")
         vectors[key] = v
     # Pong's frame differences: only the nonzeros enter the first layer
     x = SparseRows.from_dense(obs) if is_mostly_zero(obs) else _numeric(obs, "batch obs")
     actions = check_actions(vectors["actions"], dist)
+    bounds = check_bounds(batch, dist)
     if has_adv:
         adv = _numeric(vectors["advantages"], "batch advantages")
         if not ppo:
-            return Batch(x, actions, advantages=adv)
-        old = check_old_log_probs(vectors["old_log_probs"])
+            return Batch(x, actions, advantages=adv, bounds=bounds)
+        old = check_old_log_probs(vectors["old_log_probs"], WORDS[dist.name].densities)
         clip = check_clip(batch["clip"]) if "clip" in batch else None
-        return Batch(x, actions, advantages=adv, old_log_probs=old, clip=clip)
+        return Batch(x, actions, advantages=adv, old_log_probs=old, clip=clip, bounds=bounds)
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
     if not np.all((ends == 0) | (ends == 1)) or ends[-1] != 1:
         raise InputError(
             "batch episode_ends must be 0/1 flags marking each episode's last step, "
             "the batch's last step included"
         )
-    bounds = np.concatenate([[0], np.flatnonzero(ends) + 1])
-    return Batch(
-        x, actions, rewards=_numeric(vectors["rewards"], "batch rewards"), ep_bounds=bounds
-    )
+    ep_bounds = np.concatenate([[0], np.flatnonzero(ends) + 1])
+    rewards = _numeric(vectors["rewards"], "batch rewards")
+    return Batch(x, actions, rewards=rewards, ep_bounds=ep_bounds, bounds=bounds)
 
 
-def check_old_log_probs(old: np.ndarray) -> np.ndarray:
-    """(N,) log-probabilities as float64, or InputError (probabilities saved instead?)."""
+def check_bounds(batch: dict, dist) -> tuple[np.ndarray, np.ndarray] | None:
+    """The gaussian head's action bounds ``(low, high)``, (d,) each (one number stands for every
+    dimension), from the batch's ``low`` and ``high``; None when it holds neither."""
+    given = [k for k in ("low", "high") if k in batch]
+    if not given:
+        return None
+    if not WORDS[dist.name].densities:
+        raise InputError(
+            f"batch {given[0]}: action bounds are the gaussian head's; this is the {dist.name} head"
+        )
+    if len(given) == 1:
+        raise InputError(
+            f"batch: {given[0]} without {({'low', 'high'} - set(given)).pop()}; "
+            "give both action bounds"
+        )
+    d, out = dist.n_outputs, []
+    for key in given:
+        v = np.asarray(batch[key])
+        if v.shape not in ((), (1,), (d,)):
+            raise InputError(f"batch {key} must have shape ({d},) like an action, got {v.shape}")
+        out.append(np.broadcast_to(_numeric(v, f"batch {key}"), (d,)).copy())
+    low, high = out
+    if np.any(low >= high):
+        raise InputError(f"batch low must be below high, got low {low} and high {high}")
+    return low, high
+
+
+def check_old_log_probs(old: np.ndarray, densities: bool = False) -> np.ndarray:
+    """(N,) log-probabilities as float64 (log-densities, of any sign, with ``densities``), or
+    InputError (probabilities saved instead?)."""
     old = _numeric(old, "batch old_log_probs")
-    if np.any(old > 0):
+    if not densities and np.any(old > 0):
         hint = "; probabilities? save np.log(p)" if np.all((old > 0) & (old <= 1)) else ""
         raise InputError(
             f"batch old_log_probs must be log-probabilities, <= 0, got {old[old > 0][:3]}{hint}"
@@ -369,7 +476,10 @@ def check_clip(clip) -> float:
 
 
 def check_actions(actions: np.ndarray, dist) -> np.ndarray:
-    """(N,) actions of ``dist``'s head as int64 indices, or InputError quoting bad ones."""
+    """(N,) actions of ``dist``'s head as int64 indices (the gaussian head's (N, d) as float64),
+    or InputError quoting bad ones."""
+    if WORDS[dist.name].densities:
+        return _numeric(actions, "batch actions")
     expected = WORDS[dist.name].actions.format(last=dist.n_actions - 1)
     if actions.dtype.kind not in "biuf":
         raise InputError(f"batch actions must be {expected}, got dtype {actions.dtype}")
@@ -526,13 +636,14 @@ class Diagnosis:
 
     def lines(self) -> list[str]:
         """The report: the verdict, a per-layer table, what "match" stands for, notes."""
-        header = f"{'':14}{'shape':>14}{'max|yours|':>12}{'max|pgrl|':>12}{'vs pgrl':>10}"
+        width = max(14, *(len(k) + 10 for k in self.gradients.user))  # "gradient log_std"
+        header = f"{'':{width}}{'shape':>14}{'max|yours|':>12}{'max|pgrl|':>12}{'vs pgrl':>10}"
         out = [self.verdict, "", header + f"{'vs match':>10}"]
         for p in self.parts:
             for k, user in p.user.items():
                 ref = p.correct.arrays[k]
                 out.append(
-                    f"{('gradient ' if p.name == 'gradients' else 'step ') + k:14}"
+                    f"{('gradient ' if p.name == 'gradients' else 'step ') + k:{width}}"
                     f"{str(user.shape):>14}{np.max(np.abs(user)):>12.4g}"
                     f"{np.max(np.abs(ref)):>12.4g}{p.correct.errors[k]:>10.2g}"
                     f"{p.best.errors[k]:>10.2g}"
@@ -579,24 +690,32 @@ def explain(
 
     Args:
         weights: dict or ``.npz`` path: ``W1`` (obs_dim, H1), ..., ``Wn`` (H_last, 1) for the
-            Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases.
+            Bernoulli head or (H_last, n) for the categorical head, and ``b1``, ... with biases;
+            for the gaussian head ``Wn`` (H_last, d) gives ``mu`` and ``log_std`` (d,) is there.
         batch: dict or ``.npz`` path: ``obs`` (N, obs_dim), ``actions`` (N,) of 0/1
-            (Bernoulli) or of ``0 .. n-1`` (categorical), and ``advantages`` (N,), or
-            ``rewards`` (N,) with ``episode_ends`` (N,) 0/1 flags. For PPO, one minibatch:
-            its ``advantages`` as the update used them, ``old_log_probs`` (N,)
-            ``log pi_old(a_t | s_t)``, and optionally ``clip`` (one number, PPO's ``eps``).
+            (Bernoulli) or of ``0 .. n-1`` (categorical), or (N, d) as sampled, unclipped
+            (gaussian), and ``advantages`` (N,), or ``rewards`` (N,) with ``episode_ends``
+            (N,) 0/1 flags. For PPO, one minibatch: its ``advantages`` as the update used
+            them, ``old_log_probs`` (N,) ``log pi_old(a_t | s_t)`` (the port's own: a mistake
+            in its log pi is in them too), and optionally ``clip`` (one number, PPO's ``eps``).
+            The gaussian head's batch may hold the env's action bounds ``low`` and ``high``
+            ((d,) or one number each): with them, ``log pi`` of ``clip(a, low, high)`` is among
+            the causes (the bounds, not the clipped actions: pgrl clips as the rollout does,
+            and a batch that stored clipped actions has nothing else to show).
         grads: the user's gradients, names and shapes of ``weights``, in pgrl's sign: ``dL/dW``
             of ``L = sum_t A_t * BCE(a_t, z_t)``, or of ``sum_t A_t * CE(a_t, z_t)`` with
-            ``CE = -log softmax(z_t)[a_t]``; with old log-probs, of PPO's clipped surrogate
-            ``L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps) A_t)``,
-            ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``.
+            ``CE = -log softmax(z_t)[a_t]``, or of ``-sum_t A_t log N(a_t; mu_t, sigma^2)``
+            (gaussian, ``log_std``'s with respect to ``log sigma``); with old log-probs, of
+            PPO's clipped surrogate ``L = -sum_t min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps)
+            A_t)``, ``rho_t = exp(log pi(a_t | s_t) - old_log_probs_t)``.
         after: the user's weights after one optimizer step from zero optimizer state, or None.
         optimizer: the RMSprop settings the user meant (Karpathy's defaults when None).
         reduction: ``"sum"`` or ``"mean"``, the loss the user meant.
         gamma, reset_on_nonzero, standardize: the returns the user meant, when the batch holds
             rewards (as :func:`pgrl.returns.compute_advantages`).
-        head: ``"bernoulli"``, ``"categorical"``, or None: from ``Wn``'s columns (one column
-            is the Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
+        head: ``"bernoulli"``, ``"categorical"``, ``"gaussian"``, or None: the gaussian head
+            when the weights hold ``log_std``, else from ``Wn``'s columns (one column is the
+            Bernoulli head, ``n >= 2`` the categorical head over ``n`` actions).
         clip: PPO's ``eps`` (the batch's ``clip`` when it holds one, which must agree; else
             ``ppo.clip``'s default); only with old log-probs.
 
@@ -614,10 +733,11 @@ def explain(
     after = None if after is None else load_arrays(after, "after")
     note = WORDS[dist.name].note
     notes = [note.format(n=dist.n_actions)] if note else []
+    notes += bounds_notes(b) if WORDS[dist.name].densities else []
     loss = ""
     if b.old_log_probs is not None:
         b.clip, line = _ppo_clip(b.clip, clip)
-        z = dist.logits(nn.forward(w, b.obs)[1])
+        z = dist.logits(dist.outputs(nn.forward(w, b.obs)[1], w))
         rho = np.exp(dist.log_prob(z, b.actions) - b.old_log_probs)
         outside = np.mean(np.abs(rho - 1) > b.clip)
         notes.append(
@@ -640,6 +760,26 @@ def explain(
                 "a descent step on L, as pgrl's"
             )
     return Diagnosis(gradients, step, dist.name, notes, loss)
+
+
+def bounds_notes(b: Batch) -> list[str]:
+    """The report's lines on the gaussian head's action bounds: how many actions lie beyond them,
+    or that without them the clipped action's log pi is not among the causes."""
+    if b.bounds is None:
+        return [
+            "bounds: the batch holds no low and high (the env's action bounds): "
+            "log pi of the clipped action is not tested"
+        ]
+    beyond = np.any((b.actions < b.bounds[0]) | (b.actions > b.bounds[1]), axis=1)
+    return [
+        f"bounds: low {_short(b.bounds[0])}, high {_short(b.bounds[1])}; "
+        f"{int(np.sum(beyond))} of {len(beyond)} actions beyond them"
+    ]
+
+
+def _short(v: np.ndarray) -> str:
+    """A bound (d,) as one number when its entries agree."""
+    return f"{v[0]:g}" if np.all(v == v[0]) else np.array2string(v, precision=3, separator=", ")
 
 
 def _ppo_clip(batch_clip: float | None, clip: float | None) -> tuple[float, str]:
@@ -683,23 +823,69 @@ def logit_mistake(dist, z: np.ndarray, actions) -> np.ndarray:
     return dist.onehot(actions).astype(z.dtype) - z
 
 
-def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None):
+def port_log_prob(dist, z: np.ndarray, actions, causes=(), bounds=None):
+    """(N,) ``log pi(a | z)`` and ``d log pi / dz`` (shaped as ``z``) as a port with the
+    ``causes`` computes them: ``"logit"`` (:func:`logit_mistake`) and :data:`GAUSSIAN_CAUSES`
+    (``"clipped"``: at ``clip(a, *bounds)``); continuous actions in the dtype of ``z``."""
+    a = np.asarray(actions)
+    if a.dtype.kind == "f":
+        a = a.astype(z.dtype)
+    if "clipped" in causes:
+        a = np.clip(a, *(np.asarray(b, z.dtype) for b in bounds))
+    logp = dist.log_prob(z, a)
+    dlogp = logit_mistake(dist, z, a) if "logit" in causes else dist.dlog_prob(z, a)
+    d = dist.n_outputs
+    if "log_sigma" in causes:  # -(a - mu)^2 / (2 sigma^2) alone: d/dlog_std loses its -1
+        logp = logp + np.sum(z[:, d:], axis=1)
+        dlogp[:, d:] += 1
+    if "std" in causes:  # dL/dsigma = dL/dlog_std / sigma
+        dlogp[:, d:] *= np.exp(-z[:, d:])
+    if "dim_mean" in causes:
+        logp, dlogp = logp / d, dlogp / d
+    return logp, dlogp
+
+
+def head_backward(dist, weights: dict, hs: list, dz: np.ndarray, strict_mask=False) -> dict:
+    """``dL/dW`` (and the head's own parameters', the gaussian head's ``log_std``) from ``dL/dz``
+    of the head's input ``z`` (N,) or (N, k), through :func:`pgrl.nn.backward`."""
+    dout, own = dist.param_grads(dz.reshape(len(dz), -1))
+    return {**nn.backward(weights, hs, dout, strict_mask), **own}
+
+
+def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None, logp=None):
     """(N,) ``rho = exp(logp - logp_old)`` and ``drho/dz = rho dlogp/dz`` (shaped as ``z``,
-    through ``dlogp``, the head's when None); with the cause ``"ratio"``, ``rho = pi / pi_old``
-    of probabilities (``pi_old = exp(logp_old)``) in the dtype of ``z``, and autodiff's
-    ``drho/dz = pi (onehot(a) - p) / pi_old``: the same numbers until ``pi`` rounds, NaN where
-    both probabilities underflow to 0."""
+    through ``logp`` and ``dlogp``, the head's when None); with the cause ``"ratio"``,
+    ``rho = pi / pi_old`` of probabilities (``pi_old = exp(logp_old)``) in the dtype of ``z``,
+    and autodiff's ``drho/dz = pi (onehot(a) - p) / pi_old``: the same numbers until ``pi``
+    rounds, NaN where both probabilities underflow to 0; for densities (the gaussian head's),
+    ``exp(logp) / exp(logp_old)`` and ``drho/dz = rho dlogp/dz``, which overflow as well."""
     old = np.asarray(old_log_probs, z.dtype)
+    if logp is None:
+        logp, dlogp = (
+            dist.log_prob(z, actions),
+            dist.dlog_prob(z, actions) if dlogp is None else dlogp,
+        )
     if "ratio" not in causes:
-        rho = np.exp(dist.log_prob(z, actions) - old)
-        return rho, objectives.chain(rho, dist.dlog_prob(z, actions) if dlogp is None else dlogp)
+        rho = np.exp(logp - old)
+        return rho, objectives.chain(rho, dlogp)
+    if WORDS[dist.name].densities:
+        rho = np.exp(logp) / np.exp(old)
+        return rho, objectives.chain(rho, dlogp)
     p = dist.probs(z)
     pi, pi_old = dist.action_probs(p)[np.arange(len(actions)), actions], np.exp(old)
     return pi / pi_old, objectives.chain(pi / pi_old, dist.onehot(actions).astype(z.dtype) - p)
 
 
 def ppo_dlogits(
-    dist, z: np.ndarray, actions, advantages, old_log_probs, clip: float, causes=(), dlogp=None
+    dist,
+    z: np.ndarray,
+    actions,
+    advantages,
+    old_log_probs,
+    clip: float,
+    causes=(),
+    dlogp=None,
+    logp=None,
 ) -> np.ndarray:
     """PPO's ``dL/dz``, shaped as ``z``: ``-A_t drho_t/dz`` where the unclipped term
     ``rho_t A_t`` is the smaller (or equal), 0 where ``clip(rho_t, 1 - eps, 1 + eps) A_t`` is
@@ -707,7 +893,7 @@ def ppo_dlogits(
     (with the cause ``"ratio"``: of probabilities). With the cause ``"max"``, the min taken
     before the sign, ``min(-rho A, -clip(rho) A)``: the gradient flows where the unclipped term
     is the larger."""
-    rho, drho = ppo_ratio(dist, z, actions, old_log_probs, causes, dlogp)
+    rho, drho = ppo_ratio(dist, z, actions, old_log_probs, causes, dlogp, logp)
     unclipped = rho * advantages
     clipped = np.clip(rho, 1 - clip, 1 + clip) * advantages
     flows = unclipped >= clipped if "max" in causes else unclipped <= clipped
@@ -720,33 +906,37 @@ def _gradient_part(
     """pgrl's ``dL/dW`` for the batch under every set of gradient causes, against ``user``
     (``float32``: the user's numbers are, and so is a ratio of their probabilities)."""
     ppo = b.old_log_probs is not None
+    words = WORDS[dist.name]
+    head_causes = [c for c in words.causes if c != "dim_mean" or dist.n_outputs > 1]
+    head_causes = [c for c in head_causes if c != "clipped" or b.bounds is not None]
     labels = gradient_causes(
-        reduction, standardize, reset, b.rewards is not None, WORDS[dist.name].probability, ppo
+        reduction, standardize, reset, b.rewards is not None, words.probability, ppo, head_causes
     )
     hs, out = nn.forward(w, b.obs)
-    z = dist.logits(out)
+    z = dist.logits(dist.outputs(out, w))
     cache = {}  # one backward pass per (returns, dL/dz, ReLU mask); the rest is a scale
 
     def predict(combo):
         mode = next((c[len("standardize_") :] for c in combo if c.startswith("standardize_")), None)
         key = (mode or standardize, reset ^ ("reset" in combo))
-        key += ("logit" in combo, "relu_mask" in combo, "ratio" in combo, "max" in combo)
+        key += ("relu_mask" in combo, "ratio" in combo, "max" in combo)
+        port = tuple(c for c in combo if c == "logit" or c in GAUSSIAN_CAUSES)
+        key += port
         if key not in cache:
             adv = b.advantages
             if adv is None:
                 adv = compute_advantages(b.rewards, b.ep_bounds, gamma, key[1], key[0])
-            dlogp = logit_mistake(dist, z, b.actions) if key[2] else None
-            if ppo:
-                causes = [c for c in ("ratio", "max") if c in combo]
-                zz = z.astype(np.float32) if float32 and key[4] else z
-                with np.errstate(all="ignore"):  # NaN where probabilities underflow: no match
+            zz = z.astype(np.float32) if ppo and float32 and key[3] else z
+            with np.errstate(all="ignore"):  # NaN where probabilities underflow: no match
+                logp, dlogp = port_log_prob(dist, zz, b.actions, port, b.bounds)
+                if ppo:
+                    causes = [c for c in ("ratio", "max") if c in combo]
                     dz = ppo_dlogits(
-                        dist, zz, b.actions, adv, b.old_log_probs, b.clip, causes, dlogp
+                        dist, zz, b.actions, adv, b.old_log_probs, b.clip, causes, dlogp, logp
                     )
-                dout = dz.astype(np.float64).reshape(out.shape)
-            else:
-                dout = dlogits(dist, z, b.actions, adv, dlogp).reshape(out.shape)
-            cache[key] = nn.backward(w, hs, dout, strict_mask=key[3])
+                else:
+                    dz = dlogits(dist, z, b.actions, adv, dlogp)
+            cache[key] = head_backward(dist, w, hs, dz.astype(np.float64), key[2])
         used = ({"sum", "mean"} - {reduction}).pop() if "reduction" in combo else reduction
         scale = (1.0 / len(z) if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
         return {k: g * scale for k, g in cache[key].items()}

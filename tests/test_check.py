@@ -12,7 +12,7 @@ from test_compare import _agree_to_3_digits as agree_to_3_digits
 from test_compare import _printed as printed
 from test_compare import _reference_first_step as first_step
 
-from pgrl.check import synthetic_batch
+from pgrl.check import run_check, synthetic_batch
 from pgrl.cli import main as cli_main
 from pgrl.config import load_config
 
@@ -356,3 +356,105 @@ def test_check_explain_ppo_pitfalls(tf, capsys):
     ):
         assert agree_to_3_digits(printed(out, label), value), (label, printed(out, label), value)
     assert figures[True][0] > 5 * figures[False][0] and figures[True][1] > 2 * figures[False][1]
+
+
+# ----- the gaussian head -----
+
+
+def test_check_gaussian_pendulum_passes():
+    """Pendulum-v1's Box(1) in [-2, 2]: the parity, finite-difference (log_std too), entropy,
+    PPO and value rows, with sampled actions of which some lie beyond the env's bounds."""
+    cfg = load_config("pendulum_ppo")
+    lines, passed = run_check(cfg, 3, n_actions=1)
+    out = "\n".join(lines)
+    assert passed and "gaussian head, d = 1" in out and "PASS: the backends agree" in out
+    for label in ("logits", "gradient log_std", "RMSprop step log_std", "finite diff. log_std"):
+        assert row(out, label)[2] == "ok", label
+    for label in ("entropy finite diff.", "PPO finite diff.", "value finite diff."):
+        assert row(out, label)[2] == "ok", label
+    beyond = int(re.search(r"actions mu \+ sigma \* N\(0, 1\), (\d+)% beyond", out).group(1))
+    assert 0 < beyond < 50
+
+
+def test_check_gaussian_synthetic_actions():
+    cfg = load_config("pendulum_ppo")
+    bounds = (np.array([-2.0, -1.0]), np.array([2.0, 1.0]))
+    _, a, _ = synthetic_batch(cfg, 3, 400, seed=1, n_actions=2, bounds=bounds)
+    assert a.shape == (400, 2) and a.dtype == np.float64
+    beyond = np.mean((a < bounds[0]) | (a > bounds[1]), axis=0)
+    assert np.all((0.25 < beyond) & (beyond < 0.4))  # P(|N(0, 1)| > 1) = 0.317
+
+
+def test_check_gaussian_fails_for_a_wrong_log_std_gradient(monkeypatch):
+    from pgrl.policies.numpy_policy import NumpyPolicy
+
+    real = NumpyPolicy._gradients
+
+    def per_sigma(self, *args):  # dL/dsigma in place of dL/dlog_std
+        grads = real(self, *args)
+        grads["log_std"] = grads["log_std"] * np.exp(-self.params["log_std"])
+        return grads
+
+    monkeypatch.setattr(NumpyPolicy, "_gradients", per_sigma)
+    cfg = load_config("pendulum_ppo", ["policy.hidden_sizes=[16]"])
+    lines, passed = run_check(cfg, 3, n_actions=1)
+    out = "\n".join(lines)
+    assert not passed
+    assert row(out, "gradient log_std")[2] == "FAIL" and row(out, "gradient W1")[2] == "ok"
+    assert row(out, "finite diff. log_std")[2] == "FAIL"
+
+
+def gaussian_row(out, label):
+    """(gradients, log_std, step) of a gaussian --explain row."""
+    match = re.search(rf"^  {re.escape(label)} +(\S+) +(\S+) +(\S+)$", out, re.M)
+    assert match, f"no row {label!r} in:\n{out}"
+    return tuple(float(match.group(i)) for i in (1, 2, 3))
+
+
+def test_check_explain_gaussian_figures():
+    """d = 3 actions in [-1, 1]: each mistake's change of the gradients and of log_std's,
+    against the log_std gradient written here by hand and the network's from TensorFlow-free
+    pgrl.nn (the other layers scale, or are the same, but for the clipped action)."""
+    cfg = load_config("pendulum_ppo", ["policy.hidden_sizes=[16]", "ppo.epochs=2"])
+    d, bounds = 3, (-np.ones(3), np.ones(3))
+    lines, passed = run_check(cfg, 3, explain=True, n_actions=d, bounds=bounds)
+    out = "\n".join(lines)
+    assert passed
+
+    from pgrl.check import gaussian_weights
+    from pgrl.policies import make_policy
+
+    policy = make_policy(
+        "numpy", 3, hidden_sizes=(16,), head="gaussian", action_dim=d, bias=True, seed=0
+    )
+    obs = synthetic_batch(cfg, 3, 256, 0, d, bounds)[0]
+    w = gaussian_weights(policy.get_weights(), obs, bounds)
+    np.testing.assert_allclose(w["log_std"], [-0.5, 0.0, 0.5])
+    obs, a, adv = synthetic_batch(cfg, 3, 256, 0, d, bounds, w)
+    policy.set_weights(w)
+    mu = policy.logits(obs)[:, :d]
+    sigma = np.exp(w["log_std"])
+
+    def log_std_grad(actions, plus_one=False):  # mean reduction: -mean_t A_t dlogp/dlog_std
+        u = (actions - mu) / sigma
+        return -np.mean(adv[:, None] * (u**2 - (0 if plus_one else 1)), axis=0)
+
+    def change(x, y):
+        return np.linalg.norm(x - y) / np.linalg.norm(y)
+
+    g = log_std_grad(a)
+    clipped = np.clip(a, *bounds)
+    expected = {
+        "a dL/dsigma in place of dL/dlog_std": change(g / sigma, g),
+        "b log pi without its -log sigma term": change(log_std_grad(a, True), g),
+        "c log pi averaged over the d = 3 dims": 2 / 3,
+        "d log pi of clip(a, low, high), not of a": change(log_std_grad(clipped), g),
+    }
+    for label, value in expected.items():
+        assert agree_to_3_digits(gaussian_row(out, label)[1], value), label
+    assert agree_to_3_digits(gaussian_row(out, "c log pi averaged over the d = 3 dims")[0], 2 / 3)
+    # at init_log_std = 0, sigma = 1: the per-sigma gradient is the same number
+    assert gaussian_row(out, "a ... at init_log_std = 0") == (0.0, 0.0, 0.0)
+    beyond = np.mean(np.any((a < -1) | (a > 1), axis=1))
+    assert f"{beyond:.0%} of the actions" in out
+    assert "a ratio pi/pi_old, not exp(logp - logp_old)" in out

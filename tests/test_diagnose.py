@@ -465,7 +465,8 @@ def bad_files(tmp_path, case):
             [],
             "save actions.argmax(axis=1)",
         ),
-        ("head", {}, ["--set", "policy.head=gaussian"], "policy.head"),
+        ("head", {}, ["--set", "policy.head=poisson"], "policy.head"),
+        ("gaussian without log_std", {}, ["--set", "policy.head=gaussian"], "missing log_std"),
         (
             "obs width",
             {"batch": save(tmp_path / "b1.npz", obs=obs[:, :3], actions=actions, advantages=adv)},
@@ -1079,3 +1080,217 @@ def test_ppo_cli_and_bad_input_is_one_line(ppo_case, tmp_path, capsys):
     assert "probabilities? save np.log(p)" in one_line(
         capsys, argv(f, **batch("b2", **ppo_batch(obs, actions, adv, np.exp(old))))
     )
+
+
+# ----- the gaussian head: its own porting mistakes, made here by hand -----
+
+D, LOW, HIGH = 3, -1.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def gauss_case():
+    """Weights (one hidden layer, biases, log_std off 0 and unequal), a batch of 16 sampled
+    actions of which some lie beyond [-1, 1], and old log-probs a step away."""
+    rng = np.random.default_rng(11)
+    weights = {
+        "W1": rng.standard_normal((OBS_DIM, HIDDEN)) / np.sqrt(OBS_DIM),
+        "b1": rng.normal(0.0, 0.1, HIDDEN),
+        "W2": rng.standard_normal((HIDDEN, D)) / np.sqrt(HIDDEN),
+        "b2": rng.normal(0.0, 0.1, D),
+        "log_std": np.array([-0.7, -0.2, 0.4]),
+    }
+    obs = rng.standard_normal((16, OBS_DIM))
+    mu = hand_gauss_forward(weights, obs)[2]
+    actions = mu + np.exp(weights["log_std"]) * rng.standard_normal((16, D))
+    assert 0 < np.mean((actions < LOW) | (actions > HIGH)) < 0.5
+    adv = rng.standard_normal(16)
+    return weights, obs, actions, adv
+
+
+def hand_gauss_forward(w, x):
+    a1 = x @ w["W1"] + w["b1"]
+    h = np.maximum(a1, 0)
+    return a1, h, h @ w["W2"] + w["b2"]
+
+
+def hand_gauss_log_prob(w, x, a, mistake=None):
+    """A port's (N,) log pi and (N, d) d log pi / d mu, d log pi / d(its log_std parameter),
+    with one mistake or a tuple of them: ``std`` differentiates w.r.t. sigma, ``log_sigma``
+    drops the -log sigma term, ``dim_mean`` averages over the dimensions, ``clipped`` reads the
+    action the env got."""
+    mistakes = (mistake,) if isinstance(mistake, str) else mistake or ()
+    _, h, mu = hand_gauss_forward(w, x)
+    log_std = w["log_std"]
+    sigma = np.exp(log_std)
+    if "clipped" in mistakes:
+        a = np.clip(a, LOW, HIGH)
+    u = (a - mu) / sigma
+    terms = -0.5 * u**2 - 0.5 * np.log(2 * np.pi) - (0 if "log_sigma" in mistakes else log_std)
+    d_mu = u / sigma
+    d_log_std = u**2 - (0 if "log_sigma" in mistakes else 1)
+    if "std" in mistakes:
+        d_log_std = d_log_std / sigma  # d/dsigma = d/dlog sigma * dlog sigma/dsigma
+    reduce = np.mean if "dim_mean" in mistakes else np.sum
+    scale = 1 / a.shape[1] if "dim_mean" in mistakes else 1.0
+    return reduce(terms, axis=1), d_mu * scale, d_log_std * scale
+
+
+def hand_gauss_gradients(w, x, a, adv, mistake=None, old=None, clip=CLIP):
+    """dL/dW of REINFORCE (or, with ``old``, PPO's surrogate) through a port's log pi."""
+    a1, h, _ = hand_gauss_forward(w, x)
+    logp, d_mu, d_log_std = hand_gauss_log_prob(w, x, a, mistake)
+    dl = -adv
+    if old is not None:
+        rho = np.exp(logp - old)
+        dl = np.where(rho * adv <= np.clip(rho, 1 - clip, 1 + clip) * adv, -rho * adv, 0.0)
+    dmu = dl[:, None] * d_mu
+    dh = dmu @ w["W2"].T
+    dh[a1 <= 0] = 0
+    return {
+        "W1": x.T @ dh,
+        "b1": dh.sum(axis=0),
+        "W2": h.T @ dmu,
+        "b2": dmu.sum(axis=0),
+        "log_std": (dl[:, None] * d_log_std).sum(axis=0),
+    }
+
+
+def gauss_batch(obs, actions, adv, bounds=True, **more):
+    extra = {"low": LOW, "high": HIGH} if bounds else {}
+    return {"obs": obs, "actions": actions, "advantages": adv, **extra, **more}
+
+
+GAUSSIAN_LABELS = {
+    "std": "dL/dsigma in place of dL/dlog_std",
+    "log_sigma": "log pi without its -log sigma term",
+    "dim_mean": "log pi averaged over the action dimensions",
+    "clipped": "log pi of the clipped action",
+}
+
+
+def test_gaussian_correct_numbers_are_correct(gauss_case, tf):
+    w, obs, a, adv = gauss_case
+    params = {k: tf.Variable(v) for k, v in w.items()}
+    with tf.GradientTape() as tape:
+        h = tf.nn.relu(obs @ params["W1"] + params["b1"])
+        mu = h @ params["W2"] + params["b2"]
+        normal = -0.5 * ((a - mu) / tf.exp(params["log_std"])) ** 2 - params["log_std"]
+        loss = -tf.reduce_sum(adv * tf.reduce_sum(normal - 0.5 * np.log(2 * np.pi), axis=1))
+    grads = {
+        k: g.numpy()
+        for k, g in zip(params, tape.gradient(loss, list(params.values())), strict=True)
+    }
+    for g in (grads, hand_gauss_gradients(w, obs, a, adv)):
+        result = explain(w, gauss_batch(obs, a, adv), g)
+        assert result.exit_code == 0, str(result)
+    assert "head: gaussian, d = 3" in str(result)
+    assert re.search(r"bounds: low -1, high 1; \d+ of 16 actions beyond them", str(result))
+
+
+@pytest.mark.parametrize("mistake", list(GAUSSIAN_LABELS))
+def test_gaussian_mistakes_are_named(gauss_case, mistake):
+    w, obs, a, adv = gauss_case
+    grads = hand_gauss_gradients(w, obs, a, adv, mistake)
+    result = explain(w, gauss_batch(obs, a, adv), grads)
+    assert result.exit_code == 1, str(result)
+    assert result.gradients.named == [
+        next(v for v in result.gradients.labels.values() if GAUSSIAN_LABELS[mistake] in v)
+    ], str(result)
+
+
+@pytest.mark.parametrize("mistake", [None, *GAUSSIAN_LABELS])
+def test_gaussian_ppo_mistakes_are_named(gauss_case, mistake):
+    """PPO's surrogate with the port's old log-probs (its own log pi, a step away)."""
+    w, obs, a, adv = gauss_case
+    noise = np.random.default_rng(3).normal(0.0, 1.5 * CLIP, len(adv))
+    old = hand_gauss_log_prob(w, obs, a, mistake)[0] - noise
+    grads = hand_gauss_gradients(w, obs, a, adv, mistake, old)
+    result = explain(w, gauss_batch(obs, a, adv, old_log_probs=old), grads)
+    if mistake is None:
+        assert result.exit_code == 0, str(result)
+        return
+    assert result.exit_code == 1, str(result)
+    assert len(result.gradients.named) == 1, str(result)
+    assert GAUSSIAN_LABELS[mistake] in result.gradients.named[0], str(result)
+
+
+def test_gaussian_mistake_pairs_and_the_classic_ones(gauss_case):
+    w, obs, a, adv = gauss_case
+    for pair in itertools.combinations(GAUSSIAN_LABELS, 2):
+        grads = hand_gauss_gradients(w, obs, a, adv, pair)
+        result = explain(w, gauss_batch(obs, a, adv), grads)
+        assert result.exit_code == 1 and len(result.gradients.named) == 2, str(result)
+        for m in pair:
+            assert any(GAUSSIAN_LABELS[m] in n for n in result.gradients.named), (pair, result)
+    mean = {k: v / len(adv) for k, v in hand_gauss_gradients(w, obs, a, adv, "std").items()}
+    sign = {k: -v for k, v in hand_gauss_gradients(w, obs, a, adv, "clipped").items()}
+    for grads, classic in ((mean, "mean instead of sum"), (sign, "missing minus sign")):
+        result = explain(w, gauss_batch(obs, a, adv), grads)
+        assert result.exit_code == 1 and len(result.gradients.named) == 2, str(result)
+        assert any(n.startswith(classic) for n in result.gradients.named), str(result)
+
+
+def test_gaussian_without_bounds_the_clipped_action_is_unknown(gauss_case):
+    w, obs, a, adv = gauss_case
+    grads = hand_gauss_gradients(w, obs, a, adv, "clipped")
+    result = explain(w, gauss_batch(obs, a, adv, bounds=False), grads)
+    assert result.exit_code == 3, str(result)
+    assert "log pi of the clipped action is not tested" in str(result)
+    # inside the bounds every action is its clipped self: the mistake cannot show
+    inside = np.clip(a, LOW, HIGH)
+    result = explain(w, gauss_batch(obs, inside, adv), hand_gauss_gradients(w, obs, inside, adv))
+    assert result.exit_code == 0
+    assert "cannot rule out log pi of the clipped action" in str(result)
+
+
+def test_gaussian_d1_per_sigma_is_blind_at_sigma_1(gauss_case):
+    """One dimension: no mean over dimensions to make; at sigma = 1, dL/dsigma = dL/dlog_std."""
+    w, obs, a, adv = gauss_case
+    w1 = {**w, "W2": w["W2"][:, :1], "b2": w["b2"][:1], "log_std": np.zeros(1)}
+    grads = hand_gauss_gradients(w1, obs, a[:, :1], adv, "std")
+    result = explain(w1, gauss_batch(obs, a[:, :1], adv), grads)
+    assert result.exit_code == 0
+    assert "averaged over the action dimensions" not in str(result)
+    assert "cannot rule out dL/dsigma in place of dL/dlog_std" in str(result)
+
+
+def test_gaussian_cli_and_bad_input_is_one_line(gauss_case, tmp_path, capsys):
+    w, obs, a, adv = gauss_case
+    paths = {
+        "weights": save(tmp_path / "w.npz", **w),
+        "batch": save(tmp_path / "b.npz", **gauss_batch(obs, a, adv)),
+        "grads": save(tmp_path / "g.npz", **hand_gauss_gradients(w, obs, a, adv, "dim_mean")),
+    }
+
+    def run(**replace):
+        files = {**paths, **replace}
+        return cli_main(["diagnose", *(f"--{k}={v}" for k, v in files.items())])
+
+    assert run() == 1
+    assert "log pi averaged over the action dimensions" in capsys.readouterr().out
+    no_log_std = {k: v for k, v in w.items() if k != "log_std"}
+    cases = [
+        (
+            {"batch": save(tmp_path / "b1.npz", obs=obs, actions=a, advantages=adv, low=LOW)},
+            "low without high",
+        ),
+        (
+            {"batch": save(tmp_path / "b2.npz", **gauss_batch(obs, a[:, 0], adv))},
+            "batch actions must have shape (16, 3)",
+        ),
+        (
+            {"weights": save(tmp_path / "w1.npz", **{**w, "log_std": np.zeros(2)})},
+            "weights log_std has shape (2,)",
+        ),
+        (
+            {"weights": save(tmp_path / "w2.npz", **no_log_std)},
+            "the gaussian head's weights need its log_std",
+        ),
+    ]
+    for replace, words in cases:
+        assert run(**replace) == 2, words
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], (words, err)
+    bad = save(tmp_path / "b4.npz", **{**gauss_batch(obs, a, adv), "low": HIGH, "high": LOW})
+    assert run(batch=bad) == 2
+    assert "low must be below high" in capsys.readouterr().err
