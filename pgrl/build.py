@@ -81,6 +81,11 @@ def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
+def env_actions_of(space: gym.Space) -> int:
+    """``n`` of ``Discrete(n)`` actions, ``d`` of ``Box(d,)`` ones (the head's size)."""
+    return int(space.shape[0]) if isinstance(space, gym.spaces.Box) else int(space.n)
+
+
 def env_actions(envs, cfg: Config | None = None) -> int:
     """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions,
     or the dimension ``d`` of its ``Box(d,)`` actions (the gaussian head's); with ``cfg``,

@@ -274,17 +274,24 @@ def _trial_options(args) -> dict:
     _SET,
 )
 def _check(args) -> int:
-    from pgrl.build import env_spaces
+    from pgrl.build import check_env_id, env_actions_of, env_spaces
     from pgrl.check import run_check
     from pgrl.config import ConfigError, load_config
 
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     cfg = load_config(args.config, args.set)
+    check_env_id(cfg)  # the env, and the head against its actions
     obs_space, action_space = env_spaces(cfg)
-    obs_dim, n_actions = int(obs_space.shape[0]), int(action_space.n)
+    obs_dim, n_actions = int(obs_space.shape[0]), env_actions_of(action_space)
+    bounds = getattr(action_space, "low", None), getattr(action_space, "high", None)
     lines, passed = run_check(
-        cfg, obs_dim, explain=args.explain, seed=args.seed, n_actions=n_actions
+        cfg,
+        obs_dim,
+        explain=args.explain,
+        seed=args.seed,
+        n_actions=n_actions,
+        bounds=None if bounds[0] is None else bounds,  # the gaussian head's Box
     )
     print("\n".join(lines))
     return 0 if passed else 1
@@ -294,13 +301,13 @@ def _check(args) -> int:
     "diagnose",
     "which known porting mistake explains your gradients and RMSprop step "
     "(exit 0 correct, 1 known cause, 3 none)",
-    _arg("--weights", required=True, metavar="W.npz", help="W1, W2, ... (b1, ...)"),
+    _arg("--weights", required=True, metavar="W.npz", help="W1, W2, ... (b1, ..., log_std)"),
     _arg(
         "--batch",
         required=True,
         metavar="B.npz",
         help="obs, actions and advantages (or rewards and episode_ends); PPO: also "
-        "old_log_probs (and clip)",
+        "old_log_probs (and clip); gaussian head: (N, d) actions, and low and high",
     ),
     _arg("--grads", required=True, metavar="G.npz", help="your dL/dW, named as the weights"),
     _arg("--after", metavar="A.npz", help="your weights after one optimizer step"),

@@ -418,3 +418,11 @@ def test_continuous_envs_pass_gymnasiums_checker_and_play(env_id):
     batch = play_slots(envs, policy, slot_generators(0, 2), [1, 1])
     envs.close()
     assert batch.actions.shape == (batch.steps, d) and batch.n_episodes == 2
+
+
+def test_pgrl_check_runs_on_a_gaussian_config(capsys):
+    from pgrl.cli import main as cli_main
+
+    assert cli_main(["check", "pendulum_ppo"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: the backends agree" in out and "log_std" in out
