@@ -1129,6 +1129,11 @@ SETS = [
     ("env=1", "env"),
     ("train=1", "train"),
     (" train . seed=3", "train"),
+    ("policy.init_log_std=nan", "policy.init_log_std"),
+    ("policy.init_log_std=100", "policy.init_log_std"),
+    ("policy.init_log_std=-1", "policy.init_log_std"),  # the gaussian head's, not CartPole's
+    ("policy.head=gaussian", "gaussian"),  # CartPole's actions are Discrete(2)
+    ("env.normalize_obs=yes", "env.normalize_obs"),
     ("train.seed=-0", None),  # -0 is 0: valid
     ("train.episodes=0x10", None),  # TOML hex: valid
     ("train.seed = 3", None),  # spaces around: valid
@@ -1207,7 +1212,8 @@ GRIDS = [
     ("policy.hidden_sizes=[16],[32", ("--grid", "policy.hidden_sizes")),
     ("policy.hidden_sizes=" + deep("[", "]", 50000), ("--grid", "nested")),
     ("env.kwargs=" + "{a=" * 20000 + "1" + "}" * 20000, ("--grid", "nested")),
-    ("policy.head=categorical,gaussian", ("--grid", "gaussian")),
+    ("policy.head=categorical,gaussian", ("gaussian", "CartPole-v1")),
+    ("policy.head=categorical,poisson", ("--grid", "poisson")),
     ("env.id='Cart", ("--grid", "env.id")),
     ("env.id=Foo-v1,CartPole-v1", ("Foo-v1",)),
     ("env.id=Pendulum-v1", ("Pendulum-v1",)),
@@ -1895,7 +1901,8 @@ def diagnose_cases() -> list[Case]:
             )
         )
     for name, settings in (
-        ("set-head-gaussian", ["--set", "policy.head=gaussian"]),
+        ("set-head-poisson", ["--set", "policy.head=poisson"]),
+        ("set-head-gaussian", ["--set", "policy.head=gaussian"]),  # weights without log_std
         ("set-lr-zero", ["--set", "optimizer.learning_rate=0"]),
         ("set-decay-one", ["--set", "optimizer.decay=1"]),
         ("set-reduction-max", ["--set", "policy.reduction=max"]),
@@ -1909,7 +1916,7 @@ def diagnose_cases() -> list[Case]:
                 diagnose_argv() + settings,
                 (2,),
                 copy("diag_W.npz", "diag_B.npz", "diag_G.npz"),
-                names=(settings[1].split("=")[0],),
+                names=("log_std" if name == "set-head-gaussian" else settings[1].split("=")[0],),
             )
         )
     cases.append(
