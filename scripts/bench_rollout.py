@@ -55,6 +55,15 @@ ENVS = {
         ("float64", "float32"),
         ((1, "sync"), (2, "async")),
     ),
+    # the gaussian head: pendulum_ppo's network and 4 envs, and the same 4 with the policy asked
+    # for all rows at once ("rows together": not pgrl's rule, whose actions do not depend on
+    # how many slots share a call), what asking row by row costs
+    "pendulum": (
+        "Pendulum-v1",
+        {"hidden_sizes": (64, 64), "bias": True, "head": "gaussian", "action_dim": 1},
+        ("float64",),
+        ((1, "sync"), (4, "sync"), (4, "rows together")),
+    ),
 }
 BACKENDS = ("numpy", "tensorflow")
 
@@ -113,13 +122,13 @@ def vector_row(env_id, num_envs, vectorization):
     from pgrl.rollout import make_vector_env
 
     envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
-    rng = np.random.default_rng(0)
+    envs.action_space.seed(0)
     envs.reset(seed=list(range(num_envs)))
 
     def run(seconds):
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            _, _, terminated, truncated, _ = envs.step(rng.integers(2, size=num_envs).tolist())
+            _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
             steps += num_envs
             done = terminated | truncated
             if done.any():
@@ -135,9 +144,14 @@ def rollout_row(env_id, num_envs, vectorization, backend, dtype, policy_kwargs, 
     from pgrl.policies import make_policy
     from pgrl.rollout import collect_episodes, make_vector_env, slot_generators
 
+    together = vectorization == "rows together"
+    if together:
+        vectorization = "sync"
     envs = make_vector_env(env_id, num_envs, seed=0, vectorization=vectorization)
     obs_dim = envs.single_observation_space.shape[0]
     policy = make_policy(backend, obs_dim, dtype=dtype, seed=0, **policy_kwargs)
+    if together:  # this policy's distribution alone: one object, not the class
+        policy.distribution.sample_rows_alone = False
     rngs = slot_generators(0, num_envs)
     collect_episodes(envs, policy, rngs, 1)  # traces TF, loads the ROM, fills the caches
 
