@@ -273,9 +273,8 @@ class Gaussian:
 
     name = "gaussian"
     action_kind = "float"
-    # an action is mu itself plus noise, so its last bits are mu's, and a matrix product's last
-    # bits depend on how many rows it has (BLAS picks its kernel by size): the rollout asks for
-    # one row at a time, so that a slot's actions do not depend on the slots beside it
+    # an action is mu plus noise, so it carries mu's last bits: the rollout asks for one row at
+    # a time (see pgrl.rollout)
     sample_rows_alone = True
 
     def __init__(self, n_actions: int | None = None):

@@ -17,7 +17,10 @@ categorical head the policy gives the probabilities ``pi`` of all actions, and t
 ``u`` picks the first ``k`` with ``u < cumsum(pi)[k]`` (the head's ``sample`` in
 :mod:`pgrl.distributions`). The gaussian head draws ``d`` standard normals ``eps`` instead and
 takes ``a = mu + sigma * eps``; the env gets ``a`` clipped to its action bounds, the batch records
-``a``. A slot whose episode ended starts its next one, or idles when it has played its share.
+``a``. Its policy is asked one row at a time: an action carries ``mu``'s last bits, and a matrix
+product's last bits depend on its number of rows (BLAS picks its kernel by size), so a slot's
+actions would otherwise depend on how many slots share the call. A slot whose episode ended
+starts its next one, or idles when it has played its share.
 
 How envs step lies below that loop: the sub-envs of a ``SyncVectorEnv`` are stepped one by one,
 only those playing (``SyncVectorEnv.step`` steps idle envs too and batches their infos, which
@@ -176,10 +179,7 @@ class EpisodeBatch:
             (float32 for CartPole), or :class:`SparseRows` for integer observations (Pong).
         actions: (T,) int8 actions in [0, n_actions) (int64 beyond 128 actions); the gaussian
             head's (T, d) actions as sampled, in float32 (gymnasium's action dtype; the env got
-            them clipped to its bounds). float32 also keeps every runner's and both backends'
-            episodes the same: ``mu`` of a batch of 4 rows and of 2 may differ in the last
-            float64 bits (the matrix product's kernel depends on its size), which the rounding
-            absorbs.
+            them clipped to its bounds, :func:`env_actions`).
         rewards: (T,) float64 reward received after each action.
         ep_bounds: (E + 1,) int64 offsets: episode k is rows ``ep_bounds[k]:ep_bounds[k + 1]``.
         ep_returns: (E,) float64 sum of each episode's rewards.
