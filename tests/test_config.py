@@ -205,7 +205,8 @@ def test_missing_file_and_syntax_error(tmp_path):
 def test_every_shipped_file_loads_by_path_and_by_name(file):
     cfg = load_config(file)
     assert cfg == load_config(file.stem) == load_config(file.name)
-    ids = ("CartPole-v1", "ALE/Pong-v5", "Acrobot-v1", "LunarLander-v3")
+    ids = ("CartPole-v1", "ALE/Pong-v5", "Acrobot-v1", "LunarLander-v3", "Pendulum-v1")
+    ids += ("InvertedPendulum-v5", "HalfCheetah-v5")
     assert cfg.train.episodes >= 1 and cfg.env.id in ids
 
 
