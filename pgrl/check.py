@@ -26,7 +26,6 @@ from pgrl.diagnose import (
     WORDS,
     HeadWords,
     dlogits,
-    head_backward,
     logit_mistake,
     port_log_prob,
     ppo_dlogits,
@@ -70,7 +69,7 @@ def synthetic_batch(
         eps = rng.standard_normal((n, *dist.action_shape))
         if weights is not None:
             w = {k: np.asarray(v, np.float64) for k, v in weights.items()}
-            actions = dist.sample(dist.outputs(nn.forward(w, obs)[1], w), eps)
+            actions = dist.sample(nn.head_forward(dist, w, obs)[1], eps)
         else:
             low, high = (-1.0, 1.0) if bounds is None else bounds
             actions = np.add(high, low) / 2 + np.subtract(high, low) / 2 * eps
@@ -201,13 +200,14 @@ def run_check(
     tol = 1e-10 if cfg.policy.dtype == "float64" else 1e-5
     ppo = cfg.train.algorithm == "ppo"
     policies = {b: build_policy(cfg, obs_dim, b, n_actions) for b in BACKENDS}
-    words = WORDS[policies["numpy"].distribution.name]
-    if words.densities and bounds is None:
+    dist = policies["numpy"].distribution
+    words = WORDS[dist.name]
+    if dist.densities and bounds is None:
         bounds = action_bounds(cfg)
     weights = policies["numpy"].get_weights()
     n = max(256, 4 * cfg.ppo.minibatch_size) if ppo else 256  # PPO: four minibatches
     batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions, bounds)
-    if words.densities:  # the same obs; actions sampled from the policy
+    if dist.densities:  # the same obs; actions sampled from the policy
         weights = gaussian_weights(weights, batch[0], bounds)
         batch = synthetic_batch(cfg, obs_dim, n, seed, n_actions, bounds, weights)
     policy_rows = parity_rows(policies, weights, batch, words.probs, tol)
@@ -247,7 +247,7 @@ def run_check(
     if explain:
         tf_policy = policies["tensorflow"]
         lines += ["", *explain_causes(cfg, obs_dim, weights, batch, n_actions, tf_policy)]
-        if words.densities:
+        if dist.densities:
             lines += ["", *explain_gaussian(cfg, weights, batch, n_actions, bounds)]
         if ppo:
             lines += ["", *explain_ppo(cfg, obs_dim, weights, batch, old, n_actions, seed)]
@@ -340,7 +340,7 @@ def old_log_probs(fd_net, weights, batch, clip: float, seed: int) -> np.ndarray:
 
 def _at_most_zero(dist, log_probs: np.ndarray) -> np.ndarray:
     """Log-probabilities capped at 0; log-densities (the gaussian head's) as they are."""
-    return log_probs if WORDS[dist.name].densities else np.minimum(log_probs, 0.0)
+    return log_probs if dist.densities else np.minimum(log_probs, 0.0)
 
 
 def _ratio_sides(net, obs, actions, advantages, old, clip) -> np.ndarray:
@@ -433,11 +433,11 @@ class FirstUpdate:
         obs, actions, self.advantages = batch
         self.dist, self.weights, self.optimizer = dist, weights, optimizer
         self.dtype = np.dtype(dtype or np.float64)
-        kind = self.dtype if WORDS[dist.name].densities else np.int64
+        kind = self.dtype if dist.densities else np.int64
         self.actions, self.per_step = np.asarray(actions, kind), per_step
         self.net = {k: v.astype(self.dtype) for k, v in weights.items()}
-        self.hs, self.out = nn.forward(self.net, np.asarray(obs, self.dtype))
-        self.z = dist.logits(dist.outputs(self.out, self.net))
+        self.hs, self.out = nn.head_forward(dist, self.net, np.asarray(obs, self.dtype))
+        self.z = dist.logits(self.out)
 
     def gradients(self, dlogp=None, strict_mask: bool = False) -> dict:
         """``dL/dW`` through ``dlogp`` (the head's own when None)."""
@@ -447,7 +447,7 @@ class FirstUpdate:
     def backward(self, dz: np.ndarray, strict_mask: bool = False) -> dict:
         """``dL/dW`` from ``dL/dz`` (shaped as ``z``), with the reduction's factor."""
         dz = dz.astype(self.dtype) * self.per_step
-        return head_backward(self.dist, self.net, self.hs, dz, strict_mask)
+        return nn.head_backward(self.dist, self.net, self.hs, dz, strict_mask)
 
     def step(self, grads: dict, causes=()) -> np.ndarray:
         """RMSprop's first step (in float64) with the optimizer ``causes``, as one vector."""
@@ -682,7 +682,7 @@ def explain_ppo(cfg: Config, obs_dim: int, weights, batch, old, n_actions: int, 
         with np.errstate(all="ignore"):  # NaN where probabilities underflow: the row says nan
             return _change(step(u, causes), step(u))
 
-    densities = WORDS[dist.name].densities
+    densities = dist.densities
     # logits scaled up (a confident policy); the gaussian head's densities at this batch
     rounded = minibatch(adv, np.float32)
     if not densities:

@@ -23,7 +23,7 @@ import numpy as np
 from pgrl import nn, objectives
 from pgrl.checkpoint import ZIP_ERRORS, CheckpointError, check_npz_members
 from pgrl.config import PPOConfig
-from pgrl.distributions import HEADS, make_distribution
+from pgrl.distributions import DISTRIBUTIONS, HEADS, make_distribution
 from pgrl.optim import RMSprop
 from pgrl.returns import compute_advantages
 from pgrl.sparse import SparseRows, is_mostly_zero
@@ -72,7 +72,6 @@ class HeadWords:
     note: str = ""  # a report line naming the head
     header: str = ""  # the head in check's first line
     causes: tuple[str, ...] = ()  # the head's own mistakes, keys of GAUSSIAN_CAUSES
-    densities: bool = False  # pi is a density: PPO's ratio of them is exp(logp) / exp(logp_old)
 
 
 WORDS = {
@@ -114,7 +113,6 @@ WORDS = {
         "NLL(a, z) = -log N(a; mu, sigma^2), z = [mu | log_std]",
         header="gaussian head, d = {n}, ",
         causes=("std", "log_sigma", "dim_mean", "clipped"),
-        densities=True,
     ),
 }
 
@@ -147,7 +145,7 @@ def head_of(w_last: np.ndarray, name: str, head: str | None = None, log_std=None
             outputs = WORDS["gaussian"].outputs.format(h=w_last.shape[0])
             raise InputError(f"weights {name} has shape {w_last.shape}; {outputs}")
         return make_distribution("gaussian", k)
-    for h in [head] if head else [h for h in HEADS if not WORDS[h].densities]:
+    for h in [head] if head else [h for h in HEADS if not DISTRIBUTIONS[h].densities]:
         try:  # a policy has at least two actions; a head with other than k outputs does not fit
             dist = make_distribution(h, max(k, 2))
         except ValueError:
@@ -413,7 +411,7 @@ def check_batch(batch: dict, w1_shape: tuple[int, int], dist) -> Batch:
         adv = _numeric(vectors["advantages"], "batch advantages")
         if not ppo:
             return Batch(x, actions, advantages=adv, bounds=bounds)
-        old = check_old_log_probs(vectors["old_log_probs"], WORDS[dist.name].densities)
+        old = check_old_log_probs(vectors["old_log_probs"], dist.densities)
         clip = check_clip(batch["clip"]) if "clip" in batch else None
         return Batch(x, actions, advantages=adv, old_log_probs=old, clip=clip, bounds=bounds)
     ends = _numeric(vectors["episode_ends"], "batch episode_ends")
@@ -433,7 +431,7 @@ def check_bounds(batch: dict, dist) -> tuple[np.ndarray, np.ndarray] | None:
     given = [k for k in ("low", "high") if k in batch]
     if not given:
         return None
-    if not WORDS[dist.name].densities:
+    if not dist.densities:
         raise InputError(
             f"batch {given[0]}: action bounds are the gaussian head's; this is the {dist.name} head"
         )
@@ -478,7 +476,7 @@ def check_clip(clip) -> float:
 def check_actions(actions: np.ndarray, dist) -> np.ndarray:
     """(N,) actions of ``dist``'s head as int64 indices (the gaussian head's (N, d) as float64),
     or InputError quoting bad ones."""
-    if WORDS[dist.name].densities:
+    if dist.densities:
         return _numeric(actions, "batch actions")
     expected = WORDS[dist.name].actions.format(last=dist.n_actions - 1)
     if actions.dtype.kind not in "biuf":
@@ -733,11 +731,11 @@ def explain(
     after = None if after is None else load_arrays(after, "after")
     note = WORDS[dist.name].note
     notes = [note.format(n=dist.n_actions)] if note else []
-    notes += bounds_notes(b) if WORDS[dist.name].densities else []
+    notes += bounds_notes(b) if dist.densities else []
     loss = ""
     if b.old_log_probs is not None:
         b.clip, line = _ppo_clip(b.clip, clip)
-        z = dist.logits(dist.outputs(nn.forward(w, b.obs)[1], w))
+        z = dist.logits(nn.head_forward(dist, w, b.obs)[1])
         rho = np.exp(dist.log_prob(z, b.actions) - b.old_log_probs)
         outside = np.mean(np.abs(rho - 1) > b.clip)
         notes.append(
@@ -845,13 +843,6 @@ def port_log_prob(dist, z: np.ndarray, actions, causes=(), bounds=None):
     return logp, dlogp
 
 
-def head_backward(dist, weights: dict, hs: list, dz: np.ndarray, strict_mask=False) -> dict:
-    """``dL/dW`` (and the head's own parameters', the gaussian head's ``log_std``) from ``dL/dz``
-    of the head's input ``z`` (N,) or (N, k), through :func:`pgrl.nn.backward`."""
-    dout, own = dist.param_grads(dz.reshape(len(dz), -1))
-    return {**nn.backward(weights, hs, dout, strict_mask), **own}
-
-
 def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None, logp=None):
     """(N,) ``rho = exp(logp - logp_old)`` and ``drho/dz = rho dlogp/dz`` (shaped as ``z``,
     through ``logp`` and ``dlogp``, the head's when None); with the cause ``"ratio"``,
@@ -868,7 +859,7 @@ def ppo_ratio(dist, z: np.ndarray, actions, old_log_probs, causes=(), dlogp=None
     if "ratio" not in causes:
         rho = np.exp(logp - old)
         return rho, objectives.chain(rho, dlogp)
-    if WORDS[dist.name].densities:
+    if dist.densities:
         rho = np.exp(logp) / np.exp(old)
         return rho, objectives.chain(rho, dlogp)
     p = dist.probs(z)
@@ -912,8 +903,8 @@ def _gradient_part(
     labels = gradient_causes(
         reduction, standardize, reset, b.rewards is not None, words.probability, ppo, head_causes
     )
-    hs, out = nn.forward(w, b.obs)
-    z = dist.logits(dist.outputs(out, w))
+    hs, out = nn.head_forward(dist, w, b.obs)
+    z = dist.logits(out)
     cache = {}  # one backward pass per (returns, dL/dz, ReLU mask); the rest is a scale
 
     def predict(combo):
@@ -936,7 +927,7 @@ def _gradient_part(
                     )
                 else:
                     dz = dlogits(dist, z, b.actions, adv, dlogp)
-            cache[key] = head_backward(dist, w, hs, dz.astype(np.float64), key[2])
+            cache[key] = nn.head_backward(dist, w, hs, dz.astype(np.float64), key[2])
         used = ({"sum", "mean"} - {reduction}).pop() if "reduction" in combo else reduction
         scale = (1.0 / len(z) if used == "mean" else 1.0) * (-1.0 if "sign" in combo else 1.0)
         return {k: g * scale for k, g in cache[key].items()}

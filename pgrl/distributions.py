@@ -34,6 +34,9 @@ class _Discrete:
     """What the discrete heads share: one uniform per action, no parameters of their own."""
 
     sample_rows_alone = False  # a last-bit change of p changes ``u < p`` with odds ~1e-16
+    densities = False  # pi(a | s) is a probability: log pi <= 0
+    action_shape = ()  # one action per step
+    params: dict = {}  # parameters of the head besides the network's (none)
 
     def noise(self, rng: np.random.Generator) -> float:
         """The draw behind one action: a uniform in [0, 1)."""
@@ -61,8 +64,7 @@ class Bernoulli(_Discrete):
     n_actions = 2
     n_outputs = 1
     action_kind = "float"  # actions are kept as 0.0/1.0 (BCE labels) in the policy's dtype
-    action_shape = ()
-    params: dict = {}  # parameters of the head besides the network's (none)
+    action_dtype = np.int8  # how a batch stores them
 
     def __init__(self, n_actions: int | None = None):
         if n_actions is not None and n_actions != 2:
@@ -162,17 +164,11 @@ class Categorical(_Discrete):
 
     name = "categorical"
     action_kind = "int"
-    action_shape = ()
-    params: dict = {}
 
     def __init__(self, n_actions: int | None = None):
-        if n_actions is None:
-            raise ValueError("the categorical head needs n_actions")
-        if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer):
-            raise ValueError(f"n_actions must be a positive integer, got {n_actions!r}")
-        if n_actions < 2:
-            raise ValueError(f"n_actions must be at least 2, got {n_actions!r}")
-        self.n_actions = self.n_outputs = int(n_actions)
+        n = _size("n_actions", n_actions, 2, "the categorical head needs n_actions")
+        self.n_actions = self.n_outputs = n
+        self.action_dtype = np.int8 if n <= np.iinfo(np.int8).max + 1 else np.int64
 
     def __repr__(self) -> str:
         return f"Categorical({self.n_actions})"
@@ -276,15 +272,12 @@ class Gaussian:
     # an action is mu plus noise, so it carries mu's last bits: the rollout asks for one row at
     # a time (see pgrl.rollout)
     sample_rows_alone = True
+    densities = True  # pi(a | s) is a density: log pi may be positive
+    action_dtype = np.float32  # a batch keeps the sampled actions in gymnasium's action dtype
 
     def __init__(self, n_actions: int | None = None):
-        if n_actions is None:
-            raise ValueError("the gaussian head needs action_dim, the width of the Box actions")
-        if isinstance(n_actions, bool) or not isinstance(n_actions, int | np.integer):
-            raise ValueError(f"action_dim must be a positive integer, got {n_actions!r}")
-        if n_actions < 1:
-            raise ValueError(f"action_dim must be at least 1, got {n_actions!r}")
-        d = int(n_actions)
+        missing = "the gaussian head needs action_dim, the width of the Box actions"
+        d = _size("action_dim", n_actions, 1, missing)
         self.n_actions = self.action_dim = self.n_outputs = d
         self.action_shape = (d,)
         self.params = {"log_std": (d,)}
@@ -417,6 +410,17 @@ def box_action_problem(space) -> str | None:
             f"and high {space.high}"
         )
     return None
+
+
+def _size(name: str, value, minimum: int, missing: str) -> int:
+    """A head's size ``value`` as an int >= ``minimum``; ValueError ``missing`` for None."""
+    if value is None:
+        raise ValueError(missing)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(value)
 
 
 def _discrete(space) -> int | None:

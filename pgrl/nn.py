@@ -76,6 +76,20 @@ def forward(weights: dict, x) -> tuple[list, np.ndarray]:
         hs.append(h)
 
 
+def head_forward(head, weights: dict, x) -> tuple[list, np.ndarray]:
+    """Activations and the head's input (N, k): the outputs of :func:`forward` with the head's
+    own parameters (``head.outputs``: the gaussian head's ``log_std`` columns)."""
+    hs, out = forward(weights, x)
+    return hs, head.outputs(out, weights)
+
+
+def head_backward(head, weights: dict, hs: list, dz: np.ndarray, strict_mask: bool = False):
+    """``dL/d(every parameter)``, the head's own included, from ``dz = dL/d(the head's input)``
+    (N,) or (N, k), in the order of ``weights``: :func:`backward` of the network's part."""
+    dout, own = head.param_grads(dz.reshape(len(dz), -1))
+    return {**backward(weights, hs, dout, strict_mask), **own}
+
+
 def backward(weights: dict, hs: list, dout: np.ndarray, strict_mask: bool = False) -> dict:
     """``dL/dW_i`` (and ``dL/db_i``) from ``dout = dL/d(outputs)`` (N, k), in the order of
     ``weights`` (entries not of the MLP, such as a head's ``log_std``, are left out).

@@ -427,12 +427,8 @@ class _Recorder:
         self.sparse = np.issubdtype(obs_space.dtype, np.integer)
         self.progress = progress
         self.obs = np.zeros((num_envs, CHUNK_ROWS, *obs_space.shape), dtype=obs_space.dtype)
-        if dist.action_shape:  # the gaussian head's (d,) actions, as sampled, in float32
-            action_dtype = np.float32
-        else:
-            action_dtype = np.int8 if dist.n_actions <= np.iinfo(np.int8).max + 1 else np.int64
         shape = (num_envs, CHUNK_ROWS, *dist.action_shape)
-        self.actions = np.zeros(shape, dtype=action_dtype)
+        self.actions = np.zeros(shape, dtype=dist.action_dtype)
         self.rewards = np.zeros((num_envs, CHUNK_ROWS), dtype=np.float64)
         self.rows = [0] * num_envs  # rows filled in each env's chunk
         self.open_parts: list[list[tuple]] = [[] for _ in range(num_envs)]  # episode so far

@@ -487,8 +487,7 @@ class Policy(Network):
         if old_log_probs is None or clip is None:
             raise ValueError("PPO's surrogate needs both old_log_probs and clip (or neither)")
         old = self._check_vector("old_log_probs", old_log_probs, n)
-        # a density's log (the gaussian head's, of (N, d) actions) may be positive
-        if not self.distribution.action_shape and np.any(old > 0):
+        if not self.distribution.densities and np.any(old > 0):  # a density's log may be > 0
             raise ValueError("old_log_probs must be log-probabilities, <= 0")
         return (*batch, old, self.dtype.type(valid.clip("clip", clip)))
 

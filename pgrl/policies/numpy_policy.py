@@ -85,15 +85,10 @@ class NumpyPolicy(NumpyNetwork, Policy):
     backend = "numpy"
 
     def _forward(self, obs):
-        """Activations, and the head's input: the network's outputs with the head's own
-        parameters (the gaussian head's ``log_std`` columns)."""
-        hs, out = nn.forward(self.params, obs)
-        return hs, self.distribution.outputs(out, self.params)
+        return nn.head_forward(self.distribution, self.params, obs)
 
     def _backward(self, hs, dout):
-        dout, own = self.distribution.param_grads(dout)
-        grads = {**nn.backward(self.params, hs, dout), **own}
-        return {name: grads[name] for name in self.shapes}
+        return nn.head_backward(self.distribution, self.params, hs, dout)
 
     def _probs(self, obs):
         dist = self.distribution
