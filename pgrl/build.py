@@ -17,7 +17,7 @@ import numpy as np
 from pgrl import envs
 from pgrl import validate as valid
 from pgrl.config import Config, ConfigError, EnvConfig
-from pgrl.distributions import box_action_problem, make_distribution
+from pgrl.distributions import make_distribution
 from pgrl.envs import make_env
 from pgrl.normalize import ObsNormalizer
 from pgrl.optim import RMSprop
@@ -81,38 +81,29 @@ def env_spaces(cfg: Config) -> tuple[gym.Space, gym.Space]:
     return spaces
 
 
-def env_actions_of(space: gym.Space) -> int:
-    """``n`` of ``Discrete(n)`` actions, ``d`` of ``Box(d,)`` ones (the head's size)."""
-    return int(space.shape[0]) if isinstance(space, gym.spaces.Box) else int(space.n)
-
-
-def env_actions(envs, cfg: Config | None = None) -> int:
-    """The action count ``n`` of a vector env's (or rollout workers') ``Discrete(n)`` actions,
-    or the dimension ``d`` of its ``Box(d,)`` actions (the gaussian head's); with ``cfg``,
-    ConfigError unless its ``policy.head`` fits them."""
-    space = envs.single_action_space
-    if cfg is not None:
-        check_head(cfg, space)
-    if isinstance(space, gym.spaces.Box):
-        problem = box_action_problem(space)
-        if problem:
-            raise ConfigError(problem)
+def action_size(space: gym.Space) -> int | None:
+    """The size of the head that plays ``space``: ``n`` of ``Discrete(n)`` actions, ``d`` of
+    ``Box(d,)`` ones; None for any other space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return int(space.shape[0])
-    if not isinstance(space, gym.spaces.Discrete):
-        raise ConfigError(f"env actions must be Discrete(n) or Box(d,), got {space}")
-    return int(space.n)
+    return None
+
+
+def env_actions(envs, cfg: Config) -> int:
+    """The :func:`action_size` of a vector env's (or rollout workers') actions, after
+    :func:`check_head`."""
+    space = envs.single_action_space
+    check_head(cfg, space)
+    return action_size(space)
 
 
 def check_head(cfg: Config, space: gym.Space) -> None:
     """ConfigError unless ``policy.head`` plays the action space ``space`` of ``env.id``."""
-    n = 2  # a size every head can have, for spaces of no head's
-    if isinstance(space, gym.spaces.Box) and space.shape:
-        n = int(space.shape[0])
-    elif isinstance(space, gym.spaces.Discrete):
-        n = int(space.n)
     try:
-        dist = make_distribution(cfg.policy.head, n)
-    except ValueError:  # a size this head cannot have: its space says why
+        dist = make_distribution(cfg.policy.head, action_size(space))
+    except ValueError:  # a size this head cannot have (or none): its space says why
         dist = make_distribution(cfg.policy.head, 2)
     problem = dist.check_action_space(space)
     if problem:

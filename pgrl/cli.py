@@ -274,7 +274,7 @@ def _trial_options(args) -> dict:
     _SET,
 )
 def _check(args) -> int:
-    from pgrl.build import check_env_id, env_actions_of, env_spaces
+    from pgrl.build import action_size, check_env_id, env_spaces
     from pgrl.check import run_check
     from pgrl.config import ConfigError, load_config
 
@@ -283,7 +283,7 @@ def _check(args) -> int:
     cfg = load_config(args.config, args.set)
     check_env_id(cfg)  # the env, and the head against its actions
     obs_space, action_space = env_spaces(cfg)
-    obs_dim, n_actions = int(obs_space.shape[0]), env_actions_of(action_space)
+    obs_dim, n_actions = int(obs_space.shape[0]), action_size(action_space)
     bounds = getattr(action_space, "low", None), getattr(action_space, "high", None)
     lines, passed = run_check(
         cfg,
